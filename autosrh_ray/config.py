@@ -1,0 +1,334 @@
+"""One typed config tree, loaded from YAML, overridden with ``--set``, validated with one-line errors.
+
+Every stage (prepare, search, prune, retrain, evaluate) reads the same :class:`Config`. Unknown keys are
+errors; every error names the dotted key it is about.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str(err)`` is one line naming the key."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+@dataclass
+class SyntheticConfig:
+    """Shape of the embedded synthetic dataset (Criteo-like, with planted truth)."""
+
+    rows: int = 120_000
+    categorical_fields: int = 10
+    signal_fields: int = 5
+    numerical_fields: int = 3
+    vocab_size: int = 1000
+    zipf_exponent: float = 1.1
+    latent_dim: int = 4
+    seed: int = 7
+
+
+@dataclass
+class DatasetConfig:
+    name: Literal["criteo", "avazu", "kdd12", "movielens", "amazon", "synthetic", "tabular"] = "synthetic"
+    path: Optional[str] = None
+    min_count: int = 1
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 2026
+    on_bad_rows: Literal["error", "skip"] = "error"
+    numeric: Optional[Literal["scale", "bucketize"]] = None
+    format: Optional[Literal["csv", "tsv", "parquet"]] = None
+    label: Optional[str] = None
+    categorical: list[str] = field(default_factory=list)
+    numerical: list[str] = field(default_factory=list)
+    task: Optional[Literal["classification", "regression"]] = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["fm", "widedeep", "deepfm", "mf", "mlp", "neumf"] = "deepfm"
+    hidden: list[int] = field(default_factory=lambda: [400, 400, 400])
+    dropout: float = 0.0
+
+
+@dataclass
+class SearchConfig:
+    method: Literal["autosrh", "uniform", "magnitude"] = "autosrh"
+    K: int = 16
+    L: int = 6
+    block_boundaries: Optional[list[int]] = None
+    order: Literal["first", "second"] = "first"
+    xi: Optional[float] = None
+    hvp: Literal["finite_difference", "double_backward"] = "finite_difference"
+    alpha_optimizer: Literal["adam", "sgd"] = "adam"
+    lr_alpha: float = 0.01
+    epochs: int = 1
+
+
+@dataclass
+class PruneConfig:
+    cr: float = 10.0
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 0.001
+    batch_size: int = 4096
+    max_epochs: int = 10
+    patience: int = 2
+    seed: int = 0
+    embedding_optimizer: Literal["adam", "sparse_adam"] = "adam"
+    init_std: float = 0.01
+
+
+@dataclass
+class RayConfig:
+    address: str = "local"
+    num_workers: int = 1
+    cpus_per_worker: Optional[float] = None
+    gpus_per_worker: float = 0.0
+    data_cpus: Optional[float] = None
+    storage_path: Optional[str] = None
+    max_failures: int = 1
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def task(self) -> str:
+        """``classification`` or ``regression``, from the dataset (or ``dataset.task`` for tabular)."""
+        if self.dataset.name in ("movielens", "amazon"):
+            return "regression"
+        if self.dataset.name == "tabular":
+            return self.dataset.task or "classification"
+        return "classification"
+
+    @property
+    def numeric_mode(self) -> str:
+        """How numerical fields are embedded: ``dataset.numeric`` or the dataset's default."""
+        if self.dataset.numeric:
+            return self.dataset.numeric
+        return "scale" if self.dataset.name in ("tabular", "synthetic") else "bucketize"
+
+    @property
+    def xi(self) -> float:
+        """Virtual-step size of the second-order search (default: the Θ learning rate)."""
+        return self.train.lr if self.search.xi is None else self.search.xi
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain dicts with type checks.
+
+
+def _check_value(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = " | ".join(str(c) for c in typing.get_args(tp))
+            raise ConfigError(key, f"must be one of {choices} (got {value!r})")
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(key, value, args[0])
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"must be a list (got {value!r})")
+        return [_check_value(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"must be a mapping (got {value!r})")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false (got {value!r})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer (got {value!r})")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"must be a number (got {value!r})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string (got {value!r})")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {key}")  # a bug in this module, not user input
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(dotted, "unknown config key")
+        kwargs[key] = _check_value(dotted, value, hints[key])
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError("--set", f"expected dotted.key=value (got {text!r})")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as err:
+        raise ConfigError(key, f"cannot parse value {raw!r}: {err.__class__.__name__}") from None
+    return key.strip().split("."), value
+
+
+def _merge(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(path), f"{part} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """Read a YAML config (or start from defaults), apply ``dotted.key=value`` overrides, validate.
+
+    Raises :class:`ConfigError` with a one-line message naming the key or file.
+    """
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError("", f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f"{p}:{mark.line + 1}" if mark else str(p)
+            raise ConfigError("", f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("", f"{p}: top level must be a mapping of sections")
+        data = loaded
+    for text in overrides:
+        keys, value = _parse_override(text)
+        _merge(data, keys, value)
+    config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a :class:`Config` from a nested dict (e.g. ``Config.to_dict()`` output)."""
+    config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def _positive(key: str, value: float, minimum: float = 1) -> None:
+    if value < minimum:
+        raise ConfigError(key, f"must be >= {minimum} (got {value})")
+
+
+def validate(config: Config) -> None:
+    """Checks that need no data. Checks that need M (e.g. L <= M) run in :func:`validate_against_data`."""
+    ds, s = config.dataset, config.search
+    _positive("search.K", s.K)
+    if s.K > 255:
+        raise ConfigError("search.K", f"must be <= 255 (the artifact stores dimension indices as uint8; got {s.K})")
+    _positive("search.L", s.L)
+    _positive("search.epochs", s.epochs)
+    _positive("prune.cr", config.prune.cr)
+    _positive("train.batch_size", config.train.batch_size)
+    _positive("train.max_epochs", config.train.max_epochs)
+    _positive("train.patience", config.train.patience)
+    _positive("dataset.min_count", ds.min_count)
+    _positive("ray.num_workers", config.ray.num_workers)
+    if config.train.lr <= 0:
+        raise ConfigError("train.lr", f"must be > 0 (got {config.train.lr})")
+    if s.lr_alpha <= 0:
+        raise ConfigError("search.lr_alpha", f"must be > 0 (got {s.lr_alpha})")
+    if config.xi < 0:
+        raise ConfigError("search.xi", f"must be >= 0 (got {config.xi})")
+    if len(ds.split) != 3 or any(x < 0 for x in ds.split) or abs(sum(ds.split) - 1.0) > 1e-6:
+        raise ConfigError("dataset.split", f"must be three non-negative fractions summing to 1 (got {ds.split})")
+    if min(ds.split[0], ds.split[1]) <= 0:
+        raise ConfigError("dataset.split", "train and valid fractions must be > 0")
+    if any(h < 1 for h in config.model.hidden):
+        raise ConfigError("model.hidden", f"layer sizes must be >= 1 (got {config.model.hidden})")
+    if not 0 <= config.model.dropout < 1:
+        raise ConfigError("model.dropout", f"must be in [0, 1) (got {config.model.dropout})")
+    if s.block_boundaries is not None:
+        b = s.block_boundaries
+        if len(b) != s.L - 1 or any(x <= 0 for x in b) or sorted(set(b)) != b:
+            raise ConfigError("search.block_boundaries", f"must be L-1 = {s.L - 1} increasing positive ids (got {b})")
+    if s.order == "second" and config.train.embedding_optimizer == "sparse_adam" and s.hvp == "double_backward":
+        raise ConfigError("search.hvp", "double_backward needs dense embedding gradients (train.embedding_optimizer: adam)")
+    classification = config.task == "classification"
+    if config.model.name in ("fm", "widedeep", "deepfm") and not classification:
+        raise ConfigError("model.name", f"{config.model.name} is a CTR model; dataset {ds.name} is regression")
+    if config.model.name in ("mf", "mlp", "neumf") and classification and ds.name != "tabular":
+        raise ConfigError("model.name", f"{config.model.name} is a rating model; dataset {ds.name} is classification")
+    syn = ds.synthetic
+    for key in ("rows", "categorical_fields", "vocab_size", "latent_dim"):
+        _positive(f"dataset.synthetic.{key}", getattr(syn, key))
+    if not 0 <= syn.signal_fields <= syn.categorical_fields:
+        raise ConfigError("dataset.synthetic.signal_fields", "must be between 0 and categorical_fields")
+    if syn.numerical_fields < 0:
+        raise ConfigError("dataset.synthetic.numerical_fields", "must be >= 0")
+    _validate_dataset_source(ds)
+
+
+def _validate_dataset_source(ds: DatasetConfig) -> None:
+    if ds.name == "synthetic":
+        return
+    if not ds.path:
+        raise ConfigError("dataset.path", f"required for dataset {ds.name}")
+    if not glob.glob(ds.path) and not os.path.exists(ds.path):
+        raise ConfigError("dataset.path", f"no file matches {ds.path}")
+    if ds.name == "tabular":
+        if not ds.label:
+            raise ConfigError("dataset.label", "required for dataset tabular")
+        if not ds.categorical and not ds.numerical:
+            raise ConfigError("dataset.categorical", "tabular needs at least one categorical or numerical column")
+
+
+def validate_against_data(config: Config, num_features: int) -> None:
+    """Checks that need the feature count M (known after prepare, before any training)."""
+    if config.search.L > num_features:
+        raise ConfigError("search.L", f"must be <= M = {num_features} features (got {config.search.L})")
+    b = config.search.block_boundaries
+    if b is not None and b[-1] >= num_features:
+        raise ConfigError("search.block_boundaries", f"must be < M = {num_features} (got {b[-1]})")

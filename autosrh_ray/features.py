@@ -1,0 +1,261 @@
+"""The feature space: fields, frequency-ordered global ids, OOV features, numerical fields, frequency blocks.
+
+A *feature* is one categorical value of one field, one OOV bucket per categorical field, or one numerical
+field embedded with ``numeric: scale``. Global ids sort all features by
+``(descending training frequency, field index, value as a string)``, so the L frequency blocks are contiguous
+id ranges (SPEC.md). Counting happens elsewhere (in-process or on Ray Data); this module turns counts into ids
+and encodes columns with them. No Ray import here.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Mapping, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+OOV_VALUE = "<OOV>"  # the value string of a field's OOV feature (used for ordering ties and in frequencies files)
+MISSING_TOKEN = ""  # a missing categorical value is its own token
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input field. ``categorical``: one feature per value (+ OOV); ``numerical``: one scaled feature."""
+
+    name: str
+    kind: Literal["categorical", "numerical"]
+
+
+@dataclass(frozen=True)
+class NumericStats:
+    """Training-split statistics of one numerical field (count of non-missing rows, mean, std)."""
+
+    count: int
+    mean: float
+    std: float
+
+    @staticmethod
+    def from_sums(count: int, total: float, total_sq: float) -> "NumericStats":
+        """From partial sums (mergeable across shards). std falls back to 1 for constant or empty fields."""
+        if count == 0:
+            return NumericStats(0, 0.0, 1.0)
+        mean = total / count
+        var = max(total_sq / count - mean * mean, 0.0)
+        std = math.sqrt(var)
+        return NumericStats(int(count), float(mean), float(std) if std > 1e-12 else 1.0)
+
+
+@dataclass
+class FieldVocab:
+    """A categorical field's kept values, their global ids, and its OOV id."""
+
+    values: list[str]
+    ids: np.ndarray
+    oov_id: int
+
+
+def bucketize(x: np.ndarray) -> np.ndarray:
+    """Criteo-style numeric tokens: ``L<floor(ln(x)^2)>`` for x > 2, ``<int(x)>`` for x <= 2, "" if missing (NaN).
+
+    The ``L`` prefix keeps the two ranges from colliding (floor(ln(3)^2) = 1 = int(1)).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(x.shape, MISSING_TOKEN, dtype=object)
+    ok = ~np.isnan(x)
+    big = ok & (x > 2)
+    small = ok & ~big
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[big] = np.char.add("L", np.floor(np.log(x[big]) ** 2).astype(np.int64).astype(str))
+    out[small] = np.trunc(x[small]).astype(np.int64).astype(str)
+    return out
+
+
+def block_starts(num_features: int, num_blocks: int, boundaries: Optional[Sequence[int]] = None) -> np.ndarray:
+    """First id of each of the L blocks: equal ranges, the first ``M mod L`` one larger, or explicit boundaries."""
+    if boundaries is not None:
+        return np.array([0, *boundaries], dtype=np.int64)
+    base, extra = divmod(num_features, num_blocks)
+    sizes = np.full(num_blocks, base, dtype=np.int64)
+    sizes[:extra] += 1
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def block_index(num_features: int, num_blocks: int, boundaries: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Block of every global id, shape (M,)."""
+    starts = block_starts(num_features, num_blocks, boundaries)
+    return (np.searchsorted(starts, np.arange(num_features), side="right") - 1).astype(np.int64)
+
+
+@dataclass
+class FeatureSpace:
+    """Every field's vocabulary and the global id order; the one object that knows M.
+
+    ``frequencies[i]`` is feature i's training frequency (non-increasing in i), ``field_of[i]`` its field.
+    """
+
+    fields: list[FieldSpec]
+    vocabs: list[Optional[FieldVocab]]
+    numeric_ids: list[Optional[int]]
+    numeric_stats: list[Optional[NumericStats]]
+    frequencies: np.ndarray
+    field_of: np.ndarray
+    feature_values: list[str]
+
+    @property
+    def num_features(self) -> int:
+        return int(self.frequencies.shape[0])
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    @staticmethod
+    def from_counts(
+        fields: Sequence[FieldSpec],
+        value_counts: Sequence[Optional[Mapping[str, int]]],
+        numeric_stats: Sequence[Optional[NumericStats]],
+        min_count: int = 1,
+    ) -> "FeatureSpace":
+        """Assign global ids from training counts.
+
+        ``value_counts[f]`` maps each value of categorical field f to its training count (None for numerical
+        fields); values seen fewer than ``min_count`` times fold into the field's OOV feature, whose frequency is
+        the number of training rows mapped to it. ``numeric_stats[f]`` is set for numerical fields.
+        """
+        keys: list[tuple[int, int, str, int]] = []  # (-freq, field, value, kind: 0 value / 1 oov / 2 numeric)
+        for f, spec in enumerate(fields):
+            if spec.kind == "categorical":
+                counts = value_counts[f] or {}
+                oov = 0
+                for value, count in counts.items():
+                    if count >= min_count:
+                        keys.append((-int(count), f, str(value), 0))
+                    else:
+                        oov += int(count)
+                keys.append((-oov, f, OOV_VALUE, 1))
+            else:
+                stats = numeric_stats[f]
+                keys.append((-(stats.count if stats else 0), f, spec.name, 2))
+        keys.sort(key=lambda k: (k[0], k[1], k[2], k[3]))
+        m = len(keys)
+        frequencies = np.fromiter((-k[0] for k in keys), dtype=np.int64, count=m)
+        field_of = np.fromiter((k[1] for k in keys), dtype=np.int32, count=m)
+        per_field_values: list[list[str]] = [[] for _ in fields]
+        per_field_ids: list[list[int]] = [[] for _ in fields]
+        oov_ids: dict[int, int] = {}
+        numeric_ids: list[Optional[int]] = [None] * len(fields)
+        for gid, (_, f, value, kind) in enumerate(keys):
+            if kind == 0:
+                per_field_values[f].append(value)
+                per_field_ids[f].append(gid)
+            elif kind == 1:
+                oov_ids[f] = gid
+            else:
+                numeric_ids[f] = gid
+        vocabs: list[Optional[FieldVocab]] = []
+        for f, spec in enumerate(fields):
+            if spec.kind == "categorical":
+                vocabs.append(FieldVocab(per_field_values[f], np.asarray(per_field_ids[f], dtype=np.int64), oov_ids[f]))
+            else:
+                vocabs.append(None)
+        return FeatureSpace(
+            fields=list(fields),
+            vocabs=vocabs,
+            numeric_ids=numeric_ids,
+            numeric_stats=[s if spec.kind == "numerical" else None for s, spec in zip(numeric_stats, fields)],
+            frequencies=frequencies,
+            field_of=field_of,
+            feature_values=[k[2] for k in keys],
+        )
+
+    # -- encoding -----------------------------------------------------------------------------------------------
+    def encode_column(self, f: int, column) -> tuple[np.ndarray, np.ndarray]:
+        """Encode one field's column to (global ids int64, values float32), both shape (N,).
+
+        Categorical columns hold strings (null = missing token); unseen values map to the field's OOV id.
+        Numerical columns hold floats (NaN/null = missing → value 0 after standardisation).
+        """
+        spec = self.fields[f]
+        if spec.kind == "categorical":
+            vocab = self.vocabs[f]
+            arr = pa.array(column) if not isinstance(column, (pa.Array, pa.ChunkedArray)) else column
+            arr = pc.fill_null(pc.cast(arr, pa.string()), MISSING_TOKEN)
+            pos = pc.index_in(arr, value_set=pa.array(vocab.values, type=pa.string()))
+            pos = pos.to_numpy(zero_copy_only=False)
+            found = ~np.isnan(pos) if pos.dtype.kind == "f" else np.ones(pos.shape, dtype=bool)
+            ids = np.full(len(pos), vocab.oov_id, dtype=np.int64)
+            ids[found] = vocab.ids[pos[found].astype(np.int64)]
+            return ids, np.ones(len(ids), dtype=np.float32)
+        stats = self.numeric_stats[f]
+        x = np.asarray(pa.array(column).to_numpy(zero_copy_only=False) if isinstance(column, (pa.Array, pa.ChunkedArray))
+                       else column, dtype=np.float64)
+        values = np.where(np.isnan(x), 0.0, (x - stats.mean) / stats.std).astype(np.float32)
+        return np.full(len(x), self.numeric_ids[f], dtype=np.int64), values
+
+    def encode(self, columns: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
+        """Encode a table given as {field name: column} to ids (N, F) int64 and values (N, F) float32."""
+        pairs = [self.encode_column(f, columns[spec.name]) for f, spec in enumerate(self.fields)]
+        ids = np.stack([p[0] for p in pairs], axis=1)
+        values = np.stack([p[1] for p in pairs], axis=1)
+        return ids, values
+
+    # -- persistence --------------------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> dict[str, str]:
+        """Write ``features.json`` (fields, numeric stats) and ``frequencies.parquet`` (one row per feature)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "fields": [{"name": s.name, "kind": s.kind} for s in self.fields],
+            "numeric_stats": [None if s is None else [s.count, s.mean, s.std] for s in self.numeric_stats],
+            "num_features": self.num_features,
+        }
+        (directory / "features.json").write_text(json.dumps(meta, indent=1))
+        table = pa.table({
+            "id": pa.array(np.arange(self.num_features, dtype=np.int64)),
+            "field": pa.array([self.fields[f].name for f in self.field_of]),
+            "field_index": pa.array(self.field_of),
+            "value": pa.array(self.feature_values, type=pa.string()),
+            "kind": pa.array(self.feature_kinds()),
+            "frequency": pa.array(self.frequencies),
+        })
+        pq.write_table(table, directory / "frequencies.parquet")
+        return {"features": "features.json", "frequencies": "frequencies.parquet"}
+
+    def feature_kinds(self) -> list[str]:
+        """``value``, ``oov`` or ``numeric`` for every global id."""
+        kinds = ["value"] * self.num_features
+        for vocab, nid in zip(self.vocabs, self.numeric_ids):
+            if vocab is not None:
+                kinds[vocab.oov_id] = "oov"
+            if nid is not None:
+                kinds[nid] = "numeric"
+        return kinds
+
+    @staticmethod
+    def load(directory: str | Path) -> "FeatureSpace":
+        directory = Path(directory)
+        meta = json.loads((directory / "features.json").read_text())
+        fields = [FieldSpec(d["name"], d["kind"]) for d in meta["fields"]]
+        stats = [None if s is None else NumericStats(int(s[0]), float(s[1]), float(s[2])) for s in meta["numeric_stats"]]
+        table = pq.read_table(directory / "frequencies.parquet")
+        field_of = table.column("field_index").to_numpy().astype(np.int32)
+        values = table.column("value").to_pylist()
+        kinds = np.asarray(table.column("kind").to_pylist())
+        frequencies = table.column("frequency").to_numpy().astype(np.int64)
+        vocabs: list[Optional[FieldVocab]] = []
+        numeric_ids: list[Optional[int]] = [None] * len(fields)
+        for f, spec in enumerate(fields):
+            gids = np.flatnonzero(field_of == f)
+            if spec.kind == "numerical":
+                numeric_ids[f] = int(gids[0])
+                vocabs.append(None)
+                continue
+            oov_id = int(gids[kinds[gids] == "oov"][0])
+            kept = gids[kinds[gids] == "value"]
+            vocabs.append(FieldVocab([values[g] for g in kept], kept.astype(np.int64), oov_id))
+        return FeatureSpace(fields, vocabs, numeric_ids, stats, frequencies, field_of, values)
