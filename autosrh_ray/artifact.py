@@ -1,0 +1,85 @@
+"""The compact model artifact: folded kept embedding values + their dimension indices (CSR by feature).
+
+Stores ``E ⊙ α[block]`` at kept positions only (so inference needs no α), the per-feature dimension indices
+(uint8, the mixed dimension scheme D), the never-pruned first-order weights and the backbone's weights.
+:func:`load_model` rebuilds a model that predicts the same as the pruned in-memory model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .embedding import FirstOrder, SoftSelectionEmbedding
+from .models import EmbeddingModel, build_backbone
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CompactEmbedding:
+    """CSR layout: feature i's kept dims are ``dims[indptr[i]:indptr[i+1]]`` with ``values`` at the same slots."""
+
+    indptr: torch.Tensor  # (M+1,) int64
+    dims: torch.Tensor  # (nnz,) uint8
+    values: torch.Tensor  # (nnz,) float32
+    num_features: int
+    dim: int
+
+    @staticmethod
+    def from_embedding(embedding: SoftSelectionEmbedding) -> "CompactEmbedding":
+        folded = embedding.selected_weight().float().cpu()
+        keep = embedding.mask.bool().cpu() if embedding.mask is not None else torch.ones_like(folded, dtype=torch.bool)
+        rows, cols = torch.nonzero(keep, as_tuple=True)  # row-major: sorted by feature, then dimension
+        counts = torch.bincount(rows, minlength=folded.shape[0])
+        indptr = torch.zeros(folded.shape[0] + 1, dtype=torch.int64)
+        indptr[1:] = torch.cumsum(counts, 0)
+        return CompactEmbedding(indptr, cols.to(torch.uint8), folded[rows, cols].contiguous(),
+                                folded.shape[0], folded.shape[1])
+
+    def dense(self) -> torch.Tensor:
+        """The (M, K) folded embedding with zeros at pruned positions."""
+        out = torch.zeros(self.num_features, self.dim, dtype=torch.float32)
+        rows = torch.repeat_interleave(torch.arange(self.num_features), self.indptr[1:] - self.indptr[:-1])
+        out[rows, self.dims.long()] = self.values
+        return out
+
+    def kept_dims(self) -> torch.Tensor:
+        return self.indptr[1:] - self.indptr[:-1]
+
+
+def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
+               dropout: float) -> int:
+    """Write the compact artifact; returns its size in bytes."""
+    compact = CompactEmbedding.from_embedding(model.embedding)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
+        "embedding": {"indptr": compact.indptr, "dims": compact.dims, "values": compact.values,
+                      "num_features": compact.num_features, "dim": compact.dim},
+        "first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
+        "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
+    }
+    torch.save(payload, path)
+    return Path(path).stat().st_size
+
+
+def load_model(path: str | os.PathLike) -> EmbeddingModel:
+    """Rebuild an inference model (uniform embedding holding the folded values; no α, no mask)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported artifact format {payload.get('format_version')!r}")
+    e = payload["embedding"]
+    compact = CompactEmbedding(e["indptr"], e["dims"], e["values"], int(e["num_features"]), int(e["dim"]))
+    embedding = SoftSelectionEmbedding(torch.zeros(compact.num_features, dtype=torch.long), compact.dim,
+                                       soft_selection=False)
+    with torch.no_grad():
+        embedding.weight.copy_(compact.dense())
+    first_order = FirstOrder(compact.num_features)
+    first_order.load_state_dict(payload["first_order"])
+    spec = payload["model"]
+    backbone = build_backbone(spec["name"], spec["num_fields"], compact.dim, spec["hidden"], spec["dropout"])
+    backbone.load_state_dict(payload["backbone"])
+    return EmbeddingModel(embedding, first_order, backbone)

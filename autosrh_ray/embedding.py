@@ -1,0 +1,109 @@
+"""Soft-selection embedding (paper Eq. 8) and the first-order (linear) term.
+
+::
+
+    ids (B, F) ──► E[ids] (B, F, K) ──⊙ α[block(ids)] ──⊙ mask[ids] ──⊙ value (B, F, 1) ──► (B, F, K)
+
+α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). The mask (M×K, 0/1) is set after
+pruning; pruned entries of E are kept at exactly zero by :meth:`SoftSelectionEmbedding.enforce_mask`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class SoftSelectionEmbedding(nn.Module):
+    """E (M×K) with optional soft selection α (L×K) shared by frequency blocks and an optional pruning mask.
+
+    Args:
+        block_of: (M,) block index of every global id (ids are frequency-ordered, so blocks are id ranges).
+        dim: base dimension K.
+        soft_selection: learn α (AutoSrh); False gives a uniform embedding.
+        sparse: produce sparse gradients for E (for ``torch.optim.SparseAdam``).
+        init_std: std of E's normal initialisation.
+
+    Example::
+
+        emb = SoftSelectionEmbedding(torch.tensor([0, 0, 1]), dim=4)
+        out = emb(torch.tensor([[0, 2]]), torch.ones(1, 2))   # (1, 2, 4)
+    """
+
+    def __init__(self, block_of: torch.Tensor, dim: int, soft_selection: bool = True, sparse: bool = False,
+                 init_std: float = 0.01):
+        super().__init__()
+        num_features = int(block_of.shape[0])
+        num_blocks = int(block_of.max().item()) + 1 if num_features else 1
+        self.embedding = nn.Embedding(num_features, dim, sparse=sparse)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.register_buffer("block_of", block_of.to(torch.long), persistent=True)
+        self.alpha: Optional[nn.Parameter] = nn.Parameter(torch.ones(num_blocks, dim)) if soft_selection else None
+        self.mask: Optional[torch.Tensor]
+        self.register_buffer("mask", None, persistent=True)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight
+
+    @property
+    def num_features(self) -> int:
+        return self.embedding.num_embeddings
+
+    @property
+    def dim(self) -> int:
+        return self.embedding.embedding_dim
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """ids (B, F) long, values (B, F) float → (B, F, K)."""
+        out = self.embedding(ids)
+        if self.alpha is not None:
+            out = out * self.alpha[self.block_of[ids]]
+        if self.mask is not None:
+            out = out * self.mask[ids]
+        return out * values.unsqueeze(-1)
+
+    @torch.no_grad()
+    def selected_weight(self) -> torch.Tensor:
+        """The output embedding matrix Ẽ = E ⊙ α[block] (⊙ mask), shape (M, K)."""
+        out = self.weight.detach().clone()
+        if self.alpha is not None:
+            out = out * self.alpha.detach()[self.block_of]
+        if self.mask is not None:
+            out = out * self.mask
+        return out
+
+    @torch.no_grad()
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Install a 0/1 (M, K) pruning mask, freeze α and zero the pruned entries of E."""
+        self.mask = mask.to(device=self.weight.device, dtype=self.weight.dtype)
+        if self.alpha is not None:
+            self.alpha.requires_grad_(False)
+        self.enforce_mask()
+
+    @torch.no_grad()
+    def enforce_mask(self, rows: Optional[torch.Tensor] = None) -> None:
+        """Zero pruned entries of E (all rows, or only ``rows`` touched by the last step)."""
+        if self.mask is None:
+            return
+        if rows is None:
+            self.weight.mul_(self.mask)
+        else:
+            self.weight.index_copy_(0, rows, self.weight[rows] * self.mask[rows])
+
+
+class FirstOrder(nn.Module):
+    """A never-pruned 1-dim weight per feature plus a global bias: FM linear, W&D wide, MF biases.
+
+    (B, F) ids and values → (B,) ``bias + Σ_f w[id_f]·value_f``.
+    """
+
+    def __init__(self, num_features: int, sparse: bool = False, bias: float = 0.0):
+        super().__init__()
+        self.weight = nn.Embedding(num_features, 1, sparse=sparse)
+        nn.init.zeros_(self.weight.weight)
+        self.bias = nn.Parameter(torch.tensor([float(bias)]))
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return (self.weight(ids).squeeze(-1) * values).sum(dim=1) + self.bias

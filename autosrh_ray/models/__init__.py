@@ -1,0 +1,88 @@
+"""Backbones take embeddings, never ids: (B, F, K) embedding output + (B,) first-order term → (B,) logits.
+
+Any backbone works with any embedding scheme (soft selection, pruning mask, uniform).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import math
+
+import torch
+from torch import nn
+
+from ..config import Config, ConfigError
+from ..embedding import FirstOrder, SoftSelectionEmbedding
+from ..features import FeatureSpace, block_index
+from .deepfm import DeepFM
+from .fm import FM
+from .mf import MF
+from .mlp import MLP
+from .neumf import NeuMF
+from .widedeep import WideDeep
+
+__all__ = ["EmbeddingModel", "build_model", "build_backbone", "FM", "WideDeep", "DeepFM", "MF", "MLP", "NeuMF"]
+
+
+class EmbeddingModel(nn.Module):
+    """embedding + first-order term + backbone. ``forward(ids, values)`` → logits (B,)."""
+
+    def __init__(self, embedding: SoftSelectionEmbedding, first_order: FirstOrder, backbone: nn.Module):
+        super().__init__()
+        self.embedding = embedding
+        self.first_order = first_order
+        self.backbone = backbone
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.embedding(ids, values), self.first_order(ids, values))
+
+    @property
+    def alpha(self):
+        return self.embedding.alpha
+
+    def theta_parameters(self) -> Iterator[nn.Parameter]:
+        """Θ = {θ, E}: every trainable parameter except α."""
+        alpha = self.embedding.alpha
+        return (p for p in self.parameters() if p is not alpha and p.requires_grad)
+
+
+def build_backbone(name: str, num_fields: int, dim: int, hidden, dropout: float) -> nn.Module:
+    """The backbone module for ``model.name``."""
+    if name in ("mf", "neumf") and num_fields != 2:
+        raise ConfigError("model.name", f"{name} needs exactly 2 fields (user, item); the data has {num_fields}")
+    if name == "fm":
+        return FM()
+    if name == "widedeep":
+        return WideDeep(num_fields, dim, hidden, dropout)
+    if name == "deepfm":
+        return DeepFM(num_fields, dim, hidden, dropout)
+    if name == "mf":
+        return MF()
+    if name == "mlp":
+        return MLP(num_fields, dim, hidden, dropout)
+    if name == "neumf":
+        return NeuMF(dim, hidden, dropout)
+    raise ConfigError("model.name", f"unknown model {name!r}")
+
+
+def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0) -> EmbeddingModel:
+    """Model for ``config`` on ``features`` (on the CPU; callers move it). ``uniform`` has no α.
+
+    The global bias starts at the training label mean (regression) or its logit (classification).
+    """
+    m = features.num_features
+    soft = config.search.method == "autosrh"
+    blocks = config.search.L if soft else 1
+    block_of = torch.from_numpy(block_index(m, blocks, config.search.block_boundaries if soft else None))
+    sparse = config.train.embedding_optimizer == "sparse_adam"
+    embedding = SoftSelectionEmbedding(block_of, config.search.K, soft_selection=soft, sparse=sparse,
+                                       init_std=config.train.init_std)
+    if config.task == "classification":
+        p = min(max(label_mean, 1e-4), 1 - 1e-4)
+        bias = math.log(p / (1 - p))
+    else:
+        bias = label_mean
+    first_order = FirstOrder(m, sparse=sparse, bias=bias)
+    backbone = build_backbone(config.model.name, features.num_fields, config.search.K, config.model.hidden,
+                              config.model.dropout)
+    return EmbeddingModel(embedding, first_order, backbone)

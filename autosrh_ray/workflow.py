@@ -1,0 +1,174 @@
+"""prepare → search → prune → retrain → evaluate → report.json (SPEC.md's contract).
+
+``search.method``:
+  * ``autosrh``: bi-level search of α and Θ, prune |E ⊙ α| to the CR, retrain with the mask;
+  * ``uniform`` (UE): train a uniform embedding with early stopping (no α, no pruning);
+  * ``magnitude``: train UE with early stopping, prune |E| to the CR, retrain with the mask.
+Every method's final training uses the same early-stopping budget (``train.max_epochs``, ``train.patience``).
+The test split is read once, after the final model is chosen on validation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .artifact import save_model
+from .batch import iterate_batches
+from .config import Config, validate_against_data
+from .data.prepared import EncodedSplit, PreparedData
+from .metrics import task_metrics
+from .models import EmbeddingModel, build_model
+from .prune import kept_count, kept_dims, prune
+from .search import BiLevelSearch
+from .training import EpochBatches, FitResult, evaluate, fit, predict, search
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class StageResult:
+    """The model after search/prune/retrain, with what each stage did."""
+
+    model: EmbeddingModel
+    search: Optional[FitResult]
+    retrain: FitResult
+    timings: dict[str, float]
+
+
+def _loaders(config: Config, split: EncodedSplit, shuffle: bool, salt: int) -> EpochBatches:
+    bs, seed = config.train.batch_size, config.train.seed
+    return lambda epoch: iterate_batches(split, bs, shuffle=shuffle, seed=seed * 1_000_003 + salt * 1009 + epoch)
+
+
+def run_stages(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
+               log: Log = print) -> StageResult:
+    """Search (or UE training), prune and retrain in-process on in-memory splits."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, prepared.features, prepared.label_mean)
+    task, tc = config.task, config.train
+    train_batches = _loaders(config, train, shuffle=True, salt=1)
+    valid_eval = _loaders(config, valid, shuffle=False, salt=0)
+    timings = {"search": 0.0, "prune": 0.0, "retrain": 0.0}
+
+    def logger(stage):
+        return lambda epoch, m: log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
+
+    method = config.search.method
+    search_result = None
+    if method == "autosrh":
+        searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=config.search.lr_alpha,
+                                 alpha_optimizer=config.search.alpha_optimizer, order=config.search.order,
+                                 xi=config.xi, hvp=config.search.hvp)
+        valid_stream = _loaders(config, valid, shuffle=True, salt=2)
+        search_result = search(model, searcher, train_batches, valid_stream, valid_eval, task,
+                               config.search.epochs, logger("search"))
+        timings["search"] = search_result.seconds
+    elif method == "magnitude":
+        search_result = fit(model, train_batches, valid_eval, task, tc.lr, tc.max_epochs, tc.patience,
+                            logger("uniform"))
+        timings["search"] = search_result.seconds
+    if method != "uniform":
+        start = time.perf_counter()
+        prune(model.embedding, config.prune.cr)
+        timings["prune"] = time.perf_counter() - start
+    retrain = fit(model, train_batches, valid_eval, task, tc.lr, tc.max_epochs, tc.patience,
+                  logger("retrain" if method != "uniform" else "uniform"))
+    timings["retrain"] = retrain.seconds
+    return StageResult(model, search_result, retrain, timings)
+
+
+def _write_dims(model: EmbeddingModel, prepared: PreparedData, path: Path) -> None:
+    """Per-feature kept dimension indices (the mixed dimension scheme D) with field and frequency."""
+    emb = model.embedding
+    mask = emb.mask.bool() if emb.mask is not None else torch.ones(emb.num_features, emb.dim, dtype=torch.bool)
+    dims = [np.flatnonzero(row).astype(np.int16) for row in mask.cpu().numpy()]
+    feats = prepared.features
+    pq.write_table(pa.table({
+        "id": pa.array(np.arange(feats.num_features)),
+        "field": pa.array([feats.fields[f].name for f in feats.field_of]),
+        "block": pa.array(emb.block_of.cpu().numpy()),
+        "frequency": pa.array(feats.frequencies),
+        "kept_dims": pa.array(kept_dims(mask).cpu().numpy()),
+        "dims": pa.array([d.tolist() for d in dims], type=pa.list_(pa.int16())),
+    }), path)
+
+
+def build_report(config: Config, prepared: PreparedData, stages: StageResult, valid_metrics: dict,
+                 test_metrics: dict, timings: dict, artifacts: dict, artifact_bytes: int) -> dict:
+    m, k = prepared.num_features, config.search.K
+    method = config.search.method
+    uniform = m * k
+    kept = uniform if method == "uniform" else kept_count(m, k, config.prune.cr)
+    emb = stages.model.embedding
+    report = {
+        "method": method,
+        "model": config.model.name,
+        "dataset": config.dataset.name,
+        "task": config.task,
+        "K": k,
+        "L": config.search.L if method == "autosrh" else 1,
+        "cr_target": 1 if method == "uniform" else config.prune.cr,
+        "cr_achieved": uniform / kept,
+        "num_features": m,
+        "params": {"uniform": uniform, "kept": kept, "linear": m},
+        "valid": valid_metrics,
+        "test": test_metrics,
+        "rows": {
+            "read": prepared.rows.read, "train": prepared.rows.train, "valid": prepared.rows.valid,
+            "test": prepared.rows.test, "skipped": prepared.rows.skipped,
+            "skipped_by_reason": dict(prepared.rows.skipped_by_reason),
+        },
+        "timings_s": timings,
+        "artifacts": artifacts,
+        "artifact_bytes": {"compact_model": artifact_bytes, "dense_embedding": m * k * 4},
+        "epochs": {"search": stages.search.epochs if stages.search else 0, "retrain": stages.retrain.epochs},
+        "history": {"search": stages.search.history if stages.search else [], "retrain": stages.retrain.history},
+    }
+    if emb.alpha is not None:
+        report["alpha"] = emb.alpha.detach().cpu().tolist()
+    return report
+
+
+def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print) -> dict:
+    """The whole workflow in-process; writes ``output/report.json`` and the artifacts; returns the report."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if prepared is None:
+        prepared = prepare(config, output / "data")
+    t_prepare = time.perf_counter() - t0
+    validate_against_data(config, prepared.num_features)
+    log(f"prepared: M={prepared.num_features} features, rows={prepared.rows}")
+    train, valid = prepared.load_split("train"), prepared.load_split("valid")
+    stages = run_stages(config, prepared, train, valid, log)
+    valid_metrics = evaluate(stages.model, iterate_batches(valid, config.train.batch_size), config.task)
+    test = prepared.load_split("test")  # first and only read of the test split
+    outputs, labels = predict(stages.model, iterate_batches(test, config.train.batch_size))
+    test_metrics = task_metrics(config.task, labels, outputs)
+    artifacts = {"model": "model.pt", "dims": "dims.parquet",
+                 "frequencies": os.path.relpath(Path(prepared.directory) / "frequencies.parquet", output)}
+    artifact_bytes = save_model(stages.model, output / artifacts["model"], config.model.name,
+                                prepared.features.num_fields, config.model.hidden, config.model.dropout)
+    _write_dims(stages.model, prepared, output / artifacts["dims"])
+    timings = {"prepare": t_prepare, **stages.timings, "total": time.perf_counter() - t0}
+    report = build_report(config, prepared, stages, valid_metrics, test_metrics, timings, artifacts, artifact_bytes)
+    (output / "report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def prepare(config: Config, output: str | Path) -> PreparedData:
+    """The data stage: write (or reuse) the prepared directory for ``config``."""
+    from .data.local import prepare_synthetic
+
+    if config.dataset.name != "synthetic":
+        raise NotImplementedError("only dataset.name: synthetic is wired in-process")
+    return prepare_synthetic(config, output)
