@@ -1,0 +1,34 @@
+"""Tiny models and batches for engine tests."""
+from __future__ import annotations
+
+import torch
+
+from autosrh_ray.batch import Batch
+from autosrh_ray.embedding import FirstOrder, SoftSelectionEmbedding
+from autosrh_ray.models import EmbeddingModel, build_backbone
+
+
+def tiny_model(name: str = "deepfm", m: int = 30, k: int = 4, blocks: int = 3, fields: int = 3,
+               sparse: bool = False, soft: bool = True, seed: int = 0, dtype=torch.float64) -> EmbeddingModel:
+    torch.manual_seed(seed)
+    block_of = torch.arange(m) * blocks // m
+    emb = SoftSelectionEmbedding(block_of, k, soft_selection=soft, sparse=sparse, init_std=0.3)
+    first = FirstOrder(m, sparse=sparse)
+    torch.nn.init.normal_(first.weight.weight, std=0.1)
+    model = EmbeddingModel(emb, first, build_backbone(name, fields, k, [8, 8], 0.0)).to(dtype)
+    if soft:
+        with torch.no_grad():
+            model.alpha.uniform_(0.3, 1.0)  # away from the clip boundaries, and not all equal
+    return model
+
+
+def random_batch(n: int = 16, m: int = 30, fields: int = 3, seed: int = 1, task: str = "classification",
+                 dtype=torch.float64) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, m, (n, fields), generator=g)
+    values = torch.rand(n, fields, generator=g, dtype=dtype) + 0.5
+    if task == "classification":
+        labels = (torch.rand(n, generator=g) < 0.4).to(dtype)
+    else:
+        labels = torch.rand(n, generator=g, dtype=dtype) * 4 + 1
+    return Batch(ids, values, labels)

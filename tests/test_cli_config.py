@@ -1,0 +1,51 @@
+"""Bad configs exit non-zero with one stderr line naming the key, before any training."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autosrh_ray.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "workflows" / "quickstart.yaml"
+
+
+def run_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "autosrh_ray", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.name=transformer", "model.name"),
+    ("search.K=0", "search.K"),
+    ("prune.cr=0.5", "prune.cr"),
+    ("search.bogus=1", "search.bogus"),
+    ("dataset.name=criteo", "dataset.path"),
+    ("dataset.path=/nonexistent/dac.txt", "dataset.path"),
+    ("search.L=1000000", "search.L"),  # L > M: checked after prepare, before training
+])
+def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, override, key):
+    args = ["run", str(QUICKSTART), "--set", override, "--output", str(tmp_path / "out")]
+    if override.startswith("dataset.path"):
+        args += ["--set", "dataset.name=criteo"]
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert key in lines[0]
+    assert "[search]" not in proc.stdout and "[retrain]" not in proc.stdout
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_unknown_key_in_yaml_file_is_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 0.01\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"^train\.epochz: unknown config key"):
+        load_config(bad)
+
+
+def test_set_values_are_parsed_as_yaml():
+    cfg = load_config(QUICKSTART, ["model.hidden=[8, 4]", "prune.cr=20", "search.order=second"])
+    assert cfg.model.hidden == [8, 4] and cfg.prune.cr == 20.0 and cfg.search.order == "second"
+    assert cfg.xi == cfg.train.lr  # ξ defaults to the Θ learning rate
