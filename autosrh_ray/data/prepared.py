@@ -35,6 +35,7 @@ class RowCounts:
     test: int = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped_by_split: dict[str, dict[str, int]] = field(default_factory=dict)  # {split: {reason: count}}
 
     def check(self) -> None:
         kept = self.train + self.valid + self.test
@@ -86,10 +87,16 @@ class PreparedData:
     rows: RowCounts
     config_hash: str
     shards: dict[str, list[str]]
+    input_fingerprint: str = ""  # hash of the input files' paths, sizes and mtimes ("" for generated data)
 
     @property
     def num_features(self) -> int:
         return self.features.num_features
+
+    def vocab_sizes(self) -> dict[str, int]:
+        """Features per field (kept values + OOV for categorical fields, 1 for a numerical field)."""
+        counts = np.bincount(self.features.field_of, minlength=self.features.num_fields)
+        return {spec.name: int(n) for spec, n in zip(self.features.fields, counts)}
 
     def split_paths(self, split: str) -> list[str]:
         return [str(self.directory / p) for p in self.shards[split]]
@@ -114,6 +121,8 @@ class PreparedData:
             "config_hash": self.config_hash,
             "shards": self.shards,
             "frequencies": "frequencies.parquet",
+            "vocab_sizes": self.vocab_sizes(),
+            "input_fingerprint": self.input_fingerprint,
         }
         (self.directory / META_FILE).write_text(json.dumps(meta, indent=1))
 
@@ -129,4 +138,5 @@ class PreparedData:
             rows=RowCounts(**meta["rows"]),
             config_hash=meta["config_hash"],
             shards={k: list(meta["shards"].get(k, [])) for k in SPLIT_NAMES},
+            input_fingerprint=meta.get("input_fingerprint", ""),
         )

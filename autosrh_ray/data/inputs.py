@@ -1,0 +1,177 @@
+"""Input files and chunks: what to read, in which order, and where every row sits in the input.
+
+Files are sorted by path; a plain text file is cut into byte ranges aligned to line starts, a gzip file is one
+chunk, a Parquet file is one chunk per row group. A row's *global position* is its index among all data lines
+(headers excluded, bad lines included) in that order, so it never depends on chunk, block or worker counts.
+Pure Python (no Ray): the Ray Data stages in :mod:`.vocabulary` and :mod:`.encode` call these per chunk.
+"""
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import IO, Iterator, Literal, Optional, Sequence
+
+from ..config import ConfigError
+from .errors import DataError
+
+CHUNK_BYTES = 64 << 20  # byte range per read task (plain text)
+PIECE_BYTES = 16 << 20  # bytes parsed at once inside a task (bounds a task's memory, gzip included)
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def list_files(path: str, key: str = "dataset.path") -> list[str]:
+    """The input files of ``path`` (a file, a glob or a directory of shards), sorted; hidden files skipped."""
+    if os.path.isdir(path):
+        found = [os.path.join(path, n) for n in os.listdir(path) if not n.startswith((".", "_"))]
+    else:
+        found = glob.glob(path) if any(c in path for c in "*?[") else ([path] if os.path.exists(path) else [])
+    files = sorted(f for f in found if os.path.isfile(f))
+    if not files:
+        raise ConfigError(key, f"no input file matches {path}")
+    return files
+
+
+def is_gzip(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
+def open_binary(path: str) -> IO[bytes]:
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
+def first_line(path: str) -> str:
+    """The first line of a (possibly gzip) text file, without its line ending ('' for an empty file)."""
+    with open_binary(path) as fh:
+        return fh.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of reading. ``kind`` text: bytes [start, end) of ``path`` (end -1: to EOF, gzip); parquet:
+    row group ``start``; synthetic: generated rows [start, end). ``first_line`` is the 1-based line (or row)
+    number of the chunk's first data row in its file, ``first_position`` its global position."""
+
+    index: int
+    kind: Literal["text", "parquet", "synthetic"]
+    path: str
+    start: int
+    end: int
+    skip_header: bool = False
+    first_line: int = 1
+    first_position: int = 0
+    rows: int = -1  # data lines in the chunk (known after counting)
+
+    def to_item(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_item(item: dict) -> "Chunk":
+        return Chunk(**{k: (v.item() if hasattr(v, "item") else v) for k, v in item.items()})
+
+
+def plan_text_chunks(files: Sequence[str], header: bool, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    """Cut text files into line-aligned byte ranges (gzip files stay whole). Rows are counted later."""
+    chunks: list[Chunk] = []
+    for path in files:
+        if is_gzip(path):
+            chunks.append(Chunk(len(chunks), "text", path, 0, -1, skip_header=header))
+            continue
+        size = os.path.getsize(path)
+        with open(path, "rb") as fh:
+            start = len(fh.readline()) if header else 0
+            while start < size:
+                end = size
+                if start + chunk_bytes < size:
+                    fh.seek(start + chunk_bytes - 1)
+                    fh.readline()  # move the cut to the next line start
+                    end = fh.tell()
+                chunks.append(Chunk(len(chunks), "text", path, start, end))
+                start = end
+    return chunks
+
+
+def iter_pieces(chunk: Chunk, piece_bytes: int = PIECE_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Yield (line-aligned bytes, index of its first line within the chunk) for a text chunk."""
+    with open_binary(chunk.path) as fh:
+        if chunk.skip_header:
+            fh.readline()
+        else:
+            fh.seek(chunk.start)
+        remaining = None if chunk.end < 0 else chunk.end - chunk.start
+        line = 0
+        while remaining is None or remaining > 0:
+            data = fh.read(piece_bytes if remaining is None else min(piece_bytes, remaining))
+            if not data:
+                break
+            if not data.endswith(b"\n") and (remaining is None or remaining > len(data)):
+                data += fh.readline()  # complete the last line (a chunk's end is always a line end)
+            if remaining is not None:
+                remaining -= len(data)
+            yield data, line
+            line += count_lines(data)
+
+
+def count_lines(data: bytes) -> int:
+    """Lines in a line-aligned byte string (a last line without newline counts)."""
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def count_chunk_lines(chunk: Chunk) -> int:
+    return sum(count_lines(data) for data, _ in iter_pieces(chunk))
+
+
+def assign_positions(chunks: Sequence[Chunk], rows: Sequence[int], header: bool) -> list[Chunk]:
+    """Give every chunk its row count, first line number in its file and first global position."""
+    out, position, line, path = [], 0, 1, None
+    for chunk, n in zip(chunks, rows):
+        if chunk.path != path:
+            path, line = chunk.path, (2 if header else 1)
+        out.append(replace(chunk, rows=int(n), first_line=line, first_position=position))
+        position += int(n)
+        line += int(n)
+    return out
+
+
+def plan_parquet_chunks(files: Sequence[str]) -> list[Chunk]:
+    """One chunk per row group; positions from the Parquet footers (no counting pass needed)."""
+    import pyarrow.parquet as pq
+
+    chunks: list[Chunk] = []
+    position = 0
+    for path in files:
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except Exception as err:  # pyarrow raises several types for a non-Parquet file
+            raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__}: {err})") from None
+        line = 1
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            chunks.append(Chunk(len(chunks), "parquet", path, rg, rg + 1, first_line=line,
+                                first_position=position, rows=n))
+            position += n
+            line += n
+    return chunks
+
+
+def plan_synthetic_chunks(rows: int, rows_per_chunk: int) -> list[Chunk]:
+    """Row ranges of the synthetic generator (generated inside the read tasks, nothing on disk)."""
+    return [Chunk(i, "synthetic", "<synthetic>", lo, min(lo + rows_per_chunk, rows), first_line=lo + 1,
+                  first_position=lo, rows=min(lo + rows_per_chunk, rows) - lo)
+            for i, lo in enumerate(range(0, rows, rows_per_chunk))]
+
+
+def fingerprint(files: Sequence[str]) -> list[list]:
+    """What identifies the input for reuse: path, size and modification time of every file."""
+    return [[str(Path(f).resolve()), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]
+
+
+def total_rows(chunks: Sequence[Chunk]) -> int:
+    return sum(max(c.rows, 0) for c in chunks)
+
+
+def describe(chunks: Sequence[Chunk], limit: Optional[int] = None) -> str:
+    return ", ".join(sorted({c.path for c in chunks})[:limit])

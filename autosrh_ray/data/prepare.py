@@ -1,0 +1,159 @@
+"""``prepare(config, output)``: the data stage on Ray Data, from raw input to encoded Parquet shards.
+
+Passes (all Ray Data over a dataset of chunk descriptors, see :mod:`.inputs`):
+
+1. count the lines of every text chunk → each row's global position (Parquet: from footers; synthetic: row index);
+2. parse, split by position, and count training values / numerical sums / rows per split and skip reason
+   (:mod:`.vocabulary`), merged with one ``groupby``; the driver assigns ids (``FeatureSpace.from_counts``);
+3. parse again, encode, write ``train/ valid/ test/`` shards (:mod:`.encode`), then ``meta.json``.
+
+A directory whose ``meta.json`` has the same config hash and input fingerprint is reused as is. Ray Data tasks
+take one CPU each and no actors are used, so nothing can hold every CPU while a data task waits for one.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..config import Config
+from .encode import encode_and_write
+from .errors import DataError
+from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, describe, fingerprint,
+                     plan_parquet_chunks, plan_synthetic_chunks, plan_text_chunks, total_rows)
+from .local import config_hash
+from .prepared import META_FILE, PreparedData
+from .readers import Layout, input_files, layout_for
+from .split import SPLIT_NAMES
+from .vocabulary import count_statistics, field_specs
+
+SYNTHETIC_CHUNK_ROWS = 262_144  # a multiple of the generator's block size
+
+
+def ensure_ray(config: Optional[Config] = None) -> None:
+    """Start Ray (locally, or at ``ray.address``) unless it is already running."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = None if config is None or config.ray.address in ("", "local") else config.ray.address
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+
+
+@contextlib.contextmanager
+def data_context() -> Iterator[None]:
+    """Ray Data settings for this stage, restored afterwards: a sort-based shuffle for the vocabulary groupby
+    (no aggregator actors holding CPUs; fast for vocabulary-sized tables)."""
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    ctx = DataContext.get_current()
+    saved = ctx.shuffle_strategy
+    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    try:
+        yield
+    finally:
+        ctx.shuffle_strategy = saved
+
+
+def input_fingerprint(files: list[str]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint(files)).encode()).hexdigest()[:16] if files else ""
+
+
+def reusable(output: Path, chash: str, fp: str) -> bool:
+    """Whether ``output`` holds a finished prepare of the same config and input."""
+    meta_path = output / META_FILE
+    if not meta_path.is_file():
+        return False
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return meta.get("config_hash") == chash and meta.get("input_fingerprint", "") == fp
+
+
+def _count_lines_batch(batch):
+    import pyarrow as pa
+
+    items = batch.to_pylist()
+    return pa.table({"index": [it["index"] for it in items],
+                     "rows": [count_chunk_lines(Chunk.from_item(it)) for it in items]})
+
+
+def plan_chunks(config: Config, layout: Layout, files: list[str], chunk_bytes: int,
+                synthetic_rows_per_chunk: int) -> list[Chunk]:
+    """All chunks with row counts and global positions (pass 1)."""
+    import ray
+
+    if layout.kind == "synthetic":
+        return plan_synthetic_chunks(config.dataset.synthetic.rows, synthetic_rows_per_chunk)
+    if layout.kind == "parquet":
+        return plan_parquet_chunks(files)
+    chunks = plan_text_chunks(files, layout.header, chunk_bytes)
+    if not chunks:
+        return []
+    ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    counted = {r["index"]: r["rows"] for r in ds.map_batches(_count_lines_batch, batch_size=1,
+                                                              batch_format="pyarrow").take_all()}
+    return assign_positions(chunks, [counted[c.index] for c in chunks], layout.header)
+
+
+def _clear(output: Path) -> None:
+    """Remove what an earlier prepare wrote (meta first, so a half-written directory is never reused)."""
+    (output / META_FILE).unlink(missing_ok=True)
+    for name in SPLIT_NAMES:
+        shutil.rmtree(output / name, ignore_errors=True)
+    for name in ("features.json", "frequencies.parquet"):
+        (output / name).unlink(missing_ok=True)
+
+
+def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTES,
+            synthetic_rows_per_chunk: int = SYNTHETIC_CHUNK_ROWS) -> PreparedData:
+    """Prepare ``config.dataset`` into ``output`` on Ray Data (or reuse it); see the module docstring.
+
+    Raises ``ConfigError`` (missing files, unknown columns) or :class:`DataError` (bad rows with
+    ``on_bad_rows: error``, empty input), each with a one-line message.
+    """
+    output = Path(output)
+    ds = config.dataset
+    files = input_files(config)
+    chash, fp = config_hash(config), input_fingerprint(files)
+    if reusable(output, chash, fp):
+        return PreparedData.load(output)
+    layout = layout_for(config, files)
+    ensure_ray(config)
+    mode = config.numeric_mode
+    syn = ds.synthetic if layout.kind == "synthetic" else None
+    with data_context():
+        chunks = plan_chunks(config, layout, files, chunk_bytes, synthetic_rows_per_chunk)
+        read = total_rows(chunks)
+        if read == 0:
+            raise DataError(f"{describe(chunks) or ds.path}: no data rows")
+        fields = field_specs(layout, mode)
+        stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn)
+        rows = stats.rows
+        if rows.read != read:
+            raise AssertionError(f"row accounting broken: {read} lines read, {rows.read} rows counted")
+        if stats.first_bad is not None and ds.on_bad_rows == "error":
+            raise DataError(f"{stats.first_bad[1]} (set dataset.on_bad_rows: skip to skip such rows)")
+        if rows.train == 0:
+            raise DataError(f"{describe(chunks, 3)}: no training rows kept ({rows.skipped} of {read} rows skipped)")
+        rows.skipped_by_split = stats.skipped_by_split
+        rows.check()
+        space = stats.feature_space(fields, ds.min_count)
+        output.mkdir(parents=True, exist_ok=True)
+        _clear(output)
+        space.save(output)
+        shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn)
+    for name in SPLIT_NAMES:
+        written = sum(n for _, n in shards[name])
+        if written != getattr(rows, name):
+            raise AssertionError(f"{name}: counted {getattr(rows, name)} rows, wrote {written}")
+    prepared = PreparedData(output, space, config.task, stats.label_sum / rows.train, rows, chash,
+                            {name: [p for p, _ in shards[name]] for name in SPLIT_NAMES}, fp)
+    prepared.write_meta()
+    return prepared

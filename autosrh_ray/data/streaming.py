@@ -1,0 +1,36 @@
+"""Streaming prepared shards into training: lazy ``ray.data`` datasets per split, batches → :class:`EncodedSplit`."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from .prepared import EncodedSplit, PreparedData, column_names, split_from_columns
+from .split import SPLIT_NAMES
+
+
+def shard_schema(num_fields: int) -> pa.Schema:
+    ids, values = column_names(num_fields)
+    return pa.schema([(c, pa.int64()) for c in ids] + [(c, pa.float32()) for c in values] + [("label", pa.float32())])
+
+
+def split_datasets(prepared: PreparedData) -> dict:
+    """{"train", "valid", "test"} → lazy ``ray.data.Dataset`` reading that split's shards (input order kept
+    when ``DataContext.execution_options.preserve_order`` is set). An empty split is an empty dataset with the
+    shard schema. Nothing is read in the driver."""
+    import ray
+
+    out = {}
+    for name in SPLIT_NAMES:
+        paths = prepared.split_paths(name)
+        if paths:
+            out[name] = ray.data.read_parquet(paths, shuffle=None)
+        else:
+            out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
+    return out
+
+
+def batch_to_split(batch: Mapping[str, np.ndarray], num_fields: int) -> EncodedSplit:
+    """A Ray Data numpy batch (``iter_batches(batch_format="numpy")``) as an :class:`EncodedSplit`."""
+    return split_from_columns(dict(batch), num_fields)

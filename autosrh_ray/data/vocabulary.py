@@ -1,0 +1,197 @@
+"""Distributed vocabulary, frequencies and row accounting on Ray Data.
+
+Every read task turns its pieces into a small *statistics table* with one row per (field, value): training
+counts of categorical values (numerical fields bucketized first under ``numeric: bucketize``), partial sums of
+numerical fields, and row counters per split and per skip reason (negative field codes). One Ray Data
+``groupby(["field", "value"]).sum(...)`` merges them; the driver streams the merged table (one row per distinct
+training value, never per data row) into :meth:`FeatureSpace.from_counts`, which fixes SPEC.md's id order.
+"""
+from __future__ import annotations
+
+import inspect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..features import FeatureSpace, FieldSpec, NumericStats
+from .inputs import Chunk
+from .local import field_columns
+from .prepared import RowCounts
+from .readers import Layout, Parsed, parse_chunk
+from .split import SPLIT_NAMES, TRAIN, split_of
+
+ROWS_FIELD, LABEL_FIELD, BAD_FIELD = -1, -2, -3  # field codes of the bookkeeping rows
+STATS_SCHEMA = pa.schema([("field", pa.int32()), ("value", pa.string()), ("count", pa.int64()),
+                          ("sum", pa.float64()), ("sumsq", pa.float64())])
+
+
+def field_specs(layout: Layout, numeric_mode: str) -> list[FieldSpec]:
+    """The fields in id-table order (as :func:`.local.field_columns` builds them): numerical, then categorical."""
+    kind = "categorical" if numeric_mode == "bucketize" else "numerical"
+    return [FieldSpec(n, kind) for n in layout.numerical_fields] + \
+        [FieldSpec(c, "categorical") for c in layout.categorical_fields]
+
+
+def encode_fields(parsed: Parsed, layout: Layout, numeric_mode: str) -> tuple[list[FieldSpec], dict[str, pa.Array]]:
+    """Field columns of a parsed piece, numerical fields bucketized or kept as numbers."""
+    table = pa.table({k: parsed.columns[k] for k in (*layout.numerical_fields, *layout.categorical_fields)})
+    return field_columns(table, layout.categorical_fields, layout.numerical_fields, numeric_mode)
+
+
+def _rows(fields: list[int], values: list[str], counts: list[int], sums=None, sumsqs=None) -> pa.Table:
+    n = len(fields)
+    return pa.table({
+        "field": pa.array(fields, pa.int32()), "value": pa.array(values, pa.string()),
+        "count": pa.array(counts, pa.int64()),
+        "sum": pa.array(sums if sums is not None else np.zeros(n), pa.float64()),
+        "sumsq": pa.array(sumsqs if sumsqs is not None else np.zeros(n), pa.float64()),
+    }, schema=STATS_SCHEMA)
+
+
+def piece_statistics(parsed: Parsed, layout: Layout, numeric_mode: str, seed: int,
+                     fractions: Sequence[float]) -> pa.Table:
+    """The statistics table of one parsed piece (training counts, partial sums, row counters, first bad row)."""
+    split = split_of(parsed.positions, seed, fractions)
+    parts: list[pa.Table] = []
+    fields, columns = encode_fields(parsed, layout, numeric_mode)
+    train = pa.array(split == TRAIN)
+    n_train = int((split == TRAIN).sum())
+    for f, spec in enumerate(fields):
+        col = columns[spec.name].filter(train)
+        if spec.kind == "categorical":
+            vc = pc.value_counts(col)
+            values = vc.field("values")
+            parts.append(pa.table({
+                "field": pa.array(np.full(len(vc), f, np.int32)), "value": values.cast(pa.string()),
+                "count": vc.field("counts").cast(pa.int64()),
+                "sum": pa.array(np.zeros(len(vc))), "sumsq": pa.array(np.zeros(len(vc)))}, schema=STATS_SCHEMA))
+        else:
+            x = col.to_numpy(zero_copy_only=False).astype(np.float64)
+            x = x[~np.isnan(x)]
+            parts.append(_rows([f], [""], [len(x)], [float(x.sum())], [float((x * x).sum())]))
+    labels = parsed.labels[split == TRAIN].astype(np.float64)
+    parts.append(_rows([LABEL_FIELD], ["label"], [n_train], [float(labels.sum())]))
+    counter_values, counter_counts = [], []
+    for code, name in enumerate(SPLIT_NAMES):
+        counter_values.append(name)
+        counter_counts.append(int((split == code).sum()))
+    if len(parsed.bad_positions):
+        bad_split = split_of(parsed.bad_positions, seed, fractions)
+        keys = np.char.add(np.char.add(np.asarray(SPLIT_NAMES)[bad_split].astype(str), ":"),
+                           parsed.bad_reasons.astype(str))
+        uniq, cnt = np.unique(keys, return_counts=True)
+        counter_values += uniq.tolist()
+        counter_counts += cnt.tolist()
+    parts.append(_rows([ROWS_FIELD] * len(counter_values), counter_values, counter_counts))
+    if parsed.first_bad is not None:
+        parts.append(_rows([BAD_FIELD], [parsed.first_bad[1]], [1], [float(parsed.first_bad[0])]))
+    return pa.concat_tables(parts)
+
+
+def chunk_statistics(batch: pa.Table, layout: Layout, numeric_mode: str, seed: int, fractions: list[float],
+                     synthetic_cfg=None):
+    """Ray Data ``map_batches`` body: chunk descriptors in, statistics tables out (one per piece)."""
+    for item in batch.to_pylist():
+        for parsed in parse_chunk(layout, Chunk.from_item(item), synthetic_cfg):
+            yield piece_statistics(parsed, layout, numeric_mode, seed, fractions)
+
+
+@dataclass
+class Statistics:
+    """Merged statistics of the whole input."""
+
+    value_counts: list[Optional[dict[str, int]]]
+    oov_counts: list[int]
+    numeric_stats: list[Optional[NumericStats]]
+    rows: RowCounts
+    label_sum: float
+    first_bad: Optional[tuple[int, str]] = None
+    skipped_by_split: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def feature_space(self, fields: Sequence[FieldSpec], min_count: int) -> FeatureSpace:
+        """Global ids in SPEC.md's order (``FeatureSpace.from_counts``)."""
+        if any(self.oov_counts):  # rare values were folded while streaming (needs from_counts(oov_counts=...))
+            return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count,
+                                            oov_counts=self.oov_counts)
+        return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count)
+
+
+def _folds_rare_values() -> bool:
+    """Whether ``FeatureSpace.from_counts`` takes per-field OOV counts, so rare values need not reach the driver."""
+    return "oov_counts" in inspect.signature(FeatureSpace.from_counts).parameters
+
+
+def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> Statistics:
+    """Fold the grouped statistics (an iterable of pyarrow tables) into :class:`Statistics` in the driver."""
+    fold = _folds_rare_values() and min_count > 1
+    counts: list[Optional[dict[str, int]]] = [{} if s.kind == "categorical" else None for s in fields]
+    oov = [0] * len(fields)
+    sums: dict[int, list[float]] = {}
+    counters: dict[str, int] = defaultdict(int)
+    label_sum, first_bad = 0.0, None
+    categorical = np.array([s.kind == "categorical" for s in fields] + [False], dtype=bool)
+    for table in batches:
+        if table.num_rows == 0:
+            continue
+        f = table.column("field").to_numpy()
+        cnt = table.column("sum(count)").to_numpy()
+        s, ss = table.column("sum(sum)").to_numpy(), table.column("sum(sumsq)").to_numpy()
+        values = table.column("value")
+        for i in np.flatnonzero(f < 0):
+            v = values[int(i)].as_py()
+            if f[i] == ROWS_FIELD:
+                counters[v] += int(cnt[i])
+            elif f[i] == LABEL_FIELD:
+                label_sum += float(s[i])
+            elif f[i] == BAD_FIELD and (first_bad is None or s[i] < first_bad[0]):
+                first_bad = (int(s[i]), v)
+        for i in np.flatnonzero((f >= 0) & ~categorical[np.where(f >= 0, f, -1)]):
+            acc = sums.setdefault(int(f[i]), [0, 0.0, 0.0])
+            acc[0] += int(cnt[i])
+            acc[1] += float(s[i])
+            acc[2] += float(ss[i])
+        idx = np.flatnonzero((f >= 0) & categorical[np.where(f >= 0, f, -1)])
+        if fold:
+            rare = idx[cnt[idx] < min_count]
+            per_field = np.bincount(f[rare], weights=cnt[rare], minlength=len(fields)).astype(np.int64)
+            for k in np.flatnonzero(per_field):
+                oov[k] += int(per_field[k])
+            idx = idx[cnt[idx] >= min_count]
+        taken = values.take(pa.array(idx)).to_pylist() if len(idx) else []
+        for i, v in zip(idx, taken):
+            d = counts[int(f[i])]
+            d[v] = d.get(v, 0) + int(cnt[i])
+    stats = [NumericStats.from_sums(*sums.get(fi, [0, 0.0, 0.0])) if spec.kind == "numerical" else None
+             for fi, spec in enumerate(fields)]
+    rows = RowCounts()
+    by_split: dict[str, dict[str, int]] = {name: {} for name in SPLIT_NAMES}
+    for key, n in counters.items():
+        if ":" in key:
+            split, reason = key.split(":", 1)
+            by_split[split][reason] = by_split[split].get(reason, 0) + n
+            rows.skipped += n
+            rows.skipped_by_reason[reason] = rows.skipped_by_reason.get(reason, 0) + n
+        else:
+            setattr(rows, key, getattr(rows, key) + n)
+    rows.read = rows.train + rows.valid + rows.test + rows.skipped  # prepare() checks it against the line count
+    rows.skipped_by_reason = dict(sorted(rows.skipped_by_reason.items()))
+    return Statistics(counts, oov, stats, rows, label_sum, first_bad,
+                      {k: dict(sorted(v.items())) for k, v in by_split.items()})
+
+
+def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str, seed: int,
+                     fractions: Sequence[float], fields: Sequence[FieldSpec], min_count: int,
+                     synthetic_cfg=None, num_partitions: Optional[int] = None) -> Statistics:
+    """Run the statistics pass on Ray Data over all chunks and merge the result."""
+    import ray
+
+    ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    ds = ds.map_batches(chunk_statistics, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
+        layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), synthetic_cfg=synthetic_cfg))
+    partitions = num_partitions or max(1, min(len(chunks), int(ray.available_resources().get("CPU", 1)) or 1))
+    grouped = ds.groupby(["field", "value"], num_partitions=partitions).sum(["count", "sum", "sumsq"])
+    return merge_statistics(grouped.iter_batches(batch_format="pyarrow", batch_size=65536), fields, min_count)
