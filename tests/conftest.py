@@ -1,0 +1,34 @@
+"""Shared fixtures. ``ray_cluster`` starts Ray once per test session (each start costs seconds); every test
+module that needs Ray (data, distributed, workflow tests) reuses it instead of calling ``ray.init`` itself."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray instance with 2 CPUs (the smallest machine we support), started once per session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    # Left running until the interpreter exits: other session-scoped users may still need it.
+
+
+def shared_sample(relative: str) -> Path:
+    """A real-data sample under ``../shared/data``: missing fails in CI (env CI=true) and skips elsewhere."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        message = f"real-data sample missing: {path}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
