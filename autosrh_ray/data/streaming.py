@@ -23,9 +23,12 @@ def split_datasets(prepared: PreparedData) -> dict:
 
     out = {}
     for name in SPLIT_NAMES:
-        paths = prepared.split_paths(name)
-        if paths:
-            out[name] = ray.data.read_parquet(paths, shuffle=None)
+        if prepared.shards[name]:
+            # One directory path, not the list of shards: Ray 2.60 resolves a list of paths in threads, and
+            # that import-races on fsspec's HTTP filesystem when aiohttp is absent (ImportError). The split's
+            # directory holds exactly its shards (prepare clears it first); file names sort in input order.
+            out[name] = ray.data.read_parquet(str(prepared.directory / name), file_extensions=["parquet"],
+                                              shuffle=None)
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
     return out

@@ -1,0 +1,129 @@
+"""prepare(): the Ray path equals the in-process reference, reuses its output, streams splits, and fails
+with one clear line on missing files, empty input and unknown columns."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from autosrh_ray.config import ConfigError
+from autosrh_ray.data.errors import DataError
+from autosrh_ray.data.local import prepare_synthetic, prepare_table
+from autosrh_ray.data.prepare import prepare
+from autosrh_ray.data.streaming import batch_to_split, split_datasets
+
+from .helpers import config
+
+
+def _assert_same(a, b, value_tol: float = 0.0):
+    assert a.num_features == b.num_features
+    assert a.features.feature_values == b.features.feature_values
+    assert np.array_equal(a.features.frequencies, b.features.frequencies)
+    assert a.rows.read == b.rows.read and a.rows.train == b.rows.train and a.rows.test == b.rows.test
+    assert a.config_hash == b.config_hash
+    for split in ("train", "valid", "test"):
+        x, y = a.load_split(split), b.load_split(split)
+        assert np.array_equal(x.ids, y.ids), split
+        assert np.array_equal(x.labels, y.labels), split
+        np.testing.assert_allclose(x.values, y.values, rtol=0, atol=value_tol)
+
+
+@pytest.fixture(scope="module")
+def synthetic(ray_cluster, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("syn")
+    cfg = config("dataset.synthetic.rows=30000")
+    return cfg, tmp, prepare(cfg, tmp / "ray", synthetic_rows_per_chunk=4096)
+
+
+def test_synthetic_equals_in_process_reference(synthetic):
+    cfg, tmp, prepared = synthetic
+    assert len(prepared.shards["train"]) > 1
+    reference = prepare_synthetic(cfg, tmp / "local")
+    _assert_same(prepared, reference, value_tol=1e-6)
+    assert prepared.label_mean == pytest.approx(reference.label_mean, rel=1e-6)
+
+
+def test_reuse_and_recompute(synthetic, monkeypatch):
+    cfg, tmp, prepared = synthetic
+    meta = (tmp / "ray" / "meta.json").stat().st_mtime_ns
+    import autosrh_ray.data.prepare as module
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(module, "count_statistics", boom)
+    again = prepare(cfg, tmp / "ray")
+    assert (tmp / "ray" / "meta.json").stat().st_mtime_ns == meta
+    assert again.rows == prepared.rows and again.shards == prepared.shards
+    with pytest.raises(AssertionError, match="recomputed"):  # another config must not reuse it
+        prepare(config("dataset.synthetic.rows=30000", "dataset.min_count=3"), tmp / "ray")
+
+
+def test_split_datasets_stream_the_shards(synthetic):
+    _, _, prepared = synthetic
+    datasets = split_datasets(prepared)
+    assert set(datasets) == {"train", "valid", "test"}
+    f = prepared.features.num_fields
+    total = 0
+    for batch in datasets["valid"].iter_batches(batch_size=1000, batch_format="numpy"):
+        part = batch_to_split(batch, f)
+        assert part.ids.shape == (len(part), f) and part.ids.dtype == np.int64
+        total += len(part)
+    assert total == prepared.rows.valid
+    assert datasets["train"].count() == prepared.rows.train
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    try:  # with preserve_order the stream is the shards in input order
+        labels = np.concatenate([b["label"] for b in split_datasets(prepared)["train"].iter_batches(batch_format="numpy")])
+    finally:
+        ctx.execution_options.preserve_order = saved
+    assert np.array_equal(labels, prepared.load_split("train").labels)
+
+
+def test_empty_split_is_an_empty_dataset(ray_cluster, tmp_path):
+    prepared = prepare(config("dataset.synthetic.rows=2000", "dataset.split=[0.9, 0.1, 0.0]"), tmp_path / "out")
+    assert prepared.rows.test == 0 and split_datasets(prepared)["test"].count() == 0
+
+
+def test_tabular_csv_scale_equals_reference(ray_cluster, tmp_path):
+    rng = np.random.default_rng(0)
+    n = 3000
+    table = pa.table({
+        "y": rng.integers(0, 2, n), "city": rng.choice(["a", "b", "c", "d,e"], n),
+        "age": np.where(rng.random(n) < 0.1, np.nan, rng.normal(40, 9, n).round(2)), "noise": rng.random(n)})
+    path = tmp_path / "t.csv"
+    pacsv.write_csv(table, path)
+    text = path.read_text().replace("nan", "")  # missing numbers as empty fields
+    path.write_text(text)
+    cfg = config("dataset.name=tabular", f"dataset.path={path}", "dataset.label=y", "dataset.categorical=[city]",
+                 "dataset.numerical=[age, noise]", "model.name=fm")
+    prepared = prepare(cfg, tmp_path / "ray", chunk_bytes=10_000)
+    reference_table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"city": pa.string()}))
+    reference = prepare_table(reference_table, "y", ["city"], ["age", "noise"], cfg, tmp_path / "local")
+    _assert_same(prepared, reference, value_tol=1e-5)
+    assert [s.kind for s in prepared.features.fields] == ["numerical", "numerical", "categorical"]
+
+
+def test_missing_input_is_a_config_error(ray_cluster, tmp_path):
+    cfg = config("dataset.synthetic.rows=100")
+    cfg.dataset.name, cfg.dataset.path = "criteo", str(tmp_path / "nope*.txt")
+    with pytest.raises(ConfigError, match=r"^dataset\.path: no input file matches"):
+        prepare(cfg, tmp_path / "out")
+
+
+def test_empty_input_is_a_data_error(ray_cluster, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    cfg = config("dataset.name=criteo", f"dataset.path={tmp_path / 'empty.txt'}", "model.name=fm")
+    with pytest.raises(DataError, match="no data rows"):
+        prepare(cfg, tmp_path / "out")
+
+
+def test_unknown_column_names_the_key(ray_cluster, tmp_path):
+    (tmp_path / "t.csv").write_text("y,a\n1,p\n")
+    cfg = config("dataset.name=tabular", f"dataset.path={tmp_path / 't.csv'}", "dataset.label=y",
+                 "dataset.categorical=[a, b]", "model.name=fm")
+    with pytest.raises(ConfigError, match=r"^dataset\.categorical: column 'b' not found in .*t\.csv"):
+        prepare(cfg, tmp_path / "out")
