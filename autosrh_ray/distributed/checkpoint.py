@@ -1,0 +1,82 @@
+"""Per-epoch checkpoints of a Train loop: model, optimiser states, step, RNG states, best-by-validation.
+
+Layout of one checkpoint directory (Ray Train merges every rank's files into it)::
+
+    state.pt        rank 0: LoopState (model, optimisers, epoch, step, best state, history, resumes)
+    rng-<rank>.pt   every rank: its torch / numpy / python RNG states
+
+Model state dicts are stored on the CPU; a pruning mask travels in the state dict as ``embedding.mask``.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..models import EmbeddingModel
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class LoopState:
+    """What a loop needs to resume at an epoch boundary, and what the driver reads back at the end."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # completed optimiser steps
+    model: dict = field(default_factory=dict)
+    optimizer: object = None
+    best_model: Optional[dict] = None
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    best_valid: dict = field(default_factory=dict)
+    bad_epochs: int = 0
+    stopped: bool = False
+    history: list = field(default_factory=list)
+    resumes: list = field(default_factory=list)  # the step each restore started from
+    seconds: float = 0.0  # loop time summed over attempts
+
+
+def cpu_state(model: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: EmbeddingModel, state: dict) -> None:
+    """Load a state dict, installing its pruning mask (a buffer absent from a fresh model) first."""
+    state = dict(state)
+    mask = state.pop("embedding.mask", None)
+    if mask is not None:
+        model.embedding.set_mask(mask)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "embedding.mask"]:
+        raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def write(directory: Path, rank: int, state: Optional[LoopState]) -> None:
+    """Write this rank's files (``state`` only on rank 0)."""
+    torch.save(rng_state(), directory / f"rng-{rank}.pt")
+    if state is not None:
+        torch.save(state, directory / STATE_FILE)
+
+
+def read_state(directory: Path) -> LoopState:
+    return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+
+
+def read_rng(directory: Path, rank: int) -> Optional[dict]:
+    path = Path(directory) / f"rng-{rank}.pt"
+    return torch.load(path, weights_only=False) if path.exists() else None

@@ -1,0 +1,270 @@
+"""Ray Train train functions: the bi-level search loop and the plain training loop (UE / retrain with a mask).
+
+One function, :func:`train_loop`, serves both stages (``LoopSpec.stage``); per worker it
+
+1. builds the model skeleton and loads the initial state from the driver (so every rank starts identical),
+   or the latest checkpoint when Ray Train restarts the run (failure, or a re-run with the same
+   ``storage_path``/``name``);
+2. runs epochs in lockstep: every step all ranks agree that each has a batch (one MIN all-reduce), so a rank
+   that ran out stops everyone and no collective is left waiting; Θ's gradients are averaged and α's
+   gradient is all-reduced before normalisation (:class:`~.sync.TorchDistributedSync`);
+3. after each epoch evaluates on its part of the whole validation split, gathers predictions on rank 0 and
+   computes the metrics there (AUC over the whole split, never a mean of per-rank AUCs), broadcasts them, and
+   reports them with a checkpoint (:mod:`.checkpoint`); the best-by-validation state travels in it.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+import numpy as np
+import torch
+
+from ..batch import Batch, loss_function
+from ..config import config_from_dict
+from ..data.prepared import EncodedSplit
+from ..metrics import task_metrics, validation_loss
+from ..models import EmbeddingModel, build_model
+from ..search import BiLevelSearch, ThetaOptimizer
+from . import checkpoint as ckpt
+from .resources import set_torch_threads
+from .sources import InMemorySource, RayDataSource, ShardSource
+from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_object, gather_objects, world
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What :func:`~autosrh_ray.models.build_model` reads from the feature space."""
+
+    num_features: int
+    num_fields: int
+
+
+@dataclass
+class InMemoryData:
+    """Ordered in-memory splits instead of Ray Data (deterministic order: equivalence tests, small runs)."""
+
+    train: EncodedSplit
+    valid: EncodedSplit
+    shuffle: bool = False
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """Test hook: SIGKILL worker ``rank`` once, at ``step`` of ``epoch`` (marker file = already fired)."""
+
+    marker: str
+    rank: int = 1
+    epoch: int = 1
+    step: int = 1
+
+
+@dataclass
+class LoopSpec:
+    """Everything a worker needs (pickled into ``train_loop_config``)."""
+
+    stage: Literal["search", "fit"]
+    config: dict
+    shape: ModelShape
+    label_mean: float
+    init_state: Any  # a CPU state dict or an ObjectRef to one
+    epochs: int
+    patience: Optional[int]  # None: no early stopping, the model ends at its last epoch (search)
+    global_batch: int
+    torch_threads: int = 1
+    use_gpu: bool = False
+    memory: Optional[InMemoryData] = None
+    shuffle_buffer: Optional[int] = None
+    dtype: Literal["float32", "float64"] = "float32"
+    check_replicas: bool = False
+    fault: Optional[FaultSpec] = None
+    extra: dict = field(default_factory=dict)
+
+
+class DistributedTrainer:
+    """Plain Θ steps with gradients averaged by ``sync``; enforces the pruning mask like the engine's Trainer."""
+
+    def __init__(self, model: EmbeddingModel, task: str, lr: float, sync: TorchDistributedSync):
+        self.model, self.sync = model, sync
+        self.loss = loss_function(task)
+        self.optimizer = ThetaOptimizer(model, lr)
+
+    def step(self, batch: Batch) -> float:
+        self.model.train()
+        loss = self.loss(self.model(batch.ids, batch.values), batch.labels)
+        grads = torch.autograd.grad(loss, self.optimizer.params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else (g.coalesce() if g.is_sparse else g)
+                 for p, g in zip(self.optimizer.params, grads)]
+        self.optimizer.step(self.sync.theta(grads))
+        if self.model.embedding.mask is not None:
+            self.model.embedding.enforce_mask(batch.ids.unique())
+        return float(loss.detach())
+
+    def state_dict(self) -> list:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+def _materialise(value: Any) -> Any:
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+def _source(spec: LoopSpec, rank: int, size: int, seed: int) -> ShardSource:
+    if spec.global_batch % size:
+        raise ValueError(f"train.batch_size: {spec.global_batch} is not divisible by ray.num_workers = {size}")
+    if spec.memory is not None:
+        m = spec.memory
+        return InMemorySource(m.train, m.valid, spec.global_batch, rank, size, seed, m.shuffle)
+    return RayDataSource(spec.shape.num_fields, spec.global_batch // size, rank, seed, spec.shuffle_buffer)
+
+
+@torch.no_grad()
+def evaluate_whole_split(model: EmbeddingModel, batches: Iterator[Batch], task: str, device, dtype) -> dict:
+    """Metrics over the whole validation split: predictions gathered on rank 0, metrics broadcast to all ranks."""
+    model.eval()
+    outs, labels = [np.zeros(0)], [np.zeros(0)]
+    for b in batches:
+        b = b.to(device, dtype)
+        outs.append(model(b.ids, b.values).double().cpu().numpy())
+        labels.append(b.labels.double().cpu().numpy())
+    parts = gather_objects((np.concatenate(outs), np.concatenate(labels)))
+    metrics = None
+    if parts is not None:
+        o = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        metrics = task_metrics(task, y, o)
+        metrics["rows"] = int(len(y))
+    return broadcast_object(metrics)
+
+
+def _replica_diff(tensors: list[torch.Tensor]) -> float:
+    """Max |difference| of ``tensors`` between rank 0 and every other rank (0.0 = bitwise identical)."""
+    flat = torch.cat([t.detach().double().flatten().cpu() for t in tensors]) if tensors else torch.zeros(0)
+    copies = all_gather_objects(flat)
+    return max([float((c - copies[0]).abs().max()) if c.numel() else 0.0 for c in copies] + [0.0])
+
+
+def _maybe_fault(spec: LoopSpec, rank: int, epoch: int, step_in_epoch: int) -> None:
+    f = spec.fault
+    if f and rank == f.rank and epoch == f.epoch and step_in_epoch == f.step and not os.path.exists(f.marker):
+        Path(f.marker).write_text(f"killed rank {rank} at epoch {epoch} step {step_in_epoch}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as d:
+        ckpt.write(Path(d), rank, state if rank == 0 else None)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+
+def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
+    out = {"epoch": state.epoch, "step": state.step, "best_epoch": state.best_epoch,
+           "resumed_from_step": state.resumes[-1] if state.resumes else -1}
+    out.update({f"valid_{k}" if k not in ("train_loss",) and not k.startswith("replica") else k: v
+                for k, v in metrics.items()})
+    return out
+
+
+def train_loop(loop_config: dict) -> None:
+    """The Ray Train worker function (``train_loop_config={"spec": LoopSpec}``)."""
+    import ray.train
+
+    spec: LoopSpec = loop_config["spec"]
+    rank, size = world()
+    set_torch_threads(spec.torch_threads)
+    config = config_from_dict(spec.config)
+    task, seed = config.task, config.train.seed
+    device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
+    dtype = torch.float64 if spec.dtype == "float64" else torch.float32
+
+    model = build_model(config, spec.shape, spec.label_mean)
+    ckpt.load_model_state(model, _materialise(spec.init_state))
+    model.to(device=device, dtype=dtype)
+    sync = TorchDistributedSync()
+    if spec.stage == "search":
+        engine = BiLevelSearch(model, task, lr=config.train.lr, lr_alpha=config.search.lr_alpha,
+                               alpha_optimizer=config.search.alpha_optimizer, order=config.search.order,
+                               xi=config.xi, hvp=config.search.hvp, sync=sync)
+    else:
+        engine = DistributedTrainer(model, task, config.train.lr, sync)
+
+    state = ckpt.LoopState()
+    torch.manual_seed(seed * 7919 + rank)
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            state = ckpt.read_state(Path(d))
+            rng = ckpt.read_rng(Path(d), rank)
+        ckpt.load_model_state(model, state.model)
+        model.to(device=device, dtype=dtype)
+        engine.load_state_dict(state.optimizer)
+        if rng is not None:
+            ckpt.set_rng_state(rng)
+        state.resumes.append(state.step)
+    if state.stopped or state.epoch >= spec.epochs:  # already complete (a re-run): hand the result back again
+        _report(state, rank, _flat_metrics(state, state.history[-1] if state.history else {}))
+        return
+
+    source = _source(spec, rank, size, seed)
+    valid_stream = source.valid_stream() if spec.stage == "search" else None
+    while state.epoch < spec.epochs and not state.stopped:
+        start = time.perf_counter()
+        epoch = state.epoch
+        losses, replica = [], 0.0
+        batches = source.train_epoch(epoch)
+        for i in itertools.count():
+            batch = next(batches, None)
+            if not all_min(batch is not None, device):
+                break
+            _maybe_fault(spec, rank, epoch, i)
+            batch = batch.to(device, dtype)
+            if valid_stream is not None:
+                stats = engine.step(batch, next(valid_stream).to(device, dtype))
+                losses.append(stats.train_loss)
+                if spec.check_replicas:
+                    replica = max(replica, _replica_diff([model.alpha]))
+            else:
+                losses.append(engine.step(batch))
+            state.step += 1
+        metrics = evaluate_whole_split(model, source.eval_batches(), task, device, dtype)
+        metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
+        if spec.check_replicas:
+            metrics["replica_alpha_max_diff"] = replica
+            metrics["replica_theta_max_diff"] = _replica_diff(list(model.theta_parameters()))
+        _end_epoch(state, spec, model, engine, metrics, task)
+        state.seconds += time.perf_counter() - start
+        _report(state, rank, _flat_metrics(state, metrics))
+
+
+def _end_epoch(state: ckpt.LoopState, spec: LoopSpec, model: EmbeddingModel, engine, metrics: dict,
+               task: str) -> None:
+    """Bookkeeping after an epoch: history, best-by-validation, early stopping, the state to checkpoint."""
+    epoch = state.epoch
+    state.history.append(metrics)
+    state.epoch = epoch + 1
+    if spec.patience is None:  # search: the model goes on from its last epoch
+        state.best_epoch, state.best_valid = epoch, metrics
+    else:
+        loss = validation_loss(task, metrics)
+        if loss < state.best_loss:
+            state.best_loss, state.bad_epochs = loss, 0
+            state.best_epoch, state.best_valid = epoch, metrics
+            state.best_model = ckpt.cpu_state(model)
+        else:
+            state.bad_epochs += 1
+        state.stopped = state.bad_epochs >= spec.patience
+    state.model = ckpt.cpu_state(model)
+    state.optimizer = engine.state_dict()

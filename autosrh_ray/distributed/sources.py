@@ -1,0 +1,182 @@
+"""Per-worker data for the Train loops: a Ray Data source and an ordered in-memory source, interchangeable.
+
+A source gives one worker (rank r of W):
+
+* ``train_epoch(epoch)``: this rank's local train batches (``global_batch / W`` rows each) of one epoch;
+* ``valid_stream()``: an endless stream of local validation batches for α (restarted when it ends);
+* ``eval_batches()``: this rank's part of the *whole* validation split — every row on exactly one rank — for
+  metrics over the whole split (predictions are gathered, never averaged across ranks).
+
+Ray Data (:class:`RayDataSource`): ``train`` and ``valid`` are split across workers with
+``streaming_split(equal=True)`` (equal rows per rank, so with ``drop_last`` every rank gets exactly the same
+number of batches and restarts its validation stream at the same step); ``valid_eval`` is split with
+``equal=False`` so no row is dropped (:class:`LoopDataConfig`).
+
+In memory (:class:`InMemorySource`, tests and the equivalence check): global batch g holds rows
+``order[g·B:(g+1)·B]`` and rank r takes rows ``r::W`` of it; evaluation rows are ``r::W`` of the split.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Iterator, Optional, Protocol
+
+import numpy as np
+
+from ..batch import Batch
+from ..data.prepared import EncodedSplit, PreparedData, split_from_columns
+
+TRAIN, VALID, VALID_EVAL = "train", "valid", "valid_eval"
+EVAL_BATCH = 8192
+
+
+class ShardSource(Protocol):
+    def train_epoch(self, epoch: int) -> Iterator[Batch]: ...
+
+    def valid_stream(self) -> Iterator[Batch]: ...
+
+    def eval_batches(self) -> Iterator[Batch]: ...
+
+
+def _endless(make, what: str) -> Iterator[Batch]:
+    for epoch in itertools.count():
+        empty = True
+        for b in make(epoch):
+            empty = False
+            yield b
+        if empty:
+            raise ValueError(f"the {what} split has no full local batch on this worker; lower train.batch_size")
+
+
+@dataclass
+class InMemorySource:
+    """An ordered, deterministic loader over in-memory splits (shuffled per epoch with ``seed`` if ``shuffle``)."""
+
+    train: EncodedSplit
+    valid: EncodedSplit
+    global_batch: int
+    rank: int
+    world: int
+    seed: int = 0
+    shuffle: bool = False
+
+    def _batches(self, split: EncodedSplit, epoch: int, salt: int) -> Iterator[Batch]:
+        n, b = len(split), self.global_batch
+        order = (np.random.default_rng([self.seed, salt, epoch]).permutation(n) if self.shuffle
+                 else np.arange(n))
+        for start in range(0, n - n % b, b):
+            idx = order[start:start + b][self.rank::self.world]
+            yield Batch.from_numpy(split.ids[idx], split.values[idx], split.labels[idx])
+
+    def train_epoch(self, epoch: int) -> Iterator[Batch]:
+        return self._batches(self.train, epoch, 1)
+
+    def valid_stream(self) -> Iterator[Batch]:
+        return _endless(lambda epoch: self._batches(self.valid, epoch, 2), "validation")
+
+    def eval_batches(self) -> Iterator[Batch]:
+        idx = np.arange(self.rank, len(self.valid), self.world)
+        for start in range(0, len(idx), EVAL_BATCH):
+            i = idx[start:start + EVAL_BATCH]
+            yield Batch.from_numpy(self.valid.ids[i], self.valid.values[i], self.valid.labels[i])
+
+
+@dataclass
+class RayDataSource:
+    """The worker's ``get_dataset_shard`` iterators; local shuffle buffer seeded per (seed, epoch, rank)."""
+
+    num_fields: int
+    local_batch: int
+    rank: int
+    seed: int = 0
+    shuffle_buffer: Optional[int] = None
+    valid_cache_bytes: int = 1 << 30
+
+    def _iter(self, name: str, batch_size: int, drop_last: bool, seed: Optional[int]) -> Iterator[Batch]:
+        import ray.train
+
+        shard = ray.train.get_dataset_shard(name)
+        kwargs = {}
+        if self.shuffle_buffer and seed is not None:
+            kwargs = {"local_shuffle_buffer_size": self.shuffle_buffer, "local_shuffle_seed": seed}
+        for cols in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
+                                       prefetch_batches=2, **kwargs):
+            s = split_from_columns(cols, self.num_fields)
+            yield Batch.from_numpy(s.ids, s.values, s.labels)
+
+    def _seed(self, salt: int, epoch: int) -> int:
+        return (self.seed * 1_000_003 + salt * 10_007 + epoch * 101 + self.rank) % 2**31
+
+    def train_epoch(self, epoch: int) -> Iterator[Batch]:
+        return self._iter(TRAIN, self.local_batch, True, self._seed(1, epoch))
+
+    def valid_stream(self) -> Iterator[Batch]:
+        """Streams the first pass and keeps its batches (up to ``valid_cache_bytes``); later passes replay them
+        in a new seeded order. Restarting a streaming split costs seconds, and the search needs a validation
+        batch every step (~8 passes per epoch at an 8:1:1 split); beyond the cache budget it restarts instead."""
+        cache: list[Batch] = []
+        size = 0
+        for b in self._iter(VALID, self.local_batch, True, self._seed(2, 0)):
+            size += sum(t.element_size() * t.nelement() for t in (b.ids, b.values, b.labels))
+            if cache is not None:
+                cache = cache + [b] if size <= self.valid_cache_bytes else None
+            yield b
+        if cache is None:
+            yield from _endless(lambda e: self._iter(VALID, self.local_batch, True, self._seed(2, e + 1)),
+                                "validation")
+            return
+        if not cache:
+            raise ValueError("the validation split has no full local batch on this worker; lower train.batch_size")
+        for epoch in itertools.count(1):
+            for i in np.random.default_rng(self._seed(2, epoch)).permutation(len(cache)):
+                yield cache[i]
+
+    def eval_batches(self) -> Iterator[Batch]:
+        return self._iter(VALID_EVAL, EVAL_BATCH, False, None)
+
+
+def split_datasets(prepared: PreparedData) -> dict:
+    """{"train", "valid", "test"} → lazy Ray datasets over the prepared Parquet shards (the data layer's
+    :func:`autosrh_ray.data.streaming.split_datasets` when present)."""
+    try:
+        from ..data.streaming import split_datasets as data_layer
+    except ImportError:  # the data layer's module not there yet: read the shards directly
+        import ray.data
+
+        return {name: ray.data.read_parquet(prepared.split_paths(name)) for name in ("train", "valid")}
+    return data_layer(prepared)
+
+
+def train_datasets(prepared: PreparedData, need_valid_stream: bool) -> dict:
+    """The datasets a Train run needs: ``train``, ``valid_eval`` and (search only) ``valid``."""
+    ds = split_datasets(prepared)
+    out = {TRAIN: ds["train"], VALID_EVAL: ds["valid"]}
+    if need_valid_stream:
+        out[VALID] = ds["valid"]
+    return out
+
+
+def steps_per_epoch(rows: int, global_batch: int, world: int) -> int:
+    """Full local batches per rank after ``streaming_split(equal=True)``: ⌊⌊rows/W⌋ / (B/W)⌋ = ⌊rows/B⌋."""
+    return (rows // world) // (global_batch // world)
+
+
+def loop_data_config(execution_options):
+    """A :class:`ray.train.DataConfig` splitting ``train``/``valid`` equally and ``valid_eval`` without drops."""
+    from ray.train import DataConfig
+
+    class LoopDataConfig(DataConfig):
+        """``streaming_split(equal=False)`` for ``valid_eval`` so every validation row is evaluated once."""
+
+        def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            equal = {k: v for k, v in datasets.items() if k != VALID_EVAL}
+            output = super().configure(equal, world_size, worker_handles, worker_node_ids, **kwargs)
+            if VALID_EVAL in datasets:
+                ds = datasets[VALID_EVAL]
+                ds = ds.copy(ds)
+                ds.context.execution_options = self._resolve_execution_options(VALID_EVAL)
+                for i, split in enumerate(ds.streaming_split(world_size, equal=False)):
+                    output[i][VALID_EVAL] = split
+            return output
+
+    return LoopDataConfig(execution_options=execution_options)
