@@ -4,7 +4,7 @@ Passes (all Ray Data over a dataset of chunk descriptors, see :mod:`.inputs`):
 
 1. count the lines of every text chunk → each row's global position (Parquet: from footers; synthetic: row index);
 2. parse, split by position, and count training values / numerical sums / rows per split and skip reason
-   (:mod:`.vocabulary`), merged with one ``groupby``; the driver assigns ids (``FeatureSpace.from_counts``);
+   (:mod:`.vocabulary`), merged by a hash-partitioned ``groupby``; the driver assigns ids (``FeatureSpace.from_counts``);
 3. parse again, encode, write ``train/ valid/ test/`` shards (:mod:`.encode`), then ``meta.json``.
 
 A directory whose ``meta.json`` has the same config hash and input fingerprint is reused as is. Ray Data tasks
@@ -46,8 +46,8 @@ def ensure_ray(config: Optional[Config] = None) -> None:
 
 @contextlib.contextmanager
 def data_context() -> Iterator[None]:
-    """Ray Data settings for this stage, restored afterwards: a sort-based shuffle for the vocabulary groupby
-    (no aggregator actors holding CPUs; fast for vocabulary-sized tables)."""
+    """Ray Data settings for this stage, restored afterwards (datasets capture them when created): a sort-based
+    shuffle for the statistics ``groupby("part")`` — tasks only, no aggregator actors that could hold CPUs."""
     from ray.data import DataContext
     from ray.data.context import ShuffleStrategy
 

@@ -5,10 +5,16 @@ counts of categorical values (numerical fields bucketized first under ``numeric:
 numerical fields, and row counters per split and per skip reason (negative field codes). One Ray Data
 ``groupby(["field", "value"]).sum(...)`` merges them; the driver streams the merged table (one row per distinct
 training value, never per data row) into :meth:`FeatureSpace.from_counts`, which fixes SPEC.md's id order.
+
+The merge is a hash-partitioned reduce: each statistics row gets a partition from a stable hash of
+(field, value); ``groupby("part").map_groups`` hands each partition to one task, which sums it with pyarrow's
+vectorised ``group_by``. (A plain ``groupby(["field", "value"]).sum(...)`` gives the same table but aggregates
+group by group: ~100x slower here on 500k statistics rows.)
 """
 from __future__ import annotations
 
 import inspect
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -92,12 +98,29 @@ def piece_statistics(parsed: Parsed, layout: Layout, numeric_mode: str, seed: in
     return pa.concat_tables(parts)
 
 
+def with_partition(table: pa.Table, parts: int) -> pa.Table:
+    """Add ``part`` = stable hash of (field, value) mod ``parts`` (crc32: the same in every process)."""
+    values = table.column("value").combine_chunks().dictionary_encode()
+    hashes = np.fromiter((zlib.crc32(v.encode()) for v in values.dictionary.to_pylist()), dtype=np.int64,
+                         count=len(values.dictionary))
+    part = (hashes[values.indices.to_numpy()] + table.column("field").to_numpy().astype(np.int64) * 7919) % parts
+    return table.append_column("part", pa.array(part.astype(np.int32)))
+
+
 def chunk_statistics(batch: pa.Table, layout: Layout, numeric_mode: str, seed: int, fractions: list[float],
-                     synthetic_cfg=None):
-    """Ray Data ``map_batches`` body: chunk descriptors in, statistics tables out (one per piece)."""
+                     parts: int, synthetic_cfg=None):
+    """Ray Data ``map_batches`` body: chunk descriptors in, partitioned statistics tables out (one per piece)."""
     for item in batch.to_pylist():
         for parsed in parse_chunk(layout, Chunk.from_item(item), synthetic_cfg):
-            yield piece_statistics(parsed, layout, numeric_mode, seed, fractions)
+            yield with_partition(piece_statistics(parsed, layout, numeric_mode, seed, fractions), parts)
+
+
+def reduce_partition(table: pa.Table) -> pa.Table:
+    """Sum one partition's statistics per (field, value) — every row of a key is in the same partition."""
+    merged = table.group_by(["field", "value"], use_threads=False).aggregate(
+        [("count", "sum"), ("sum", "sum"), ("sumsq", "sum")])
+    return merged.rename_columns([{"count_sum": "count", "sum_sum": "sum", "sumsq_sum": "sumsq"}.get(c, c)
+                                  for c in merged.column_names])
 
 
 @dataclass
@@ -138,8 +161,8 @@ def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> St
         if table.num_rows == 0:
             continue
         f = table.column("field").to_numpy()
-        cnt = table.column("sum(count)").to_numpy()
-        s, ss = table.column("sum(sum)").to_numpy(), table.column("sum(sumsq)").to_numpy()
+        cnt = table.column("count").to_numpy()
+        s, ss = table.column("sum").to_numpy(), table.column("sumsq").to_numpy()
         values = table.column("value")
         for i in np.flatnonzero(f < 0):
             v = values[int(i)].as_py()
@@ -190,8 +213,9 @@ def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str,
     import ray
 
     ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    parts = num_partitions or max(1, min(len(chunks), 256))
     ds = ds.map_batches(chunk_statistics, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
-        layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), synthetic_cfg=synthetic_cfg))
-    partitions = num_partitions or max(1, min(len(chunks), int(ray.available_resources().get("CPU", 1)) or 1))
-    grouped = ds.groupby(["field", "value"], num_partitions=partitions).sum(["count", "sum", "sumsq"])
-    return merge_statistics(grouped.iter_batches(batch_format="pyarrow", batch_size=65536), fields, min_count)
+        layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), parts=parts,
+        synthetic_cfg=synthetic_cfg))
+    merged = ds.groupby("part").map_groups(reduce_partition, batch_format="pyarrow")
+    return merge_statistics(merged.iter_batches(batch_format="pyarrow", batch_size=65536), fields, min_count)
