@@ -4,7 +4,8 @@ Passes (all Ray Data over a dataset of chunk descriptors, see :mod:`.inputs`):
 
 1. count the lines of every text chunk → each row's global position (Parquet: from footers; synthetic: row index);
 2. parse, split by position, and count training values / numerical sums / rows per split and skip reason
-   (:mod:`.vocabulary`), merged by a hash-partitioned ``groupby``; the driver assigns ids (``FeatureSpace.from_counts``);
+   (:mod:`.vocabulary`), one table per chunk, merged in the driver as they stream in; the driver assigns ids
+   (``FeatureSpace.from_counts``);
 3. parse again, encode, write ``train/ valid/ test/`` shards (:mod:`.encode`), then ``meta.json``.
 
 A directory whose ``meta.json`` has the same config hash and input fingerprint is reused as is. Ray Data tasks
@@ -12,13 +13,12 @@ take one CPU each and no actors are used, so nothing can hold every CPU while a 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from ..config import Config
 from .encode import encode_and_write
@@ -42,22 +42,6 @@ def ensure_ray(config: Optional[Config] = None) -> None:
         return
     address = None if config is None or config.ray.address in ("", "local") else config.ray.address
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
-
-
-@contextlib.contextmanager
-def data_context() -> Iterator[None]:
-    """Ray Data settings for this stage, restored afterwards (datasets capture them when created): a sort-based
-    shuffle for the statistics ``groupby("part")`` — tasks only, no aggregator actors that could hold CPUs."""
-    from ray.data import DataContext
-    from ray.data.context import ShuffleStrategy
-
-    ctx = DataContext.get_current()
-    saved = ctx.shuffle_strategy
-    ctx.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-    try:
-        yield
-    finally:
-        ctx.shuffle_strategy = saved
 
 
 def input_fingerprint(files: list[str]) -> str:
@@ -128,27 +112,26 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     ensure_ray(config)
     mode = config.numeric_mode
     syn = ds.synthetic if layout.kind == "synthetic" else None
-    with data_context():
-        chunks = plan_chunks(config, layout, files, chunk_bytes, synthetic_rows_per_chunk)
-        read = total_rows(chunks)
-        if read == 0:
-            raise DataError(f"{describe(chunks) or ds.path}: no data rows")
-        fields = field_specs(layout, mode)
-        stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn)
-        rows = stats.rows
-        if rows.read != read:
-            raise AssertionError(f"row accounting broken: {read} lines read, {rows.read} rows counted")
-        if stats.first_bad is not None and ds.on_bad_rows == "error":
-            raise DataError(f"{stats.first_bad[1]} (set dataset.on_bad_rows: skip to skip such rows)")
-        if rows.train == 0:
-            raise DataError(f"{describe(chunks, 3)}: no training rows kept ({rows.skipped} of {read} rows skipped)")
-        rows.skipped_by_split = stats.skipped_by_split
-        rows.check()
-        space = stats.feature_space(fields, ds.min_count)
-        output.mkdir(parents=True, exist_ok=True)
-        _clear(output)
-        space.save(output)
-        shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn)
+    chunks = plan_chunks(config, layout, files, chunk_bytes, synthetic_rows_per_chunk)
+    read = total_rows(chunks)
+    if read == 0:
+        raise DataError(f"{describe(chunks) or ds.path}: no data rows")
+    fields = field_specs(layout, mode)
+    stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn)
+    rows = stats.rows
+    if rows.read != read:
+        raise AssertionError(f"row accounting broken: {read} lines read, {rows.read} rows counted")
+    if stats.first_bad is not None and ds.on_bad_rows == "error":
+        raise DataError(f"{stats.first_bad[1]} (set dataset.on_bad_rows: skip to skip such rows)")
+    if rows.train == 0:
+        raise DataError(f"{describe(chunks, 3)}: no training rows kept ({rows.skipped} of {read} rows skipped)")
+    rows.skipped_by_split = stats.skipped_by_split
+    rows.check()
+    space = stats.feature_space(fields, ds.min_count)
+    output.mkdir(parents=True, exist_ok=True)
+    _clear(output)
+    space.save(output)
+    shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn)
     for name in SPLIT_NAMES:
         written = sum(n for _, n in shards[name])
         if written != getattr(rows, name):
