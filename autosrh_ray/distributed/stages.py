@@ -139,6 +139,12 @@ def make_runner(config: Config, prepared: PreparedData, output: Optional[str | P
     if config.train.batch_size % plan.num_workers:
         raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {plan.num_workers} "
                                               f"(got {config.train.batch_size})")
+    rows, b = prepared.rows, config.train.batch_size
+    needed = {"train": rows.train, "valid": rows.valid} if config.search.method == "autosrh" else {"train": rows.train}
+    for split, n in needed.items():
+        if n < b:
+            raise ConfigError("train.batch_size", f"{b} is more than the {split} split's {n} rows "
+                                                  f"(every step needs one full {split} batch)")
     name = config.run.name or default_run_name(config, prepared)
     return StageRunner(config, prepared, plan, storage_path(config, output), name, options or LoopOptions())
 
