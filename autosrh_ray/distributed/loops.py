@@ -173,10 +173,13 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
 
 
 
+_NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "train_samples")
+
+
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
     out = {"epoch": state.epoch, "step": state.step, "best_epoch": state.best_epoch,
            "resumed_from_step": state.resumes[-1] if state.resumes else -1}
-    out.update({f"valid_{k}" if k not in ("train_loss",) and not k.startswith("replica") else k: v
+    out.update({k if k in _NOT_VALIDATION or k.startswith("replica") else f"valid_{k}": v
                 for k, v in metrics.items()})
     return out
 
@@ -226,12 +229,16 @@ def train_loop(loop_config: dict) -> None:
     while state.epoch < spec.epochs and not state.stopped:
         start = time.perf_counter()
         epoch = state.epoch
-        losses, replica = [], 0.0
+        losses, replica, wait, samples, first = [], 0.0, 0.0, 0, 0.0
         batches = source.train_epoch(epoch)
         for i in itertools.count():
+            t = time.perf_counter()
             batch = next(batches, None)
+            wait += time.perf_counter() - t
+            first = wait if i == 0 else first
             if not all_min(batch is not None, device):
                 break
+            samples += len(batch)
             _maybe_fault(spec, rank, epoch, i)
             batch = batch.to(device, dtype)
             if valid_stream is not None:
@@ -242,8 +249,11 @@ def train_loop(loop_config: dict) -> None:
             else:
                 losses.append(engine.step(batch))
             state.step += 1
+        train_seconds = time.perf_counter() - start
         metrics = evaluate_whole_split(model, source.eval_batches(), task, device, dtype)
         metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
+        metrics.update(train_seconds=train_seconds, data_wait_seconds=wait, first_batch_seconds=first,
+                       train_samples=samples * size)
         if spec.check_replicas:
             metrics["replica_alpha_max_diff"] = replica
             metrics["replica_theta_max_diff"] = _replica_diff(list(model.theta_parameters()))
