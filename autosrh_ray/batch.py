@@ -26,9 +26,10 @@ class Batch:
 
     @staticmethod
     def from_numpy(ids: np.ndarray, values: np.ndarray, labels: np.ndarray) -> "Batch":
-        return Batch(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)),
-                     torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
-                     torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)))
+        def tensor(x, dtype):  # copies only when needed (wrong dtype, not contiguous, read-only Arrow memory)
+            return torch.from_numpy(np.require(x, dtype=dtype, requirements=["C", "W"]))
+
+        return Batch(tensor(ids, np.int64), tensor(values, np.float32), tensor(labels, np.float32))
 
 
 def iterate_batches(split, batch_size: int, shuffle: bool = False, seed: int = 0,

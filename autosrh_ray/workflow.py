@@ -1,5 +1,9 @@
 """prepare → search → prune → retrain → evaluate → report.json (SPEC.md's contract).
 
+:func:`run` is the user-facing workflow: Ray Data prepares, Ray Train searches and retrains (local Ray by
+default, ``ray.address`` to attach to a cluster). :func:`run_stages` is the same three methods in-process on
+in-memory splits: the engine's reference, used by tests and the equivalence checks of the distributed loops.
+
 ``search.method``:
   * ``autosrh``: bi-level search of α and Θ, prune |E ⊙ α| to the CR, retrain with the mask;
   * ``uniform`` (UE): train a uniform embedding with early stopping (no α, no pruning);
@@ -14,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -22,14 +26,13 @@ import pyarrow.parquet as pq
 import torch
 
 from .artifact import save_model
-from .batch import iterate_batches
+from .batch import Batch, iterate_batches
 from .config import Config, validate_against_data
-from .data.prepared import EncodedSplit, PreparedData
-from .metrics import task_metrics
+from .data.prepared import EncodedSplit, PreparedData, split_from_columns
 from .models import EmbeddingModel, build_model
 from .prune import kept_count, kept_dims, prune
 from .search import BiLevelSearch
-from .training import EpochBatches, FitResult, evaluate, fit, predict, search
+from .training import EpochBatches, FitResult, evaluate, fit, search
 
 Log = Callable[[str], None]
 
@@ -138,8 +141,25 @@ def build_report(config: Config, prepared: PreparedData, stages: StageResult, va
     return report
 
 
-def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print) -> dict:
-    """The whole workflow in-process; writes ``output/report.json`` and the artifacts; returns the report."""
+def iter_split_batches(prepared: PreparedData, split: str, batch_size: int) -> Iterator[Batch]:
+    """Stream one split's Parquet shards in the driver, one batch at a time (never the whole split in memory)."""
+    for path in prepared.split_paths(split):
+        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+            cols = {name: col.to_numpy(zero_copy_only=False)
+                    for name, col in zip(record_batch.schema.names, record_batch.columns)}
+            encoded = split_from_columns(cols, prepared.features.num_fields)
+            yield Batch.from_numpy(encoded.ids, encoded.values, encoded.labels)
+
+
+def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print,
+        loop_options=None) -> dict:
+    """The whole workflow: prepare on Ray Data, search/prune/retrain on Ray Train, then the one test evaluation.
+
+    Writes ``output/report.json`` and the artifacts; returns the report. ``loop_options``
+    (:class:`~autosrh_ray.distributed.stages.LoopOptions`) are test hooks for the Train loops.
+    """
+    from .distributed.stages import run_stages_distributed
+
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -148,12 +168,11 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
     log(f"prepared: M={prepared.num_features} features, rows={prepared.rows}")
-    train, valid = prepared.load_split("train"), prepared.load_split("valid")
-    stages = run_stages(config, prepared, train, valid, log)
-    valid_metrics = evaluate(stages.model, iterate_batches(valid, config.train.batch_size), config.task)
-    test = prepared.load_split("test")  # first and only read of the test split
-    outputs, labels = predict(stages.model, iterate_batches(test, config.train.batch_size))
-    test_metrics = task_metrics(config.task, labels, outputs)
+    stages = run_stages_distributed(config, prepared, log, output=output, options=loop_options)
+    metric_names = ("auc", "logloss") if config.task == "classification" else ("mse",)
+    valid_metrics = {k: stages.retrain.best_valid[k] for k in metric_names}  # whole split, at the chosen epoch
+    # first and only read of the test split
+    test_metrics = evaluate(stages.model, iter_split_batches(prepared, "test", config.train.batch_size), config.task)
     artifacts = {"model": "model.pt", "dims": "dims.parquet",
                  "frequencies": os.path.relpath(Path(prepared.directory) / "frequencies.parquet", output)}
     artifact_bytes = save_model(stages.model, output / artifacts["model"], config.model.name,
@@ -166,9 +185,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
 
 
 def prepare(config: Config, output: str | Path) -> PreparedData:
-    """The data stage: write (or reuse) the prepared directory for ``config``."""
-    from .data.local import prepare_synthetic
+    """The data stage on Ray Data: write (or reuse) the prepared directory for ``config``."""
+    from .data.prepare import prepare as prepare_on_ray
 
-    if config.dataset.name != "synthetic":
-        raise NotImplementedError("only dataset.name: synthetic is wired in-process")
-    return prepare_synthetic(config, output)
+    return prepare_on_ray(config, output)

@@ -21,7 +21,7 @@ import torch
 
 from ..config import Config, ConfigError
 from ..data.prepared import PreparedData
-from ..models import EmbeddingModel, build_model
+from ..models import build_model
 from ..prune import prune
 from ..training import FitResult
 from ..workflow import StageResult

@@ -13,20 +13,17 @@ import pytest
 from autosrh_ray import workflow
 from autosrh_ray.config import load_config
 from autosrh_ray.distributed.resources import cluster_cpus, plan_resources
-from autosrh_ray.distributed.stages import run_stages_distributed
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "workflows" / "quickstart.yaml"
 TIMEOUT_S = 300
 
 
-def test_quickstart_two_workers_on_two_cpus_finishes(ray_cluster, tmp_path, monkeypatch):
+def test_quickstart_two_workers_on_two_cpus_finishes(ray_cluster, tmp_path):
     assert cluster_cpus() == 2
     config = load_config(QUICKSTART, ["ray.num_workers=2", "dataset.synthetic.rows=12000", "search.epochs=1",
                                       "train.max_epochs=1", f"ray.storage_path={tmp_path / 'ray'}"])
     plan = plan_resources(config.ray, cluster_cpus())
     assert plan.num_workers * plan.cpus_per_worker + plan.data_cpus <= 2 and plan.data_cpus >= 1
-    monkeypatch.setattr(workflow, "run_stages", lambda cfg, prep, train, valid, log=print: run_stages_distributed(
-        cfg, prep, log, output=tmp_path / "out"))
     box: dict = {}
 
     def target():

@@ -11,7 +11,7 @@ import pytest
 from autosrh_ray import workflow
 from autosrh_ray.distributed import checkpoint as ckpt
 from autosrh_ray.distributed.loops import FaultSpec, InMemoryData
-from autosrh_ray.distributed.stages import LoopOptions, run_stages_distributed
+from autosrh_ray.distributed.stages import LoopOptions
 
 from .helpers import prepared_small, small_config
 
@@ -25,11 +25,9 @@ def _latest_state(storage: Path, run: str) -> ckpt.LoopState:
     return ckpt.read_state(checkpoints[-1])
 
 
-def _distributed_run(config, prepared, output: Path, options: LoopOptions, monkeypatch) -> dict:
-    """workflow.run with its stages on Ray Train (how ``autosrh-ray run`` uses them)."""
-    monkeypatch.setattr(workflow, "run_stages", lambda cfg, prep, train, valid, log=print: run_stages_distributed(
-        cfg, prep, log, output=output, options=options))
-    return workflow.run(config, output, prepared=prepared)
+def _distributed_run(config, prepared, output: Path, options: LoopOptions) -> dict:
+    """workflow.run (its stages on Ray Train, as ``autosrh-ray run`` uses them) with the test's loop hooks."""
+    return workflow.run(config, output, prepared=prepared, loop_options=options)
 
 
 @pytest.fixture(scope="module")
@@ -40,16 +38,12 @@ def killed_run(ray_cluster, tmp_path_factory):
     memory = InMemoryData(prepared.load_split("train"), prepared.load_split("valid"))
     marker = base / "killed.txt"
     options = LoopOptions(memory=memory, fault=FaultSpec(str(marker), rank=1, epoch=1, step=2))
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        report = _distributed_run(config, prepared, base / "out", options, monkeypatch)
-        first = _latest_state(base / "ray", "killed-search")
-        written = json.loads((base / "out" / "report.json").read_text())
-        start = time.perf_counter()
-        rerun = _distributed_run(config, prepared, base / "out", options, monkeypatch)
-        rerun_seconds = time.perf_counter() - start
-    finally:
-        monkeypatch.undo()
+    report = _distributed_run(config, prepared, base / "out", options)
+    first = _latest_state(base / "ray", "killed-search")
+    written = json.loads((base / "out" / "report.json").read_text())
+    start = time.perf_counter()
+    rerun = _distributed_run(config, prepared, base / "out", options)
+    rerun_seconds = time.perf_counter() - start
     steps = len(memory.train) // config.train.batch_size
     return dict(base=base, marker=marker, report=report, written=written, first=first, rerun=rerun, steps=steps,
                 rerun_seconds=rerun_seconds, second=_latest_state(base / "ray", "killed-search"))
