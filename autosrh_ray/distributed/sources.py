@@ -25,6 +25,7 @@ import numpy as np
 
 from ..batch import Batch
 from ..data.prepared import EncodedSplit, PreparedData, split_from_columns
+from ..data.streaming import split_datasets
 
 TRAIN, VALID, VALID_EVAL = "train", "valid", "valid_eval"
 EVAL_BATCH = 8192
@@ -135,21 +136,9 @@ class RayDataSource:
         return self._iter(VALID_EVAL, EVAL_BATCH, False, None)
 
 
-def split_datasets(prepared: PreparedData) -> dict:
-    """{"train", "valid", "test"} → lazy Ray datasets over the prepared Parquet shards (the data layer's
-    :func:`autosrh_ray.data.streaming.split_datasets` when present)."""
-    try:
-        from ..data.streaming import split_datasets as data_layer
-    except ImportError:  # the data layer's module not there yet: read the shards directly
-        import ray.data
-
-        return {name: ray.data.read_parquet(prepared.split_paths(name)) for name in ("train", "valid")}
-    return data_layer(prepared)
-
-
 def train_datasets(prepared: PreparedData, need_valid_stream: bool) -> dict:
     """The datasets a Train run needs: ``train``, ``valid_eval`` and (search only) ``valid``."""
-    ds = split_datasets(prepared)
+    ds = split_datasets(prepared)  # lazy Ray datasets over the prepared Parquet shards
     out = {TRAIN: ds["train"], VALID_EVAL: ds["valid"]}
     if need_valid_stream:
         out[VALID] = ds["valid"]
