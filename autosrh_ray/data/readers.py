@@ -168,8 +168,7 @@ def parse_numbers(col: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """Strings (or numbers) to float64: ('' / null → NaN = missing, bad mask). Valid = Python ``float()``
     accepts it and it is finite."""
     if pa.types.is_boolean(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        x = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-        x = np.where(np.isnan(x), np.nan, x) if x.dtype.kind == "f" else x.astype(np.float64)
+        x = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)  # null → NaN
         return x, ~np.isfinite(x) & ~np.isnan(x)
     col = pc.cast(col, pa.string())
     empty = pc.fill_null(pc.equal(col, ""), True)
