@@ -184,7 +184,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="200k and 1M rows instead of 2M and 10M")
     ap.add_argument("--json", help="write one flat JSON object of figures here")
     ap.add_argument("--workdir", help="where generated and prepared data go (default: a temp dir, removed)")
-    ap.add_argument("--shards", type=int, default=4, help="input shards per size")
+    ap.add_argument("--shard-rows", type=int,
+                    help="rows per input shard (default: small size / 4, the same for both sizes, so both read "
+                         "same-sized files with the same parallelism)")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--child", choices=["ray", "baseline"], help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
@@ -201,8 +203,9 @@ def main() -> None:
     from autosrh_ray.data.generate import criteo_shape, write_criteo_shards
 
     sizes = {"small": 200_000, "large": 1_000_000} if args.quick else {"small": 2_000_000, "large": 10_000_000}
+    args.shard_rows = args.shard_rows or sizes["small"] // 4
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="prepare_scale_"))
-    figures: dict = {"quick": args.quick, "num_cpus": args.num_cpus, "input_shards": args.shards,
+    figures: dict = {"quick": args.quick, "num_cpus": args.num_cpus, "shard_rows": args.shard_rows,
                      "vocab_size": VOCAB_SIZE}
     synthetic = criteo_shape(SyntheticConfig(vocab_size=VOCAB_SIZE))
     me = [sys.executable, str(Path(__file__).resolve())]
@@ -211,10 +214,13 @@ def main() -> None:
             raw, out = work / f"raw-{rows}", work / f"prepared-{rows}"
             shutil.rmtree(out, ignore_errors=True)
             t = time.perf_counter()
-            if not raw.exists():
-                write_criteo_shards(synthetic, raw, rows, args.shards, processes=min(args.shards, args.num_cpus))
+            shards = max(1, -(-rows // args.shard_rows))
+            if not raw.exists() or len(list(raw.iterdir())) != shards:
+                shutil.rmtree(raw, ignore_errors=True)
+                write_criteo_shards(synthetic, raw, rows, shards, processes=min(shards, args.num_cpus))
             figures[f"generate_s_{label}"] = round(time.perf_counter() - t, 2)
             figures[f"rows_{label}"] = rows
+            figures[f"input_shards_{label}"] = shards
             figures[f"input_mb_{label}"] = round(sum(p.stat().st_size for p in raw.iterdir()) / 2**20, 1)
             ray_res, ray_peak, ray_procs = run_measured(me + ["--child", "ray", "--input", str(raw), "--output", str(out),
                                                               "--num-cpus", str(args.num_cpus)])
