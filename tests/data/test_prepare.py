@@ -127,3 +127,16 @@ def test_unknown_column_names_the_key(ray_cluster, tmp_path):
                  "dataset.categorical=[a, b]", "model.name=fm")
     with pytest.raises(ConfigError, match=r"^dataset\.categorical: column 'b' not found in .*t\.csv"):
         prepare(cfg, tmp_path / "out")
+
+
+def test_changed_input_is_prepared_again(ray_cluster, tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("y,a\n" + "".join(f"{i % 2},v{i % 5}\n" for i in range(200)))
+    cfg = config("dataset.name=tabular", f"dataset.path={path}", "dataset.label=y", "dataset.categorical=[a]",
+                 "model.name=fm")
+    first = prepare(cfg, tmp_path / "out")
+    with path.open("a") as fh:
+        fh.write("1,v9\n")
+    second = prepare(cfg, tmp_path / "out")
+    assert (first.rows.read, second.rows.read) == (200, 201)
+    assert first.input_fingerprint != second.input_fingerprint
