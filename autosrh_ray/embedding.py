@@ -42,6 +42,8 @@ class SoftSelectionEmbedding(nn.Module):
         self.alpha: Optional[nn.Parameter] = nn.Parameter(torch.ones(num_blocks, dim)) if soft_selection else None
         self.mask: Optional[torch.Tensor]
         self.register_buffer("mask", None, persistent=True)
+        self._fixed_scale: Optional[torch.Tensor] = None  # mask ⊙ α[block] once pruned (α is frozen then)
+        self._fixed_scale_key: tuple = ()
 
     @property
     def weight(self) -> nn.Parameter:
@@ -58,11 +60,21 @@ class SoftSelectionEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """ids (B, F) long, values (B, F) float → (B, F, K)."""
         out = self.embedding(ids)
-        if self.alpha is not None:
-            out = out * self.alpha[self.block_of[ids]]
         if self.mask is not None:
-            out = out * self.mask[ids]
+            out = out * self.fixed_scale()[ids]  # one gather instead of block, α and mask gathers
+        elif self.alpha is not None:
+            out = out * self.alpha[self.block_of[ids]]
         return out * values.unsqueeze(-1)
+
+    def fixed_scale(self) -> torch.Tensor:
+        """mask ⊙ α[block] (M, K), cached; rebuilt whenever α or the mask change in place (their versions)."""
+        alpha = self.alpha
+        key = (self.mask.data_ptr(), self.mask._version, None if alpha is None else (alpha.data_ptr(), alpha._version))
+        if self._fixed_scale is None or key != self._fixed_scale_key or self._fixed_scale.device != self.mask.device:
+            with torch.no_grad():
+                scale = self.mask if alpha is None else self.mask * alpha.detach()[self.block_of]
+            self._fixed_scale, self._fixed_scale_key = scale, key
+        return self._fixed_scale
 
     @torch.no_grad()
     def selected_weight(self) -> torch.Tensor:
