@@ -1,4 +1,5 @@
-"""``autosrh-ray`` command line: ``run`` (the whole workflow) and ``prepare`` (the data stage)."""
+"""``autosrh-ray`` command line: ``run`` (the whole workflow), ``prepare`` (the data stage) and ``generate``
+(the synthetic dataset as raw Criteo-format shards, for scale tests)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +20,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
                        help="override a config key (value parsed as YAML); repeatable")
         p.add_argument("--output", help="output directory (default runs/<config stem>)")
+    gen = sub.add_parser("generate", help="write the synthetic dataset as Criteo dac text shards")
+    gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data)")
+    gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
+    gen.add_argument("--rows", type=int, required=True, help="rows in all")
+    gen.add_argument("--shards", type=int, default=1)
+    gen.add_argument("--gzip", action="store_true")
+    gen.add_argument("--output", required=True, help="directory for part-*.txt[.gz]")
     return parser
 
 
@@ -26,9 +34,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        output = Path(args.output or Path("runs") / Path(args.config).stem)
         from . import workflow
 
+        if args.command == "generate":
+            from .data.generate import criteo_shape, write_criteo_shards
+
+            paths = write_criteo_shards(criteo_shape(config.dataset.synthetic), args.output, args.rows, args.shards,
+                                        gzip=args.gzip)
+            print(f"wrote {args.rows} rows in {len(paths)} Criteo-format shards under {args.output}")
+            return 0
+        output = Path(args.output or Path("runs") / Path(args.config).stem)
         if args.command == "prepare":
             prepared = workflow.prepare(config, output)
             print(f"prepared {prepared.num_features} features into {output}: {prepared.rows}")

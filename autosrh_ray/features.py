@@ -120,18 +120,21 @@ class FeatureSpace:
         value_counts: Sequence[Optional[Mapping[str, int]]],
         numeric_stats: Sequence[Optional[NumericStats]],
         min_count: int = 1,
+        oov_counts: Optional[Sequence[int]] = None,
     ) -> "FeatureSpace":
         """Assign global ids from training counts.
 
         ``value_counts[f]`` maps each value of categorical field f to its training count (None for numerical
         fields); values seen fewer than ``min_count`` times fold into the field's OOV feature, whose frequency is
-        the number of training rows mapped to it. ``numeric_stats[f]`` is set for numerical fields.
+        the number of training rows mapped to it. ``oov_counts[f]`` adds rows already folded into field f's OOV
+        upstream (rare values dropped before they reach this process). ``numeric_stats[f]`` is set for numerical
+        fields.
         """
         keys: list[tuple[int, int, str, int]] = []  # (-freq, field, value, kind: 0 value / 1 oov / 2 numeric)
         for f, spec in enumerate(fields):
             if spec.kind == "categorical":
                 counts = value_counts[f] or {}
-                oov = 0
+                oov = int(oov_counts[f]) if oov_counts is not None else 0
                 for value, count in counts.items():
                     if count >= min_count:
                         keys.append((-int(count), f, str(value), 0))

@@ -129,6 +129,7 @@ def build_report(config: Config, prepared: PreparedData, stages: StageResult, va
             "read": prepared.rows.read, "train": prepared.rows.train, "valid": prepared.rows.valid,
             "test": prepared.rows.test, "skipped": prepared.rows.skipped,
             "skipped_by_reason": dict(prepared.rows.skipped_by_reason),
+            "skipped_by_split": dict(prepared.rows.skipped_by_split),
         },
         "timings_s": timings,
         "artifacts": artifacts,

@@ -14,7 +14,6 @@ is fast but materialises every partial table first, so peak memory grew 1.4x fro
 """
 from __future__ import annotations
 
-import inspect
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -157,20 +156,13 @@ class Statistics:
 
     def feature_space(self, fields: Sequence[FieldSpec], min_count: int) -> FeatureSpace:
         """Global ids in SPEC.md's order (``FeatureSpace.from_counts``)."""
-        if any(self.oov_counts):  # rare values were folded while streaming (needs from_counts(oov_counts=...))
-            return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count,
-                                            oov_counts=self.oov_counts)
-        return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count)
-
-
-def _folds_rare_values() -> bool:
-    """Whether ``FeatureSpace.from_counts`` takes per-field OOV counts, so rare values need not reach the driver."""
-    return "oov_counts" in inspect.signature(FeatureSpace.from_counts).parameters
+        return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count,
+                                        oov_counts=self.oov_counts)
 
 
 def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> Statistics:
     """Fold the grouped statistics (an iterable of pyarrow tables) into :class:`Statistics` in the driver."""
-    fold = _folds_rare_values() and min_count > 1
+    fold = min_count > 1  # rare values go straight to their field's OOV count
     counts: list[Optional[dict[str, int]]] = [{} if s.kind == "categorical" else None for s in fields]
     oov = [0] * len(fields)
     sums: dict[int, list[float]] = {}
