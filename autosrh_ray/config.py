@@ -102,6 +102,7 @@ class RayConfig:
     data_cpus: Optional[float] = None
     storage_path: Optional[str] = None
     max_failures: int = 1
+    verbose: bool = False
 
 
 @dataclass

@@ -25,7 +25,7 @@ def test_report_follows_the_contract(quickstart):
     for key in ("method", "model", "dataset", "task", "K", "L", "cr_target", "cr_achieved", "num_features",
                 "params", "test", "valid", "rows", "timings_s", "artifacts"):
         assert key in r, key
-    assert (r["method"], r["model"], r["dataset"], r["task"]) == ("autosrh", "deepfm", "synthetic", "classification")
+    assert (r["method"], r["model"], r["dataset"], r["task"]) == ("autosrh", "fm", "synthetic", "classification")
     assert isinstance(r["K"], int) and isinstance(r["L"], int) and isinstance(r["num_features"], int)
     m, k = r["num_features"], r["K"]
     assert r["params"]["uniform"] == m * k

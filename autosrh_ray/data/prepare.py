@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 from pathlib import Path
-from typing import Optional
 
 from ..config import Config
 from .encode import encode_and_write
@@ -28,20 +26,11 @@ from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, de
 from .local import config_hash
 from .prepared import META_FILE, PreparedData
 from .readers import Layout, input_files, layout_for
+from ..runtime import connect
 from .split import SPLIT_NAMES
 from .vocabulary import count_statistics, field_specs
 
 SYNTHETIC_CHUNK_ROWS = 262_144  # a multiple of the generator's block size
-
-
-def ensure_ray(config: Optional[Config] = None) -> None:
-    """Start Ray (locally, or at ``ray.address``) unless it is already running."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = None if config is None or config.ray.address in ("", "local") else config.ray.address
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
 
 
 def input_fingerprint(files: list[str]) -> str:
@@ -109,7 +98,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     if reusable(output, chash, fp):
         return PreparedData.load(output)
     layout = layout_for(config, files)
-    ensure_ray(config)
+    connect(config.ray)
     mode = config.numeric_mode
     syn = ds.synthetic if layout.kind == "synthetic" else None
     chunks = plan_chunks(config, layout, files, chunk_bytes, synthetic_rows_per_chunk)

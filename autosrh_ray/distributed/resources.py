@@ -68,19 +68,6 @@ def plan_resources(ray_config: RayConfig, cluster_cpus: float) -> ResourcePlan:
     return ResourcePlan(w, per, gpus, data, max(1, int(per)))
 
 
-def connect(ray_config: RayConfig) -> bool:
-    """Attach to ``ray.address`` (or start a local Ray for ``local``); reuse an initialised Ray. True if started."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if ray_config.address in ("", "local"):
-        ray.init()
-    else:
-        ray.init(address=ray_config.address)
-    return True
-
-
 def cluster_cpus() -> float:
     import ray
 

@@ -27,7 +27,8 @@ from ..training import FitResult
 from ..workflow import StageResult
 from . import checkpoint as ckpt
 from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, train_loop
-from .resources import ResourcePlan, cluster_cpus, connect, data_execution_options, describe, plan_resources
+from ..runtime import connect
+from .resources import ResourcePlan, cluster_cpus, data_execution_options, describe, plan_resources
 from .sources import loop_data_config, train_datasets
 
 Log = Callable[[str], None]
