@@ -77,7 +77,9 @@ class ThetaOptimizer:
             opt.load_state_dict(state)
 
 
-def _grads(loss: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> list[torch.Tensor]:
+def parameter_grads(loss: torch.Tensor, params: Sequence[torch.Tensor],
+                    create_graph: bool = False) -> list[torch.Tensor]:
+    """∂loss/∂p for each p (zeros where unused; sparse gradients coalesced)."""
     grads = torch.autograd.grad(loss, params, allow_unused=True, create_graph=create_graph)
     out = []
     for p, g in zip(params, grads):
@@ -161,7 +163,7 @@ class BiLevelSearch:
         snapshot = _Snapshot(params, [train_grads])
         _add_(params, train_grads, -self.xi)  # Θ' = Θ − ξ g (virtual step)
         val_loss = self._batch_loss(valid)
-        grads = _grads(val_loss, [alpha, *params])
+        grads = parameter_grads(val_loss, [alpha, *params])
         snapshot.restore()
         d_alpha, v = grads[0], self.sync.theta(grads[1:])
         if self.hvp == "double_backward":
@@ -171,9 +173,9 @@ class BiLevelSearch:
             eps = self.fd_eps / (_sq_norm(v).sqrt().item() + 1e-12)
             around = _Snapshot(params, [v])
             _add_(params, v, eps)
-            g_plus = _grads(self._batch_loss(train), [alpha])[0]
+            g_plus = parameter_grads(self._batch_loss(train), [alpha])[0]
             _add_(params, v, -2 * eps)
-            g_minus = _grads(self._batch_loss(train), [alpha])[0]
+            g_minus = parameter_grads(self._batch_loss(train), [alpha])[0]
             around.restore()
             hvp = (g_plus - g_minus) / (2 * eps)
         return d_alpha, -self.xi * hvp, val_loss
@@ -184,8 +186,8 @@ class BiLevelSearch:
         alpha = self.model.alpha
         double = self.order == "second" and self.hvp == "double_backward"
         train_loss = self._batch_loss(train)
-        graph = _grads(train_loss, self.params, create_graph=True) if double else None
-        grads = [g.detach() for g in graph] if double else _grads(train_loss, self.params)
+        graph = parameter_grads(train_loss, self.params, create_graph=True) if double else None
+        grads = [g.detach() for g in graph] if double else parameter_grads(train_loss, self.params)
         grads = self.sync.theta(grads)
         if self.order == "second":
             d_alpha, correction, val_loss = self.second_order_correction(train, valid, grads, graph)
@@ -194,7 +196,7 @@ class BiLevelSearch:
         else:
             self.theta.step(grads)
             val_loss = self._batch_loss(valid)
-            g_alpha = _grads(val_loss, [alpha])[0]
+            g_alpha = parameter_grads(val_loss, [alpha])[0]
         g_alpha = self.sync.alpha(g_alpha)
         alpha.grad = normalize_rows(g_alpha)
         self.alpha_opt.step()

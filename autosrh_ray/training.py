@@ -17,7 +17,7 @@ import torch
 from .batch import Batch, loss_function
 from .metrics import task_metrics, validation_loss
 from .models import EmbeddingModel
-from .search import BiLevelSearch, ThetaOptimizer
+from .search import BiLevelSearch, GradSync, ThetaOptimizer, parameter_grads
 
 EpochBatches = Callable[[int], Iterable[Batch]]
 
@@ -42,22 +42,31 @@ def evaluate(model: EmbeddingModel, batches: Iterable[Batch], task: str) -> dict
 
 
 class Trainer:
-    """Plain training steps of Θ (α fixed); enforces the pruning mask on the rows each step touched."""
+    """Plain training steps of Θ (α fixed); enforces the pruning mask on the rows each step touched.
 
-    def __init__(self, model: EmbeddingModel, task: str, lr: float):
+    ``sync`` averages Θ's gradients across data-parallel workers (the no-op :class:`GradSync` in one process).
+    """
+
+    def __init__(self, model: EmbeddingModel, task: str, lr: float, sync: Optional[GradSync] = None):
         self.model = model
         self.loss = loss_function(task)
         self.optimizer = ThetaOptimizer(model, lr)
+        self.sync = sync or GradSync()
 
     def step(self, batch: Batch) -> float:
         self.model.train()
-        self.optimizer.zero_grad()
         loss = self.loss(self.model(batch.ids, batch.values), batch.labels)
-        loss.backward()
-        self.optimizer.step()
+        grads = self.sync.theta(parameter_grads(loss, self.optimizer.params))
+        self.optimizer.step(grads)
         if self.model.embedding.mask is not None:
             self.model.embedding.enforce_mask(batch.ids.unique())
         return float(loss.detach())
+
+    def state_dict(self) -> list:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: list) -> None:
+        self.optimizer.load_state_dict(state)
 
 
 @dataclass

@@ -26,12 +26,13 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 import torch
 
-from ..batch import Batch, loss_function
+from ..batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
 from ..metrics import task_metrics, validation_loss
 from ..models import EmbeddingModel, build_model
-from ..search import BiLevelSearch, ThetaOptimizer
+from ..search import BiLevelSearch
+from ..training import Trainer
 from . import checkpoint as ckpt
 from .resources import set_torch_threads
 from .sources import InMemorySource, RayDataSource, ShardSource
@@ -85,32 +86,6 @@ class LoopSpec:
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
     extra: dict = field(default_factory=dict)
-
-
-class DistributedTrainer:
-    """Plain Θ steps with gradients averaged by ``sync``; enforces the pruning mask like the engine's Trainer."""
-
-    def __init__(self, model: EmbeddingModel, task: str, lr: float, sync: TorchDistributedSync):
-        self.model, self.sync = model, sync
-        self.loss = loss_function(task)
-        self.optimizer = ThetaOptimizer(model, lr)
-
-    def step(self, batch: Batch) -> float:
-        self.model.train()
-        loss = self.loss(self.model(batch.ids, batch.values), batch.labels)
-        grads = torch.autograd.grad(loss, self.optimizer.params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else (g.coalesce() if g.is_sparse else g)
-                 for p, g in zip(self.optimizer.params, grads)]
-        self.optimizer.step(self.sync.theta(grads))
-        if self.model.embedding.mask is not None:
-            self.model.embedding.enforce_mask(batch.ids.unique())
-        return float(loss.detach())
-
-    def state_dict(self) -> list:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state) -> None:
-        self.optimizer.load_state_dict(state)
 
 
 def _materialise(value: Any) -> Any:
@@ -205,7 +180,7 @@ def train_loop(loop_config: dict) -> None:
                                alpha_optimizer=config.search.alpha_optimizer, order=config.search.order,
                                xi=config.xi, hvp=config.search.hvp, sync=sync)
     else:
-        engine = DistributedTrainer(model, task, config.train.lr, sync)
+        engine = Trainer(model, task, config.train.lr, sync)
 
     state = ckpt.LoopState()
     torch.manual_seed(seed * 7919 + rank)

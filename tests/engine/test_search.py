@@ -4,7 +4,7 @@ import torch
 from torch.func import functional_call
 
 from autosrh_ray.batch import loss_function
-from autosrh_ray.search import BiLevelSearch, _grads, normalize_rows
+from autosrh_ray.search import BiLevelSearch, normalize_rows, parameter_grads
 
 from .helpers import random_batch, tiny_model
 
@@ -40,7 +40,7 @@ def test_second_order_correction_matches_unrolled_autograd(hvp, name):
     train, valid = random_batch(seed=1), random_batch(seed=2)
     ref_corr, ref_direct = reference_correction(model, train, valid, XI)
     searcher = BiLevelSearch(model, "classification", order="second", xi=XI, hvp=hvp)
-    graph = _grads(searcher._batch_loss(train), searcher.params, create_graph=hvp == "double_backward")
+    graph = parameter_grads(searcher._batch_loss(train), searcher.params, create_graph=hvp == "double_backward")
     grads = [g.detach() for g in graph]
     before = [p.detach().clone() for p in model.parameters()]
     direct, corr, _ = searcher.second_order_correction(train, valid, grads, graph)
@@ -58,7 +58,7 @@ def test_finite_difference_with_sparse_gradients_matches_dense():
     for sparse in (False, True):
         model = tiny_model("fm", sparse=sparse)
         s = BiLevelSearch(model, "classification", order="second", xi=XI)
-        grads = _grads(s._batch_loss(train), s.params)
+        grads = parameter_grads(s._batch_loss(train), s.params)
         results.append(s.second_order_correction(train, valid, grads)[1])
     assert torch.allclose(results[0], results[1], rtol=1e-8, atol=1e-12)
 
