@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import torch
 
 
-def _config(rows: int, workers: int, storage: str, name: str):
+def _config(rows: int, workers: int, storage: str, name: str, batch_size: int = 4096):
     from autosrh_ray.config import load_config
 
     return load_config(None, [f"dataset.synthetic.rows={rows}", "search.method=uniform", "model.name=deepfm",
-                              "model.hidden=[64, 64]", "search.K=16", "train.batch_size=1024",
+                              "model.hidden=[64, 64]", "search.K=16", f"train.batch_size={batch_size}",
                               f"ray.num_workers={workers}", f"ray.storage_path={storage}", f"run.name={name}"])
 
 
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data (fits in 2 minutes on 2 cores)")
     parser.add_argument("--json", help="write the flat JSON object here")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    parser.add_argument("--batch-size", type=int, default=4096, help="global batch (default: the paper's n=4096)")
     args = parser.parse_args()
     import ray
 
@@ -95,11 +96,12 @@ def main() -> None:
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     prepared = prepare_synthetic(_config(rows, 1, str(work / "ray"), "x"), work / "data")
-    out: dict = {"rows_train": prepared.rows.train, "batch_size": 1024, "num_cpus": args.num_cpus}
-    one = ray_epoch(_config(rows, 1, str(work / "ray"), "w1"), prepared)
+    b = args.batch_size
+    out: dict = {"rows_train": prepared.rows.train, "batch_size": b, "num_cpus": args.num_cpus}
+    one = ray_epoch(_config(rows, 1, str(work / "ray"), "w1", b), prepared)
     threads = one["torch_threads"]
-    plain = plain_epoch(_config(rows, 1, str(work / "ray"), "plain"), prepared, threads)
-    two = ray_epoch(_config(rows, 2, str(work / "ray"), "w2"), prepared)
+    plain = plain_epoch(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads)
+    two = ray_epoch(_config(rows, 2, str(work / "ray"), "w2", b), prepared)
     for prefix, r in (("plain", plain), ("ray1", one), ("ray2", two)):
         out.update({f"{prefix}_{k}": v for k, v in r.items()})
     out["ratio_ray1_time_vs_plain_steady"] = plain["steady_samples_per_s"] / one["steady_samples_per_s"]

@@ -18,6 +18,8 @@ In memory (:class:`InMemorySource`, tests and the equivalence check): global bat
 from __future__ import annotations
 
 import itertools
+import threading
+from queue import Queue
 from dataclasses import dataclass
 from typing import Iterator, Optional, Protocol
 
@@ -37,6 +39,30 @@ class ShardSource(Protocol):
     def valid_stream(self) -> Iterator[Batch]: ...
 
     def eval_batches(self) -> Iterator[Batch]: ...
+
+
+def in_background(batches: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
+    """Produce ``batches`` in a thread, ``depth`` ahead: Arrow → numpy → tensor conversion overlaps the
+    training step (torch releases the GIL). Exceptions are re-raised in the consumer."""
+    queue: Queue = Queue(maxsize=depth)
+    done = object()
+
+    def produce() -> None:
+        try:
+            for b in batches:
+                queue.put(b)
+            queue.put(done)
+        except BaseException as err:  # handed to the consumer
+            queue.put(err)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while True:
+        item = queue.get()
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 def _endless(make, what: str) -> Iterator[Batch]:
@@ -109,7 +135,7 @@ class RayDataSource:
         return (self.seed * 1_000_003 + salt * 10_007 + epoch * 101 + self.rank) % 2**31
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
-        return self._iter(TRAIN, self.local_batch, True, self._seed(1, epoch))
+        return in_background(self._iter(TRAIN, self.local_batch, True, self._seed(1, epoch)))
 
     def valid_stream(self) -> Iterator[Batch]:
         """Streams the first pass and keeps its batches (up to ``valid_cache_bytes``); later passes replay them

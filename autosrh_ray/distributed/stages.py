@@ -42,7 +42,6 @@ class LoopOptions:
     dtype: str = "float32"
     check_replicas: bool = False  # gather α (every step) and Θ (every epoch) from all ranks and record the diff
     fault: Optional[FaultSpec] = None
-    shuffle_buffer: Optional[int] = None
 
 
 def default_run_name(config: Config, prepared: PreparedData) -> str:
@@ -102,7 +101,7 @@ class StageRunner:
                         label_mean=self.prepared.label_mean, init_state=ray.put(init_state), epochs=epochs,
                         patience=patience, global_batch=self.config.train.batch_size,
                         torch_threads=self.plan.torch_threads, use_gpu=self.plan.use_gpu, memory=o.memory,
-                        shuffle_buffer=o.shuffle_buffer, dtype=o.dtype, check_replicas=o.check_replicas,
+                        shuffle_buffer=self.config.train.shuffle_buffer or None, dtype=o.dtype, check_replicas=o.check_replicas,
                         fault=o.fault)
         datasets = None if o.memory is not None else train_datasets(self.prepared, kind == "search")
         trainer = TorchTrainer(
