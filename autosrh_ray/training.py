@@ -127,15 +127,16 @@ def fit(model: EmbeddingModel, train: EpochBatches, valid: EpochBatches, task: s
     return result
 
 
-def cycle(valid: EpochBatches) -> Iterator[Batch]:
-    """Validation batches without end: restart the iterator whenever it runs out."""
+def cycle(epoch_batches: EpochBatches,
+          empty_error: str = "the validation split is empty; the search needs validation batches") -> Iterator[Batch]:
+    """Batches without end (the α validation stream): restart with the next epoch whenever one runs out."""
     for epoch in itertools.count():
         empty = True
-        for b in valid(epoch):
+        for b in epoch_batches(epoch):
             empty = False
             yield b
         if empty:
-            raise ValueError("the validation split is empty; the search needs validation batches")
+            raise ValueError(empty_error)
 
 
 def search(model: EmbeddingModel, searcher: BiLevelSearch, train: EpochBatches, valid: EpochBatches,

@@ -26,6 +26,7 @@ from typing import Iterator, Optional, Protocol
 import numpy as np
 
 from ..batch import Batch
+from ..training import cycle
 from ..data.prepared import EncodedSplit, PreparedData, split_from_columns
 from ..data.streaming import split_datasets
 
@@ -65,14 +66,7 @@ def in_background(batches: Iterator[Batch], depth: int = 4) -> Iterator[Batch]:
         yield item
 
 
-def _endless(make, what: str) -> Iterator[Batch]:
-    for epoch in itertools.count():
-        empty = True
-        for b in make(epoch):
-            empty = False
-            yield b
-        if empty:
-            raise ValueError(f"the {what} split has no full local batch on this worker; lower train.batch_size")
+_NO_LOCAL_BATCH = "the validation split has no full local batch on this worker; lower train.batch_size"
 
 
 @dataclass
@@ -99,7 +93,7 @@ class InMemorySource:
         return self._batches(self.train, epoch, 1)
 
     def valid_stream(self) -> Iterator[Batch]:
-        return _endless(lambda epoch: self._batches(self.valid, epoch, 2), "validation")
+        return cycle(lambda epoch: self._batches(self.valid, epoch, 2), _NO_LOCAL_BATCH)
 
     def eval_batches(self) -> Iterator[Batch]:
         idx = np.arange(self.rank, len(self.valid), self.world)
@@ -149,11 +143,11 @@ class RayDataSource:
                 cache = cache + [b] if size <= self.valid_cache_bytes else None
             yield b
         if cache is None:
-            yield from _endless(lambda e: self._iter(VALID, self.local_batch, True, self._seed(2, e + 1)),
-                                "validation")
+            yield from cycle(lambda e: self._iter(VALID, self.local_batch, True, self._seed(2, e + 1)),
+                             _NO_LOCAL_BATCH)
             return
         if not cache:
-            raise ValueError("the validation split has no full local batch on this worker; lower train.batch_size")
+            raise ValueError(_NO_LOCAL_BATCH)
         for epoch in itertools.count(1):
             for i in np.random.default_rng(self._seed(2, epoch)).permutation(len(cache)):
                 yield cache[i]
