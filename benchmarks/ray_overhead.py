@@ -3,8 +3,9 @@ Ray Train (Ray Data ingest) with 1 and 2 workers, matched torch thread counts.
 
     python benchmarks/ray_overhead.py [--quick] [--json PATH]
 
-Start-up (process/worker-group start, first batch) is reported separately from steady-state samples/s
-(samples after the first batch / time after it). The trainer's wait-for-batch share shows whether Ray Data
+Start-up (process/worker-group start, first batch) and the wait for the end of the epoch's stream (after the
+last batch) are reported separately from steady-state samples/s (samples after the first batch / time from the
+first to the last batch). The trainer's wait-for-batch share shows whether Ray Data
 ingest is the bottleneck. Prints one flat JSON object (also written to --json), ratios included.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +32,11 @@ def _config(rows: int, workers: int, storage: str, name: str, batch_size: int = 
                               f"ray.num_workers={workers}", f"ray.storage_path={storage}", f"run.name={name}"])
 
 
-def plain_epoch(config, prepared, threads: int) -> dict:
-    """One UE epoch in this process: read the train shards with pyarrow, step the engine's Trainer."""
+def plain_epochs(config, prepared, threads: int, epochs: int) -> dict:
+    """UE epochs in this process: read the train shards with pyarrow, step the engine's Trainer.
+
+    Steady state per epoch: samples after the first batch / time from the first to the last batch; the
+    median over epochs is reported."""
     from autosrh_ray.batch import Batch
     from autosrh_ray.data.prepared import split_from_columns
     from autosrh_ray.models import build_model
@@ -46,21 +51,27 @@ def plain_epoch(config, prepared, threads: int) -> dict:
     split = split_from_columns({c: table.column(c).to_numpy() for c in table.column_names},
                                prepared.features.num_fields)
     b = config.train.batch_size
-    order = np.random.default_rng(0).permutation(len(split))
-    first, samples, t_first = None, 0, 0.0
-    for s in range(0, len(split) - len(split) % b, b):
-        idx = order[s:s + b]
-        trainer.step(Batch.from_numpy(split.ids[idx], split.values[idx], split.labels[idx]))
-        if first is None:
-            first, t_first = time.perf_counter(), time.perf_counter() - start
-        else:
-            samples += len(idx)
-    steady = samples / (time.perf_counter() - first)
-    return {"startup_s": t_first, "steady_samples_per_s": steady, "total_s": time.perf_counter() - start}
+    t_first, rates = 0.0, []
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(len(split))
+        first, samples = None, 0
+        for s in range(0, len(split) - len(split) % b, b):
+            idx = order[s:s + b]
+            trainer.step(Batch.from_numpy(split.ids[idx], split.values[idx], split.labels[idx]))
+            if first is None:
+                first = time.perf_counter()
+                t_first = t_first or first - start
+            else:
+                samples += len(idx)
+        rates.append(samples / (time.perf_counter() - first))
+    return {"startup_s": t_first, "steady_samples_per_s": statistics.median(rates),
+            "total_s": time.perf_counter() - start}
 
 
-def ray_epoch(config, prepared) -> dict:
-    """One UE epoch on Ray Train (Ray Data ingest), through the production loop."""
+def ray_epochs(config, prepared, epochs: int) -> dict:
+    """UE epochs on Ray Train (Ray Data ingest), through the production loop; median steady state over epochs.
+
+    Per epoch the first batch and the wait for the end of the stream are start/stop costs, not steady state."""
     from autosrh_ray.distributed import checkpoint as ckpt
     from autosrh_ray.distributed.stages import make_runner
     from autosrh_ray.models import build_model
@@ -69,14 +80,19 @@ def ray_epoch(config, prepared) -> dict:
     init = ckpt.cpu_state(build_model(config, prepared.features, prepared.label_mean))
     runner = make_runner(config, prepared)
     start = time.perf_counter()
-    state = runner.run("bench", "fit", init, epochs=1, patience=1)
+    state = runner.run("bench", "fit", init, epochs=epochs, patience=epochs + 1)
     total = time.perf_counter() - start
-    m = state.history[-1]
-    first_samples = config.train.batch_size
-    steady_time = m["train_seconds"] - m["first_batch_seconds"]
-    return {"startup_s": total - m["train_seconds"], "steady_samples_per_s": (m["train_samples"] - first_samples)
-            / steady_time, "total_s": total, "wait_share": m["data_wait_seconds"] / m["train_seconds"],
-            "wait_share_steady": (m["data_wait_seconds"] - m["first_batch_seconds"]) / steady_time,
+    b = config.train.batch_size
+    steady = [m["train_seconds"] - m["first_batch_seconds"] - m["end_of_stream_seconds"] for m in state.history]
+    rates = [(m["train_samples"] - b) / t for m, t in zip(state.history, steady)]
+    waits = [(m["data_wait_seconds"] - m["first_batch_seconds"]) / t for m, t in zip(state.history, steady)]
+    first = state.history[0]
+    return {"startup_s": total - sum(m["train_seconds"] for m in state.history),
+            "first_batch_s": statistics.median(m["first_batch_seconds"] for m in state.history),
+            "end_of_stream_s": statistics.median(m["end_of_stream_seconds"] for m in state.history),
+            "steady_samples_per_s": statistics.median(rates), "total_s": total,
+            "wait_share": first["data_wait_seconds"] / first["train_seconds"],
+            "wait_share_steady": statistics.median(waits),
             "torch_threads": runner.plan.torch_threads, "cpus_per_worker": runner.plan.cpus_per_worker}
 
 
@@ -85,23 +101,26 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small data (fits in 2 minutes on 2 cores)")
     parser.add_argument("--json", help="write the flat JSON object here")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per variant (median steady state)")
     parser.add_argument("--batch-size", type=int, default=4096, help="global batch (default: the paper's n=4096)")
     args = parser.parse_args()
     import ray
 
     from autosrh_ray.data.local import prepare_synthetic
 
-    rows = 40_000 if args.quick else 400_000
+    rows = 160_000 if args.quick else 400_000
     work = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     prepared = prepare_synthetic(_config(rows, 1, str(work / "ray"), "x"), work / "data")
     b = args.batch_size
     out: dict = {"rows_train": prepared.rows.train, "batch_size": b, "num_cpus": args.num_cpus}
-    one = ray_epoch(_config(rows, 1, str(work / "ray"), "w1", b), prepared)
+    out["epochs"] = 2 if args.quick else args.epochs
+    e = 2 if args.quick else args.epochs
+    one = ray_epochs(_config(rows, 1, str(work / "ray"), "w1", b), prepared, e)
     threads = one["torch_threads"]
-    plain = plain_epoch(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads)
-    two = ray_epoch(_config(rows, 2, str(work / "ray"), "w2", b), prepared)
+    plain = plain_epochs(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads, e)
+    two = ray_epochs(_config(rows, 2, str(work / "ray"), "w2", b), prepared, e)
     for prefix, r in (("plain", plain), ("ray1", one), ("ray2", two)):
         out.update({f"{prefix}_{k}": v for k, v in r.items()})
     out["ratio_ray1_time_vs_plain_steady"] = plain["steady_samples_per_s"] / one["steady_samples_per_s"]

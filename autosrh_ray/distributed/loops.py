@@ -148,7 +148,8 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
 
 
 
-_NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "train_samples")
+_NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "end_of_stream_seconds",
+                   "train_samples")
 
 
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
@@ -206,12 +207,15 @@ def train_loop(loop_config: dict) -> None:
         epoch = state.epoch
         losses, replica, wait, samples, first = [], 0.0, 0.0, 0, 0.0
         batches = source.train_epoch(epoch)
+        last_step_end = start
         for i in itertools.count():
             t = time.perf_counter()
             batch = next(batches, None)
             wait += time.perf_counter() - t
             first = wait if i == 0 else first
             if not all_min(batch is not None, device):
+                tail = time.perf_counter() - last_step_end  # waiting for the end of the epoch's stream
+                wait -= time.perf_counter() - t
                 break
             samples += len(batch)
             _maybe_fault(spec, rank, epoch, i)
@@ -224,11 +228,12 @@ def train_loop(loop_config: dict) -> None:
             else:
                 losses.append(engine.step(batch))
             state.step += 1
+            last_step_end = time.perf_counter()
         train_seconds = time.perf_counter() - start
         metrics = evaluate_whole_split(model, source.eval_batches(), task, device, dtype)
         metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
         metrics.update(train_seconds=train_seconds, data_wait_seconds=wait, first_batch_seconds=first,
-                       train_samples=samples * size)
+                       end_of_stream_seconds=tail, train_samples=samples * size)
         if spec.check_replicas:
             metrics["replica_alpha_max_diff"] = replica
             metrics["replica_theta_max_diff"] = _replica_diff(list(model.theta_parameters()))
