@@ -1,12 +1,10 @@
-"""Streaming prepared shards into training: lazy ``ray.data`` datasets per split, batches → :class:`EncodedSplit`."""
+"""Streaming prepared shards into training: lazy ``ray.data`` datasets per split (batches → arrays with
+:func:`~autosrh_ray.data.prepared.split_from_columns`)."""
 from __future__ import annotations
 
-from typing import Mapping
-
-import numpy as np
 import pyarrow as pa
 
-from .prepared import EncodedSplit, PreparedData, column_names, split_from_columns
+from .prepared import PreparedData, column_names
 from .split import SPLIT_NAMES
 
 
@@ -32,8 +30,3 @@ def split_datasets(prepared: PreparedData) -> dict:
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
     return out
-
-
-def batch_to_split(batch: Mapping[str, np.ndarray], num_fields: int) -> EncodedSplit:
-    """A Ray Data numpy batch (``iter_batches(batch_format="numpy")``) as an :class:`EncodedSplit`."""
-    return split_from_columns(dict(batch), num_fields)

@@ -11,7 +11,8 @@ from autosrh_ray.config import ConfigError
 from autosrh_ray.data.errors import DataError
 from autosrh_ray.data.local import prepare_synthetic, prepare_table
 from autosrh_ray.data.prepare import prepare
-from autosrh_ray.data.streaming import batch_to_split, split_datasets
+from autosrh_ray.data.prepared import split_from_columns
+from autosrh_ray.data.streaming import split_datasets
 
 from .helpers import config
 
@@ -67,7 +68,7 @@ def test_split_datasets_stream_the_shards(synthetic):
     f = prepared.features.num_fields
     total = 0
     for batch in datasets["valid"].iter_batches(batch_size=1000, batch_format="numpy"):
-        part = batch_to_split(batch, f)
+        part = split_from_columns(batch, f)
         assert part.ids.shape == (len(part), f) and part.ids.dtype == np.int64
         total += len(part)
     assert total == prepared.rows.valid
