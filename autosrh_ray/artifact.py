@@ -1,4 +1,5 @@
-"""The compact model artifact: folded kept embedding values + their dimension indices (CSR by feature).
+"""The compact model artifact: folded kept embedding values + their dimension indices (CSR by feature; the row
+pointers are stored as per-feature kept counts, uint8, and rebuilt on load).
 
 Stores ``E ⊙ α[block]`` at kept positions only (so inference needs no α), the per-feature dimension indices
 (uint8, the mixed dimension scheme D), the never-pruned first-order weights and the backbone's weights.
@@ -15,14 +16,14 @@ import torch
 from .embedding import FirstOrder, SoftSelectionEmbedding
 from .models import EmbeddingModel, build_backbone
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
 class CompactEmbedding:
     """CSR layout: feature i's kept dims are ``dims[indptr[i]:indptr[i+1]]`` with ``values`` at the same slots."""
 
-    indptr: torch.Tensor  # (M+1,) int64
+    indptr: torch.Tensor  # (M+1,) int64 in memory; saved as uint8 per-feature counts
     dims: torch.Tensor  # (nnz,) uint8
     values: torch.Tensor  # (nnz,) float32
     num_features: int
@@ -57,8 +58,8 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
     payload = {
         "format_version": FORMAT_VERSION,
         "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
-        "embedding": {"indptr": compact.indptr, "dims": compact.dims, "values": compact.values,
-                      "num_features": compact.num_features, "dim": compact.dim},
+        "embedding": {"counts": compact.kept_dims().to(torch.uint8), "dims": compact.dims,
+                      "values": compact.values, "num_features": compact.num_features, "dim": compact.dim},
         "first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
         "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
     }
@@ -72,7 +73,9 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported artifact format {payload.get('format_version')!r}")
     e = payload["embedding"]
-    compact = CompactEmbedding(e["indptr"], e["dims"], e["values"], int(e["num_features"]), int(e["dim"]))
+    indptr = torch.zeros(int(e["num_features"]) + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(e["counts"].long(), 0)
+    compact = CompactEmbedding(indptr, e["dims"], e["values"], int(e["num_features"]), int(e["dim"]))
     embedding = SoftSelectionEmbedding(torch.zeros(compact.num_features, dtype=torch.long), compact.dim,
                                        soft_selection=False)
     with torch.no_grad():
