@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Optional, Sequence
 
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 OOV_VALUE = "<OOV>"  # the value string of a field's OOV feature (used for ordering ties and in frequencies files)
 MISSING_TOKEN = ""  # a missing categorical value is its own token
+LARGE_VOCAB = 100_000  # fields with more kept values look values up in a hash index built once and kept
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class FeatureSpace:
     frequencies: np.ndarray
     field_of: np.ndarray
     feature_values: list[str]
+    large_vocab: int = field(default=LARGE_VOCAB, compare=False)
+    _lookups: dict = field(default_factory=dict, repr=False, compare=False)  # field index → pandas Index
 
     @property
     def num_features(self) -> int:
@@ -187,18 +190,32 @@ class FeatureSpace:
         if spec.kind == "categorical":
             vocab = self.vocabs[f]
             arr = pa.array(column) if not isinstance(column, (pa.Array, pa.ChunkedArray)) else column
-            arr = pc.fill_null(pc.cast(arr, pa.string()), MISSING_TOKEN)
-            pos = pc.index_in(arr, value_set=pa.array(vocab.values, type=pa.string()))
-            pos = pos.to_numpy(zero_copy_only=False)
-            found = ~np.isnan(pos) if pos.dtype.kind == "f" else np.ones(pos.shape, dtype=bool)
+            pos = self._positions(f, pc.fill_null(pc.cast(arr, pa.string()), MISSING_TOKEN))
             ids = np.full(len(pos), vocab.oov_id, dtype=np.int64)
-            ids[found] = vocab.ids[pos[found].astype(np.int64)]
+            found = pos >= 0
+            ids[found] = vocab.ids[pos[found]]
             return ids, np.ones(len(ids), dtype=np.float32)
         stats = self.numeric_stats[f]
         x = np.asarray(pa.array(column).to_numpy(zero_copy_only=False) if isinstance(column, (pa.Array, pa.ChunkedArray))
                        else column, dtype=np.float64)
         values = np.where(np.isnan(x), 0.0, (x - stats.mean) / stats.std).astype(np.float32)
         return np.full(len(x), self.numeric_ids[f], dtype=np.int64), values
+
+    def _positions(self, f: int, text) -> np.ndarray:
+        """Position of each value in field f's kept values, -1 if not kept.
+
+        ``pc.index_in`` rebuilds its hash table on every call, which dominates for large vocabularies (Criteo
+        has fields with millions of values): those get a pandas index built once and kept on this object (so a
+        worker that holds the feature space builds it once)."""
+        values = self.vocabs[f].values
+        if len(values) <= self.large_vocab:
+            pos = pc.index_in(text, value_set=pa.array(values, type=pa.string()))
+            return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        if f not in self._lookups:
+            import pandas as pd
+
+            self._lookups[f] = pd.Index(np.asarray(values, dtype=object))
+        return self._lookups[f].get_indexer(text.to_numpy(zero_copy_only=False)).astype(np.int64)
 
     def encode(self, columns: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
         """Encode a table given as {field name: column} to ids (N, F) int64 and values (N, F) float32."""

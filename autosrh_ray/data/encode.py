@@ -12,69 +12,34 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..features import MISSING_TOKEN, FeatureSpace
+from ..features import FeatureSpace
 from .inputs import Chunk
 from .prepared import encoded_table
 from .readers import Layout, parse_chunk
 from .split import SPLIT_NAMES, split_of
 from .vocabulary import encode_fields
 
-_ENCODERS: dict = {}
+_SPACES: dict = {}
 
 
-LARGE_VOCAB = 100_000  # fields with more kept values get a persistent hash index
-
-
-class Encoder:
-    """Encodes field columns exactly like :meth:`FeatureSpace.encode`. ``pc.index_in`` rebuilds a field's value
-    hash table on every call, which dominates for large vocabularies (Criteo has fields with millions of
-    values), so fields above ``large_vocab`` values get a pandas index built once per worker process; smaller
-    fields keep ``FeatureSpace.encode_column`` (faster there: no conversion to Python strings)."""
-
-    def __init__(self, space: FeatureSpace, large_vocab: int = LARGE_VOCAB):
-        import pandas as pd
-
-        self.space = space
-        self._index = [pd.Index(np.asarray(v.values, dtype=object)) if v is not None and len(v.values) > large_vocab
-                       else None for v in space.vocabs]
-
-    def encode(self, columns: dict) -> tuple[np.ndarray, np.ndarray]:
-        n = len(next(iter(columns.values())))
-        f_count = self.space.num_fields
-        ids = np.empty((n, f_count), dtype=np.int64)
-        values = np.ones((n, f_count), dtype=np.float32)
-        for f, spec in enumerate(self.space.fields):
-            col = columns[spec.name]
-            vocab = self.space.vocabs[f]
-            if self._index[f] is None:
-                ids[:, f], values[:, f] = self.space.encode_column(f, col)
-                continue
-            text = pc.fill_null(pc.cast(col, pa.string()), MISSING_TOKEN).to_numpy(zero_copy_only=False)
-            pos = self._index[f].get_indexer(text)
-            ids[:, f] = np.where(pos >= 0, vocab.ids[np.maximum(pos, 0)] if len(vocab.ids) else vocab.oov_id,
-                                 vocab.oov_id)
-        return ids, values
-
-
-def _encoder(ref) -> Encoder:
-    """The encoder for the feature space behind an object ref, built once per worker process."""
+def _space(ref) -> FeatureSpace:
+    """The feature space behind an object ref, fetched once per worker process (its value lookups stay built)."""
     import ray
 
     key = ref.hex() if hasattr(ref, "hex") else id(ref)
-    if key not in _ENCODERS:
-        _ENCODERS.clear()
-        _ENCODERS[key] = Encoder(ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref)
-    return _ENCODERS[key]
+    if key not in _SPACES:
+        _SPACES.clear()
+        _SPACES[key] = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+    return _SPACES[key]
 
 
 def shard_name(split: str, chunk_index: int) -> str:
     return f"{split}/part-{chunk_index:06d}.parquet"
 
 
-def encode_chunk(chunk: Chunk, layout: Layout, encoder: Encoder, numeric_mode: str, seed: int,
+def encode_chunk(chunk: Chunk, layout: Layout, space: FeatureSpace, numeric_mode: str, seed: int,
                  fractions: Sequence[float], output: str, synthetic_cfg=None) -> list[dict]:
     """Encode one chunk's good rows and write them per split; returns one summary dict per written shard."""
     writers: dict[str, pq.ParquetWriter] = {}
@@ -85,7 +50,7 @@ def encode_chunk(chunk: Chunk, layout: Layout, encoder: Encoder, numeric_mode: s
                 continue
             split = split_of(parsed.positions, seed, fractions)
             _, columns = encode_fields(parsed, layout, numeric_mode)
-            ids, values = encoder.encode(columns)
+            ids, values = space.encode(columns)
             for code, name in enumerate(SPLIT_NAMES):
                 idx = np.flatnonzero(split == code)
                 if not len(idx):
@@ -107,10 +72,10 @@ def encode_chunk(chunk: Chunk, layout: Layout, encoder: Encoder, numeric_mode: s
 def encode_batches(batch: pa.Table, layout: Layout, space_ref, numeric_mode: str, seed: int,
                    fractions: list[float], output: str, synthetic_cfg=None) -> pa.Table:
     """Ray Data ``map_batches`` body: chunk descriptors in, shard summaries out."""
-    encoder = _encoder(space_ref)
+    space = _space(space_ref)
     out: list[dict] = []
     for item in batch.to_pylist():
-        out += encode_chunk(Chunk.from_item(item), layout, encoder, numeric_mode, seed, fractions, output,
+        out += encode_chunk(Chunk.from_item(item), layout, space, numeric_mode, seed, fractions, output,
                             synthetic_cfg)
     schema = pa.schema([("chunk", pa.int64()), ("split", pa.string()), ("path", pa.string()), ("rows", pa.int64())])
     return pa.Table.from_pylist(out, schema=schema)
