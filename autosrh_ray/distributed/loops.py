@@ -32,7 +32,7 @@ from ..data.prepared import EncodedSplit
 from ..metrics import task_metrics, validation_loss
 from ..models import EmbeddingModel, build_model
 from ..search import BiLevelSearch
-from ..training import Trainer
+from ..training import Trainer, predict
 from . import checkpoint as ckpt
 from .resources import set_torch_threads
 from .sources import InMemorySource, RayDataSource, ShardSource
@@ -106,13 +106,7 @@ def _source(spec: LoopSpec, rank: int, size: int, seed: int) -> ShardSource:
 @torch.no_grad()
 def evaluate_whole_split(model: EmbeddingModel, batches: Iterator[Batch], task: str, device, dtype) -> dict:
     """Metrics over the whole validation split: predictions gathered on rank 0, metrics broadcast to all ranks."""
-    model.eval()
-    outs, labels = [np.zeros(0)], [np.zeros(0)]
-    for b in batches:
-        b = b.to(device, dtype)
-        outs.append(model(b.ids, b.values).double().cpu().numpy())
-        labels.append(b.labels.double().cpu().numpy())
-    parts = gather_objects((np.concatenate(outs), np.concatenate(labels)))
+    parts = gather_objects(predict(model, (b.to(device, dtype) for b in batches)))  # (outputs, labels)
     metrics = None
     if parts is not None:
         o = np.concatenate([p[0] for p in parts])
