@@ -91,7 +91,7 @@ class TrainConfig:
     seed: int = 0
     embedding_optimizer: Literal["adam", "sparse_adam"] = "adam"
     init_std: float = 0.01
-    shuffle_buffer: int = 65_536  # rows of Ray Data's local shuffle buffer per worker; 0 = input order
+    shuffle_window: int = 65_536  # Ray path: rows permuted together by Ray Data (+ file order per epoch); 0 = input order
 
 
 @dataclass
@@ -278,7 +278,7 @@ def validate(config: Config) -> None:
     _positive("train.patience", config.train.patience)
     _positive("dataset.min_count", ds.min_count)
     _positive("ray.num_workers", config.ray.num_workers)
-    _positive("train.shuffle_buffer", config.train.shuffle_buffer, minimum=0)
+    _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:
         raise ConfigError("train.lr", f"must be > 0 (got {config.train.lr})")
     if s.lr_alpha <= 0:

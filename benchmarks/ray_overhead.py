@@ -6,7 +6,10 @@ Ray Train (Ray Data ingest) with 1 and 2 workers, matched torch thread counts.
 Start-up (process/worker-group start, first batch) and the wait for the end of the epoch's stream (after the
 last batch) are reported separately from steady-state samples/s (samples after the first batch / time from the
 first to the last batch). The trainer's wait-for-batch share shows whether Ray Data
-ingest is the bottleneck. Prints one flat JSON object (also written to --json), ratios included.
+ingest is the bottleneck. The plain loop runs before and after the Ray runs (an idle Ray instance is running
+beside it both times); its reference rate is the median over both runs' epochs, so drift during the run
+favours neither side.
+Prints one flat JSON object (also written to --json), ratios included.
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ def plain_epochs(config, prepared, threads: int, epochs: int) -> dict:
                 samples += len(idx)
         rates.append(samples / (time.perf_counter() - first))
     return {"startup_s": t_first, "steady_samples_per_s": statistics.median(rates),
-            "total_s": time.perf_counter() - start}
+            "total_s": time.perf_counter() - start, "epoch_rates": rates}
 
 
 def ray_epochs(config, prepared, epochs: int) -> dict:
@@ -108,19 +111,25 @@ def main() -> None:
 
     from autosrh_ray.data.local import prepare_synthetic
 
-    rows = 160_000 if args.quick else 400_000
+    rows = 160_000 if args.quick else 800_000
     work = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     prepared = prepare_synthetic(_config(rows, 1, str(work / "ray"), "x"), work / "data")
     b = args.batch_size
     out: dict = {"rows_train": prepared.rows.train, "batch_size": b, "num_cpus": args.num_cpus}
-    out["epochs"] = 2 if args.quick else args.epochs
-    e = 2 if args.quick else args.epochs
+    e = out["epochs"] = 2 if args.quick else args.epochs
+    from autosrh_ray.distributed.resources import cluster_cpus, plan_resources
+
+    threads = plan_resources(_config(rows, 1, "", "", b).ray, cluster_cpus()).torch_threads
+    before = plain_epochs(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads, e)
     one = ray_epochs(_config(rows, 1, str(work / "ray"), "w1", b), prepared, e)
-    threads = one["torch_threads"]
-    plain = plain_epochs(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads, e)
     two = ray_epochs(_config(rows, 2, str(work / "ray"), "w2", b), prepared, e)
+    after = plain_epochs(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads, e)
+    plain = {"startup_s": before["startup_s"], "total_s": before["total_s"],
+             "steady_samples_per_s": statistics.median(before.pop("epoch_rates") + after.pop("epoch_rates"))}
+    out["plain_before_steady_samples_per_s"] = before["steady_samples_per_s"]
+    out["plain_after_steady_samples_per_s"] = after["steady_samples_per_s"]
     for prefix, r in (("plain", plain), ("ray1", one), ("ray2", two)):
         out.update({f"{prefix}_{k}": v for k, v in r.items()})
     out["ratio_ray1_time_vs_plain_steady"] = plain["steady_samples_per_s"] / one["steady_samples_per_s"]

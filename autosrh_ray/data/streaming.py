@@ -1,11 +1,22 @@
-"""Streaming prepared shards into training: lazy ``ray.data`` datasets per split (batches → arrays with
-:func:`~autosrh_ray.data.prepared.split_from_columns`)."""
+"""Streaming prepared shards into training: lazy ``ray.data`` datasets per split, and the row assembly that
+turns the shards' per-field columns into the engine's ``(ids, values, label)`` arrays inside Ray Data's tasks.
+
+Assembly (and the training shuffle) run in Ray Data's map tasks, under Ray Data's CPU budget, so a Train worker
+only slices ready batches: the worker's own CPU time goes to the training step (``benchmarks/ray_overhead.py``).
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
 import pyarrow as pa
 
-from .prepared import PreparedData, column_names
+from ..features import FeatureSpace
+from .prepared import PreparedData, column_names, split_from_columns
 from .split import SPLIT_NAMES
+
+IDS, VALUES, LABEL = "ids", "values", "label"
 
 
 def shard_schema(num_fields: int) -> pa.Schema:
@@ -13,20 +24,53 @@ def shard_schema(num_fields: int) -> pa.Schema:
     return pa.schema([(c, pa.int64()) for c in ids] + [(c, pa.float32()) for c in values] + [("label", pa.float32())])
 
 
-def split_datasets(prepared: PreparedData) -> dict:
+def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = None) -> dict:
     """{"train", "valid", "test"} → lazy ``ray.data.Dataset`` reading that split's shards (input order kept
-    when ``DataContext.execution_options.preserve_order`` is set). An empty split is an empty dataset with the
+    when ``DataContext.execution_options.preserve_order`` is set). With ``file_shuffle_seed`` the train split's
+    files are read in a new seeded order on every pass (epoch). An empty split is an empty dataset with the
     shard schema. Nothing is read in the driver."""
     import ray
+    from ray.data import FileShuffleConfig
 
     out = {}
     for name in SPLIT_NAMES:
         if prepared.shards[name]:
+            shuffle = (FileShuffleConfig(seed=file_shuffle_seed, reseed_after_execution=True)
+                       if file_shuffle_seed is not None and name == "train" else None)
             # One directory path, not the list of shards: Ray 2.60 resolves a list of paths in threads, and
             # that import-races on fsspec's HTTP filesystem when aiohttp is absent (ImportError). The split's
             # directory holds exactly its shards (prepare clears it first); file names sort in input order.
             out[name] = ray.data.read_parquet(str(prepared.directory / name), file_extensions=["parquet"],
-                                              shuffle=None)
+                                              shuffle=shuffle)
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
     return out
+
+
+@dataclass(frozen=True)
+class AssembleRows:
+    """Ray Data batch function: per-field columns → ``ids`` (n, F), ``values`` (n, F) float32, ``label``;
+    with ``shuffle`` the rows of each batch (a shuffle window) are permuted, from fresh entropy each pass.
+
+    ``ids`` travel as int32 when every id fits (half the bytes through the object store); the worker widens
+    them to int64 while copying the batch out of read-only Arrow memory, which it does anyway."""
+
+    num_fields: int
+    shuffle: bool = False
+    narrow_ids: bool = False
+
+    def __call__(self, columns: dict) -> dict:
+        rows = split_from_columns(columns, self.num_fields)
+        ids = rows.ids.astype(np.int32) if self.narrow_ids else rows.ids
+        if not self.shuffle:
+            return {IDS: ids, VALUES: rows.values, LABEL: rows.labels}
+        order = np.random.default_rng().permutation(len(rows))
+        return {IDS: ids[order], VALUES: rows.values[order], LABEL: rows.labels[order]}
+
+
+def assembled_rows(dataset, features: FeatureSpace, shuffle_window: int = 0):
+    """``dataset`` with rows assembled by :class:`AssembleRows` in Ray Data's tasks; ``shuffle_window`` > 0
+    permutes each window of that many consecutive rows (0: the input order is kept)."""
+    narrow = features.num_features <= np.iinfo(np.int32).max
+    return dataset.map_batches(AssembleRows(features.num_fields, shuffle_window > 0, narrow), batch_format="numpy",
+                               batch_size=shuffle_window or None, zero_copy_batch=True)

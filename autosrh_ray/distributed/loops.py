@@ -81,7 +81,6 @@ class LoopSpec:
     torch_threads: int = 1
     use_gpu: bool = False
     memory: Optional[InMemoryData] = None
-    shuffle_buffer: Optional[int] = None
     dtype: Literal["float32", "float64"] = "float32"
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
@@ -100,7 +99,7 @@ def _source(spec: LoopSpec, rank: int, size: int, seed: int) -> ShardSource:
     if spec.memory is not None:
         m = spec.memory
         return InMemorySource(m.train, m.valid, spec.global_batch, rank, size, seed, m.shuffle)
-    return RayDataSource(spec.shape.num_fields, spec.global_batch // size, rank, seed, spec.shuffle_buffer)
+    return RayDataSource(spec.global_batch // size, seed)
 
 
 @torch.no_grad()

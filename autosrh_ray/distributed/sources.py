@@ -10,7 +10,8 @@ A source gives one worker (rank r of W):
 Ray Data (:class:`RayDataSource`): ``train`` and ``valid`` are split across workers with
 ``streaming_split(equal=True)`` (equal rows per rank, so with ``drop_last`` every rank gets exactly the same
 number of batches and restarts its validation stream at the same step); ``valid_eval`` is split with
-``equal=False`` so no row is dropped (:class:`LoopDataConfig`).
+``equal=False`` so no row is dropped (:class:`LoopDataConfig`). Rows arrive assembled and (train, valid)
+shuffled by Ray Data's tasks (:func:`train_datasets`): the worker only slices them into batches.
 
 In memory (:class:`InMemorySource`, tests and the equivalence check): global batch g holds rows
 ``order[g·B:(g+1)·B]`` and rank r takes rows ``r::W`` of it; evaluation rows are ``r::W`` of the split.
@@ -21,14 +22,14 @@ import itertools
 import threading
 from queue import Queue
 from dataclasses import dataclass
-from typing import Iterator, Optional, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
 from ..batch import Batch
 from ..training import cycle
-from ..data.prepared import EncodedSplit, PreparedData, split_from_columns
-from ..data.streaming import split_datasets
+from ..data.prepared import EncodedSplit, PreparedData
+from ..data.streaming import IDS, LABEL, VALUES, assembled_rows, split_datasets
 
 TRAIN, VALID, VALID_EVAL = "train", "valid", "valid_eval"
 EVAL_BATCH = 8192
@@ -104,32 +105,22 @@ class InMemorySource:
 
 @dataclass
 class RayDataSource:
-    """The worker's ``get_dataset_shard`` iterators; local shuffle buffer seeded per (seed, epoch, rank)."""
+    """The worker's ``get_dataset_shard`` iterators over assembled rows (:func:`train_datasets`)."""
 
-    num_fields: int
     local_batch: int
-    rank: int
     seed: int = 0
-    shuffle_buffer: Optional[int] = None
     valid_cache_bytes: int = 1 << 30
 
-    def _iter(self, name: str, batch_size: int, drop_last: bool, seed: Optional[int]) -> Iterator[Batch]:
+    def _iter(self, name: str, batch_size: int, drop_last: bool) -> Iterator[Batch]:
         import ray.train
 
         shard = ray.train.get_dataset_shard(name)
-        kwargs = {}
-        if self.shuffle_buffer and seed is not None:
-            kwargs = {"local_shuffle_buffer_size": self.shuffle_buffer, "local_shuffle_seed": seed}
         for cols in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
-                                       prefetch_batches=2, **kwargs):
-            s = split_from_columns(cols, self.num_fields)
-            yield Batch.from_numpy(s.ids, s.values, s.labels)
-
-    def _seed(self, salt: int, epoch: int) -> int:
-        return (self.seed * 1_000_003 + salt * 10_007 + epoch * 101 + self.rank) % 2**31
+                                       prefetch_batches=2):
+            yield Batch.from_numpy(cols[IDS], cols[VALUES], cols[LABEL])
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
-        return in_background(self._iter(TRAIN, self.local_batch, True, self._seed(1, epoch)))
+        return in_background(self._iter(TRAIN, self.local_batch, True))
 
     def valid_stream(self) -> Iterator[Batch]:
         """Streams the first pass and keeps its batches (up to ``valid_cache_bytes``); later passes replay them
@@ -137,31 +128,34 @@ class RayDataSource:
         batch every step (~8 passes per epoch at an 8:1:1 split); beyond the cache budget it restarts instead."""
         cache: list[Batch] = []
         size = 0
-        for b in self._iter(VALID, self.local_batch, True, self._seed(2, 0)):
+        for b in self._iter(VALID, self.local_batch, True):
             size += sum(t.element_size() * t.nelement() for t in (b.ids, b.values, b.labels))
             if cache is not None:
                 cache = cache + [b] if size <= self.valid_cache_bytes else None
             yield b
         if cache is None:
-            yield from cycle(lambda e: self._iter(VALID, self.local_batch, True, self._seed(2, e + 1)),
-                             _NO_LOCAL_BATCH)
+            yield from cycle(lambda e: self._iter(VALID, self.local_batch, True), _NO_LOCAL_BATCH)
             return
         if not cache:
             raise ValueError(_NO_LOCAL_BATCH)
         for epoch in itertools.count(1):
-            for i in np.random.default_rng(self._seed(2, epoch)).permutation(len(cache)):
+            for i in np.random.default_rng([self.seed, epoch]).permutation(len(cache)):
                 yield cache[i]
 
     def eval_batches(self) -> Iterator[Batch]:
-        return self._iter(VALID_EVAL, EVAL_BATCH, False, None)
+        return self._iter(VALID_EVAL, EVAL_BATCH, False)
 
 
-def train_datasets(prepared: PreparedData, need_valid_stream: bool) -> dict:
-    """The datasets a Train run needs: ``train``, ``valid_eval`` and (search only) ``valid``."""
-    ds = split_datasets(prepared)  # lazy Ray datasets over the prepared Parquet shards
-    out = {TRAIN: ds["train"], VALID_EVAL: ds["valid"]}
+def train_datasets(prepared: PreparedData, need_valid_stream: bool, shuffle_window: int = 0, seed: int = 0) -> dict:
+    """The datasets a Train run needs: ``train``, ``valid_eval`` and (search only) ``valid``, rows assembled in
+    Ray Data's tasks. With ``shuffle_window`` > 0 the train files are read in a new order each epoch (seeded by
+    ``seed``) and ``train``/``valid`` rows are permuted within windows of that many rows; ``valid_eval`` keeps
+    its order (metrics do not depend on it)."""
+    ds = split_datasets(prepared, seed if shuffle_window else None)  # lazy, over the prepared Parquet shards
+    f = prepared.features
+    out = {TRAIN: assembled_rows(ds["train"], f, shuffle_window), VALID_EVAL: assembled_rows(ds["valid"], f)}
     if need_valid_stream:
-        out[VALID] = ds["valid"]
+        out[VALID] = assembled_rows(ds["valid"], f, shuffle_window)
     return out
 
 

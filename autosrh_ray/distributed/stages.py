@@ -101,9 +101,10 @@ class StageRunner:
                         label_mean=self.prepared.label_mean, init_state=ray.put(init_state), epochs=epochs,
                         patience=patience, global_batch=self.config.train.batch_size,
                         torch_threads=self.plan.torch_threads, use_gpu=self.plan.use_gpu, memory=o.memory,
-                        shuffle_buffer=self.config.train.shuffle_buffer or None, dtype=o.dtype, check_replicas=o.check_replicas,
-                        fault=o.fault)
-        datasets = None if o.memory is not None else train_datasets(self.prepared, kind == "search")
+                        dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault)
+        train = self.config.train
+        datasets = (None if o.memory is not None else
+                    train_datasets(self.prepared, kind == "search", train.shuffle_window, train.seed))
         trainer = TorchTrainer(
             train_loop, train_loop_config={"spec": spec},
             scaling_config=ScalingConfig(num_workers=self.plan.num_workers, use_gpu=self.plan.use_gpu,

@@ -12,7 +12,8 @@ from autosrh_ray.data.errors import DataError
 from autosrh_ray.data.local import prepare_synthetic, prepare_table
 from autosrh_ray.data.prepare import prepare
 from autosrh_ray.data.prepared import split_from_columns
-from autosrh_ray.data.streaming import split_datasets
+from autosrh_ray.data.streaming import AssembleRows, split_datasets
+from autosrh_ray.distributed.sources import TRAIN, VALID, VALID_EVAL, train_datasets
 
 from .helpers import config
 
@@ -82,6 +83,50 @@ def test_split_datasets_stream_the_shards(synthetic):
     finally:
         ctx.execution_options.preserve_order = saved
     assert np.array_equal(labels, prepared.load_split("train").labels)
+
+
+def _rows(ids, values, labels) -> np.ndarray:
+    """Rows as one float64 matrix sorted lexicographically (a multiset of rows, order removed)."""
+    m = np.column_stack([ids.astype(np.float64), values.astype(np.float64), labels.astype(np.float64)])
+    return m[np.lexsort(m.T[::-1])]
+
+
+def test_assemble_rows_stacks_fields_and_permutes_within_the_window():
+    rng = np.random.default_rng(0)
+    ids, values, labels = rng.integers(0, 50, (500, 3)), rng.random((500, 3), np.float32), rng.random(500, np.float32)
+    columns = {f"id{i}": ids[:, i] for i in range(3)}
+    columns.update({f"value{i}": values[:, i] for i in range(3)})
+    columns["label"] = labels
+    kept = AssembleRows(3)(columns)
+    assert np.array_equal(kept["ids"], ids) and np.array_equal(kept["values"], values)
+    assert np.array_equal(kept["label"], labels)
+    shuffled = AssembleRows(3, shuffle=True)(columns)
+    assert not np.array_equal(shuffled["label"], labels)  # a 500-row identity permutation: p = 1/500!
+    assert np.array_equal(_rows(shuffled["ids"], shuffled["values"], shuffled["label"]), _rows(ids, values, labels))
+    narrow = AssembleRows(3, narrow_ids=True)(columns)["ids"]
+    assert narrow.dtype == np.int32 and np.array_equal(narrow, ids)
+
+
+def test_train_datasets_give_every_row_once_per_epoch_in_a_new_order(synthetic):
+    _, _, prepared = synthetic
+    datasets = train_datasets(prepared, need_valid_stream=True, shuffle_window=4096, seed=3)
+    assert set(datasets) == {TRAIN, VALID, VALID_EVAL}
+    expected = {s: prepared.load_split(s) for s in ("train", "valid")}
+
+    def epoch(name):
+        b = [c for c in datasets[name].iter_batches(batch_size=1000, batch_format="numpy")]
+        return tuple(np.concatenate([c[k] for c in b]) for k in ("ids", "values", "label"))
+
+    first, second = epoch(TRAIN), epoch(TRAIN)
+    truth = _rows(expected["train"].ids, expected["train"].values, expected["train"].labels)
+    for ids, values, labels in (first, second):
+        assert ids.shape == (prepared.rows.train, prepared.features.num_fields) and ids.dtype == np.int32
+        assert np.array_equal(_rows(ids, values, labels), truth)
+    assert not np.array_equal(first[2], second[2]) and not np.array_equal(first[2], expected["train"].labels)
+    for name in (VALID, VALID_EVAL):
+        ids, values, labels = epoch(name)
+        v = expected["valid"]
+        assert np.array_equal(_rows(ids, values, labels), _rows(v.ids, v.values, v.labels))
 
 
 def test_empty_split_is_an_empty_dataset(ray_cluster, tmp_path):
