@@ -103,6 +103,7 @@ class RayConfig:
     data_cpus: Optional[float] = None
     storage_path: Optional[str] = None
     max_failures: int = 1
+    worker_cache_mb: int = 1024  # per worker: splits that fit are streamed once, then replayed from memory
     verbose: bool = False
 
 
@@ -278,6 +279,7 @@ def validate(config: Config) -> None:
     _positive("train.patience", config.train.patience)
     _positive("dataset.min_count", ds.min_count)
     _positive("ray.num_workers", config.ray.num_workers)
+    _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:
         raise ConfigError("train.lr", f"must be > 0 (got {config.train.lr})")

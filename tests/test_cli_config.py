@@ -23,6 +23,7 @@ def run_cli(*args, cwd):
     ("search.bogus=1", "search.bogus"),
     ("dataset.name=criteo", "dataset.path"),
     ("dataset.path=/nonexistent/dac.txt", "dataset.path"),
+    ("ray.worker_cache_mb=-1", "ray.worker_cache_mb"),
     ("search.L=1000000", "search.L"),  # L > M: checked after prepare, before training
 ])
 def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, override, key):

@@ -35,7 +35,8 @@ from ..search import BiLevelSearch
 from ..training import Trainer, predict
 from . import checkpoint as ckpt
 from .resources import set_torch_threads
-from .sources import InMemorySource, RayDataSource, ShardSource
+from .cache import Budget
+from .sources import InMemorySource, RayDataSource, ShardSource, steps_per_epoch
 from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_object, gather_objects, world
 
 
@@ -81,6 +82,8 @@ class LoopSpec:
     torch_threads: int = 1
     use_gpu: bool = False
     memory: Optional[InMemoryData] = None
+    train_rows: int = 0  # rows of the train split (the Ray Data source plans its per-rank cache from it)
+    cache_bytes: int = 0  # per-worker memory for replaying splits (``ray.worker_cache_mb``)
     dtype: Literal["float32", "float64"] = "float32"
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
@@ -93,13 +96,16 @@ def _materialise(value: Any) -> Any:
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
-def _source(spec: LoopSpec, rank: int, size: int, seed: int) -> ShardSource:
+def _source(spec: LoopSpec, rank: int, size: int, seed: int, device) -> ShardSource:
     if spec.global_batch % size:
         raise ValueError(f"train.batch_size: {spec.global_batch} is not divisible by ray.num_workers = {size}")
     if spec.memory is not None:
         m = spec.memory
         return InMemorySource(m.train, m.valid, spec.global_batch, rank, size, seed, m.shuffle)
-    return RayDataSource(spec.global_batch // size, seed)
+    local = spec.global_batch // size
+    return RayDataSource(local, rank, seed, spec.shape.num_fields,
+                         train_rows=steps_per_epoch(spec.train_rows, spec.global_batch, size) * local,
+                         budget=Budget(spec.cache_bytes), agree=lambda ok: bool(all_min(int(ok), device)))
 
 
 @torch.no_grad()
@@ -193,7 +199,7 @@ def train_loop(loop_config: dict) -> None:
         _report(state, rank, _flat_metrics(state, state.history[-1] if state.history else {}))
         return
 
-    source = _source(spec, rank, size, seed)
+    source = _source(spec, rank, size, seed, device)
     valid_stream = source.valid_stream() if spec.stage == "search" else None
     while state.epoch < spec.epochs and not state.stopped:
         start = time.perf_counter()

@@ -21,15 +21,16 @@ from __future__ import annotations
 import itertools
 import threading
 from queue import Queue
-from dataclasses import dataclass
-from typing import Iterator, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
 from ..batch import Batch
-from ..training import cycle
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.streaming import IDS, LABEL, VALUES, assembled_rows, split_datasets
+from ..training import cycle
+from .cache import Budget, FirstPass, KeptBatches, RowCache
 
 TRAIN, VALID, VALID_EVAL = "train", "valid", "valid_eval"
 EVAL_BATCH = 8192
@@ -103,47 +104,98 @@ class InMemorySource:
             yield Batch.from_numpy(self.valid.ids[i], self.valid.values[i], self.valid.labels[i])
 
 
+def _agree_alone(ok: bool) -> bool:
+    return ok
+
+
+def _train_shard(name: str):
+    import ray.train
+
+    return ray.train.get_dataset_shard(name)
+
+
 @dataclass
 class RayDataSource:
-    """The worker's ``get_dataset_shard`` iterators over assembled rows (:func:`train_datasets`)."""
+    """The worker's ``get_dataset_shard`` iterators over assembled rows (:func:`train_datasets`).
+
+    Splits whose share fits in ``budget`` are streamed once and replayed from memory afterwards
+    (:mod:`.cache`): train rows reshuffled per epoch (seeded by ``seed``, epoch and rank), validation rows in
+    order. ``train_rows`` is the number of full-batch rows this rank streams per epoch (0: do not keep train);
+    ``agree`` combines a per-rank flag across ranks (MIN all-reduce) so all ranks replay or all stream;
+    ``shard`` gives the named split's iterator (Ray Train's ``get_dataset_shard``; a plain iterator in tests)."""
 
     local_batch: int
+    rank: int = 0
     seed: int = 0
-    valid_cache_bytes: int = 1 << 30
+    num_fields: int = 0
+    train_rows: int = 0
+    budget: Budget = field(default_factory=lambda: Budget(0))
+    agree: Callable[[bool], bool] = _agree_alone
+    shard: Callable[[str], Any] = _train_shard
+    _train: FirstPass = field(default_factory=FirstPass)
+    _train_rows: Optional[RowCache] = None
+    _eval: FirstPass = field(default_factory=FirstPass)
+    _eval_kept: Optional[KeptBatches] = None
 
     def _iter(self, name: str, batch_size: int, drop_last: bool) -> Iterator[Batch]:
-        import ray.train
-
-        shard = ray.train.get_dataset_shard(name)
-        for cols in shard.iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
-                                       prefetch_batches=2):
+        for cols in self._columns(name, batch_size, drop_last):
             yield Batch.from_numpy(cols[IDS], cols[VALUES], cols[LABEL])
 
+    def _columns(self, name: str, batch_size: int, drop_last: bool) -> Iterator[dict]:
+        return self.shard(name).iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
+                                             prefetch_batches=2)
+
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
-        return in_background(self._iter(TRAIN, self.local_batch, True))
+        if self._train.replaying(self.agree):
+            rng = np.random.default_rng([self.seed, 1, epoch, self.rank])
+            return in_background(self._train_rows.shuffled(self.local_batch, rng))  # the gather beside the step
+        if self._train.started:
+            return in_background(self._iter(TRAIN, self.local_batch, True))
+        self._train.started = True
+        if self.train_rows and self.budget.take(RowCache.nbytes(self.train_rows, self.num_fields)):
+            self._train_rows = RowCache(self.train_rows, self.num_fields)
+        return in_background(self._train_first_pass())
+
+    def _train_first_pass(self) -> Iterator[Batch]:
+        rows = self._train_rows
+        for cols in self._columns(TRAIN, self.local_batch, True):
+            kept = rows.add(cols[IDS], cols[VALUES], cols[LABEL]) if rows is not None else None
+            yield kept if kept is not None else Batch.from_numpy(cols[IDS], cols[VALUES], cols[LABEL])
+        self._train.whole = rows is not None and rows.complete
 
     def valid_stream(self) -> Iterator[Batch]:
-        """Streams the first pass and keeps its batches (up to ``valid_cache_bytes``); later passes replay them
+        """Streams the first pass and keeps its batches (within the budget); later passes replay them
         in a new seeded order. Restarting a streaming split costs seconds, and the search needs a validation
-        batch every step (~8 passes per epoch at an 8:1:1 split); beyond the cache budget it restarts instead."""
-        cache: list[Batch] = []
-        size = 0
+        batch every step (~8 passes per epoch at an 8:1:1 split); beyond the budget it restarts instead (equal
+        splits give every rank the same rows, so all ranks take the same branch at the same step)."""
+        kept = KeptBatches(self.budget)
         for b in self._iter(VALID, self.local_batch, True):
-            size += sum(t.element_size() * t.nelement() for t in (b.ids, b.values, b.labels))
-            if cache is not None:
-                cache = cache + [b] if size <= self.valid_cache_bytes else None
+            kept.keep(b)
             yield b
+        cache = kept.batches
         if cache is None:
             yield from cycle(lambda e: self._iter(VALID, self.local_batch, True), _NO_LOCAL_BATCH)
             return
         if not cache:
             raise ValueError(_NO_LOCAL_BATCH)
         for epoch in itertools.count(1):
-            for i in np.random.default_rng([self.seed, epoch]).permutation(len(cache)):
+            for i in np.random.default_rng([self.seed, 2, epoch]).permutation(len(cache)):
                 yield cache[i]
 
     def eval_batches(self) -> Iterator[Batch]:
-        return self._iter(VALID_EVAL, EVAL_BATCH, False)
+        if self._eval.replaying(self.agree):
+            return iter(self._eval_kept.batches)
+        if self._eval.started:
+            return self._iter(VALID_EVAL, EVAL_BATCH, False)
+        self._eval.started = True
+        return self._eval_first_pass()
+
+    def _eval_first_pass(self) -> Iterator[Batch]:
+        kept = self._eval_kept = KeptBatches(self.budget)
+        for b in self._iter(VALID_EVAL, EVAL_BATCH, False):
+            kept.keep(b)
+            yield b
+        self._eval.whole = kept.batches is not None
 
 
 def train_datasets(prepared: PreparedData, need_valid_stream: bool, shuffle_window: int = 0, seed: int = 0) -> dict:

@@ -101,6 +101,7 @@ class StageRunner:
                         label_mean=self.prepared.label_mean, init_state=ray.put(init_state), epochs=epochs,
                         patience=patience, global_batch=self.config.train.batch_size,
                         torch_threads=self.plan.torch_threads, use_gpu=self.plan.use_gpu, memory=o.memory,
+                        train_rows=self.prepared.rows.train, cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault)
         train = self.config.train
         datasets = (None if o.memory is not None else

@@ -1,0 +1,112 @@
+"""Per-worker memory for splits that fit: the first streamed pass is kept, later passes replay it in memory.
+
+Every epoch of a streamed split restarts Ray Data (seconds of start-up per epoch, and Ray Data's executor
+running beside the training step). When a worker's share of a split fits in its budget
+(``ray.worker_cache_mb``), the first pass is copied into memory as it streams — into tensors allocated once, so
+the batches trained on *are* the cache and nothing is copied twice — and later passes come from memory:
+train rows in a new seeded permutation per epoch (a full shuffle of the worker's rows), evaluation rows in order.
+
+Whether the replay is used is agreed by all ranks (:class:`FirstPass`, with a MIN all-reduce from the Train
+loop), because ``streaming_split`` starts each pass on all ranks together: one rank replaying while another
+streams would leave the streaming one waiting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from ..batch import Batch
+
+
+@dataclass
+class Budget:
+    """Bytes a worker may still keep in memory (shared by its caches)."""
+
+    bytes_left: int
+
+    def take(self, nbytes: int) -> bool:
+        if nbytes > self.bytes_left:
+            return False
+        self.bytes_left -= nbytes
+        return True
+
+
+def batch_bytes(batch: Batch) -> int:
+    return sum(t.element_size() * t.nelement() for t in (batch.ids, batch.values, batch.labels))
+
+
+class RowCache:
+    """``rows`` rows of ``num_fields`` fields, allocated once, filled batch by batch in stream order."""
+
+    def __init__(self, rows: int, num_fields: int):
+        self.ids = torch.empty(rows, num_fields, dtype=torch.int64)
+        self.values = torch.empty(rows, num_fields, dtype=torch.float32)
+        self.labels = torch.empty(rows, dtype=torch.float32)
+        self.filled = 0
+        self.spoiled = False  # the stream brought more rows than planned: never replayed
+
+    @staticmethod
+    def nbytes(rows: int, num_fields: int) -> int:
+        return rows * (num_fields * (8 + 4) + 4)
+
+    @property
+    def complete(self) -> bool:
+        return not self.spoiled and self.filled == len(self.labels)
+
+    def add(self, ids: np.ndarray, values: np.ndarray, labels: np.ndarray) -> Optional[Batch]:
+        """Copy one batch in and return it as a view of the cache; None once rows overflow the plan."""
+        lo, hi = self.filled, self.filled + len(labels)
+        if self.spoiled or hi > len(self.labels):
+            self.spoiled = True
+            return None
+        self.ids.numpy()[lo:hi] = ids  # casts (int32 → int64) while copying out of read-only Arrow memory
+        self.values.numpy()[lo:hi] = values
+        self.labels.numpy()[lo:hi] = labels
+        self.filled = hi
+        return Batch(self.ids[lo:hi], self.values[lo:hi], self.labels[lo:hi])
+
+    def shuffled(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
+        """Full batches of a new permutation of the cached rows (the remainder is dropped, as when streaming)."""
+        order = torch.from_numpy(rng.permutation(self.filled))
+        for start in range(0, self.filled - self.filled % batch_size, batch_size):
+            idx = order[start:start + batch_size]
+            yield Batch(self.ids[idx], self.values[idx], self.labels[idx])
+
+
+class KeptBatches:
+    """Batches kept as they stream while they fit in ``budget``; once one does not fit, all are dropped and
+    their bytes given back (``batches`` is then None)."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.batches: Optional[list[Batch]] = []
+        self._taken = 0
+
+    def keep(self, batch: Batch) -> None:
+        if self.batches is None:
+            return
+        n = batch_bytes(batch)
+        if self.budget.take(n):
+            self.batches.append(batch)
+            self._taken += n
+        else:
+            self.budget.bytes_left += self._taken
+            self.batches, self._taken = None, 0
+
+
+@dataclass
+class FirstPass:
+    """Whether a split's first pass was kept whole, and (agreed by all ranks) whether later passes replay it."""
+
+    started: bool = False
+    whole: bool = False
+    replay: Optional[bool] = None
+
+    def replaying(self, agree: Callable[[bool], bool]) -> bool:
+        """Call at the start of every pass, on every rank at the same point of the loop."""
+        if self.replay is None and self.started:
+            self.replay = agree(self.whole)
+        return bool(self.replay)
