@@ -139,12 +139,17 @@ def _maybe_fault(spec: LoopSpec, rank: int, epoch: int, step_in_epoch: int) -> N
 
 
 def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
+    """Write this epoch's checkpoint locally and report it; Ray uploads and hands it to the controller in its
+    upload thread (ASYNC), so the loop goes on at once instead of waiting for the controller to take the previous
+    report (it polls every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, see :mod:`.stages`). Reports stay in order,
+    and the worker waits for pending uploads before it exits."""
     import ray.train
 
-    with tempfile.TemporaryDirectory() as d:
-        ckpt.write(Path(d), rank, state if rank == 0 else None)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-
+    directory = Path(tempfile.mkdtemp(prefix="autosrh-checkpoint-"))
+    ckpt.write(directory, rank, state if rank == 0 else None)
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                     delete_local_checkpoint_after_upload=True)
 
 
 _NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "end_of_stream_seconds",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -133,9 +134,16 @@ class StageRunner:
                                    self.config.prune.cr))
 
 
+# Ray Train's controller takes one report per worker per poll, every 2 s by default: with sub-second epochs that
+# bounded every run at 2 s per epoch (quickstart retrain 35 s -> 22 s at 0.5 s). Ray propagates this variable
+# from the driver to the controller; a value the user set is kept.
+POLL_ENV, POLL_SECONDS = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+
+
 def make_runner(config: Config, prepared: PreparedData, output: Optional[str | Path] = None,
                 options: Optional[LoopOptions] = None) -> StageRunner:
     """Attach to / start Ray, plan resources (one-line ConfigError if they cannot fit), name the runs."""
+    os.environ.setdefault(POLL_ENV, POLL_SECONDS)
     connect(config.ray)
     plan = plan_resources(config.ray, cluster_cpus())
     if config.train.batch_size % plan.num_workers:
