@@ -33,6 +33,9 @@ class Budget:
         self.bytes_left -= nbytes
         return True
 
+    def give(self, nbytes: int) -> None:
+        self.bytes_left += nbytes
+
 
 def batch_bytes(batch: Batch) -> int:
     return sum(t.element_size() * t.nelement() for t in (batch.ids, batch.values, batch.labels))
@@ -51,6 +54,10 @@ class RowCache:
     @staticmethod
     def nbytes(rows: int, num_fields: int) -> int:
         return rows * (num_fields * (8 + 4) + 4)
+
+    @property
+    def size(self) -> int:
+        return self.nbytes(*self.ids.shape)
 
     @property
     def complete(self) -> bool:
@@ -93,8 +100,12 @@ class KeptBatches:
             self.batches.append(batch)
             self._taken += n
         else:
-            self.budget.bytes_left += self._taken
-            self.batches, self._taken = None, 0
+            self.release()
+
+    def release(self) -> None:
+        """Drop the kept batches and give their bytes back."""
+        self.budget.give(self._taken)
+        self.batches, self._taken = None, 0
 
 
 @dataclass
@@ -105,8 +116,11 @@ class FirstPass:
     whole: bool = False
     replay: Optional[bool] = None
 
-    def replaying(self, agree: Callable[[bool], bool]) -> bool:
-        """Call at the start of every pass, on every rank at the same point of the loop."""
+    def replaying(self, agree: Callable[[bool], bool], release: Callable[[], None]) -> bool:
+        """Call at the start of every pass, on every rank at the same point of the loop; ``release`` frees the
+        kept copy once the ranks decide not to replay it."""
         if self.replay is None and self.started:
             self.replay = agree(self.whole)
+            if not self.replay:
+                release()
         return bool(self.replay)

@@ -146,7 +146,7 @@ class RayDataSource:
                                              prefetch_batches=2)
 
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
-        if self._train.replaying(self.agree):
+        if self._train.replaying(self.agree, self._release_train_rows):
             rng = np.random.default_rng([self.seed, 1, epoch, self.rank])
             return in_background(self._train_rows.shuffled(self.local_batch, rng))  # the gather beside the step
         if self._train.started:
@@ -155,6 +155,11 @@ class RayDataSource:
         if self.train_rows and self.budget.take(RowCache.nbytes(self.train_rows, self.num_fields)):
             self._train_rows = RowCache(self.train_rows, self.num_fields)
         return in_background(self._train_first_pass())
+
+    def _release_train_rows(self) -> None:
+        if self._train_rows is not None:
+            self.budget.give(self._train_rows.size)
+            self._train_rows = None
 
     def _train_first_pass(self) -> Iterator[Batch]:
         rows = self._train_rows
@@ -183,7 +188,7 @@ class RayDataSource:
                 yield cache[i]
 
     def eval_batches(self) -> Iterator[Batch]:
-        if self._eval.replaying(self.agree):
+        if self._eval.replaying(self.agree, lambda: self._eval_kept.release()):
             return iter(self._eval_kept.batches)
         if self._eval.started:
             return self._iter(VALID_EVAL, EVAL_BATCH, False)

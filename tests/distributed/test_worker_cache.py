@@ -63,11 +63,13 @@ def test_first_pass_asks_every_rank_once():
         calls.append(ok)
         return False  # another rank could not keep its share
 
+    released = []
     first = FirstPass()
-    assert not first.replaying(agree) and calls == []  # nothing streamed yet: nothing to agree on
+    assert not first.replaying(agree, lambda: released.append(1)) and calls == []  # nothing streamed yet
     first.started, first.whole = True, True
-    assert not first.replaying(agree) and not first.replaying(agree)
-    assert calls == [True]
+    assert not first.replaying(agree, lambda: released.append(1))
+    assert not first.replaying(agree, lambda: released.append(1))
+    assert calls == [True] and released == [1]  # the kept copy is freed once, when the ranks decline it
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +124,7 @@ def test_over_budget_or_without_agreement_every_epoch_streams(small, budget, agr
     epochs = [_rows(source.train_epoch(e)) for e in range(3)]
     evals = [_rows(source.eval_batches()) for _ in range(2)]
     assert opened[TRAIN] == 3 and opened[VALID_EVAL] == 2
+    assert source.budget.bytes_left == budget  # copies nobody replays are freed and their bytes given back
     for rows in epochs:
         _assert_one_epoch(prepared, rows)
     assert np.array_equal(_sorted(evals[0]), _sorted(evals[1]))
