@@ -119,19 +119,23 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    prepared = prepare_synthetic(_config(rows, 1, str(work / "ray"), "x"), work / "data")
     b = args.batch_size
+
+    def config(workers: int, name: str, cache_mb: int = 0):
+        return _config(rows, workers, str(work / "ray"), name, b, cache_mb)
+
+    prepared = prepare_synthetic(config(1, "x"), work / "data")
     out: dict = {"rows_train": prepared.rows.train, "batch_size": b, "num_cpus": args.num_cpus}
     e = out["epochs"] = args.epochs
     from autosrh_ray.distributed.resources import cluster_cpus, plan_resources
 
-    threads = plan_resources(_config(rows, 1, "", "", b).ray, cluster_cpus()).torch_threads
-    before = plain_epochs(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads, e)
-    one = ray_epochs(_config(rows, 1, str(work / "ray"), "w1", b), prepared, e)
-    two = ray_epochs(_config(rows, 2, str(work / "ray"), "w2", b), prepared, e)
+    threads = plan_resources(config(1, "plain").ray, cluster_cpus()).torch_threads
+    before = plain_epochs(config(1, "plain"), prepared, threads, e)
+    one = ray_epochs(config(1, "w1"), prepared, e)
+    two = ray_epochs(config(2, "w2"), prepared, e)
     # the default worker cache: epoch 1 streams, later epochs replay the worker's rows from memory
-    cached = None if args.quick else ray_epochs(_config(rows, 1, str(work / "ray"), "c1", b, 1024), prepared, e)
-    after = plain_epochs(_config(rows, 1, str(work / "ray"), "plain", b), prepared, threads, e)
+    cached = None if args.quick else ray_epochs(config(1, "c1", 1024), prepared, e)
+    after = plain_epochs(config(1, "plain"), prepared, threads, e)
     plain = {"startup_s": before["startup_s"], "total_s": before["total_s"],
              "steady_samples_per_s": statistics.median(before.pop("epoch_rates") + after.pop("epoch_rates"))}
     out["plain_before_steady_samples_per_s"] = before["steady_samples_per_s"]
