@@ -74,7 +74,8 @@ class SearchConfig:
     hvp: Literal["finite_difference", "double_backward"] = "finite_difference"
     alpha_optimizer: Literal["adam", "sgd"] = "adam"
     lr_alpha: float = 0.01
-    epochs: int = 1
+    max_epochs: int = 500
+    patience: int = 3
 
 
 @dataclass
@@ -86,8 +87,9 @@ class PruneConfig:
 class TrainConfig:
     lr: float = 0.001
     batch_size: int = 4096
-    max_epochs: int = 10
-    patience: int = 2
+    max_epochs: int = 500
+    patience: int = 3
+    eval_every_steps: int = 0  # 0: evaluate after each pass over the train split; N: every N steps
     seed: int = 0
     embedding_optimizer: Literal["adam", "sparse_adam"] = "adam"
     init_std: float = 0.01
@@ -191,12 +193,21 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug in this module, not user input
 
 
+# Keys that existed once: a config that still uses one gets told what replaced it.
+REMOVED_KEYS = {
+    "search.epochs": "removed: the search now runs until the validation loss stops improving; "
+                     "set search.patience and search.max_epochs instead",
+}
+
+
 def _build(cls: type, data: dict, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
+        if dotted in REMOVED_KEYS:
+            raise ConfigError(dotted, REMOVED_KEYS[dotted])
         if key not in names:
             raise ConfigError(dotted, "unknown config key")
         kwargs[key] = _check_value(dotted, value, hints[key])
@@ -272,11 +283,13 @@ def validate(config: Config) -> None:
     if s.K > 255:
         raise ConfigError("search.K", f"must be <= 255 (the artifact stores dimension indices as uint8; got {s.K})")
     _positive("search.L", s.L)
-    _positive("search.epochs", s.epochs)
+    _positive("search.max_epochs", s.max_epochs)
+    _positive("search.patience", s.patience)
     _positive("prune.cr", config.prune.cr)
     _positive("train.batch_size", config.train.batch_size)
     _positive("train.max_epochs", config.train.max_epochs)
     _positive("train.patience", config.train.patience)
+    _positive("train.eval_every_steps", config.train.eval_every_steps, minimum=0)
     _positive("dataset.min_count", ds.min_count)
     _positive("ray.num_workers", config.ray.num_workers)
     _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)

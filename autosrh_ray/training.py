@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .batch import Batch, loss_function
+from .config import Config
 from .metrics import task_metrics, validation_loss
 from .models import EmbeddingModel
 from .search import BiLevelSearch, GradSync, ThetaOptimizer, parameter_grads
@@ -69,9 +70,27 @@ class Trainer:
         self.optimizer.load_state_dict(state)
 
 
+@dataclass(frozen=True)
+class StopRule:
+    """When a training stage stops: after ``patience`` evaluations without a better validation loss, or at
+    ``max_epochs`` evaluations (the cap). An evaluation closes each pass over the training data, or every
+    ``eval_every_steps`` steps when that is > 0 (for data where one pass takes hours)."""
+
+    max_epochs: int
+    patience: int
+    eval_every_steps: int = 0
+
+    @staticmethod
+    def for_stage(config: Config, stage: str) -> "StopRule":
+        """``search`` stops by ``search.max_epochs``/``search.patience``; every other stage by ``train.*``."""
+        src = config.search if stage == "search" else config.train
+        return StopRule(src.max_epochs, src.patience, config.train.eval_every_steps)
+
+
 @dataclass
 class FitResult:
-    """What a training or search stage did: epochs run, the best epoch and its validation metrics."""
+    """What a training or search stage did: evaluations run ("epochs"), the best one and its validation metrics,
+    and why it stopped (``patience`` or ``max_epochs``)."""
 
     epochs: int = 0
     steps: int = 0
@@ -79,6 +98,12 @@ class FitResult:
     best_valid: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    stop_reason: str = ""
+
+    def summary(self) -> dict:
+        """The ``stages`` entry of ``report.json``."""
+        return {"epochs": self.epochs, "steps": self.steps, "best_epoch": self.best_epoch,
+                "stop_reason": self.stop_reason, "seconds": self.seconds}
 
 
 class EarlyStopping:
@@ -91,40 +116,13 @@ class EarlyStopping:
         self.bad_epochs = 0
 
     def update(self, loss: float, model: torch.nn.Module) -> bool:
-        """Record an epoch's validation loss; True when training should stop."""
+        """Record an evaluation's validation loss; True when training should stop."""
         if loss < self.best_loss:
             self.best_loss, self.bad_epochs = loss, 0
             self.best_state = copy.deepcopy(model.state_dict())
         else:
             self.bad_epochs += 1
         return self.bad_epochs >= self.patience
-
-
-def fit(model: EmbeddingModel, train: EpochBatches, valid: EpochBatches, task: str, lr: float, max_epochs: int,
-        patience: int, on_epoch: Optional[Callable[[int, dict], None]] = None) -> FitResult:
-    """Train Θ with early stopping on the validation loss; the model ends at its best epoch's state."""
-    start = time.perf_counter()
-    trainer = Trainer(model, task, lr)
-    stopper = EarlyStopping(patience)
-    result = FitResult()
-    for epoch in range(max_epochs):
-        losses = [trainer.step(b) for b in train(epoch)]
-        result.steps += len(losses)
-        metrics = evaluate(model, valid(epoch), task)
-        metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
-        result.history.append(metrics)
-        result.epochs = epoch + 1
-        if on_epoch:
-            on_epoch(epoch, metrics)
-        stop = stopper.update(validation_loss(task, metrics), model)
-        if stopper.bad_epochs == 0:
-            result.best_epoch, result.best_valid = epoch, metrics
-        if stop:
-            break
-    if stopper.best_state is not None:
-        model.load_state_dict(stopper.best_state)
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 def cycle(epoch_batches: EpochBatches,
@@ -139,22 +137,61 @@ def cycle(epoch_batches: EpochBatches,
             raise ValueError(empty_error)
 
 
-def search(model: EmbeddingModel, searcher: BiLevelSearch, train: EpochBatches, valid: EpochBatches,
-           valid_eval: EpochBatches, task: str, epochs: int,
-           on_epoch: Optional[Callable[[int, dict], None]] = None) -> FitResult:
-    """Run ``epochs`` epochs of bi-level steps (one train + one validation batch each)."""
+def evaluation_periods(train: EpochBatches, eval_every_steps: int = 0) -> Iterator[Iterable[Batch]]:
+    """The training batches between two evaluations: whole passes (``eval_every_steps`` = 0) or runs of that many
+    steps that continue across passes."""
+    if eval_every_steps <= 0:
+        yield from (train(epoch) for epoch in itertools.count())
+        return
+    stream = cycle(train, "the train split is empty")
+    while True:
+        yield itertools.islice(stream, eval_every_steps)
+
+
+def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, train: EpochBatches,
+                        valid: EpochBatches, task: str, rule: StopRule,
+                        on_epoch: Optional[Callable[[int, dict], None]] = None) -> FitResult:
+    """Run ``step`` over training batches, evaluate on the whole validation split after each period, stop by
+    ``rule``; the model ends at its best evaluation's state (α included)."""
     start = time.perf_counter()
-    result = FitResult()
-    val_stream = cycle(valid)
-    for epoch in range(epochs):
-        stats = [searcher.step(b, next(val_stream)) for b in train(epoch)]
-        result.steps += len(stats)
-        metrics = evaluate(model, valid_eval(epoch), task)
-        metrics["train_loss"] = float(np.mean([s.train_loss for s in stats])) if stats else float("nan")
+    stopper = EarlyStopping(rule.patience)
+    result = FitResult(stop_reason="max_epochs")
+    periods = evaluation_periods(train, rule.eval_every_steps)
+    for epoch in range(rule.max_epochs):
+        losses = [step(b) for b in next(periods)]
+        result.steps += len(losses)
+        metrics = evaluate(model, valid(epoch), task)
+        metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
         result.history.append(metrics)
         result.epochs = epoch + 1
-        result.best_epoch, result.best_valid = epoch, metrics
         if on_epoch:
             on_epoch(epoch, metrics)
+        stop = stopper.update(validation_loss(task, metrics), model)
+        if stopper.bad_epochs == 0:
+            result.best_epoch, result.best_valid = epoch, metrics
+        if stop:
+            result.stop_reason = "patience"
+            break
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def fit(model: EmbeddingModel, train: EpochBatches, valid: EpochBatches, task: str, lr: float, rule: StopRule,
+        on_epoch: Optional[Callable[[int, dict], None]] = None) -> FitResult:
+    """Train Θ (α fixed) with early stopping on the validation loss."""
+    return train_until_stopped(Trainer(model, task, lr).step, model, train, valid, task, rule, on_epoch)
+
+
+def search(model: EmbeddingModel, searcher: BiLevelSearch, train: EpochBatches, alpha_batches: EpochBatches,
+           valid_eval: EpochBatches, task: str, rule: StopRule,
+           on_epoch: Optional[Callable[[int, dict], None]] = None) -> FitResult:
+    """Bi-level steps (one train batch for Θ, one ``alpha_batches`` batch for α) until the soft model's
+    validation loss stops improving (paper Alg. 2, "while not converged"); the best α/Θ are kept."""
+    alpha_stream = cycle(alpha_batches)
+
+    def step(batch: Batch) -> float:
+        return searcher.step(batch, next(alpha_stream)).train_loss
+
+    return train_until_stopped(step, model, train, valid_eval, task, rule, on_epoch)

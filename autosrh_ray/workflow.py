@@ -32,7 +32,7 @@ from .data.prepared import EncodedSplit, PreparedData, split_from_columns
 from .models import EmbeddingModel, build_model
 from .prune import kept_count, kept_dims, prune
 from .search import BiLevelSearch
-from .training import EpochBatches, FitResult, evaluate, fit, search
+from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
 
 Log = Callable[[str], None]
 
@@ -73,17 +73,17 @@ def run_stages(config: Config, prepared: PreparedData, train: EncodedSplit, vali
                                  xi=config.xi, hvp=config.search.hvp)
         valid_stream = _loaders(config, valid, shuffle=True, salt=2)
         search_result = search(model, searcher, train_batches, valid_stream, valid_eval, task,
-                               config.search.epochs, logger("search"))
+                               StopRule.for_stage(config, "search"), logger("search"))
         timings["search"] = search_result.seconds
     elif method == "magnitude":
-        search_result = fit(model, train_batches, valid_eval, task, tc.lr, tc.max_epochs, tc.patience,
+        search_result = fit(model, train_batches, valid_eval, task, tc.lr, StopRule.for_stage(config, "uniform"),
                             logger("uniform"))
         timings["search"] = search_result.seconds
     if method != "uniform":
         start = time.perf_counter()
         prune(model.embedding, config.prune.cr)
         timings["prune"] = time.perf_counter() - start
-    retrain = fit(model, train_batches, valid_eval, task, tc.lr, tc.max_epochs, tc.patience,
+    retrain = fit(model, train_batches, valid_eval, task, tc.lr, StopRule.for_stage(config, "retrain"),
                   logger("retrain" if method != "uniform" else "uniform"))
     timings["retrain"] = retrain.seconds
     return StageResult(model, search_result, retrain, timings)
