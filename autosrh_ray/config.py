@@ -74,13 +74,16 @@ class SearchConfig:
     hvp: Literal["finite_difference", "double_backward"] = "finite_difference"
     alpha_optimizer: Literal["adam", "sgd"] = "adam"
     lr_alpha: float = 0.01
-    max_epochs: int = 500
+    max_epochs: int = 500  # cap on evaluations; the search stops when the soft model's validation loss stalls
     patience: int = 3
+    alpha_data: Literal["validation", "train"] = "validation"  # paper: α fitted on the validation split
+    alpha_fraction: float = 0.1  # alpha_data: train — the hashed share of train rows that fits α (held from Θ)
 
 
 @dataclass
 class PruneConfig:
     cr: float = 10.0
+    retrain_from: Literal["searched", "rewound"] = "searched"  # rewound: kept entries restart from their init
 
 
 @dataclass
@@ -296,6 +299,8 @@ def validate(config: Config) -> None:
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:
         raise ConfigError("train.lr", f"must be > 0 (got {config.train.lr})")
+    if not 0 < s.alpha_fraction < 1:
+        raise ConfigError("search.alpha_fraction", f"must be in (0, 1) (got {s.alpha_fraction})")
     if s.lr_alpha <= 0:
         raise ConfigError("search.lr_alpha", f"must be > 0 (got {s.lr_alpha})")
     if config.xi < 0:

@@ -1,22 +1,21 @@
 """prepare → search → prune → retrain → evaluate → report.json (SPEC.md's contract).
 
 :func:`run` is the user-facing workflow: Ray Data prepares, Ray Train searches and retrains (local Ray by
-default, ``ray.address`` to attach to a cluster). :func:`run_stages` is the same three methods in-process on
-in-memory splits: the engine's reference, used by tests and the equivalence checks of the distributed loops.
+default, ``ray.address`` to attach to a cluster). The stage graph itself is :mod:`.pipeline`, with
+:func:`~.pipeline.run_in_process` as the engine's in-process reference (tests, benchmarks).
 
 ``search.method``:
   * ``autosrh``: bi-level search of α and Θ, prune |E ⊙ α| to the CR, retrain with the mask;
   * ``uniform`` (UE): train a uniform embedding with early stopping (no α, no pruning);
   * ``magnitude``: train UE with early stopping, prune |E| to the CR, retrain with the mask.
-Every method's final training uses the same early-stopping budget (``train.max_epochs``, ``train.patience``).
-The test split is read once, after the final model is chosen on validation.
+Every training stage stops when its validation loss stops improving (``search.patience`` / ``train.patience``,
+capped by ``*.max_epochs``). The test split is read once, after the final model is chosen on validation.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -26,67 +25,18 @@ import pyarrow.parquet as pq
 import torch
 
 from .artifact import save_model
-from .batch import Batch, iterate_batches
+from .batch import Batch
 from .config import Config, validate_against_data
-from .data.prepared import EncodedSplit, PreparedData, split_from_columns
-from .models import EmbeddingModel, build_model
-from .prune import kept_count, kept_dims, prune
-from .search import BiLevelSearch
-from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
+from .data.prepared import PreparedData, split_from_columns
+from .models import EmbeddingModel
+from .pipeline import StageResult
+from .prune import kept_dims
+from .training import evaluate
 
 Log = Callable[[str], None]
 
-
-@dataclass
-class StageResult:
-    """The model after search/prune/retrain, with what each stage did."""
-
-    model: EmbeddingModel
-    search: Optional[FitResult]
-    retrain: FitResult
-    timings: dict[str, float]
-
-
-def _loaders(config: Config, split: EncodedSplit, shuffle: bool, salt: int) -> EpochBatches:
-    bs, seed = config.train.batch_size, config.train.seed
-    return lambda epoch: iterate_batches(split, bs, shuffle=shuffle, seed=seed * 1_000_003 + salt * 1009 + epoch)
-
-
-def run_stages(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-               log: Log = print) -> StageResult:
-    """Search (or UE training), prune and retrain in-process on in-memory splits."""
-    torch.manual_seed(config.train.seed)
-    model = build_model(config, prepared.features, prepared.label_mean)
-    task, tc = config.task, config.train
-    train_batches = _loaders(config, train, shuffle=True, salt=1)
-    valid_eval = _loaders(config, valid, shuffle=False, salt=0)
-    timings = {"search": 0.0, "prune": 0.0, "retrain": 0.0}
-
-    def logger(stage):
-        return lambda epoch, m: log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
-
-    method = config.search.method
-    search_result = None
-    if method == "autosrh":
-        searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=config.search.lr_alpha,
-                                 alpha_optimizer=config.search.alpha_optimizer, order=config.search.order,
-                                 xi=config.xi, hvp=config.search.hvp)
-        valid_stream = _loaders(config, valid, shuffle=True, salt=2)
-        search_result = search(model, searcher, train_batches, valid_stream, valid_eval, task,
-                               StopRule.for_stage(config, "search"), logger("search"))
-        timings["search"] = search_result.seconds
-    elif method == "magnitude":
-        search_result = fit(model, train_batches, valid_eval, task, tc.lr, StopRule.for_stage(config, "uniform"),
-                            logger("uniform"))
-        timings["search"] = search_result.seconds
-    if method != "uniform":
-        start = time.perf_counter()
-        prune(model.embedding, config.prune.cr)
-        timings["prune"] = time.perf_counter() - start
-    retrain = fit(model, train_batches, valid_eval, task, tc.lr, StopRule.for_stage(config, "retrain"),
-                  logger("retrain" if method != "uniform" else "uniform"))
-    timings["retrain"] = retrain.seconds
-    return StageResult(model, search_result, retrain, timings)
+ALPHA_ON_VALID_NOTE = ("α was fitted on the validation split (search.alpha_data: validation, as in the paper), so "
+                       "the validation metrics of this model are optimistic; read its quality from test")
 
 
 def _write_dims(model: EmbeddingModel, prepared: PreparedData, path: Path) -> None:
@@ -109,9 +59,10 @@ def build_report(config: Config, prepared: PreparedData, stages: StageResult, va
                  test_metrics: dict, timings: dict, artifacts: dict, artifact_bytes: int) -> dict:
     m, k = prepared.num_features, config.search.K
     method = config.search.method
-    uniform = m * k
-    kept = uniform if method == "uniform" else kept_count(m, k, config.prune.cr)
     emb = stages.model.embedding
+    uniform = m * k
+    kept = int(emb.mask.sum()) if emb.mask is not None else uniform  # counted from the installed mask
+    first = stages.search
     report = {
         "method": method,
         "model": config.model.name,
@@ -125,6 +76,7 @@ def build_report(config: Config, prepared: PreparedData, stages: StageResult, va
         "params": {"uniform": uniform, "kept": kept, "linear": m},
         "valid": valid_metrics,
         "test": test_metrics,
+        "valid_optimistic": method == "autosrh" and config.search.alpha_data == "validation",
         "rows": {
             "read": prepared.rows.read, "train": prepared.rows.train, "valid": prepared.rows.valid,
             "test": prepared.rows.test, "skipped": prepared.rows.skipped,
@@ -134,9 +86,12 @@ def build_report(config: Config, prepared: PreparedData, stages: StageResult, va
         "timings_s": timings,
         "artifacts": artifacts,
         "artifact_bytes": {"compact_model": artifact_bytes, "dense_embedding": m * k * 4},
-        "epochs": {"search": stages.search.epochs if stages.search else 0, "retrain": stages.retrain.epochs},
-        "history": {"search": stages.search.history if stages.search else [], "retrain": stages.retrain.history},
+        "stages": {name: result.summary() for name, result in stages.stages.items()},
+        "epochs": {"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
+        "history": {"search": first.history if first else [], "retrain": stages.retrain.history},
     }
+    if report["valid_optimistic"]:
+        report["notes"] = [ALPHA_ON_VALID_NOTE]
     if emb.alpha is not None:
         report["alpha"] = emb.alpha.detach().cpu().tolist()
     return report
@@ -159,7 +114,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     Writes ``output/report.json`` and the artifacts; returns the report. ``loop_options``
     (:class:`~autosrh_ray.distributed.stages.LoopOptions`) are test hooks for the Train loops.
     """
-    from .distributed.stages import run_stages_distributed
+    from .distributed.stages import run_on_ray_train
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -169,7 +124,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
     log(f"prepared: M={prepared.num_features} features, rows={prepared.rows}")
-    stages = run_stages_distributed(config, prepared, log, output=output, options=loop_options)
+    stages = run_on_ray_train(config, prepared, log, output=output, options=loop_options)
     metric_names = ("auc", "logloss") if config.task == "classification" else ("mse",)
     valid_metrics = {k: stages.retrain.best_valid[k] for k in metric_names}  # whole split, at the chosen epoch
     # first and only read of the test split

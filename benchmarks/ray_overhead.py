@@ -79,15 +79,16 @@ def ray_epochs(config, prepared, epochs: int) -> dict:
     """UE epochs on Ray Train (Ray Data ingest), through the production loop; median steady state over epochs.
 
     Per epoch the first batch and the wait for the end of the stream are start/stop costs, not steady state."""
-    from autosrh_ray.distributed import checkpoint as ckpt
     from autosrh_ray.distributed.stages import make_runner
+    from autosrh_ray.model_state import cpu_state
     from autosrh_ray.models import build_model
+    from autosrh_ray.training import StopRule
 
     torch.manual_seed(0)
-    init = ckpt.cpu_state(build_model(config, prepared.features, prepared.label_mean))
+    init = cpu_state(build_model(config, prepared.features, prepared.label_mean))
     runner = make_runner(config, prepared)
     start = time.perf_counter()
-    state = runner.run("bench", "fit", init, epochs=epochs, patience=epochs + 1)
+    state = runner.run("bench", "fit", init, StopRule(max_epochs=epochs, patience=epochs + 1))
     total = time.perf_counter() - start
     b = config.train.batch_size
     steady = [m["train_seconds"] - m["first_batch_seconds"] - m["end_of_stream_seconds"] for m in state.history]

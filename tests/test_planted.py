@@ -13,12 +13,11 @@ from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.synthetic import SyntheticGenerator
 from autosrh_ray.training import evaluate
-from autosrh_ray.workflow import run_stages
+from autosrh_ray.pipeline import run_in_process
 
 SEEDS = (1, 2, 3)
 METHODS = ("uniform", "magnitude", "autosrh")
-COMMON = ["model.name=fm", "search.K=16", "search.L=6", "search.epochs=2", "prune.cr=10", "train.batch_size=1024",
-          "train.max_epochs=20", "train.patience=2"]
+COMMON = ["model.name=fm", "search.K=16", "search.L=6", "prune.cr=10", "train.batch_size=1024"]
 
 
 def noise_minus_signal_dims(prepared, model, truth) -> float:
@@ -49,7 +48,7 @@ def planted_results(tmp_path_factory):
         truth = SyntheticGenerator(base.dataset.synthetic).truth
         for method in METHODS:
             cfg = load_config(overrides=seeded + [f"search.method={method}"])
-            stages = run_stages(cfg, prepared, train, valid, log=lambda _: None)
+            stages = run_in_process(cfg, prepared, train, valid, log=lambda _: None)
             aucs[method].append(evaluate(stages.model, iterate_batches(test, 4096), "classification")["auc"])
             if method == "autosrh":
                 dims_gap.append(noise_minus_signal_dims(prepared, stages.model, truth))

@@ -7,7 +7,7 @@ from autosrh_ray.batch import iterate_batches
 from autosrh_ray.config import load_config
 from autosrh_ray.data.prepare import prepare
 from autosrh_ray.training import evaluate
-from autosrh_ray.workflow import run_stages
+from autosrh_ray.pipeline import run_in_process
 
 from .conftest import shared_sample
 
@@ -16,7 +16,7 @@ from .conftest import shared_sample
 def movielens(ray_cluster, tmp_path_factory):
     path = shared_sample("movielens/ratings.csv")
     overrides = ["dataset.name=movielens", f"dataset.path={path}", "search.K=8", "search.L=4", "prune.cr=4",
-                 "train.batch_size=1024", "train.lr=0.003", "train.max_epochs=6", "train.patience=1",
+                 "train.batch_size=1024", "train.lr=0.003", "train.max_epochs=6", "train.patience=1", "search.max_epochs=20",
                  "model.hidden=[32]"]
     prepared = prepare(load_config(overrides=[*overrides, "model.name=mf"]), tmp_path_factory.mktemp("ml"))
     return overrides, prepared
@@ -28,7 +28,7 @@ def test_rating_model_beats_the_mean_rating(movielens, model):
     config = load_config(overrides=[*overrides, f"model.name={model}"])
     assert config.task == "regression"
     train, valid, test = (prepared.load_split(s) for s in ("train", "valid", "test"))
-    stages = run_stages(config, prepared, train, valid, log=lambda _: None)
+    stages = run_in_process(config, prepared, train, valid, log=lambda _: None)
     mse = evaluate(stages.model, iterate_batches(test, 4096), "regression")["mse"]
     baseline = float(np.mean((test.labels - train.labels.mean()) ** 2))
     assert mse < 0.9 * baseline, (mse, baseline)

@@ -33,3 +33,15 @@ def split_of(positions: np.ndarray, seed: int, fractions: Sequence[float]) -> np
     u = (key >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     cut_train, cut_valid = fractions[0], fractions[0] + fractions[1]
     return np.where(u < cut_train, TRAIN, np.where(u < cut_valid, VALID, TEST)).astype(np.int8)
+
+
+def in_alpha_slice(ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Whether each encoded training row (ids (N, F)) belongs to the slice that fits α (``search.alpha_data:
+    train``): a hash of the row's ids and ``seed`` below ``fraction``. Depends only on the row's content, so the
+    same rows are chosen in-process and in any Ray Data task, whatever the order, shard or worker."""
+    ids = np.asarray(ids)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.full(ids.shape[0], (seed ^ 0x5A17) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64))
+        for f in range(ids.shape[1]):
+            key = _splitmix64(key ^ ids[:, f].astype(np.uint64))
+    return (key >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction

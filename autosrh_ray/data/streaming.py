@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from ..features import FeatureSpace
 from .prepared import PreparedData, column_names, split_from_columns
-from .split import SPLIT_NAMES
+from .split import SPLIT_NAMES, in_alpha_slice
 
 IDS, VALUES, LABEL = "ids", "values", "label"
 
@@ -48,9 +48,23 @@ def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = No
 
 
 @dataclass(frozen=True)
+class AlphaSlice:
+    """The training rows that fit α under ``search.alpha_data: train`` (:func:`~.split.in_alpha_slice`):
+    ``inside`` keeps those rows (α's stream), otherwise the rest (Θ's search steps)."""
+
+    fraction: float
+    seed: int
+    inside: bool
+
+    def keep(self, ids: np.ndarray) -> np.ndarray:
+        return in_alpha_slice(ids, self.fraction, self.seed) == self.inside
+
+
+@dataclass(frozen=True)
 class AssembleRows:
     """Ray Data batch function: per-field columns → ``ids`` (n, F), ``values`` (n, F) float32, ``label``;
-    with ``shuffle`` the rows of each batch (a shuffle window) are permuted, from fresh entropy each pass.
+    with ``shuffle`` the rows of each batch (a shuffle window) are permuted, from fresh entropy each pass;
+    with ``rows`` only the rows of that α slice (or its complement) are kept.
 
     ``ids`` travel as int32 when every id fits (half the bytes through the object store); the worker widens
     them to int64 while copying the batch out of read-only Arrow memory, which it does anyway."""
@@ -58,19 +72,24 @@ class AssembleRows:
     num_fields: int
     shuffle: bool = False
     narrow_ids: bool = False
+    rows: Optional[AlphaSlice] = None
 
     def __call__(self, columns: dict) -> dict:
         rows = split_from_columns(columns, self.num_fields)
         ids = rows.ids.astype(np.int32) if self.narrow_ids else rows.ids
-        if not self.shuffle:
+        order = None if self.rows is None else np.flatnonzero(self.rows.keep(rows.ids))
+        if self.shuffle:
+            order = np.random.default_rng().permutation(len(rows)) if order is None else \
+                np.random.default_rng().permutation(order)
+        if order is None:
             return {IDS: ids, VALUES: rows.values, LABEL: rows.labels}
-        order = np.random.default_rng().permutation(len(rows))
         return {IDS: ids[order], VALUES: rows.values[order], LABEL: rows.labels[order]}
 
 
-def assembled_rows(dataset, features: FeatureSpace, shuffle_window: int = 0):
+def assembled_rows(dataset, features: FeatureSpace, shuffle_window: int = 0, rows: Optional[AlphaSlice] = None):
     """``dataset`` with rows assembled by :class:`AssembleRows` in Ray Data's tasks; ``shuffle_window`` > 0
-    permutes each window of that many consecutive rows (0: the input order is kept)."""
+    permutes each window of that many consecutive rows (0: the input order is kept); ``rows`` keeps one side of
+    the α slice."""
     narrow = features.num_features <= np.iinfo(np.int32).max
-    return dataset.map_batches(AssembleRows(features.num_fields, shuffle_window > 0, narrow), batch_format="numpy",
-                               batch_size=shuffle_window or None, zero_copy_batch=True)
+    return dataset.map_batches(AssembleRows(features.num_fields, shuffle_window > 0, narrow, rows),
+                               batch_format="numpy", batch_size=shuffle_window or None, zero_copy_batch=True)

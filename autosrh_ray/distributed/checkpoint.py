@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..models import EmbeddingModel
+
 
 STATE_FILE = "state.pt"
 
@@ -26,7 +26,7 @@ STATE_FILE = "state.pt"
 class LoopState:
     """What a loop needs to resume at an epoch boundary, and what the driver reads back at the end."""
 
-    epoch: int = 0  # completed epochs
+    epoch: int = 0  # completed evaluation periods ("epochs"; passes unless train.eval_every_steps is set)
     step: int = 0  # completed optimiser steps
     model: dict = field(default_factory=dict)
     optimizer: object = None
@@ -36,24 +36,12 @@ class LoopState:
     best_valid: dict = field(default_factory=dict)
     bad_epochs: int = 0
     stopped: bool = False
+    stop_reason: str = ""  # patience | max_epochs, once the stage has ended
+    data_epoch: int = 0  # the pass over the train split the next period continues
+    position: int = 0  # batches of that pass already trained on
     history: list = field(default_factory=list)
     resumes: list = field(default_factory=list)  # the step each restore started from
     seconds: float = 0.0  # loop time summed over attempts
-
-
-def cpu_state(model: torch.nn.Module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def load_model_state(model: EmbeddingModel, state: dict) -> None:
-    """Load a state dict, installing its pruning mask (a buffer absent from a fresh model) first."""
-    state = dict(state)
-    mask = state.pop("embedding.mask", None)
-    if mask is not None:
-        model.embedding.set_mask(mask)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "embedding.mask"]:
-        raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
 
 
 def rng_state() -> dict:

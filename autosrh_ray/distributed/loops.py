@@ -5,21 +5,22 @@ One function, :func:`train_loop`, serves both stages (``LoopSpec.stage``); per w
 1. builds the model skeleton and loads the initial state from the driver (so every rank starts identical),
    or the latest checkpoint when Ray Train restarts the run (failure, or a re-run with the same
    ``storage_path``/``name``);
-2. runs epochs in lockstep: every step all ranks agree that each has a batch (one MIN all-reduce), so a rank
-   that ran out stops everyone and no collective is left waiting; Θ's gradients are averaged and α's
-   gradient is all-reduced before normalisation (:class:`~.sync.TorchDistributedSync`);
-3. after each epoch evaluates on its part of the whole validation split, gathers predictions on rank 0 and
+2. runs evaluation periods (passes, or ``train.eval_every_steps`` steps) in lockstep (:class:`~.feed.PeriodFeed`:
+   every step all ranks agree that each has a batch, so no collective is left waiting); Θ's gradients are
+   averaged and α's gradient is all-reduced before normalisation (:class:`~.sync.TorchDistributedSync`);
+3. after each period evaluates on its part of the whole validation split, gathers predictions on rank 0 and
    computes the metrics there (AUC over the whole split, never a mean of per-rank AUCs), broadcasts them, and
-   reports them with a checkpoint (:mod:`.checkpoint`); the best-by-validation state travels in it.
+   reports them with a checkpoint (:mod:`.checkpoint`); the best-by-validation state travels in it, and the
+   stage stops by its :class:`~autosrh_ray.training.StopRule` (patience on the validation loss, or the cap) —
+   the search as well as the plain training stages.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
@@ -30,12 +31,14 @@ from ..batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
 from ..metrics import task_metrics, validation_loss
+from ..model_state import cpu_state, load_model_state
 from ..models import EmbeddingModel, build_model
 from ..search import BiLevelSearch
-from ..training import Trainer, predict
+from ..training import StopRule, Trainer, predict
 from . import checkpoint as ckpt
 from .resources import set_torch_threads
 from .cache import Budget
+from .feed import PeriodFeed
 from .sources import InMemorySource, RayDataSource, ShardSource, steps_per_epoch
 from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_object, gather_objects, world
 
@@ -76,8 +79,7 @@ class LoopSpec:
     shape: ModelShape
     label_mean: float
     init_state: Any  # a CPU state dict or an ObjectRef to one
-    epochs: int
-    patience: Optional[int]  # None: no early stopping, the model ends at its last epoch (search)
+    rule: StopRule  # evaluations ("epochs") between stops, patience, evaluation period
     global_batch: int
     torch_threads: int = 1
     use_gpu: bool = False
@@ -87,7 +89,6 @@ class LoopSpec:
     dtype: Literal["float32", "float64"] = "float32"
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
-    extra: dict = field(default_factory=dict)
 
 
 def _materialise(value: Any) -> Any:
@@ -177,7 +178,7 @@ def train_loop(loop_config: dict) -> None:
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
 
     model = build_model(config, spec.shape, spec.label_mean)
-    ckpt.load_model_state(model, _materialise(spec.init_state))
+    load_model_state(model, _materialise(spec.init_state))
     model.to(device=device, dtype=dtype)
     sync = TorchDistributedSync()
     if spec.stage == "search":
@@ -194,74 +195,66 @@ def train_loop(loop_config: dict) -> None:
         with restored.as_directory() as d:
             state = ckpt.read_state(Path(d))
             rng = ckpt.read_rng(Path(d), rank)
-        ckpt.load_model_state(model, state.model)
+        load_model_state(model, state.model)
         model.to(device=device, dtype=dtype)
         engine.load_state_dict(state.optimizer)
         if rng is not None:
             ckpt.set_rng_state(rng)
         state.resumes.append(state.step)
-    if state.stopped or state.epoch >= spec.epochs:  # already complete (a re-run): hand the result back again
+    rule = spec.rule
+    if state.stopped or state.epoch >= rule.max_epochs:  # already complete (a re-run): hand the result back again
         _report(state, rank, _flat_metrics(state, state.history[-1] if state.history else {}))
         return
 
     source = _source(spec, rank, size, seed, device)
-    valid_stream = source.valid_stream() if spec.stage == "search" else None
-    while state.epoch < spec.epochs and not state.stopped:
+    alpha_stream = source.valid_stream() if spec.stage == "search" else None
+    feed = PeriodFeed(source, rule.eval_every_steps, state.data_epoch, state.position,
+                      lambda ok: bool(all_min(ok, device)))
+    while state.epoch < rule.max_epochs and not state.stopped:
         start = time.perf_counter()
         epoch = state.epoch
-        losses, replica, wait, samples, first = [], 0.0, 0.0, 0, 0.0
-        batches = source.train_epoch(epoch)
-        last_step_end = start
-        for i in itertools.count():
-            t = time.perf_counter()
-            batch = next(batches, None)
-            wait += time.perf_counter() - t
-            first = wait if i == 0 else first
-            if not all_min(batch is not None, device):
-                tail = time.perf_counter() - last_step_end  # waiting for the end of the epoch's stream
-                wait -= time.perf_counter() - t
-                break
-            samples += len(batch)
-            _maybe_fault(spec, rank, epoch, i)
+        losses, replica = [], 0.0
+        for batch in feed.period():
+            _maybe_fault(spec, rank, epoch, len(losses))
             batch = batch.to(device, dtype)
-            if valid_stream is not None:
-                stats = engine.step(batch, next(valid_stream).to(device, dtype))
+            if alpha_stream is not None:
+                stats = engine.step(batch, next(alpha_stream).to(device, dtype))
                 losses.append(stats.train_loss)
                 if spec.check_replicas:
                     replica = max(replica, _replica_diff([model.alpha]))
             else:
                 losses.append(engine.step(batch))
             state.step += 1
-            last_step_end = time.perf_counter()
+        state.data_epoch, state.position = feed.data_epoch, feed.position
         train_seconds = time.perf_counter() - start
         metrics = evaluate_whole_split(model, source.eval_batches(), task, device, dtype)
         metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
-        metrics.update(train_seconds=train_seconds, data_wait_seconds=wait, first_batch_seconds=first,
-                       end_of_stream_seconds=tail, train_samples=samples * size)
+        metrics.update(train_seconds=train_seconds, train_samples=feed.samples * size, **feed.timings())
         if spec.check_replicas:
             metrics["replica_alpha_max_diff"] = replica
             metrics["replica_theta_max_diff"] = _replica_diff(list(model.theta_parameters()))
-        _end_epoch(state, spec, model, engine, metrics, task)
+        _end_epoch(state, rule, model, engine, metrics, task)
         state.seconds += time.perf_counter() - start
         _report(state, rank, _flat_metrics(state, metrics))
 
 
-def _end_epoch(state: ckpt.LoopState, spec: LoopSpec, model: EmbeddingModel, engine, metrics: dict,
+def _end_epoch(state: ckpt.LoopState, rule: StopRule, model: EmbeddingModel, engine, metrics: dict,
                task: str) -> None:
-    """Bookkeeping after an epoch: history, best-by-validation, early stopping, the state to checkpoint."""
+    """Bookkeeping after an evaluation: history, best-by-validation, early stopping, the state to checkpoint."""
     epoch = state.epoch
     state.history.append(metrics)
     state.epoch = epoch + 1
-    if spec.patience is None:  # search: the model goes on from its last epoch
+    loss = validation_loss(task, metrics)
+    if loss < state.best_loss:
+        state.best_loss, state.bad_epochs = loss, 0
         state.best_epoch, state.best_valid = epoch, metrics
+        state.best_model = cpu_state(model)
     else:
-        loss = validation_loss(task, metrics)
-        if loss < state.best_loss:
-            state.best_loss, state.bad_epochs = loss, 0
-            state.best_epoch, state.best_valid = epoch, metrics
-            state.best_model = ckpt.cpu_state(model)
-        else:
-            state.bad_epochs += 1
-        state.stopped = state.bad_epochs >= spec.patience
-    state.model = ckpt.cpu_state(model)
+        state.bad_epochs += 1
+    state.stopped = state.bad_epochs >= rule.patience
+    if state.stopped:
+        state.stop_reason = "patience"
+    elif state.epoch >= rule.max_epochs:
+        state.stop_reason = "max_epochs"
+    state.model = cpu_state(model)
     state.optimizer = engine.state_dict()

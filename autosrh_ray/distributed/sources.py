@@ -28,7 +28,7 @@ import numpy as np
 
 from ..batch import Batch
 from ..data.prepared import EncodedSplit, PreparedData
-from ..data.streaming import IDS, LABEL, VALUES, assembled_rows, split_datasets
+from ..data.streaming import IDS, LABEL, VALUES, AlphaSlice, assembled_rows, split_datasets
 from ..training import cycle
 from .cache import Budget, FirstPass, KeptBatches, RowCache
 
@@ -203,16 +203,21 @@ class RayDataSource:
         self._eval.whole = kept.batches is not None
 
 
-def train_datasets(prepared: PreparedData, need_valid_stream: bool, shuffle_window: int = 0, seed: int = 0) -> dict:
-    """The datasets a Train run needs: ``train``, ``valid_eval`` and (search only) ``valid``, rows assembled in
-    Ray Data's tasks. With ``shuffle_window`` > 0 the train files are read in a new order each epoch (seeded by
-    ``seed``) and ``train``/``valid`` rows are permuted within windows of that many rows; ``valid_eval`` keeps
-    its order (metrics do not depend on it)."""
+def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shuffle_window: int = 0, seed: int = 0,
+                   alpha_slice: tuple[float, int] = (0.1, 0)) -> dict:
+    """The datasets a Train run needs: ``train``, ``valid_eval`` and, for the search, ``valid`` — the stream
+    that fits α: the validation split (``alpha_rows="validation"``) or the ``alpha_slice`` (fraction, seed) of
+    train (``"train"``; Θ's ``train`` stream then holds the other rows). Rows are assembled in Ray Data's tasks.
+    With ``shuffle_window`` > 0 the train files are read in a new order each epoch (seeded by ``seed``) and
+    ``train``/``valid`` rows are permuted within windows of that many rows; ``valid_eval`` keeps its order."""
     ds = split_datasets(prepared, seed if shuffle_window else None)  # lazy, over the prepared Parquet shards
     f = prepared.features
     out = {TRAIN: assembled_rows(ds["train"], f, shuffle_window), VALID_EVAL: assembled_rows(ds["valid"], f)}
-    if need_valid_stream:
+    if alpha_rows == "validation":
         out[VALID] = assembled_rows(ds["valid"], f, shuffle_window)
+    elif alpha_rows == "train":
+        out[TRAIN] = assembled_rows(ds["train"], f, shuffle_window, AlphaSlice(*alpha_slice, inside=False))
+        out[VALID] = assembled_rows(ds["train"], f, shuffle_window, AlphaSlice(*alpha_slice, inside=True))
     return out
 
 

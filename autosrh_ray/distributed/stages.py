@@ -1,8 +1,7 @@
-"""search → prune → retrain on Ray Train: the distributed counterpart of :func:`autosrh_ray.workflow.run_stages`.
-
-Each training stage is one ``TorchTrainer`` run named ``<run.name>-<stage>`` under ``ray.storage_path``;
-re-running with the same two resumes every stage from its latest checkpoint (a finished stage hands its result
-straight back). Pruning runs once, as a Ray task, between the two Train runs.
+"""The stage graph (:mod:`autosrh_ray.pipeline`) on Ray Train: :class:`RayTrainExecutor` runs each training stage
+as one ``TorchTrainer`` run named ``<run.name>-<stage>`` under ``ray.storage_path``; re-running with the same two
+resumes every stage from its latest checkpoint (a finished stage hands its result straight back). Pruning runs
+once, as a Ray task, between the two Train runs.
 
 ``ray.storage_path`` defaults to ``<output>/ray_results`` (or a fresh temporary directory without ``output``);
 ``run.name`` defaults to ``<method>-<hash of the config without the ray/run sections and the data>``.
@@ -21,14 +20,16 @@ from typing import Callable, Optional
 import torch
 
 from ..config import Config, ConfigError
-from ..data.prepared import PreparedData
+from ..data.prepared import EncodedSplit, PreparedData
+from ..data.split import in_alpha_slice
+from ..model_state import cpu_state, load_model_state
 from ..models import build_model
+from ..pipeline import StageResult, run_graph
 from ..prune import prune
-from ..training import FitResult
-from ..workflow import StageResult
+from ..runtime import connect
+from ..training import FitResult, StopRule
 from . import checkpoint as ckpt
 from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, train_loop
-from ..runtime import connect
 from .resources import ResourcePlan, cluster_cpus, data_execution_options, describe, plan_resources
 from .sources import loop_data_config, train_datasets
 
@@ -63,20 +64,29 @@ def storage_path(config: Config, output: Optional[str | Path]) -> str:
 
 def fit_result(state: ckpt.LoopState, seconds: float) -> FitResult:
     return FitResult(epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
-                     best_valid=dict(state.best_valid), history=list(state.history), seconds=seconds)
+                     best_valid=dict(state.best_valid), history=list(state.history), seconds=seconds,
+                     stop_reason=state.stop_reason)
 
 
 def _prune_task(config_dict: dict, shape: ModelShape, label_mean: float, state: dict, cr: float) -> dict:
     from ..config import config_from_dict
 
     model = build_model(config_from_dict(config_dict), shape, label_mean)
-    ckpt.load_model_state(model, state)
+    load_model_state(model, state)
     prune(model.embedding, cr)
-    return ckpt.cpu_state(model)
+    return cpu_state(model)
+
+
+def _split_rows(memory: InMemoryData, fraction: float, seed: int) -> InMemoryData:
+    """In-memory data for a search with ``search.alpha_data: train``: Θ's rows and α's slice of train."""
+    t = memory.train
+    inside = in_alpha_slice(t.ids, fraction, seed)
+    part = [EncodedSplit(t.ids[m], t.values[m], t.labels[m]) for m in (~inside, inside)]
+    return InMemoryData(part[0], part[1], memory.shuffle)
 
 
 @dataclass
-class StageRunner:
+class RayTrainExecutor:
     """Runs one ``TorchTrainer`` per stage with a shared resource plan, storage and run name."""
 
     config: Config
@@ -85,28 +95,35 @@ class StageRunner:
     storage: str
     name: str
     options: LoopOptions
+    log: Log = print
 
     @property
     def shape(self) -> ModelShape:
         f = self.prepared.features
         return ModelShape(f.num_features, f.num_fields)
 
-    def run(self, stage: str, kind: str, init_state: dict, epochs: int, patience: Optional[int]) -> ckpt.LoopState:
+    def run(self, stage: str, kind: str, init_state: dict, rule: StopRule) -> ckpt.LoopState:
         """One Train run; returns the final :class:`~.checkpoint.LoopState` read from its last checkpoint."""
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        o = self.options
+        o, train, search = self.options, self.config.train, self.config.search
+        alpha_rows = search.alpha_data if kind == "search" else None
+        alpha_slice = (search.alpha_fraction, train.seed)
+        memory = o.memory
+        if memory is not None and alpha_rows == "train":
+            memory = _split_rows(memory, *alpha_slice)
         spec = LoopSpec(stage=kind, config=self.config.to_dict(), shape=self.shape,
-                        label_mean=self.prepared.label_mean, init_state=ray.put(init_state), epochs=epochs,
-                        patience=patience, global_batch=self.config.train.batch_size,
-                        torch_threads=self.plan.torch_threads, use_gpu=self.plan.use_gpu, memory=o.memory,
-                        train_rows=self.prepared.rows.train, cache_bytes=self.config.ray.worker_cache_mb << 20,
+                        label_mean=self.prepared.label_mean, init_state=ray.put(init_state), rule=rule,
+                        global_batch=train.batch_size, torch_threads=self.plan.torch_threads,
+                        use_gpu=self.plan.use_gpu, memory=memory,
+                        # Θ's share of train under alpha_data: train is not known in advance: stream it each pass
+                        train_rows=0 if alpha_rows == "train" else self.prepared.rows.train,
+                        cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault)
-        train = self.config.train
-        datasets = (None if o.memory is not None else
-                    train_datasets(self.prepared, kind == "search", train.shuffle_window, train.seed))
+        datasets = (None if memory is not None else
+                    train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice))
         trainer = TorchTrainer(
             train_loop, train_loop_config={"spec": spec},
             scaling_config=ScalingConfig(num_workers=self.plan.num_workers, use_gpu=self.plan.use_gpu,
@@ -125,6 +142,16 @@ class StageRunner:
         with result.checkpoint.as_directory() as d:
             return ckpt.read_state(Path(d))
 
+    def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
+        """A training stage of the graph (:class:`~autosrh_ray.pipeline.StageExecutor`): one Train run; its
+        best-by-validation state."""
+        start = time.perf_counter()
+        final = self.run(stage, "search" if stage == "search" else "fit", state, rule)
+        seconds = time.perf_counter() - start
+        for epoch, m in enumerate(final.history):
+            self.log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
+        return fit_result(final, seconds), final.best_model if final.best_model is not None else final.model
+
     def prune(self, state: dict) -> dict:
         """Pruning once, as a Ray task, between the two Train runs."""
         import ray
@@ -141,7 +168,7 @@ POLL_ENV, POLL_SECONDS = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 def make_runner(config: Config, prepared: PreparedData, output: Optional[str | Path] = None,
-                options: Optional[LoopOptions] = None) -> StageRunner:
+                options: Optional[LoopOptions] = None, log: Log = print) -> RayTrainExecutor:
     """Attach to / start Ray, plan resources (one-line ConfigError if they cannot fit), name the runs."""
     os.environ.setdefault(POLL_ENV, POLL_SECONDS)
     connect(config.ray)
@@ -150,49 +177,28 @@ def make_runner(config: Config, prepared: PreparedData, output: Optional[str | P
         raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {plan.num_workers} "
                                               f"(got {config.train.batch_size})")
     rows, b = prepared.rows, config.train.batch_size
-    needed = {"train": rows.train, "valid": rows.valid} if config.search.method == "autosrh" else {"train": rows.train}
+    needed = {"train": rows.train}
+    if config.search.method == "autosrh":  # α's stream: the validation split, or about alpha_fraction of train
+        s = config.search
+        alpha = ("valid", rows.valid) if s.alpha_data == "validation" else ("α slice of train",
+                                                                             int(rows.train * s.alpha_fraction))
+        needed[alpha[0]] = alpha[1]
     for split, n in needed.items():
         if n < b:
             raise ConfigError("train.batch_size", f"{b} is more than the {split} split's {n} rows "
                                                   f"(every step needs one full {split} batch)")
     name = config.run.name or default_run_name(config, prepared)
-    return StageRunner(config, prepared, plan, storage_path(config, output), name, options or LoopOptions())
+    return RayTrainExecutor(config, prepared, plan, storage_path(config, output), name, options or LoopOptions(), log)
 
 
-def run_stages_distributed(config: Config, prepared: PreparedData, log: Log = print,
-                           output: Optional[str | Path] = None,
-                           options: Optional[LoopOptions] = None) -> StageResult:
-    """Search (or UE training), prune and retrain on Ray Train; same :class:`StageResult` as ``run_stages``."""
-    runner = make_runner(config, prepared, output, options)
+def run_on_ray_train(config: Config, prepared: PreparedData, log: Log = print, output: Optional[str | Path] = None,
+                     options: Optional[LoopOptions] = None) -> StageResult:
+    """The stage graph with every training stage on Ray Train (same :class:`StageResult` as in-process)."""
+    runner = make_runner(config, prepared, output, options, log)
     log(f"ray train: {describe(runner.plan, cluster_cpus())}; runs {runner.storage}/{runner.name}-*")
     torch.manual_seed(config.train.seed)
     model = build_model(config, prepared.features, prepared.label_mean)
-    tc, method = config.train, config.search.method
-    timings = {"search": 0.0, "prune": 0.0, "retrain": 0.0}
-
-    def stage(name: str, kind: str, init: dict, epochs: int, patience: Optional[int]) -> tuple[FitResult, dict]:
-        start = time.perf_counter()
-        state = runner.run(name, kind, init, epochs, patience)
-        seconds = time.perf_counter() - start
-        for epoch, m in enumerate(state.history):
-            log(f"[{name}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
-        final = state.best_model if (patience is not None and state.best_model is not None) else state.model
-        return fit_result(state, seconds), final
-
-    search_result = None
-    current = ckpt.cpu_state(model)
-    if method == "autosrh":
-        search_result, current = stage("search", "search", current, config.search.epochs, None)
-    elif method == "magnitude":
-        search_result, current = stage("uniform", "fit", current, tc.max_epochs, tc.patience)
-    if search_result is not None:
-        timings["search"] = search_result.seconds
-        start = time.perf_counter()
-        current = runner.prune(current)
-        timings["prune"] = time.perf_counter() - start
-    retrain, current = stage("retrain" if method != "uniform" else "uniform", "fit", current, tc.max_epochs,
-                             tc.patience)
-    timings["retrain"] = retrain.seconds
-    ckpt.load_model_state(model, current)
-    return StageResult(model, search_result, retrain, timings)
-
+    state, result = run_graph(config, runner, cpu_state(model), log)
+    load_model_state(model, state)
+    result.model = model
+    return result

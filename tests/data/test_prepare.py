@@ -109,7 +109,7 @@ def test_assemble_rows_stacks_fields_and_permutes_within_the_window():
 
 def test_train_datasets_give_every_row_once_per_epoch_in_a_new_order(synthetic):
     _, _, prepared = synthetic
-    datasets = train_datasets(prepared, need_valid_stream=True, shuffle_window=4096, seed=3)
+    datasets = train_datasets(prepared, alpha_rows="validation", shuffle_window=4096, seed=3)
     assert set(datasets) == {TRAIN, VALID, VALID_EVAL}
     expected = {s: prepared.load_split(s) for s in ("train", "valid")}
 

@@ -9,12 +9,12 @@ import torch
 from autosrh_ray.config import Config, load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.data.prepared import EncodedSplit, PreparedData
-from autosrh_ray.distributed import checkpoint as ckpt
+from autosrh_ray.model_state import cpu_state, load_model_state
 from autosrh_ray.models import EmbeddingModel, build_model
 
 SMALL = ["dataset.synthetic.rows=3000", "dataset.synthetic.categorical_fields=6", "dataset.synthetic.signal_fields=3",
          "dataset.synthetic.numerical_fields=2", "dataset.synthetic.vocab_size=200", "model.name=deepfm",
-         "model.hidden=[16]", "search.K=8", "search.L=3", "train.batch_size=128", "search.epochs=1",
+         "model.hidden=[16]", "search.K=8", "search.L=3", "train.batch_size=128", "search.max_epochs=1",
          "train.max_epochs=2", "train.patience=1"]
 
 
@@ -29,12 +29,12 @@ def prepared_small(directory: Path, *overrides: str) -> tuple[Config, PreparedDa
 
 def initial_state(config: Config, prepared: PreparedData) -> dict:
     torch.manual_seed(config.train.seed)
-    return ckpt.cpu_state(build_model(config, prepared.features, prepared.label_mean))
+    return cpu_state(build_model(config, prepared.features, prepared.label_mean))
 
 
 def model_from_state(config: Config, prepared: PreparedData, state: dict, dtype=torch.float64) -> EmbeddingModel:
     model = build_model(config, prepared.features, prepared.label_mean).to(dtype)
-    ckpt.load_model_state(model, state)
+    load_model_state(model, state)
     return model
 
 

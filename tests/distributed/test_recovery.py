@@ -15,7 +15,7 @@ from autosrh_ray.distributed.stages import LoopOptions
 
 from .helpers import prepared_small, small_config
 
-OVERRIDES = ["ray.num_workers=2", "ray.max_failures=1", "run.name=killed", "search.epochs=2",
+OVERRIDES = ["ray.num_workers=2", "ray.max_failures=1", "run.name=killed", "search.max_epochs=2",
              "train.max_epochs=2"]
 
 

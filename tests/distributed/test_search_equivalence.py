@@ -26,7 +26,7 @@ from autosrh_ray.distributed.sources import InMemorySource
 from autosrh_ray.distributed.stages import LoopOptions, make_runner
 from autosrh_ray.metrics import auc, task_metrics
 from autosrh_ray.search import BiLevelSearch
-from autosrh_ray.training import predict
+from autosrh_ray.training import StopRule, predict
 
 from .helpers import class_per_rank, initial_state, model_from_state, prepared_small, small_config
 
@@ -49,7 +49,7 @@ def runs(ray_cluster, tmp_path_factory):
                            f"run.name=equiv-{order}-{workers}", f"ray.storage_path={base / 'ray'}")
         options = LoopOptions(memory=InMemoryData(train, valid), dtype="float64", check_replicas=True)
         runner = make_runner(cfg, prepared, options=options)
-        out[order, workers] = runner.run("search", "search", init, epochs=1, patience=None)
+        out[order, workers] = runner.run("search", "search", init, StopRule(max_epochs=1, patience=1))
     return out
 
 

@@ -87,7 +87,7 @@ def _assert_one_epoch(prepared, rows: np.ndarray) -> None:
 
 
 def _source(prepared, budget_bytes, agree=None):
-    datasets = train_datasets(prepared, need_valid_stream=False, shuffle_window=512, seed=0)
+    datasets = train_datasets(prepared, shuffle_window=512, seed=0)
     opened = Counter()
 
     def shard(name):

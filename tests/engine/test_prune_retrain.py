@@ -71,3 +71,26 @@ def test_compact_artifact_round_trip_predicts_identically(tmp_path):
     assert compact.values.numel() == int(model.embedding.mask.sum())
     assert torch.equal(compact.kept_dims(), model.embedding.mask.sum(1).long())
     assert size > 0
+
+
+def _prune_mid_training(sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train unpruned (Adam builds momentum on every entry), prune, keep training with the same optimiser."""
+    model = tiny_model("deepfm", sparse=sparse, dtype=torch.float32)
+    trainer = Trainer(model, "classification", lr=0.05)
+    for step in range(10):
+        trainer.step(random_batch(seed=step, dtype=torch.float32))
+    mask = prune(model.embedding, cr=4).bool()
+    for step in range(10, 20):
+        trainer.step(random_batch(seed=step, dtype=torch.float32))
+    return model.embedding.weight.detach(), mask
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_mask_enforcement_is_what_keeps_pruned_entries_at_zero(sparse, monkeypatch):
+    weight, mask = _prune_mid_training(sparse)
+    assert torch.all(weight[~mask] == 0.0)
+    # The same run without enforcement: the optimiser's momentum moves pruned entries, so the check above is
+    # really testing enforce_mask (not a zero gradient that would keep them at zero anyway).
+    monkeypatch.setattr("autosrh_ray.embedding.SoftSelectionEmbedding.enforce_mask", lambda self, rows=None: None)
+    unenforced, _ = _prune_mid_training(sparse)
+    assert (unenforced[~mask] != 0).sum() > 0

@@ -103,3 +103,40 @@ def test_first_order_alpha_gradient_uses_validation_batch_after_theta_step():
     expected_grad = torch.autograd.grad(loss(model(valid.ids, valid.values), valid.labels), model.alpha)[0]
     expected = (alpha0 - 1e-3 * normalize_rows(expected_grad)).clamp(0, 1)
     assert torch.allclose(stepped, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("hvp, tol", [("double_backward", 1e-10), ("finite_difference", 1e-5)])
+def test_second_order_step_moves_alpha_and_theta_as_the_unrolled_reference(hvp, tol):
+    """Through ``step()`` itself: α moves by −lr·Eq.14(d/dα L_val(Θ − ξ∇Θ L_train, α)) (total derivative, exact
+    autograd through the virtual step) and Θ by one Adam step with ∇Θ L_train — and that differs from what a
+    first-order step would do, so a step() that silently ran first order fails here."""
+    lr_alpha, lr = 0.02, 0.01
+    model = tiny_model("deepfm")
+    train, valid = random_batch(seed=7), random_batch(seed=8)
+    alpha0 = model.alpha.detach().clone()
+    correction, direct = reference_correction(model, train, valid, XI)
+    expected_alpha = (alpha0 - lr_alpha * normalize_rows(direct + correction)).clamp(0, 1)
+
+    reference = tiny_model("deepfm")  # same seed: same initial Θ, α
+    theta = list(reference.theta_parameters())
+    grads = torch.autograd.grad(loss_function("classification")(reference(train.ids, train.values), train.labels),
+                                theta)
+    adam = torch.optim.Adam(theta, lr=lr)
+    for p, g in zip(theta, grads):
+        p.grad = g
+    adam.step()
+
+    searcher = BiLevelSearch(model, "classification", lr=lr, lr_alpha=lr_alpha, alpha_optimizer="sgd",
+                             order="second", xi=XI, hvp=hvp)
+    searcher.step(train, valid)
+    assert torch.allclose(model.alpha.detach(), expected_alpha, rtol=0, atol=tol)
+    for p, q in zip(model.theta_parameters(), reference.theta_parameters()):
+        assert torch.allclose(p.detach(), q.detach(), rtol=0, atol=1e-12)
+
+    # What first order would have given: ∇α L_val at the stepped Θ, no correction.
+    with torch.no_grad():
+        reference.alpha.copy_(alpha0)
+    first = torch.autograd.grad(loss_function("classification")(reference(valid.ids, valid.values), valid.labels),
+                                reference.alpha)[0]
+    first_order_alpha = (alpha0 - lr_alpha * normalize_rows(first)).clamp(0, 1)
+    assert (first_order_alpha - expected_alpha).abs().max() > 1e-4  # ≥ 10× the finite-difference tolerance

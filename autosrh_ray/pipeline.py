@@ -1,0 +1,190 @@
+"""The stage graph after prepare, the same whichever executor runs the training stages::
+
+    autosrh:    search ──► prune |E ⊙ α| ──► [rewind] ──► retrain
+    magnitude:  uniform ──► prune |E| ────► [rewind] ──► retrain
+    uniform:    uniform
+
+Stages hand each other CPU state dicts (:mod:`.model_state`). An executor runs one training stage to its stop
+rule (:class:`~.training.StopRule`) and prunes: :class:`InProcessExecutor` here (the engine's loops on in-memory
+splits: tests, benchmarks, small data), :class:`~.distributed.stages.RayTrainExecutor` on Ray Train. Every stage
+stops when the validation loss stops improving and ends at its best evaluation's state.
+
+``prune.retrain_from: rewound`` (an option past the paper; Alg. 4 retrains the searched values): the kept
+embedding entries restart from their initial values and α is set to ones, so the mask alone selects (lottery-ticket
+rewinding, Frankle & Carbin, ICLR 2019); θ and the first-order term keep their searched values.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+import torch
+
+from .batch import iterate_batches
+from .config import Config
+from .data.prepared import EncodedSplit, PreparedData
+from .data.split import in_alpha_slice
+from .model_state import cpu_state, load_model_state
+from .models import EmbeddingModel, build_model
+from .prune import prune
+from .search import BiLevelSearch
+from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
+
+Log = Callable[[str], None]
+EMBEDDING = "embedding.embedding.weight"
+ALPHA = "embedding.alpha"
+
+# The config key that caps each training stage (named in the warning when a stage hits it).
+CAP_KEYS = {"search": "search.max_epochs", "uniform": "train.max_epochs", "retrain": "train.max_epochs"}
+
+
+class StageExecutor(Protocol):
+    def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
+        """Run ``stage`` (``search``: bi-level; ``uniform``/``retrain``: Θ only) from ``state`` until ``rule``
+        stops it; return what it did and its best state."""
+
+    def prune(self, state: dict) -> dict:
+        """The state pruned to ``prune.cr`` (mask installed, α frozen)."""
+
+
+@dataclass
+class StageResult:
+    """The final model and what each training stage did (in run order), with seconds per stage."""
+
+    model: EmbeddingModel
+    stages: dict[str, FitResult]
+    timings: dict[str, float]
+    pruned_valid: Optional[dict] = None  # validation metrics right after pruning (in-process runs only)
+
+    @property
+    def search(self) -> Optional[FitResult]:
+        """The stage before pruning (``search`` or magnitude's ``uniform``); None for UE."""
+        return next(iter(self.stages.values())) if len(self.stages) > 1 else None
+
+    @property
+    def retrain(self) -> FitResult:
+        """The final training stage (``retrain``, or ``uniform`` for UE)."""
+        return list(self.stages.values())[-1]
+
+
+def rewound(pruned: dict, initial: dict) -> dict:
+    """``prune.retrain_from: rewound``: kept embedding entries back to their initial values, α to ones."""
+    out = dict(pruned)
+    out[EMBEDDING] = initial[EMBEDDING] * pruned["embedding.mask"]
+    if ALPHA in out:
+        out[ALPHA] = torch.ones_like(out[ALPHA])
+    return out
+
+
+def cap_warning(stage: str, result: FitResult) -> Optional[str]:
+    """The warning for a stage that stopped at its cap instead of by patience, naming the key to raise."""
+    if result.stop_reason != "max_epochs":
+        return None
+    key = CAP_KEYS[stage]
+    return (f"warning: [{stage}] stopped at its cap {key} = {result.epochs} before the validation loss stopped "
+            f"improving (best at evaluation {result.best_epoch}); raise {key}")
+
+
+def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log = print) -> tuple[dict, StageResult]:
+    """Run the stage graph for ``search.method`` from ``initial``; returns the final state and a
+    :class:`StageResult` (its ``model`` left None for the caller to build)."""
+    method = config.search.method
+    stages: dict[str, FitResult] = {}
+    timings = {"search": 0.0, "prune": 0.0, "retrain": 0.0}
+
+    def train(stage: str, state: dict) -> dict:
+        result, state = executor.train(stage, state, StopRule.for_stage(config, stage))
+        stages[stage] = result
+        warning = cap_warning(stage, result)
+        log(f"[{stage}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
+            f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
+        if warning:
+            log(warning)
+        return state
+
+    state = initial
+    if method == "uniform":
+        state = train("uniform", state)
+        timings["retrain"] = stages["uniform"].seconds
+        return state, StageResult(None, stages, timings)
+    state = train("search" if method == "autosrh" else "uniform", state)
+    timings["search"] = next(iter(stages.values())).seconds
+    start = time.perf_counter()
+    state = executor.prune(state)
+    if config.prune.retrain_from == "rewound":
+        state = rewound(state, initial)
+    timings["prune"] = time.perf_counter() - start
+    state = train("retrain", state)
+    timings["retrain"] = stages["retrain"].seconds
+    return state, StageResult(None, stages, timings)
+
+
+def epoch_loader(config: Config, split: EncodedSplit, shuffle: bool, salt: int) -> EpochBatches:
+    """Batches of an in-memory split per epoch, shuffled from (train.seed, salt, epoch)."""
+    bs, seed = config.train.batch_size, config.train.seed
+    return lambda epoch: iterate_batches(split, bs, shuffle=shuffle, seed=seed * 1_000_003 + salt * 1009 + epoch)
+
+
+def _rows(split: EncodedSplit, keep: np.ndarray) -> EncodedSplit:
+    return EncodedSplit(split.ids[keep], split.values[keep], split.labels[keep])
+
+
+class InProcessExecutor:
+    """The engine's loops in this process on in-memory splits (deterministic for a given ``train.seed``)."""
+
+    def __init__(self, config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
+                 log: Log = print, evaluate_pruned: bool = False):
+        self.config, self.prepared, self.log = config, prepared, log
+        self.evaluate_pruned = evaluate_pruned
+        self.pruned_valid: Optional[dict] = None
+        self.train_batches = epoch_loader(config, train, True, 1)
+        self.valid_eval = epoch_loader(config, valid, False, 0)
+        s = config.search
+        if s.alpha_data == "train":  # α from a hashed slice of train that Θ's search steps never see
+            in_slice = in_alpha_slice(train.ids, s.alpha_fraction, config.train.seed)
+            self.search_batches = epoch_loader(config, _rows(train, ~in_slice), True, 1)
+            self.alpha_batches = epoch_loader(config, _rows(train, in_slice), True, 2)
+        else:
+            self.search_batches = self.train_batches
+            self.alpha_batches = epoch_loader(config, valid, True, 2)
+
+    def _model(self, state: dict) -> EmbeddingModel:
+        model = build_model(self.config, self.prepared.features, self.prepared.label_mean)
+        load_model_state(model, state)
+        return model
+
+    def _epoch_log(self, stage: str):
+        return lambda epoch, m: self.log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
+
+    def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
+        config, model = self.config, self._model(state)
+        task, tc, s = config.task, config.train, config.search
+        if stage == "search":
+            searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=s.lr_alpha, alpha_optimizer=s.alpha_optimizer,
+                                     order=s.order, xi=config.xi, hvp=s.hvp)
+            result = search(model, searcher, self.search_batches, self.alpha_batches, self.valid_eval, task, rule,
+                            self._epoch_log(stage))
+        else:
+            result = fit(model, self.train_batches, self.valid_eval, task, tc.lr, rule, self._epoch_log(stage))
+        return result, cpu_state(model)
+
+    def prune(self, state: dict) -> dict:
+        model = self._model(state)
+        prune(model.embedding, self.config.prune.cr)
+        if self.evaluate_pruned:
+            self.pruned_valid = evaluate(model, self.valid_eval(0), self.config.task)
+        return cpu_state(model)
+
+
+def run_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
+                   log: Log = print, evaluate_pruned: bool = False) -> StageResult:
+    """The stage graph in this process on in-memory splits: the engine's reference for the Ray path."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config, prepared.features, prepared.label_mean)
+    executor = InProcessExecutor(config, prepared, train, valid, log, evaluate_pruned)
+    state, result = run_graph(config, executor, cpu_state(model), log)
+    load_model_state(model, state)
+    result.model, result.pruned_valid = model, executor.pruned_valid
+    return result
