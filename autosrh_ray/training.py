@@ -5,7 +5,6 @@ loader are interchangeable. Early stopping watches the validation loss only; the
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import torch
 from .batch import Batch, loss_function
 from .config import Config
 from .metrics import task_metrics, validation_loss
+from .model_state import cpu_state
 from .models import EmbeddingModel
 from .search import BiLevelSearch, GradSync, ThetaOptimizer, parameter_grads
 
@@ -59,8 +59,9 @@ class Trainer:
         loss = self.loss(self.model(batch.ids, batch.values), batch.labels)
         grads = self.sync.theta(parameter_grads(loss, self.optimizer.params))
         self.optimizer.step(grads)
-        if self.model.embedding.mask is not None:
-            self.model.embedding.enforce_mask(batch.ids.unique())
+        embedding = self.model.embedding
+        if embedding.mask is not None:  # sparse Adam moves only the batch's rows; dense Adam may move any row
+            embedding.enforce_mask(batch.ids.unique() if embedding.embedding.sparse else None)
         return float(loss.detach())
 
     def state_dict(self) -> list:
@@ -86,6 +87,33 @@ class StopRule:
         src = config.search if stage == "search" else config.train
         return StopRule(src.max_epochs, src.patience, config.train.eval_every_steps)
 
+    def stops(self, best: "BestSoFar") -> bool:
+        """Patience is used up: ``patience`` evaluations in a row without a better validation loss."""
+        return best.since >= self.patience
+
+
+@dataclass
+class BestSoFar:
+    """The best validation loss of a stage so far, its evaluation and metrics, a CPU copy of the model state it
+    came from, and how many evaluations have passed since. Shared by the in-process and the Ray Train loops
+    (which checkpoint it)."""
+
+    loss: float = float("inf")
+    epoch: int = -1
+    metrics: dict = field(default_factory=dict)
+    state: Optional[dict] = None
+    since: int = 0
+
+    def update(self, epoch: int, metrics: dict, task: str, model: torch.nn.Module) -> bool:
+        """Record evaluation ``epoch``; True (and the model state copied) when its validation loss is the best."""
+        loss = validation_loss(task, metrics)
+        if loss < self.loss:
+            self.loss, self.epoch, self.metrics, self.since = loss, epoch, metrics, 0
+            self.state = cpu_state(model)
+            return True
+        self.since += 1
+        return False
+
 
 @dataclass
 class FitResult:
@@ -104,25 +132,6 @@ class FitResult:
         """The ``stages`` entry of ``report.json``."""
         return {"epochs": self.epochs, "steps": self.steps, "best_epoch": self.best_epoch,
                 "stop_reason": self.stop_reason, "seconds": self.seconds}
-
-
-class EarlyStopping:
-    """Tracks the best validation loss; keeps a copy of the best model state."""
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.best_loss = float("inf")
-        self.best_state: Optional[dict] = None
-        self.bad_epochs = 0
-
-    def update(self, loss: float, model: torch.nn.Module) -> bool:
-        """Record an evaluation's validation loss; True when training should stop."""
-        if loss < self.best_loss:
-            self.best_loss, self.bad_epochs = loss, 0
-            self.best_state = copy.deepcopy(model.state_dict())
-        else:
-            self.bad_epochs += 1
-        return self.bad_epochs >= self.patience
 
 
 def cycle(epoch_batches: EpochBatches,
@@ -154,7 +163,7 @@ def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, t
     """Run ``step`` over training batches, evaluate on the whole validation split after each period, stop by
     ``rule``; the model ends at its best evaluation's state (α included)."""
     start = time.perf_counter()
-    stopper = EarlyStopping(rule.patience)
+    best = BestSoFar()
     result = FitResult(stop_reason="max_epochs")
     periods = evaluation_periods(train, rule.eval_every_steps)
     for epoch in range(rule.max_epochs):
@@ -166,14 +175,13 @@ def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, t
         result.epochs = epoch + 1
         if on_epoch:
             on_epoch(epoch, metrics)
-        stop = stopper.update(validation_loss(task, metrics), model)
-        if stopper.bad_epochs == 0:
-            result.best_epoch, result.best_valid = epoch, metrics
-        if stop:
+        best.update(epoch, metrics, task, model)
+        if rule.stops(best):
             result.stop_reason = "patience"
             break
-    if stopper.best_state is not None:
-        model.load_state_dict(stopper.best_state)
+    result.best_epoch, result.best_valid = best.epoch, best.metrics
+    if best.state is not None:
+        model.load_state_dict(best.state)
     result.seconds = time.perf_counter() - start
     return result
 

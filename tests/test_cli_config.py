@@ -50,3 +50,11 @@ def test_set_values_are_parsed_as_yaml():
     cfg = load_config(QUICKSTART, ["model.hidden=[8, 4]", "prune.cr=20", "search.order=second"])
     assert cfg.model.hidden == [8, 4] and cfg.prune.cr == 20.0 and cfg.search.order == "second"
     assert cfg.xi == cfg.train.lr  # ξ defaults to the Θ learning rate
+
+
+def test_removed_search_epochs_names_the_keys_that_replace_it():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["search.epochs=3"])
+    message = str(err.value)
+    assert message.startswith("search.epochs:") and "search.patience" in message and "search.max_epochs" in message
+    assert "\n" not in message

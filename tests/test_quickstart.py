@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+import torch
 
 from autosrh_ray.artifact import load_model
 
@@ -29,8 +31,12 @@ def test_report_follows_the_contract(quickstart):
     assert isinstance(r["K"], int) and isinstance(r["L"], int) and isinstance(r["num_features"], int)
     m, k = r["num_features"], r["K"]
     assert r["params"]["uniform"] == m * k
-    assert r["params"]["kept"] == int(m * k / r["cr_target"] + 0.5)
-    assert r["cr_achieved"] == pytest.approx(m * k / r["params"]["kept"])
+    dims = pq.read_table(out / r["artifacts"]["dims"])
+    kept = sum(dims.column("kept_dims").to_pylist())  # counted from the written mixed dimension scheme
+    assert kept == sum(len(d) for d in dims.column("dims").to_pylist())
+    assert dims.num_rows == m
+    assert r["params"]["kept"] == kept == int(m * k / r["cr_target"] + 0.5)  # pruning keeps exactly round(MK/CR)
+    assert r["cr_achieved"] == pytest.approx(m * k / kept)
     assert r["params"]["linear"] == m
     rows = r["rows"]
     assert rows["read"] == rows["train"] + rows["valid"] + rows["test"] + rows["skipped"]
@@ -42,8 +48,20 @@ def test_report_follows_the_contract(quickstart):
         assert (out / rel).exists(), rel
 
 
+def test_every_stage_stops_on_validation_and_says_why(quickstart):
+    _, r = quickstart
+    assert list(r["stages"]) == ["search", "retrain"]
+    for name, stage in r["stages"].items():
+        assert stage["stop_reason"] == "patience", (name, stage)  # the shipped quickstart converges, not capped
+        assert 0 <= stage["best_epoch"] < stage["epochs"] and stage["steps"] > 0
+    assert r["epochs"] == {"search": r["stages"]["search"]["epochs"], "retrain": r["stages"]["retrain"]["epochs"]}
+    assert r["valid_optimistic"] is True and "optimistic" in r["notes"][0]  # α was fitted on validation
+
+
 def test_compact_artifact_is_smaller_than_the_dense_table_and_loads(quickstart):
     out, r = quickstart
+    stored = torch.load(out / r["artifacts"]["model"], weights_only=True)["embedding"]
+    assert stored["values"].numel() == r["params"]["kept"]  # one stored value per kept entry
     model = load_model(out / r["artifacts"]["model"])
     kept = int((model.embedding.weight != 0).sum())
     assert kept <= r["params"]["kept"]

@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..training import BestSoFar
+
 
 
 STATE_FILE = "state.pt"
@@ -30,11 +32,7 @@ class LoopState:
     step: int = 0  # completed optimiser steps
     model: dict = field(default_factory=dict)
     optimizer: object = None
-    best_model: Optional[dict] = None
-    best_loss: float = float("inf")
-    best_epoch: int = -1
-    best_valid: dict = field(default_factory=dict)
-    bad_epochs: int = 0
+    best: BestSoFar = field(default_factory=BestSoFar)  # best-by-validation evaluation and its model state
     stopped: bool = False
     stop_reason: str = ""  # patience | max_epochs, once the stage has ended
     data_epoch: int = 0  # the pass over the train split the next period continues

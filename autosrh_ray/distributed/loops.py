@@ -22,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ import torch
 from ..batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
-from ..metrics import task_metrics, validation_loss
+from ..metrics import task_metrics
 from ..model_state import cpu_state, load_model_state
 from ..models import EmbeddingModel, build_model
 from ..search import BiLevelSearch
@@ -89,6 +89,7 @@ class LoopSpec:
     dtype: Literal["float32", "float64"] = "float32"
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
+    rewrite_metrics: Optional[Callable[[int, dict], dict]] = None  # test hook: (evaluation, metrics) → metrics
 
 
 def _materialise(value: Any) -> Any:
@@ -158,7 +159,7 @@ _NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_ba
 
 
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
-    out = {"epoch": state.epoch, "step": state.step, "best_epoch": state.best_epoch,
+    out = {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch,
            "resumed_from_step": state.resumes[-1] if state.resumes else -1}
     out.update({k if k in _NOT_VALIDATION or k.startswith("replica") else f"valid_{k}": v
                 for k, v in metrics.items()})
@@ -233,6 +234,8 @@ def train_loop(loop_config: dict) -> None:
         if spec.check_replicas:
             metrics["replica_alpha_max_diff"] = replica
             metrics["replica_theta_max_diff"] = _replica_diff(list(model.theta_parameters()))
+        if spec.rewrite_metrics is not None:
+            metrics = spec.rewrite_metrics(state.epoch, metrics)
         _end_epoch(state, rule, model, engine, metrics, task)
         state.seconds += time.perf_counter() - start
         _report(state, rank, _flat_metrics(state, metrics))
@@ -241,17 +244,10 @@ def train_loop(loop_config: dict) -> None:
 def _end_epoch(state: ckpt.LoopState, rule: StopRule, model: EmbeddingModel, engine, metrics: dict,
                task: str) -> None:
     """Bookkeeping after an evaluation: history, best-by-validation, early stopping, the state to checkpoint."""
-    epoch = state.epoch
     state.history.append(metrics)
-    state.epoch = epoch + 1
-    loss = validation_loss(task, metrics)
-    if loss < state.best_loss:
-        state.best_loss, state.bad_epochs = loss, 0
-        state.best_epoch, state.best_valid = epoch, metrics
-        state.best_model = cpu_state(model)
-    else:
-        state.bad_epochs += 1
-    state.stopped = state.bad_epochs >= rule.patience
+    state.best.update(state.epoch, metrics, task, model)
+    state.epoch += 1
+    state.stopped = rule.stops(state.best)
     if state.stopped:
         state.stop_reason = "patience"
     elif state.epoch >= rule.max_epochs:

@@ -44,6 +44,7 @@ class LoopOptions:
     dtype: str = "float32"
     check_replicas: bool = False  # gather α (every step) and Θ (every epoch) from all ranks and record the diff
     fault: Optional[FaultSpec] = None
+    rewrite_metrics: Optional[Callable[[int, dict], dict]] = None  # e.g. scripted validation losses
 
 
 def default_run_name(config: Config, prepared: PreparedData) -> str:
@@ -63,8 +64,8 @@ def storage_path(config: Config, output: Optional[str | Path]) -> str:
 
 
 def fit_result(state: ckpt.LoopState, seconds: float) -> FitResult:
-    return FitResult(epochs=state.epoch, steps=state.step, best_epoch=state.best_epoch,
-                     best_valid=dict(state.best_valid), history=list(state.history), seconds=seconds,
+    return FitResult(epochs=state.epoch, steps=state.step, best_epoch=state.best.epoch,
+                     best_valid=dict(state.best.metrics), history=list(state.history), seconds=seconds,
                      stop_reason=state.stop_reason)
 
 
@@ -121,7 +122,8 @@ class RayTrainExecutor:
                         # Θ's share of train under alpha_data: train is not known in advance: stream it each pass
                         train_rows=0 if alpha_rows == "train" else self.prepared.rows.train,
                         cache_bytes=self.config.ray.worker_cache_mb << 20,
-                        dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault)
+                        dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
+                        rewrite_metrics=o.rewrite_metrics)
         datasets = (None if memory is not None else
                     train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice))
         trainer = TorchTrainer(
@@ -150,7 +152,7 @@ class RayTrainExecutor:
         seconds = time.perf_counter() - start
         for epoch, m in enumerate(final.history):
             self.log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
-        return fit_result(final, seconds), final.best_model if final.best_model is not None else final.model
+        return fit_result(final, seconds), final.best.state if final.best.state is not None else final.model
 
     def prune(self, state: dict) -> dict:
         """Pruning once, as a Ray task, between the two Train runs."""

@@ -1,0 +1,236 @@
+"""Quality at the same budget: UE, magnitude pruning and AutoSrh with the same early-stopping rule, several seeds,
+on real data samples and the quickstart's synthetic data. Every stage stops when its validation loss stops
+improving; the test split is read once per run, at the end.
+
+Prints one table per dataset/backbone — mean ± std of the test metric over seeds, Δ vs UE, kept embedding
+parameters, evaluations per stage with their stop reasons, seconds per stage — and, per method, the validation
+metric of the soft (searched, unpruned) model, right after pruning and after retraining ("soft → pruned →
+retrained"). AutoSrh fits α on the validation split (the paper's Eq. 11), so its validation numbers are
+optimistic: read quality from test.
+
+    python benchmarks/quality.py --quick --json quality.json        # MovieLens (MF) + synthetic (FM), 3 seeds
+    python benchmarks/quality.py --json quality-full.json           # + second order, Amazon, Criteo, Avazu, 1M rows
+    python benchmarks/quality.py --quick --variants --holdout       # options past the paper, judged on held-out
+                                                                    # train rows (data α never saw), not on test
+
+``--holdout`` sets 10% of the training rows aside (hashed, fixed) and reports the metric on them instead of test:
+the way to choose between options without looking at test. Runs are in-process (the engine's loops, the same
+stage graph as the Ray path); real-data samples are read from ``--data`` (default ``../shared/data``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autosrh_ray.batch import iterate_batches
+from autosrh_ray.config import load_config
+from autosrh_ray.data.local import prepare_synthetic
+from autosrh_ray.data.prepared import EncodedSplit, PreparedData
+from autosrh_ray.pipeline import run_in_process
+from autosrh_ray.training import evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "workflows" / "quickstart.yaml"
+SEEDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One dataset × backbone: where its rows are and the config overrides (defaults otherwise)."""
+
+    name: str
+    model: str
+    overrides: tuple = ()
+    sample: str = ""  # path under --data; "" = the quickstart's synthetic data
+    config: Path = QUICKSTART
+
+
+BENCHES = {
+    "movielens-mf": Bench("movielens", "mf", ("dataset.name=movielens", "search.K=64", "search.L=10"),
+                          "movielens/ratings.csv", None),
+    "synthetic-fm": Bench("synthetic", "fm"),
+    "synthetic1m-fm": Bench("synthetic1m", "fm", ("dataset.synthetic.rows=1000000",)),
+    "amazon-mf": Bench("amazon", "mf", ("dataset.name=amazon", "search.K=64", "search.L=10"),
+                       "amazon/ratings_Electronics_sample.csv", None),
+    "amazon-neumf": Bench("amazon", "neumf", ("dataset.name=amazon", "search.K=64", "search.L=10"),
+                          "amazon/ratings_Electronics_sample.csv", None),
+    "criteo-fm": Bench("criteo", "fm", ("dataset.name=criteo", "search.K=64", "search.L=6"),
+                       "criteo/dac_sample.txt", None),
+    "avazu-fm": Bench("avazu", "fm", ("dataset.name=avazu", "search.K=64", "search.L=6"),
+                      "avazu/train_sample.csv", None),
+}
+QUICK = ("movielens-mf", "synthetic-fm")
+FULL = tuple(BENCHES)
+
+# name → overrides: the methods, and (--variants) AutoSrh's options past the paper.
+METHODS = {"uniform": ("search.method=uniform",), "magnitude": ("search.method=magnitude",),
+           "autosrh": ("search.method=autosrh",)}
+SECOND_ORDER = {"autosrh-2nd": ("search.method=autosrh", "search.order=second")}
+VARIANTS = {
+    "autosrh+alpha_train": ("search.method=autosrh", "search.alpha_data=train"),
+    "autosrh+rewound": ("search.method=autosrh", "prune.retrain_from=rewound"),
+    "magnitude+rewound": ("search.method=magnitude", "prune.retrain_from=rewound"),
+}
+
+
+@dataclass
+class Runs:
+    """Per-seed results of one method on one bench."""
+
+    metric: list = field(default_factory=list)
+    kept: list = field(default_factory=list)
+    soft: list = field(default_factory=list)
+    pruned: list = field(default_factory=list)
+    retrained: list = field(default_factory=list)
+    stages: dict = field(default_factory=dict)  # stage → list of (epochs, stop_reason, seconds)
+
+
+def prepared_data(bench: Bench, data_root: Path, work: Path) -> PreparedData:
+    config = load_config(bench.config, [*bench.overrides, f"model.name={bench.model}", *_path(bench, data_root)])
+    out = work / bench.name
+    if bench.sample:
+        import logging
+
+        import ray
+
+        from autosrh_ray.data.prepare import prepare
+
+        if not ray.is_initialized():
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        return prepare(config, out)
+    return prepare_synthetic(config, out)
+
+
+def _path(bench: Bench, data_root: Path) -> list[str]:
+    if not bench.sample:
+        return []
+    path = data_root / bench.sample
+    if not path.exists():
+        sys.exit(f"quality.py: {path} is missing (real-data samples are read from --data)")
+    return [f"dataset.path={path}"]
+
+
+def holdout(train: EncodedSplit, fraction: float = 0.1) -> tuple[EncodedSplit, EncodedSplit]:
+    """(train without the held-out rows, the held-out rows): a fixed 10% of train that no stage ever sees."""
+    pick = np.random.default_rng(12345).random(len(train)) < fraction
+    part = [EncodedSplit(train.ids[m], train.values[m], train.labels[m]) for m in (~pick, pick)]
+    return part[0], part[1]
+
+
+def run_one(bench: Bench, prepared: PreparedData, overrides: tuple, seed: int, data_root: Path,
+            splits: dict) -> dict:
+    config = load_config(bench.config, [*bench.overrides, f"model.name={bench.model}", *_path(bench, data_root),
+                                        *overrides, f"train.seed={seed}"])
+    train, valid, judge = splits["train"], splits["valid"], splits["judge"]
+    result = run_in_process(config, prepared, train, valid, log=lambda _: None, evaluate_pruned=True)
+    key = "auc" if config.task == "classification" else "mse"
+    metrics = evaluate(result.model, iterate_batches(judge, 8192), config.task)
+    mask = result.model.embedding.mask
+    search = result.search
+    return {"metric": metrics[key], "key": key,
+            "kept": int(mask.sum()) if mask is not None else prepared.num_features * config.search.K,
+            "soft": search.best_valid.get(key, float("nan")) if search else float("nan"),
+            "pruned": (result.pruned_valid or {}).get(key, float("nan")),
+            "retrained": result.retrain.best_valid[key],
+            "stages": {n: (r.epochs, r.stop_reason, r.seconds) for n, r in result.stages.items()}}
+
+
+def _ms(values) -> str:
+    values = [v for v in values if not np.isnan(v)]
+    if not values:
+        return "–"
+    return f"{statistics.mean(values):.4f} ± {statistics.pstdev(values):.4f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="MovieLens (MF) + synthetic (FM), first order")
+    parser.add_argument("--benches", help=f"comma-separated subset of {','.join(BENCHES)}")
+    parser.add_argument("--variants", action="store_true", help="also AutoSrh's options past the paper")
+    parser.add_argument("--holdout", action="store_true", help="judge on 10%% held-out train rows, not on test")
+    parser.add_argument("--seeds", type=int, default=len(SEEDS))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    benches = args.benches.split(",") if args.benches else (QUICK if args.quick else FULL)
+    methods = dict(METHODS)
+    if not args.quick:
+        methods.update(SECOND_ORDER)
+    if args.variants:
+        methods.update(VARIANTS)
+    seeds = SEEDS[:args.seeds] if args.seeds <= len(SEEDS) else tuple(range(1, args.seeds + 1))
+    judged_on = "held-out train rows" if args.holdout else "test"
+    figures: dict = {"seeds": len(seeds), "judged_on": judged_on}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="autosrh-quality-") as work:
+        for bench_name in benches:
+            bench = BENCHES[bench_name]
+            prepared = prepared_data(bench, args.data, Path(work))
+            train, valid = prepared.load_split("train"), prepared.load_split("valid")
+            if args.holdout:
+                train, judge = holdout(train)
+            else:
+                judge = prepared.load_split("test")
+            splits = {"train": train, "valid": valid, "judge": judge}
+            results = {}
+            for name, overrides in methods.items():
+                runs = Runs()
+                for seed in seeds:
+                    r = run_one(bench, prepared, overrides, seed, args.data, splits)
+                    key = r["key"]
+                    for attr in ("metric", "kept", "soft", "pruned", "retrained"):
+                        getattr(runs, attr).append(r[attr])
+                    for stage, figs in r["stages"].items():
+                        runs.stages.setdefault(stage, []).append(figs)
+                results[name] = runs
+                print(f"  {bench_name} {name}: {_ms(runs.metric)}", file=sys.stderr, flush=True)
+            _print_table(bench_name, key, judged_on, results, figures)
+    figures["seconds"] = time.perf_counter() - start
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+def _print_table(bench_name: str, key: str, judged_on: str, results: dict, figures: dict) -> None:
+    ue = statistics.mean(results["uniform"].metric)
+    better = max if key == "auc" else min
+    print(f"\n### {bench_name} — {key.upper()} on {judged_on} ({'higher' if key == 'auc' else 'lower'} is better)\n")
+    print(f"| method | {key} | Δ vs UE | kept params | valid: soft → pruned → retrained | stages: evaluations "
+          f"(stop reasons) | seconds per stage |")
+    print("|---|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        mean = statistics.mean(runs.metric)
+        delta = mean - ue if key == "auc" else (mean / ue - 1) * 100
+        delta_text = f"{delta:+.4f}" if key == "auc" else f"{delta:+.2f}%"
+        stages = "; ".join(f"{s} {'/'.join(str(e) for e, _, _ in v)} ({', '.join(sorted({r for _, r, _ in v}))})"
+                           for s, v in runs.stages.items())
+        seconds = "; ".join(f"{s} {statistics.mean(t for _, _, t in v):.1f}" for s, v in runs.stages.items())
+        valid = " → ".join(f"{statistics.mean(x):.4f}" if not np.isnan(statistics.mean(x)) else "–"
+                           for x in (runs.soft, runs.pruned, runs.retrained))
+        print(f"| {name} | {_ms(runs.metric)} | {delta_text} | {int(statistics.mean(runs.kept))} | {valid} | "
+              f"{stages} | {seconds} |")
+        prefix = f"{bench_name}_{name}"
+        figures[f"{prefix}_{key}_mean"] = mean
+        figures[f"{prefix}_{key}_std"] = statistics.pstdev(runs.metric)
+        figures[f"{prefix}_{key}_ratio_to_uniform"] = mean / ue
+        figures[f"{prefix}_kept"] = int(statistics.mean(runs.kept))
+        figures[f"{prefix}_capped_stages"] = sum(r == "max_epochs" for v in runs.stages.values() for _, r, _ in v)
+        for s, v in runs.stages.items():
+            figures[f"{prefix}_{s}_epochs_mean"] = statistics.mean(e for e, _, _ in v)
+            figures[f"{prefix}_{s}_seconds_mean"] = statistics.mean(t for _, _, t in v)
+    best = better(results, key=lambda n: statistics.mean(results[n].metric))
+    print(f"\nbest: {best}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
