@@ -78,6 +78,11 @@ def rewound(pruned: dict, initial: dict) -> dict:
     return out
 
 
+def epoch_line(stage: str, epoch: int, metrics: dict) -> str:
+    """The log line of one evaluation."""
+    return f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in metrics.items())
+
+
 def cap_warning(stage: str, result: FitResult) -> Optional[str]:
     """The warning for a stage that stopped at its cap instead of by patience, naming the key to raise."""
     if result.stop_reason != "max_epochs":
@@ -156,7 +161,7 @@ class InProcessExecutor:
         return model
 
     def _epoch_log(self, stage: str):
-        return lambda epoch, m: self.log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
+        return lambda epoch, metrics: self.log(epoch_line(stage, epoch, metrics))
 
     def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
         config, model = self.config, self._model(state)

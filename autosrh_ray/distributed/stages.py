@@ -24,7 +24,7 @@ from ..data.prepared import EncodedSplit, PreparedData
 from ..data.split import in_alpha_slice
 from ..model_state import cpu_state, load_model_state
 from ..models import build_model
-from ..pipeline import StageResult, run_graph
+from ..pipeline import StageResult, epoch_line, run_graph
 from ..prune import prune
 from ..runtime import connect
 from ..training import FitResult, StopRule
@@ -150,8 +150,8 @@ class RayTrainExecutor:
         start = time.perf_counter()
         final = self.run(stage, "search" if stage == "search" else "fit", state, rule)
         seconds = time.perf_counter() - start
-        for epoch, m in enumerate(final.history):
-            self.log(f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in m.items()))
+        for epoch, metrics in enumerate(final.history):
+            self.log(epoch_line(stage, epoch, metrics))
         return fit_result(final, seconds), final.best.state if final.best.state is not None else final.model
 
     def prune(self, state: dict) -> dict:
