@@ -20,6 +20,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
                        help="override a config key (value parsed as YAML); repeatable")
         p.add_argument("--output", help="output directory (default runs/<config stem>)")
+    sub.choices["run"].add_argument("--fresh", action="store_true",
+                                    help="start over instead of resuming the finished stages and trials of an "
+                                         "earlier run into the same output")
     gen = sub.add_parser("generate", help="write the synthetic dataset as Criteo dac text shards")
     gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data)")
     gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
@@ -48,8 +51,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             prepared = workflow.prepare(config, output)
             print(f"prepared {prepared.num_features} features into {output}: {prepared.rows}")
         else:
-            report = workflow.run(config, output)
-            print(f"wrote {output / 'report.json'}: test {report['test']}, cr {report['cr_achieved']:.2f}")
+            report = workflow.run(config, output, fresh=args.fresh)
+            for entry in report["models"] + ([report["reference"]] if "reference" in report else []):
+                print(f"{entry['method']} {entry['budget']}: test {entry['test']}, {entry['params']['kept']} kept "
+                      f"params (CR {entry['cr_achieved']:.2f})")
+            written = ["report.json"] + (["report.md"] if "report_md" in report["artifacts"] else [])
+            print("wrote " + " and ".join(str(output / name) for name in written))
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"autosrh-ray: error: {err}", file=sys.stderr)
         return 2

@@ -82,8 +82,42 @@ class SearchConfig:
 
 @dataclass
 class PruneConfig:
-    cr: float = 10.0
+    cr: Union[float, list[float]] = 10.0  # one budget per entry: kept = round(M·K / cr)
+    params: Optional[Union[int, list[int]]] = None  # absolute budgets: kept embedding entries
     retrain_from: Literal["searched", "rewound"] = "searched"  # rewound: kept entries restart from their init
+
+    @property
+    def crs(self) -> list[float]:
+        return list(self.cr) if isinstance(self.cr, list) else [self.cr]
+
+    @property
+    def param_budgets(self) -> list[int]:
+        if self.params is None:
+            return []
+        return list(self.params) if isinstance(self.params, list) else [self.params]
+
+
+@dataclass
+class TuneConfig:
+    """A Ray Tune study of the search before pruning (``tune.enabled``); see :mod:`autosrh_ray.study`."""
+
+    enabled: bool = False
+    # dotted config key → a list of values (grid, or choices when sampling) or {uniform|loguniform|randint: [a, b]}
+    search_space: dict[str, Any] = field(default_factory=dict)
+    search_alg: Literal["grid", "random"] = "grid"  # grid: every combination × num_samples; random: num_samples draws
+    num_samples: int = 1
+    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: Literal["loss", "auc", "mse"] = "loss"  # on validation: loss = log loss (CTR) or MSE (rating)
+    grace_period: int = 2  # ASHA: evaluations before a trial may be stopped
+    reduction_factor: int = 2  # ASHA: keep the best 1/reduction_factor at each rung
+    retrain_epochs: int = 5  # a trial's brief retrain at the budget (stopped earlier by train.patience)
+    max_concurrent_trials: int = 0  # 0: as many as the cluster's CPUs hold
+
+
+@dataclass
+class ReportConfig:
+    reference: Literal["uniform", "none"] = "uniform"  # also train UE, the yardstick every model is compared to
+    plots: bool = True  # PNG plots and report.md next to report.json
 
 
 @dataclass
@@ -126,6 +160,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     @property
     def task(self) -> str:
@@ -167,7 +203,17 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _check_value(key, value, args[0])
+        listed = [a for a in args if typing.get_origin(a) is list]  # a value or a list of them (prune.cr)
+        if listed and isinstance(value, (list, tuple)):
+            return _check_value(key, value, listed[0])
+        return _check_value(key, value, next((a for a in args if a not in listed), args[0]))
+    if tp is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(key, f"must be a mapping with string keys (got {value!r})")
+        _, value_tp = typing.get_args(tp)
+        return {k: _check_value(f"{key}.{k}", v, value_tp) for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -288,7 +334,13 @@ def validate(config: Config) -> None:
     _positive("search.L", s.L)
     _positive("search.max_epochs", s.max_epochs)
     _positive("search.patience", s.patience)
-    _positive("prune.cr", config.prune.cr)
+    for i, cr in enumerate(config.prune.crs):
+        _positive(f"prune.cr[{i}]" if isinstance(config.prune.cr, list) else "prune.cr", cr)
+    for i, p in enumerate(config.prune.param_budgets):
+        _positive(f"prune.params[{i}]" if isinstance(config.prune.params, list) else "prune.params", p)
+    if not config.prune.crs and not config.prune.param_budgets:
+        raise ConfigError("prune.cr", "needs at least one budget (prune.cr or prune.params)")
+    _validate_tune(config)
     _positive("train.batch_size", config.train.batch_size)
     _positive("train.max_epochs", config.train.max_epochs)
     _positive("train.patience", config.train.patience)
@@ -332,6 +384,67 @@ def validate(config: Config) -> None:
     if syn.numerical_fields < 0:
         raise ConfigError("dataset.synthetic.numerical_fields", "must be >= 0")
     _validate_dataset_source(ds)
+
+
+TUNE_DISTRIBUTIONS = ("uniform", "loguniform", "randint")
+NOT_TUNABLE = ("dataset", "ray", "run", "tune", "report", "prune")  # sections a trial may not change
+
+
+def _validate_tune(config: Config) -> None:
+    t = config.tune
+    for key in ("num_samples", "grace_period", "retrain_epochs"):
+        _positive(f"tune.{key}", getattr(t, key))
+    _positive("tune.reduction_factor", t.reduction_factor, minimum=2)
+    _positive("tune.max_concurrent_trials", t.max_concurrent_trials, minimum=0)
+    if t.metric == "auc" and config.task != "classification":
+        raise ConfigError("tune.metric", f"auc needs a classification task; dataset {config.dataset.name} is regression")
+    if t.metric == "mse" and config.task != "regression":
+        raise ConfigError("tune.metric", "mse needs a regression task")
+    if t.enabled and not t.search_space:
+        raise ConfigError("tune.search_space", "a study needs at least one key to search over")
+    for dotted, spec in t.search_space.items():
+        key = f"tune.search_space.{dotted}"
+        if dotted.split(".")[0] in NOT_TUNABLE or "." not in dotted:
+            raise ConfigError(key, "not tunable (a trial may change search.*, train.* and model.* keys)")
+        if isinstance(spec, dict):
+            if len(spec) != 1 or next(iter(spec)) not in TUNE_DISTRIBUTIONS:
+                raise ConfigError(key, f"a distribution is one of {{{' | '.join(TUNE_DISTRIBUTIONS)}: [low, high]}}")
+            bounds = next(iter(spec.values()))
+            if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] < bounds[1]):
+                raise ConfigError(key, f"needs [low, high] with low < high (got {bounds!r})")
+            values = bounds
+        elif isinstance(spec, list) and spec:
+            values = spec
+        else:
+            raise ConfigError(key, f"must be a non-empty list of values or a distribution (got {spec!r})")
+        for value in values:  # each value must be valid where it goes (one-line error naming the key)
+            trial = dataclasses.asdict(config)
+            trial["tune"].update(enabled=False, search_space={})
+            _set_dotted(trial, dotted, value, key)
+            try:
+                config_from_dict(trial)
+            except ConfigError as err:
+                raise ConfigError(key, f"value {value!r}: {err}") from None
+
+
+def _set_dotted(data: dict, dotted: str, value: Any, key: str) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise ConfigError(key, f"unknown config key {dotted}")
+        node = node[part]
+    if parts[-1] not in node:
+        raise ConfigError(key, f"unknown config key {dotted}")
+    node[parts[-1]] = value
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``config`` with dotted keys set (a trial's values), validated."""
+    data = config.to_dict()
+    for dotted, value in overrides.items():
+        _set_dotted(data, dotted, value, dotted)
+    return config_from_dict(data)
 
 
 def _validate_dataset_source(ds: DatasetConfig) -> None:

@@ -1,11 +1,14 @@
 """The stage graph after prepare, the same whichever executor runs the training stages::
 
-    autosrh:    search ──► prune |E ⊙ α| ──► [rewind] ──► retrain
-    magnitude:  uniform ──► prune |E| ────► [rewind] ──► retrain
+    autosrh:    search ──┬► prune |E ⊙ α| to budget 1 ──► [rewind] ──► retrain
+                         └► prune … to budget 2 ─────► [rewind] ──► retrain      (side by side)
+    magnitude:  uniform ─┬► prune |E| to each budget ─► [rewind] ──► retrain
     uniform:    uniform
 
-Stages hand each other CPU state dicts (:mod:`.model_state`). An executor runs one training stage to its stop
-rule (:class:`~.training.StopRule`) and prunes: :class:`InProcessExecutor` here (the engine's loops on in-memory
+The budgets are ``prune.cr`` and ``prune.params`` entries (:func:`~.prune.budgets`); a Ray Tune study
+(:mod:`.study`) may stand in for the search and hand over its best trial's searched state. Stages hand each
+other CPU state dicts (:mod:`.model_state`). An executor runs one training stage to its stop rule
+(:class:`~.training.StopRule`) and prunes: :class:`InProcessExecutor` here (the engine's loops on in-memory
 splits: tests, benchmarks, small data), :class:`~.distributed.stages.RayTrainExecutor` on Ray Train. Every stage
 stops when the validation loss stops improving and ends at its best evaluation's state.
 
@@ -16,6 +19,7 @@ rewinding, Frankle & Carbin, ICLR 2019); θ and the first-order term keep their 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
@@ -28,7 +32,7 @@ from .data.prepared import EncodedSplit, PreparedData
 from .data.split import in_alpha_slice
 from .model_state import cpu_state, load_model_state
 from .models import EmbeddingModel, build_model
-from .prune import prune
+from .prune import Budget, budgets, prune_to
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
 
@@ -41,21 +45,23 @@ CAP_KEYS = {"search": "search.max_epochs", "uniform": "train.max_epochs", "retra
 
 
 class StageExecutor(Protocol):
-    def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
+    def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
         """Run ``stage`` (``search``: bi-level; ``uniform``/``retrain``: Θ only) from ``state`` until ``rule``
-        stops it; return what it did and its best state."""
+        stops it; return what it did and its best state. ``tag`` tells runs of one stage apart (budgets)."""
 
-    def prune(self, state: dict) -> dict:
-        """The state pruned to ``prune.cr`` (mask installed, α frozen)."""
+    def prune(self, state: dict, keep: int) -> dict:
+        """The state pruned to ``keep`` embedding entries (mask installed, α frozen)."""
 
 
 @dataclass
 class StageResult:
-    """The final model and what each training stage did (in run order), with seconds per stage."""
+    """One final model: what each training stage did (in run order), seconds per stage, its budget."""
 
-    model: EmbeddingModel
+    model: Optional[EmbeddingModel]
     stages: dict[str, FitResult]
     timings: dict[str, float]
+    budget: Optional[Budget] = None  # None for UE
+    searched_alpha: Optional[torch.Tensor] = None  # α as the search left it (AutoSrh)
     pruned_valid: Optional[dict] = None  # validation metrics right after pruning (in-process runs only)
 
     @property
@@ -92,38 +98,53 @@ def cap_warning(stage: str, result: FitResult) -> Optional[str]:
             f"improving (best at evaluation {result.best_epoch}); raise {key}")
 
 
-def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log = print) -> tuple[dict, StageResult]:
-    """Run the stage graph for ``search.method`` from ``initial``; returns the final state and a
-    :class:`StageResult` (its ``model`` left None for the caller to build)."""
-    method = config.search.method
-    stages: dict[str, FitResult] = {}
-    timings = {"search": 0.0, "prune": 0.0, "retrain": 0.0}
+def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict, log: Log,
+                tag: str = "", rule: Optional[StopRule] = None) -> tuple[FitResult, dict]:
+    """One training stage by its stop rule, with its summary line (and a warning if it hit its cap)."""
+    result, state = executor.train(stage, state, rule or StopRule.for_stage(config, stage), tag)
+    name = f"{stage} {tag}".strip()
+    log(f"[{name}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
+        f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
+    warning = cap_warning(stage, result)
+    if warning:
+        log(warning)
+    return result, state
 
-    def train(stage: str, state: dict) -> dict:
-        result, state = executor.train(stage, state, StopRule.for_stage(config, stage))
-        stages[stage] = result
-        warning = cap_warning(stage, result)
-        log(f"[{stage}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
-            f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
-        if warning:
-            log(warning)
-        return state
 
-    state = initial
-    if method == "uniform":
-        state = train("uniform", state)
-        timings["retrain"] = stages["uniform"].seconds
-        return state, StageResult(None, stages, timings)
-    state = train("search" if method == "autosrh" else "uniform", state)
-    timings["search"] = next(iter(stages.values())).seconds
-    start = time.perf_counter()
-    state = executor.prune(state)
-    if config.prune.retrain_from == "rewound":
-        state = rewound(state, initial)
-    timings["prune"] = time.perf_counter() - start
-    state = train("retrain", state)
-    timings["retrain"] = stages["retrain"].seconds
-    return state, StageResult(None, stages, timings)
+def first_stage(config: Config) -> str:
+    """``search`` for AutoSrh, ``uniform`` for UE and magnitude pruning."""
+    return "search" if config.search.method == "autosrh" else "uniform"
+
+
+def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log = print,
+              searched: Optional[tuple[FitResult, dict]] = None, parallel: int = 1) -> list[tuple[dict, StageResult]]:
+    """Run the stage graph for ``search.method`` from ``initial`` (or from an already ``searched`` result, e.g. a
+    study's best trial): one (final state, :class:`StageResult`) per budget, ``parallel`` retrains at a time.
+    The results' ``model`` is left None for the caller to build."""
+    if config.search.method == "uniform":
+        result, state = train_stage(executor, config, "uniform", initial, log)
+        return [(state, StageResult(None, {"uniform": result}, {"search": 0.0, "prune": 0.0,
+                                                                  "retrain": result.seconds}))]
+    stage = first_stage(config)
+    search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
+    weight = searched_state[EMBEDDING]
+
+    def finish(budget: Budget) -> tuple[dict, StageResult]:
+        start = time.perf_counter()
+        state = executor.prune(searched_state, budget.kept)
+        if config.prune.retrain_from == "rewound":
+            state = rewound(state, initial)
+        pruning = time.perf_counter() - start
+        retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
+        timings = {"search": search_result.seconds, "prune": pruning, "retrain": retrain.seconds}
+        return state, StageResult(None, {stage: search_result, "retrain": retrain}, timings, budget,
+                                  searched_state.get(ALPHA))
+
+    todo = budgets(config.prune, weight.shape[0], weight.shape[1])
+    if parallel <= 1 or len(todo) == 1:
+        return [finish(b) for b in todo]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return list(pool.map(finish, todo))
 
 
 def epoch_loader(config: Config, split: EncodedSplit, shuffle: bool, salt: int) -> EpochBatches:
@@ -143,7 +164,7 @@ class InProcessExecutor:
                  log: Log = print, evaluate_pruned: bool = False):
         self.config, self.prepared, self.log = config, prepared, log
         self.evaluate_pruned = evaluate_pruned
-        self.pruned_valid: Optional[dict] = None
+        self.pruned_valid: dict[int, dict] = {}  # kept entries → validation metrics right after pruning
         self.train_batches = epoch_loader(config, train, True, 1)
         self.valid_eval = epoch_loader(config, valid, False, 0)
         s = config.search
@@ -163,7 +184,7 @@ class InProcessExecutor:
     def _epoch_log(self, stage: str):
         return lambda epoch, metrics: self.log(epoch_line(stage, epoch, metrics))
 
-    def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
+    def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
         config, model = self.config, self._model(state)
         task, tc, s = config.task, config.train, config.search
         if stage == "search":
@@ -175,21 +196,40 @@ class InProcessExecutor:
             result = fit(model, self.train_batches, self.valid_eval, task, tc.lr, rule, self._epoch_log(stage))
         return result, cpu_state(model)
 
-    def prune(self, state: dict) -> dict:
+    def prune(self, state: dict, keep: int) -> dict:
         model = self._model(state)
-        prune(model.embedding, self.config.prune.cr)
+        prune_to(model.embedding, keep)
         if self.evaluate_pruned:
-            self.pruned_valid = evaluate(model, self.valid_eval(0), self.config.task)
+            self.pruned_valid[keep] = evaluate(model, self.valid_eval(0), self.config.task)
         return cpu_state(model)
+
+
+def initial_state(config: Config, prepared: PreparedData) -> dict:
+    """The model's initial state for ``train.seed`` (the same in-process and on Ray)."""
+    torch.manual_seed(config.train.seed)
+    return cpu_state(build_model(config, prepared.features, prepared.label_mean))
+
+
+def built(config: Config, prepared: PreparedData, results: list[tuple[dict, StageResult]]) -> list[StageResult]:
+    """The graph's results with their models built from the final states."""
+    for state, result in results:
+        result.model = build_model(config, prepared.features, prepared.label_mean)
+        load_model_state(result.model, state)
+    return [result for _, result in results]
 
 
 def run_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
                    log: Log = print, evaluate_pruned: bool = False) -> StageResult:
-    """The stage graph in this process on in-memory splits: the engine's reference for the Ray path."""
-    torch.manual_seed(config.train.seed)
-    model = build_model(config, prepared.features, prepared.label_mean)
+    """The stage graph in this process on in-memory splits (the engine's reference for the Ray path); the first
+    budget's model."""
+    return run_all_in_process(config, prepared, train, valid, log, evaluate_pruned)[0]
+
+
+def run_all_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
+                       log: Log = print, evaluate_pruned: bool = False) -> list[StageResult]:
+    """The stage graph in this process: one model per budget."""
     executor = InProcessExecutor(config, prepared, train, valid, log, evaluate_pruned)
-    state, result = run_graph(config, executor, cpu_state(model), log)
-    load_model_state(model, state)
-    result.model, result.pruned_valid = model, executor.pruned_valid
-    return result
+    results = built(config, prepared, run_graph(config, executor, initial_state(config, prepared), log))
+    for result in results:
+        result.pruned_valid = executor.pruned_valid.get(result.budget.kept) if result.budget else None
+    return results

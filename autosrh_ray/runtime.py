@@ -8,20 +8,35 @@ logs stay in Ray's session log directory, and a failing worker still raises in t
 from __future__ import annotations
 
 import logging
+import os
+from typing import Optional
 
 from .config import RayConfig
 
 
+def init_address(configured: str, environ: Optional[dict] = None) -> Optional[str]:
+    """The ``ray.init`` address for ``ray.address``: ``local`` starts a private Ray (never joining a cluster that
+    someone else started on this machine) — except inside a Ray job, which sets ``RAY_ADDRESS``: the run then
+    attaches to the job's cluster, so one YAML works locally and as a job; ``auto`` joins the running cluster;
+    anything else is a cluster address."""
+    environ = os.environ if environ is None else environ
+    if configured in ("", "local"):
+        return None if environ.get("RAY_ADDRESS") else "local"
+    return configured
+
+
 def connect(ray_config: RayConfig) -> bool:
-    """Reuse an initialised Ray, else ``ray.init`` (local for ``local``); True if this call started it."""
+    """Reuse an initialised Ray, else ``ray.init`` at :func:`init_address`; True if this call started it."""
     import ray
     import ray.data
 
     started = False
     if not ray.is_initialized():
-        address = None if ray_config.address in ("", "local") else ray_config.address
+        address = init_address(ray_config.address)
         level = logging.INFO if ray_config.verbose else logging.ERROR
-        ray.init(address=address, include_dashboard=False, logging_level=level, log_to_driver=ray_config.verbose)
+        # The dashboard serves Ray's state API, which Ray Train uses to clean up after a run whose controller was
+        # stopped (a Tune trial stopped by its scheduler): without it, the run's CPUs stay reserved.
+        ray.init(address=address, logging_level=level, log_to_driver=ray_config.verbose)
         started = True
     if not ray_config.verbose:
         logging.getLogger("ray.data").setLevel(logging.ERROR)

@@ -125,13 +125,14 @@ class FitResult:
     best_epoch: int = -1
     best_valid: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the stage, start-up included
     stop_reason: str = ""
+    loop_seconds: float = 0.0  # time inside the training loop (steps and evaluations), without start-up
 
     def summary(self) -> dict:
         """The ``stages`` entry of ``report.json``."""
         return {"epochs": self.epochs, "steps": self.steps, "best_epoch": self.best_epoch,
-                "stop_reason": self.stop_reason, "seconds": self.seconds}
+                "stop_reason": self.stop_reason, "seconds": self.seconds, "loop_seconds": self.loop_seconds}
 
 
 def cycle(epoch_batches: EpochBatches,
@@ -182,7 +183,7 @@ def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, t
     result.best_epoch, result.best_valid = best.epoch, best.metrics
     if best.state is not None:
         model.load_state_dict(best.state)
-    result.seconds = time.perf_counter() - start
+    result.seconds = result.loop_seconds = time.perf_counter() - start
     return result
 
 

@@ -1,20 +1,33 @@
-"""prepare → search → prune → retrain → evaluate → report.json (SPEC.md's contract).
+"""prepare → (study | search) → prune → retrain → evaluate → report: the user-facing workflow.
 
-:func:`run` is the user-facing workflow: Ray Data prepares, Ray Train searches and retrains (local Ray by
-default, ``ray.address`` to attach to a cluster). The stage graph itself is :mod:`.pipeline`, with
-:func:`~.pipeline.run_in_process` as the engine's in-process reference (tests, benchmarks).
+:func:`run` prepares on Ray Data, runs the stage graph (:mod:`.pipeline`) with every training stage on Ray Train
+(local Ray by default, ``ray.address`` to attach to a cluster), optionally after a Ray Tune study (:mod:`.study`)
+that picks L, K and learning rates, then reads the test split once to evaluate every final model (one per
+budget of ``prune.cr`` / ``prune.params``) and the UE reference (``report.reference``).
 
 ``search.method``:
-  * ``autosrh``: bi-level search of α and Θ, prune |E ⊙ α| to the CR, retrain with the mask;
+  * ``autosrh``: bi-level search of α and Θ, prune |E ⊙ α| to each budget, retrain with the mask;
   * ``uniform`` (UE): train a uniform embedding with early stopping (no α, no pruning);
-  * ``magnitude``: train UE with early stopping, prune |E| to the CR, retrain with the mask.
+  * ``magnitude``: train UE with early stopping, prune |E| to each budget, retrain with the mask.
 Every training stage stops when its validation loss stops improving (``search.patience`` / ``train.patience``,
-capped by ``*.max_epochs``). The test split is read once, after the final model is chosen on validation.
+capped by ``*.max_epochs``).
+
+Output directory::
+
+    report.json  report.md  alpha.png  kept_dims.png  quality.png  [study.png]
+    model.pt  dims.parquet  alpha.npy         the first budget's model (the top level of report.json), searched α
+    models/<budget>/model.pt, dims.parquet    every other budget's model
+    reference/model.pt, dims.parquet          the UE reference
+    data/  ray_results/                        prepared data; Train runs, the study and its TensorBoard files
+
+Re-running the same command resumes: finished Train runs hand back their results and a finished study's trials
+are not run again; ``fresh=True`` (``--fresh``) starts over.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -24,14 +37,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from . import atomic
 from .artifact import save_model
 from .batch import Batch
-from .config import Config, validate_against_data
+from .config import Config, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
+from .metrics import task_metrics
 from .models import EmbeddingModel
 from .pipeline import StageResult
 from .prune import kept_dims
-from .training import evaluate
 
 Log = Callable[[str], None]
 
@@ -45,56 +59,53 @@ def _write_dims(model: EmbeddingModel, prepared: PreparedData, path: Path) -> No
     mask = emb.mask.bool() if emb.mask is not None else torch.ones(emb.num_features, emb.dim, dtype=torch.bool)
     dims = [np.flatnonzero(row).astype(np.int16) for row in mask.cpu().numpy()]
     feats = prepared.features
-    pq.write_table(pa.table({
+    table = pa.table({
         "id": pa.array(np.arange(feats.num_features)),
         "field": pa.array([feats.fields[f].name for f in feats.field_of]),
         "block": pa.array(emb.block_of.cpu().numpy()),
         "frequency": pa.array(feats.frequencies),
         "kept_dims": pa.array(kept_dims(mask).cpu().numpy()),
         "dims": pa.array([d.tolist() for d in dims], type=pa.list_(pa.int16())),
-    }), path)
+    })
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
-def build_report(config: Config, prepared: PreparedData, stages: StageResult, valid_metrics: dict,
-                 test_metrics: dict, timings: dict, artifacts: dict, artifact_bytes: int) -> dict:
+def model_entry(config: Config, prepared: PreparedData, stages: StageResult, test_metrics: dict,
+                artifacts: dict, artifact_bytes: int) -> dict:
+    """The report's description of one final model (the same fields at the top level and under ``models``)."""
     m, k = prepared.num_features, config.search.K
     method = config.search.method
     emb = stages.model.embedding
     uniform = m * k
     kept = int(emb.mask.sum()) if emb.mask is not None else uniform  # counted from the installed mask
     first = stages.search
-    report = {
+    metric_names = ("auc", "logloss") if config.task == "classification" else ("mse",)
+    entry = {
         "method": method,
         "model": config.model.name,
         "dataset": config.dataset.name,
         "task": config.task,
         "K": k,
         "L": config.search.L if method == "autosrh" else 1,
-        "cr_target": 1 if method == "uniform" else config.prune.cr,
+        "budget": stages.budget.name if stages.budget else "uniform",
+        "cr_target": stages.budget.cr if stages.budget else 1,
         "cr_achieved": uniform / kept,
         "num_features": m,
         "params": {"uniform": uniform, "kept": kept, "linear": m},
-        "valid": valid_metrics,
+        "valid": {key: stages.retrain.best_valid[key] for key in metric_names},  # whole split, chosen evaluation
         "test": test_metrics,
         "valid_optimistic": method == "autosrh" and config.search.alpha_data == "validation",
-        "rows": {
-            "read": prepared.rows.read, "train": prepared.rows.train, "valid": prepared.rows.valid,
-            "test": prepared.rows.test, "skipped": prepared.rows.skipped,
-            "skipped_by_reason": dict(prepared.rows.skipped_by_reason),
-            "skipped_by_split": dict(prepared.rows.skipped_by_split),
-        },
-        "timings_s": timings,
+        "timings_s": dict(stages.timings),
         "artifacts": artifacts,
         "artifact_bytes": {"compact_model": artifact_bytes, "dense_embedding": m * k * 4},
         "stages": {name: result.summary() for name, result in stages.stages.items()},
         "epochs": {"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
         "history": {"search": first.history if first else [], "retrain": stages.retrain.history},
     }
-    if report["valid_optimistic"]:
-        report["notes"] = [ALPHA_ON_VALID_NOTE]
-    if emb.alpha is not None:
-        report["alpha"] = emb.alpha.detach().cpu().tolist()
-    return report
+    if entry["valid_optimistic"]:
+        entry["notes"] = [ALPHA_ON_VALID_NOTE]
+    return entry
 
 
 def iter_split_batches(prepared: PreparedData, split: str, batch_size: int) -> Iterator[Batch]:
@@ -107,36 +118,113 @@ def iter_split_batches(prepared: PreparedData, split: str, batch_size: int) -> I
             yield Batch.from_numpy(encoded.ids, encoded.values, encoded.labels)
 
 
-def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print,
-        loop_options=None) -> dict:
-    """The whole workflow: prepare on Ray Data, search/prune/retrain on Ray Train, then the one test evaluation.
+@torch.no_grad()
+def evaluate_on_test(models: list[EmbeddingModel], prepared: PreparedData, task: str,
+                     batch_size: int) -> list[dict]:
+    """Every final model's metrics over the whole test split, read once (one pass feeds all models)."""
+    outputs: list[list[np.ndarray]] = [[] for _ in models]
+    labels = []
+    for model in models:
+        model.eval()
+    for batch in iter_split_batches(prepared, "test", batch_size):
+        labels.append(batch.labels.double().numpy())
+        for i, model in enumerate(models):
+            outputs[i].append(model(batch.ids, batch.values).double().numpy())
+    y = np.concatenate(labels) if labels else np.zeros(0)
+    return [task_metrics(task, y, np.concatenate(o) if o else np.zeros(0)) for o in outputs]
 
-    Writes ``output/report.json`` and the artifacts; returns the report. ``loop_options``
-    (:class:`~autosrh_ray.distributed.stages.LoopOptions`) are test hooks for the Train loops.
+
+def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path, folder: str) -> tuple:
+    artifacts = {"model": f"{folder}model.pt", "dims": f"{folder}dims.parquet"}
+    with atomic.atomic_path(output / artifacts["model"]) as tmp:
+        size = save_model(result.model, tmp, config.model.name, prepared.features.num_fields, config.model.hidden,
+                          config.model.dropout)
+    _write_dims(result.model, prepared, output / artifacts["dims"])
+    return artifacts, size
+
+
+def _forget(output: Path, config: Config, log: Log) -> None:
+    """``--fresh``: drop what earlier runs of this workflow left in its storage (never the prepared data)."""
+    storage = Path(config.ray.storage_path).expanduser() if config.ray.storage_path else output / "ray_results"
+    if storage.exists():
+        log(f"fresh: removing {storage}")
+        shutil.rmtree(storage)
+
+
+def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print,
+        loop_options=None, fresh: bool = False) -> dict:
+    """The whole workflow; writes ``output/report.json`` (and report.md, plots, artifacts) and returns the report.
+
+    ``loop_options`` (:class:`~autosrh_ray.distributed.stages.LoopOptions`) are test hooks for the Train loops.
     """
-    from .distributed.stages import run_on_ray_train
+    from .distributed.stages import run_on_ray_train, storage_path
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        _forget(output, config, log)
     t0 = time.perf_counter()
     if prepared is None:
         prepared = prepare(config, output / "data")
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
     log(f"prepared: M={prepared.num_features} features, rows={prepared.rows}")
-    stages = run_on_ray_train(config, prepared, log, output=output, options=loop_options)
-    metric_names = ("auc", "logloss") if config.task == "classification" else ("mse",)
-    valid_metrics = {k: stages.retrain.best_valid[k] for k in metric_names}  # whole split, at the chosen epoch
-    # first and only read of the test split
-    test_metrics = evaluate(stages.model, iter_split_batches(prepared, "test", config.train.batch_size), config.task)
-    artifacts = {"model": "model.pt", "dims": "dims.parquet",
-                 "frequencies": os.path.relpath(Path(prepared.directory) / "frequencies.parquet", output)}
-    artifact_bytes = save_model(stages.model, output / artifacts["model"], config.model.name,
-                                prepared.features.num_fields, config.model.hidden, config.model.dropout)
-    _write_dims(stages.model, prepared, output / artifacts["dims"])
-    timings = {"prepare": t_prepare, **stages.timings, "total": time.perf_counter() - t0}
-    report = build_report(config, prepared, stages, valid_metrics, test_metrics, timings, artifacts, artifact_bytes)
-    (output / "report.json").write_text(json.dumps(report, indent=1))
+
+    study, final_config, searched = None, config, None
+    if config.tune.enabled:
+        from .runtime import connect
+        from .study import run_study
+
+        connect(config.ray)
+        study = run_study(config, prepared, storage_path(config, output), log)
+        final_config, searched = study.best_config, study.searched
+        log(f"study: best {study.best.overrides} ({study.metric} {study.best.score:.5f}); finishing from its search")
+    results = run_on_ray_train(final_config, prepared, log, output=output, options=loop_options, searched=searched,
+                               name=f"{Path(study.directory).name}-best" if study else None)
+    reference = None
+    if config.report.reference == "uniform" and config.search.method != "uniform":
+        uniform_config = with_overrides(config, {"search.method": "uniform"})
+        reference = (uniform_config, run_on_ray_train(uniform_config, prepared, log, output=output,
+                                                      options=loop_options)[0])
+
+    # the first and only read of the test split, for every final model at once
+    models = [r.model for r in results] + ([reference[1].model] if reference else [])
+    tests = evaluate_on_test(models, prepared, config.task, config.train.batch_size)
+
+    entries = []
+    for i, result in enumerate(results):
+        folder = "" if i == 0 else f"models/{result.budget.tag}/"
+        artifacts, size = _save_model(final_config, prepared, result, output, folder)
+        entries.append(model_entry(final_config, prepared, result, tests[i], artifacts, size))
+    report = dict(entries[0])
+    report["artifacts"] = {**report["artifacts"],
+                           "frequencies": os.path.relpath(Path(prepared.directory) / "frequencies.parquet", output)}
+    alpha = results[0].searched_alpha
+    if alpha is not None:
+        with atomic.atomic_path(output / "alpha.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, alpha.numpy())
+        report["artifacts"]["alpha"] = "alpha.npy"
+    report["timings_s"] = {"prepare": t_prepare, **entries[0]["timings_s"],
+                           "study": study.seconds if study else 0.0, "total": time.perf_counter() - t0}
+    report["rows"] = {
+        "read": prepared.rows.read, "train": prepared.rows.train, "valid": prepared.rows.valid,
+        "test": prepared.rows.test, "skipped": prepared.rows.skipped,
+        "skipped_by_reason": dict(prepared.rows.skipped_by_reason),
+        "skipped_by_split": dict(prepared.rows.skipped_by_split),
+    }
+    report["models"] = entries
+    if reference:
+        uniform_config, result = reference
+        artifacts, size = _save_model(uniform_config, prepared, result, output, "reference/")
+        report["reference"] = model_entry(uniform_config, prepared, result, tests[-1], artifacts, size)
+    if study:
+        report["study"] = study.to_json()
+    if config.report.plots:
+        from .report_md import write_report_md
+
+        write_report_md(report, prepared, results[0].model, alpha, output, study)
+        report["artifacts"]["report_md"] = "report.md"
+    atomic.write_text(output / "report.json", json.dumps(report, indent=1))
     return report
 
 

@@ -17,7 +17,8 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        # with the dashboard: Ray Train cleans up runs stopped by a Tune scheduler through its state API
+        ray.init(address="local", num_cpus=2, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     # Left running until the interpreter exits: other session-scoped users may still need it.

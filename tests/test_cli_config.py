@@ -58,3 +58,22 @@ def test_removed_search_epochs_names_the_keys_that_replace_it():
     message = str(err.value)
     assert message.startswith("search.epochs:") and "search.patience" in message and "search.max_epochs" in message
     assert "\n" not in message
+
+
+def test_budgets_take_a_value_or_a_list():
+    assert load_config(overrides=["prune.cr=10"]).prune.crs == [10.0]
+    c = load_config(overrides=["prune.cr=[5, 20]", "prune.params=[1000, 2000]"])
+    assert c.prune.crs == [5.0, 20.0] and c.prune.param_budgets == [1000, 2000]
+
+
+@pytest.mark.parametrize("space, key", [
+    ("{search.K: [0]}", "tune.search_space.search.K"),
+    ("{dataset.seed: [1, 2]}", "tune.search_space.dataset.seed"),
+    ("{search.Q: [1]}", "tune.search_space.search.Q"),
+    ("{train.lr: {normal: [0.1, 1]}}", "tune.search_space.train.lr"),
+    ("{train.lr: {loguniform: [0.1, 0.01]}}", "tune.search_space.train.lr"),
+])
+def test_a_bad_search_space_is_one_line_naming_its_key(space, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[f"tune.search_space={space}"])
+    assert str(err.value).startswith(f"{key}:") and "\n" not in str(err.value)

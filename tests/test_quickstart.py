@@ -58,6 +58,18 @@ def test_every_stage_stops_on_validation_and_says_why(quickstart):
     assert r["valid_optimistic"] is True and "optimistic" in r["notes"][0]  # α was fitted on validation
 
 
+def test_the_ue_reference_and_the_report_md_come_with_the_run(quickstart):
+    out, r = quickstart
+    ref = r["reference"]
+    assert (ref["method"], ref["budget"], ref["cr_achieved"]) == ("uniform", "uniform", 1.0)
+    assert ref["params"]["kept"] == r["params"]["uniform"] and set(ref["test"]) == {"auc", "logloss"}
+    assert [m["budget"] for m in r["models"]] == ["cr10"] and r["models"][0]["test"] == r["test"]
+    text = (out / "report.md").read_text()
+    assert "| autosrh | cr10" in text and "| uniform | none (UE)" in text
+    for name in ("alpha.png", "kept_dims.png", "quality.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
 def test_compact_artifact_is_smaller_than_the_dense_table_and_loads(quickstart):
     out, r = quickstart
     stored = torch.load(out / r["artifacts"]["model"], weights_only=True)["embedding"]

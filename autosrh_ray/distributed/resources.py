@@ -31,6 +31,10 @@ class ResourcePlan:
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
 
+    def side_by_side(self, cluster_cpus: float) -> int:
+        """How many Train runs of this plan (workers + their Ray Data budget) fit in the cluster at once."""
+        return max(1, int(cluster_cpus // (self.num_workers * self.cpus_per_worker + self.data_cpus)))
+
     def resources_per_worker(self) -> dict[str, float]:
         res = {"CPU": self.cpus_per_worker}
         if self.use_gpu:

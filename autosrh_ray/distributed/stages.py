@@ -17,15 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+
 import torch
 
+from ..atomic import atomic_path
 from ..config import Config, ConfigError
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.split import in_alpha_slice
 from ..model_state import cpu_state, load_model_state
 from ..models import build_model
-from ..pipeline import StageResult, epoch_line, run_graph
-from ..prune import prune
+from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
+from ..prune import prune_to
 from ..runtime import connect
 from ..training import FitResult, StopRule
 from . import checkpoint as ckpt
@@ -34,6 +36,7 @@ from .resources import ResourcePlan, cluster_cpus, data_execution_options, descr
 from .sources import loop_data_config, train_datasets
 
 Log = Callable[[str], None]
+STAGE_FILE = "stage.pt"  # a finished stage's FitResult and best state, beside its Train run's checkpoints
 
 
 @dataclass
@@ -48,9 +51,12 @@ class LoopOptions:
 
 
 def default_run_name(config: Config, prepared: PreparedData) -> str:
-    """Deterministic: the method and a hash of everything that shapes the result (not ray/run)."""
+    """Deterministic: the method and a hash of everything that shapes its training stages — not ray/run, the
+    study or the report, and not the budgets (each budget's retrain is a run of its own, tagged by budget)."""
     d = config.to_dict()
-    d.pop("ray"), d.pop("run")
+    for section in ("ray", "run", "tune", "report"):
+        d.pop(section)
+    d["prune"].pop("cr"), d["prune"].pop("params")
     digest = hashlib.sha256(json.dumps([d, prepared.config_hash], sort_keys=True).encode()).hexdigest()[:12]
     return f"{config.search.method}-{digest}"
 
@@ -66,15 +72,15 @@ def storage_path(config: Config, output: Optional[str | Path]) -> str:
 def fit_result(state: ckpt.LoopState, seconds: float) -> FitResult:
     return FitResult(epochs=state.epoch, steps=state.step, best_epoch=state.best.epoch,
                      best_valid=dict(state.best.metrics), history=list(state.history), seconds=seconds,
-                     stop_reason=state.stop_reason)
+                     stop_reason=state.stop_reason, loop_seconds=state.seconds)
 
 
-def _prune_task(config_dict: dict, shape: ModelShape, label_mean: float, state: dict, cr: float) -> dict:
+def _prune_task(config_dict: dict, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
     from ..config import config_from_dict
 
     model = build_model(config_from_dict(config_dict), shape, label_mean)
     load_model_state(model, state)
-    prune(model.embedding, cr)
+    prune_to(model.embedding, keep)
     return cpu_state(model)
 
 
@@ -97,14 +103,16 @@ class RayTrainExecutor:
     name: str
     options: LoopOptions
     log: Log = print
+    callbacks: tuple = ()  # Ray Train callbacks for every run (a study trial's TuneReportCallback)
 
     @property
     def shape(self) -> ModelShape:
         f = self.prepared.features
         return ModelShape(f.num_features, f.num_fields)
 
-    def run(self, stage: str, kind: str, init_state: dict, rule: StopRule) -> ckpt.LoopState:
-        """One Train run; returns the final :class:`~.checkpoint.LoopState` read from its last checkpoint."""
+    def run(self, stage: str, kind: str, init_state: dict, rule: StopRule, callbacks: tuple = ()) -> ckpt.LoopState:
+        """One Train run named ``<run.name>-<stage>``; returns the final :class:`~.checkpoint.LoopState` read from
+        its last checkpoint. ``callbacks``: Ray Train callbacks (a study's ``TuneReportCallback``)."""
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -132,7 +140,7 @@ class RayTrainExecutor:
                                          resources_per_worker=self.plan.resources_per_worker()),
             run_config=RunConfig(name=f"{self.name}-{stage}", storage_path=self.storage,
                                  failure_config=FailureConfig(max_failures=self.config.ray.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=list(callbacks)),
             datasets=datasets,
             dataset_config=loop_data_config(data_execution_options(self.plan)) if datasets else None,
         )
@@ -144,23 +152,38 @@ class RayTrainExecutor:
         with result.checkpoint.as_directory() as d:
             return ckpt.read_state(Path(d))
 
-    def train(self, stage: str, state: dict, rule: StopRule) -> tuple[FitResult, dict]:
+    def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
         """A training stage of the graph (:class:`~autosrh_ray.pipeline.StageExecutor`): one Train run; its
-        best-by-validation state."""
+        best-by-validation state. A stage that finished before (same run name, same storage) is handed back
+        from its ``stage.pt`` without starting Ray Train."""
+        run = f"{stage}-{tag}" if tag else stage
+        done = Path(self.storage) / f"{self.name}-{run}" / STAGE_FILE
+        if done.is_file():
+            result, best = torch.load(done, weights_only=False)
+            self.log(f"[{f'{stage} {tag}'.strip()}] finished in an earlier run: reused {done.parent}")
+            return result, best
         start = time.perf_counter()
-        final = self.run(stage, "search" if stage == "search" else "fit", state, rule)
+        final = self.run(run, "search" if stage == "search" else "fit", state, rule, self.callbacks)
         seconds = time.perf_counter() - start
         for epoch, metrics in enumerate(final.history):
             self.log(epoch_line(stage, epoch, metrics))
-        return fit_result(final, seconds), final.best.state if final.best.state is not None else final.model
+        result = fit_result(final, seconds)
+        best = final.best.state if final.best.state is not None else final.model
+        with atomic_path(done) as tmp:
+            torch.save((result, best), tmp)
+        return result, best
 
-    def prune(self, state: dict) -> dict:
-        """Pruning once, as a Ray task, between the two Train runs."""
+    def prune(self, state: dict, keep: int) -> dict:
+        """Pruning to ``keep`` entries, as a Ray task, between the two Train runs."""
         import ray
 
-        task = ray.remote(num_cpus=min(1.0, self.plan.data_cpus))(_prune_task)
-        return ray.get(task.remote(self.config.to_dict(), self.shape, self.prepared.label_mean, state,
-                                   self.config.prune.cr))
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        # Outside any placement group: inside a Tune trial, a child task would otherwise be captured by the
+        # trial's own (tiny) placement group and could never be scheduled.
+        task = ray.remote(num_cpus=min(1.0, self.plan.data_cpus))(_prune_task).options(
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+        return ray.get(task.remote(self.config.to_dict(), self.shape, self.prepared.label_mean, state, keep))
 
 
 # Ray Train's controller takes one report per worker per poll, every 2 s by default: with sub-second epochs that
@@ -170,11 +193,15 @@ POLL_ENV, POLL_SECONDS = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 def make_runner(config: Config, prepared: PreparedData, output: Optional[str | Path] = None,
-                options: Optional[LoopOptions] = None, log: Log = print) -> RayTrainExecutor:
-    """Attach to / start Ray, plan resources (one-line ConfigError if they cannot fit), name the runs."""
+                options: Optional[LoopOptions] = None, log: Log = print, storage: Optional[str] = None,
+                name: Optional[str] = None, cpus: Optional[float] = None, callbacks: tuple = ()) -> RayTrainExecutor:
+    """Attach to / start Ray, plan resources (one-line ConfigError if they cannot fit), name the runs.
+
+    ``storage``/``name`` override the run storage and name (a study trial's), ``cpus`` the CPUs the plan may
+    use (a trial's share of the cluster), ``callbacks`` go to every Train run."""
     os.environ.setdefault(POLL_ENV, POLL_SECONDS)
     connect(config.ray)
-    plan = plan_resources(config.ray, cluster_cpus())
+    plan = plan_resources(config.ray, cpus if cpus is not None else cluster_cpus())
     if config.train.batch_size % plan.num_workers:
         raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {plan.num_workers} "
                                               f"(got {config.train.batch_size})")
@@ -189,18 +216,20 @@ def make_runner(config: Config, prepared: PreparedData, output: Optional[str | P
         if n < b:
             raise ConfigError("train.batch_size", f"{b} is more than the {split} split's {n} rows "
                                                   f"(every step needs one full {split} batch)")
-    name = config.run.name or default_run_name(config, prepared)
-    return RayTrainExecutor(config, prepared, plan, storage_path(config, output), name, options or LoopOptions(), log)
+    name = name or config.run.name or default_run_name(config, prepared)
+    return RayTrainExecutor(config, prepared, plan, storage or storage_path(config, output), name,
+                            options or LoopOptions(), log, callbacks)
 
 
 def run_on_ray_train(config: Config, prepared: PreparedData, log: Log = print, output: Optional[str | Path] = None,
-                     options: Optional[LoopOptions] = None) -> StageResult:
-    """The stage graph with every training stage on Ray Train (same :class:`StageResult` as in-process)."""
-    runner = make_runner(config, prepared, output, options, log)
-    log(f"ray train: {describe(runner.plan, cluster_cpus())}; runs {runner.storage}/{runner.name}-*")
-    torch.manual_seed(config.train.seed)
-    model = build_model(config, prepared.features, prepared.label_mean)
-    state, result = run_graph(config, runner, cpu_state(model), log)
-    load_model_state(model, state)
-    result.model = model
-    return result
+                     options: Optional[LoopOptions] = None, searched: Optional[tuple[FitResult, dict]] = None,
+                     name: Optional[str] = None) -> list[StageResult]:
+    """The stage graph with every training stage on Ray Train: one :class:`StageResult` per budget (as
+    in-process); the budgets' retrains run side by side as far as the cluster's CPUs hold them. ``searched``:
+    a search already done (a study's best trial), ``name``: its runs' name prefix."""
+    runner = make_runner(config, prepared, output, options, log, name=name)
+    cpus = cluster_cpus()
+    parallel = runner.plan.side_by_side(cpus)
+    log(f"ray train: {describe(runner.plan, cpus)}; runs {runner.storage}/{runner.name}-*")
+    results = run_graph(config, runner, initial_state(config, prepared), log, searched, parallel)
+    return built(config, prepared, results)

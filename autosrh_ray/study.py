@@ -1,0 +1,230 @@
+"""A Ray Tune study of the search (``tune.enabled``): sweep ``tune.search_space`` (block count L, base dimension K,
+learning rates …), score every trial at the same absolute size, hand the best trial's searched state on.
+
+Each trial is a driver function (Train V2's pattern) that runs two Ray Train runs with ``TuneReportCallback``:
+
+1. the search, reporting the soft model's validation metric after every evaluation (``valid_<metric>``);
+2. pruning to the study budget — the same number of kept entries for every trial, whatever its K
+   (:func:`~autosrh_ray.prune.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
+   reporting the pruned model's validation metric; its best is the trial's score.
+
+The scheduler (ASHA by default) compares trials on what they reported at the same iteration, so it may stop a
+trial during its search on the soft model's metric; only finished trials have a score at the budget, and the
+best of those is chosen. Trials run as many at a time as the cluster's CPUs hold (one at a time on 2 CPUs): the
+trial's own actor takes a hundredth of a CPU, its Train workers and Ray Data the rest of the trial's share.
+
+Re-running the same study (same config, same storage) restores it: finished trials are not run again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .config import Config, config_from_dict, with_overrides
+from .data.prepared import PreparedData
+from .training import FitResult, StopRule
+
+Log = Callable[[str], None]
+FINISHED = "trial_finished"
+TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train runs (Tune needs a non-empty request)
+SEARCH_RUN = "search_run"
+
+
+@dataclass
+class Trial:
+    """One trial of the study, as the report lists it."""
+
+    overrides: dict
+    score: Optional[float]
+    epochs: int  # evaluations of its search
+    stop_reason: str  # patience | max_epochs (its search) | scheduler (stopped early) | error
+    seconds: float
+    last: Optional[float] = None  # the last metric it reported (a stopped trial's: its soft model's)
+    search_run: Optional[str] = None  # storage directory of its search Train run
+    fixed_seconds: Optional[float] = None  # its time outside the training loops (Train start-up, pruning …)
+
+    def to_json(self) -> dict:
+        return {"config": self.overrides, "score": self.score, "epochs": self.epochs,
+                "stop_reason": self.stop_reason, "seconds": self.seconds, "last_reported": self.last,
+                "fixed_seconds": self.fixed_seconds}
+
+
+@dataclass
+class StudyResult:
+    trials: list[Trial]
+    best: Trial
+    best_config: Config
+    searched: tuple[FitResult, dict]  # the best trial's search: what it did and its best (α, Θ) state
+    metric: str  # the reported metric name, e.g. valid_logloss
+    mode: str  # min | max
+    budget: int  # kept entries every trial was pruned to
+    seconds: float
+    directory: str  # the Tune experiment (TensorBoard event files per trial)
+
+    def to_json(self) -> dict:
+        return {"metric": self.metric, "mode": self.mode, "budget": self.budget, "seconds": self.seconds,
+                "directory": self.directory, "trials": [t.to_json() for t in self.trials],
+                "best": self.best.to_json()}
+
+
+def metric_name(config: Config) -> tuple[str, str]:
+    """The reported metric and its mode for ``tune.metric``."""
+    metric = config.tune.metric
+    if metric == "loss":
+        metric = "logloss" if config.task == "classification" else "mse"
+    return f"valid_{metric}", "max" if metric == "auc" else "min"
+
+
+def trial_key(overrides: dict) -> str:
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def study_name(config: Config, prepared: PreparedData) -> str:
+    """Deterministic: a hash of everything that shapes the study (not ray/run/report)."""
+    d = config.to_dict()
+    for section in ("ray", "run", "report"):
+        d.pop(section)
+    digest = hashlib.sha256(json.dumps([d, prepared.config_hash], sort_keys=True).encode()).hexdigest()[:12]
+    return f"study-{digest}"
+
+
+def param_space(config: Config) -> dict:
+    """``tune.search_space`` as Tune's param space: lists are grid axes (``grid``) or choices (``random``)."""
+    from ray import tune
+
+    space: dict[str, Any] = {}
+    for key, spec in config.tune.search_space.items():
+        if isinstance(spec, dict):
+            (dist, (low, high)), = spec.items()
+            space[key] = getattr(tune, dist)(low, high)
+        elif config.tune.search_alg == "grid":
+            space[key] = tune.grid_search(spec)
+        else:
+            space[key] = tune.choice(spec)
+    return space
+
+
+def trial_stages(config: Config, prepared: PreparedData, runner, budget: int) -> tuple[FitResult, FitResult, int]:
+    """What a trial trains: the search, then pruning to ``budget`` (at most M·K) and a brief retrain
+    (``tune.retrain_epochs``, stopped earlier by ``train.patience``); (search, retrain, kept entries)."""
+    from .pipeline import initial_state
+
+    search, searched = runner.train("search", initial_state(config, prepared), StopRule.for_stage(config, "search"))
+    keep = min(budget, prepared.num_features * config.search.K)
+    rule = StopRule(config.tune.retrain_epochs, config.train.patience, config.train.eval_every_steps)
+    retrain, _ = runner.train("retrain", runner.prune(searched, keep), rule, tag="study")
+    return search, retrain, keep
+
+
+def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str, study: str, budget: int,
+              cpus: float) -> None:
+    """One trial (runs in Tune's trial actor): :func:`trial_stages` with every evaluation reported to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .distributed.stages import make_runner
+
+    overrides = dict(trial_config)
+    config = with_overrides(config_from_dict(base), overrides)
+    prepared = PreparedData.load(prepared_dir)
+    name = f"{study}-t{trial_key(overrides)}"
+    runner = make_runner(config, prepared, log=lambda _: None, storage=storage, name=name, cpus=cpus,
+                         callbacks=(TuneReportCallback(),))
+    start = time.perf_counter()
+    search, retrain, keep = trial_stages(config, prepared, runner, budget)
+    metric, _ = metric_name(config)
+    seconds = time.perf_counter() - start
+    tune.report({metric: retrain.best_valid[metric.removeprefix("valid_")], FINISHED: 1,
+                 "search_epochs": search.epochs, "search_stop": search.stop_reason, "kept": keep,
+                 SEARCH_RUN: str(Path(storage) / f"{name}-search"), "trial_seconds": seconds,
+                 # start-up of its two Train runs, pruning and reporting: the trial's time outside its loops
+                 "fixed_seconds": seconds - search.loop_seconds - retrain.loop_seconds})
+
+
+def concurrency(config: Config, cluster_cpus: float) -> int:
+    """Trials at a time: ``tune.max_concurrent_trials``, else what the cluster's CPUs hold (one Train run of a
+    trial needs its workers' CPUs and at least one CPU for Ray Data)."""
+    if config.tune.max_concurrent_trials:
+        return config.tune.max_concurrent_trials
+    r = config.ray
+    need = r.num_workers * (r.cpus_per_worker or 1.0) + (r.data_cpus or 1.0)
+    return max(1, int(cluster_cpus // need))
+
+
+def _searched(run_dir: str) -> tuple[FitResult, dict]:
+    """The best (α, Θ) state of a finished search Train run, from its last checkpoint."""
+    from .distributed import checkpoint as ckpt
+    from .distributed.stages import fit_result
+
+    checkpoints = sorted(p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir())
+    if not checkpoints:
+        raise RuntimeError(f"the best trial's search left no checkpoint under {run_dir}")
+    state = ckpt.read_state(checkpoints[-1])
+    return fit_result(state, state.seconds), state.best.state
+
+
+def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = print) -> StudyResult:
+    """Run (or restore) the study; the best finished trial's config and searched state."""
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from .distributed.resources import cluster_cpus
+    from .prune import study_budget
+
+    start = time.perf_counter()
+    name = study_name(config, prepared)
+    metric, mode = metric_name(config)
+    budget = study_budget(config.prune, prepared.num_features, config.search.K)
+    cpus = cluster_cpus()
+    parallel = concurrency(config, cpus)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=config.to_dict(), prepared_dir=str(prepared.directory),
+                             storage=storage, study=name, budget=budget, cpus=cpus / parallel - TRIAL_CPU),
+        {"CPU": TRIAL_CPU})
+    max_t = config.search.max_epochs + config.tune.retrain_epochs + 1
+    scheduler = (ASHAScheduler(max_t=max_t, grace_period=config.tune.grace_period,
+                               reduction_factor=config.tune.reduction_factor)
+                 if config.tune.scheduler == "asha" else FIFOScheduler())
+    path = Path(storage) / name
+    if tune.Tuner.can_restore(str(path)):
+        log(f"study: resuming {path} (finished trials are not run again)")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        log(f"study: {name}, {parallel} trial(s) at a time, every trial pruned to {budget} kept entries")
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(config),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
+                                        num_samples=config.tune.num_samples, max_concurrent_trials=parallel),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()]))
+    grid = tuner.fit()
+    trials = [_trial(result, metric) for result in grid]
+    finished = [t for t in trials if t.score is not None]
+    if not finished:
+        raise RuntimeError(f"no trial of the study finished (see {path})")
+    pick = min if mode == "min" else max
+    best = pick(finished, key=lambda t: t.score)
+    for t in trials:
+        log(f"study: trial {t.overrides} → {metric} {t.score if t.score is not None else '–'} ({t.stop_reason}, "
+            f"{t.epochs} search evaluations, {t.seconds:.0f} s){'  ← best' if t is best else ''}")
+    return StudyResult(trials, best, with_overrides(config, best.overrides), _searched(best.search_run), metric,
+                       mode, budget, time.perf_counter() - start, str(path))
+
+
+def _trial(result, metric: str) -> Trial:
+    """A Tune result as a :class:`Trial` (stopped by the scheduler when it never reported its final score)."""
+    m = result.metrics or {}
+    overrides = dict(result.config or {})
+    seconds = float(m.get("time_total_s", 0.0))
+    last = float(m[metric]) if metric in m else None
+    if result.error is not None:
+        return Trial(overrides, None, int(m.get("epoch", 0)), "error", seconds, last)
+    if m.get(FINISHED):
+        return Trial(overrides, float(m[metric]), int(m["search_epochs"]), str(m["search_stop"]),
+                     float(m["trial_seconds"]), last, m[SEARCH_RUN], float(m["fixed_seconds"]))
+    return Trial(overrides, None, int(m.get("epoch", 0)), "scheduler", seconds, last)

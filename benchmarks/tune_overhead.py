@@ -1,0 +1,98 @@
+"""What a Ray Tune study costs over running its trials yourself, side by side in one process:
+
+* **back to back**: N trial configs (K values) run one after another in the driver, each as a trial does it —
+  a search Train run, pruning to the study budget, a brief retrain Train run;
+* **study**: the same N configs as a Ray Tune study under a FIFO scheduler (no early stopping), through
+  :func:`autosrh_ray.study.run_study` (Train V2 driver function per trial, ``TuneReportCallback``);
+
+and each trial's fixed cost: its wall time outside the training loops (the start-up of its two Train runs,
+pruning, reporting). The two are run in alternating rounds and the median round is reported. Target: the study
+no slower than the back-to-back runs (ratio ≤ 1).
+
+    python benchmarks/tune_overhead.py --quick --json tune.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+from autosrh_ray.config import load_config, with_overrides
+from autosrh_ray.data.local import prepare_synthetic
+from autosrh_ray.distributed.resources import cluster_cpus
+from autosrh_ray.distributed.stages import make_runner
+from autosrh_ray.prune import study_budget
+from autosrh_ray.study import run_study, trial_stages
+
+
+def base_config(rows: int, trials: int):
+    ks = [4, 6, 8, 12, 16, 24][:trials]
+    return load_config(None, [f"dataset.synthetic.rows={rows}", "model.name=fm", "search.K=8", "search.L=4",
+                              "train.batch_size=1024", "search.max_epochs=3", "train.patience=3",
+                              "tune.enabled=true", f"tune.search_space={{search.K: {ks}}}", "tune.scheduler=fifo",
+                              "tune.retrain_epochs=2", "report.reference=none"]), ks
+
+
+def back_to_back(config, prepared, ks, storage: str, round_: int) -> tuple[float, list[float]]:
+    """Every config run in the driver, one after another; (seconds, fixed seconds per run)."""
+    budget = study_budget(config.prune, prepared.num_features, config.search.K)
+    start, fixed = time.perf_counter(), []
+    for k in ks:
+        trial = with_overrides(config, {"search.K": k})
+        runner = make_runner(trial, prepared, log=lambda _: None, storage=storage, name=f"b2b{round_}-k{k}")
+        t = time.perf_counter()
+        search, retrain, _ = trial_stages(trial, prepared, runner, budget)
+        fixed.append(time.perf_counter() - t - search.loop_seconds - retrain.loop_seconds)
+    return time.perf_counter() - start, fixed
+
+
+def study(config, prepared, storage: str) -> tuple[float, list[float]]:
+    start = time.perf_counter()
+    result = run_study(config, prepared, storage, log=lambda _: None)
+    return time.perf_counter() - start, [t.fixed_seconds for t in result.trials]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 trials on 20k rows, 2 rounds")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    trials, rows, rounds = (2, 20_000, 2) if args.quick else (4, 60_000, 3)
+    config, ks = base_config(rows, trials)
+    ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    figures: dict = {"trials": trials, "rows": rows, "rounds": rounds, "cluster_cpus": cluster_cpus()}
+    b2b_times, study_times, b2b_fixed, study_fixed = [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="autosrh-tune-") as work:
+        prepared = prepare_synthetic(config, Path(work) / "data")
+        for r in range(rounds):
+            seconds, fixed = back_to_back(config, prepared, ks, str(Path(work) / f"b2b{r}"), r)
+            b2b_times.append(seconds)
+            b2b_fixed += fixed
+            # a fresh storage per round: a restored study would not run its finished trials again
+            seconds, fixed = study(config, prepared, str(Path(work) / f"study{r}"))
+            study_times.append(seconds)
+            study_fixed += fixed
+            print(f"round {r}: back to back {b2b_times[-1]:.1f} s, study {study_times[-1]:.1f} s", flush=True)
+    figures.update(back_to_back_seconds=statistics.median(b2b_times), study_seconds=statistics.median(study_times),
+                   ratio_study_vs_back_to_back=statistics.median(study_times) / statistics.median(b2b_times),
+                   trial_fixed_seconds_median=statistics.median(study_fixed),
+                   single_run_fixed_seconds_median=statistics.median(b2b_fixed))
+    print(f"\n{trials} trials, {rows} rows, median of {rounds} rounds")
+    print("| | wall s | fixed s per trial (median) |\n|---|---|---|")
+    print(f"| back to back | {figures['back_to_back_seconds']:.1f} | {figures['single_run_fixed_seconds_median']:.1f} |")
+    print(f"| study (FIFO) | {figures['study_seconds']:.1f} | {figures['trial_fixed_seconds_median']:.1f} |")
+    print(f"study ÷ back to back: {figures['ratio_study_vs_back_to_back']:.2f}×")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
