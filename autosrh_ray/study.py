@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,13 +147,13 @@ def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str
 
 
 def concurrency(config: Config, cluster_cpus: float) -> int:
-    """Trials at a time: ``tune.max_concurrent_trials``, else what the cluster's CPUs hold (one Train run of a
-    trial needs its workers' CPUs and at least one CPU for Ray Data)."""
+    """Trials at a time: ``tune.max_concurrent_trials``, else as many as the cluster's CPUs hold with a whole CPU
+    per worker and one for Ray Data (one at a time on 2 CPUs). A trial plans its Train runs on its share of the
+    CPUs, fractional if need be (two trials at a time on 2 CPUs fit without deadlock)."""
     if config.tune.max_concurrent_trials:
         return config.tune.max_concurrent_trials
     r = config.ray
-    need = r.num_workers * (r.cpus_per_worker or 1.0) + (r.data_cpus or 1.0)
-    return max(1, int(cluster_cpus // need))
+    return max(1, int(cluster_cpus // (r.num_workers * (r.cpus_per_worker or 1.0) + (r.data_cpus or 1.0))))
 
 
 def _searched(run_dir: str) -> tuple[FitResult, dict]:
@@ -191,6 +192,7 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
                                reduction_factor=config.tune.reduction_factor)
                  if config.tune.scheduler == "asha" else FIFOScheduler())
     path = Path(storage) / name
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the workflow prints one line per trial; Tune stays quiet
     if tune.Tuner.can_restore(str(path)):
         log(f"study: resuming {path} (finished trials are not run again)")
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
@@ -198,7 +200,8 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
         log(f"study: {name}, {parallel} trial(s) at a time, every trial pruned to {budget} kept entries")
         tuner = tune.Tuner(
             trainable, param_space=param_space(config),
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
+            # reuse_actors: the next trial runs in the same process (no new interpreter, no second torch import)
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, reuse_actors=True,
                                         num_samples=config.tune.num_samples, max_concurrent_trials=parallel),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()]))

@@ -24,11 +24,11 @@ def shard_schema(num_fields: int) -> pa.Schema:
     return pa.schema([(c, pa.int64()) for c in ids] + [(c, pa.float32()) for c in values] + [("label", pa.float32())])
 
 
-def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = None) -> dict:
+def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = None, task_cpus: float = 1.0) -> dict:
     """{"train", "valid", "test"} → lazy ``ray.data.Dataset`` reading that split's shards (input order kept
     when ``DataContext.execution_options.preserve_order`` is set). With ``file_shuffle_seed`` the train split's
-    files are read in a new seeded order on every pass (epoch). An empty split is an empty dataset with the
-    shard schema. Nothing is read in the driver."""
+    files are read in a new seeded order on every pass (epoch). Read tasks request ``task_cpus`` CPUs. An empty
+    split is an empty dataset with the shard schema. Nothing is read in the driver."""
     import ray
     from ray.data import FileShuffleConfig
 
@@ -41,7 +41,7 @@ def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = No
             # that import-races on fsspec's HTTP filesystem when aiohttp is absent (ImportError). The split's
             # directory holds exactly its shards (prepare clears it first); file names sort in input order.
             out[name] = ray.data.read_parquet(str(prepared.directory / name), file_extensions=["parquet"],
-                                              shuffle=shuffle)
+                                              shuffle=shuffle, ray_remote_args={"num_cpus": task_cpus})
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
     return out
@@ -86,10 +86,12 @@ class AssembleRows:
         return {IDS: ids[order], VALUES: rows.values[order], LABEL: rows.labels[order]}
 
 
-def assembled_rows(dataset, features: FeatureSpace, shuffle_window: int = 0, rows: Optional[AlphaSlice] = None):
-    """``dataset`` with rows assembled by :class:`AssembleRows` in Ray Data's tasks; ``shuffle_window`` > 0
-    permutes each window of that many consecutive rows (0: the input order is kept); ``rows`` keeps one side of
-    the α slice."""
+def assembled_rows(dataset, features: FeatureSpace, shuffle_window: int = 0, rows: Optional[AlphaSlice] = None,
+                   task_cpus: float = 1.0):
+    """``dataset`` with rows assembled by :class:`AssembleRows` in Ray Data's tasks (``task_cpus`` CPUs each);
+    ``shuffle_window`` > 0 permutes each window of that many consecutive rows (0: the input order is kept);
+    ``rows`` keeps one side of the α slice."""
     narrow = features.num_features <= np.iinfo(np.int32).max
     return dataset.map_batches(AssembleRows(features.num_fields, shuffle_window > 0, narrow, rows),
-                               batch_format="numpy", batch_size=shuffle_window or None, zero_copy_batch=True)
+                               batch_format="numpy", batch_size=shuffle_window or None, zero_copy_batch=True,
+                               num_cpus=task_cpus)

@@ -1,10 +1,11 @@
 """Connecting to Ray and budgeting CPUs between Train workers and Ray Data, so small machines never deadlock.
 
-Seen on a 2-core machine (RAY-NOTES.md): two Train workers holding one CPU each left Ray Data's read tasks
-(one CPU each) unschedulable and the run hung. The plan below always leaves ``data_cpus`` (at least one whole
-CPU, the size of one read task) outside the workers' reservation and caps Ray Data's executor at it:
+Seen on a 2-core machine: two Train workers holding one CPU each left Ray Data's read tasks (one CPU each)
+unschedulable and the run hung. The plan below always leaves ``data_cpus`` outside the workers' reservation,
+caps Ray Data's executor at it, and sizes each Ray Data task to fit in it (``data_task_cpus``: one CPU, or the
+whole budget when it is smaller — a study trial's share of a small machine):
 
-    cluster CPUs ── data_cpus (≥ 1, Ray Data) ── num_workers × cpus_per_worker (fractional allowed)
+    CPUs ── data_cpus (Ray Data; ≥ 1, or half the CPUs below 2) ── num_workers × cpus_per_worker (fractional)
 
 Each worker sets ``torch.set_num_threads(torch_threads)``, the whole CPUs it holds (at least 1).
 """
@@ -28,6 +29,11 @@ class ResourcePlan:
     torch_threads: int
 
     @property
+    def data_task_cpus(self) -> float:
+        """CPUs each Ray Data task requests: one, or the whole (fractional) Ray Data budget if smaller."""
+        return min(1.0, self.data_cpus)
+
+    @property
     def use_gpu(self) -> bool:
         return self.gpus_per_worker > 0
 
@@ -45,15 +51,16 @@ class ResourcePlan:
 def plan_resources(ray_config: RayConfig, cluster_cpus: float) -> ResourcePlan:
     """Split ``cluster_cpus`` between the workers and Ray Data; one-line :class:`ConfigError` if it cannot fit.
 
-    Defaults: ``data_cpus`` = max(1, cluster/8) (whole CPUs); ``cpus_per_worker`` = the rest divided evenly,
-    rounded down to a whole number when ≥ 1, else to 1/100 (fractional CPUs keep 2 workers + Ray Data on 2 cores).
+    Defaults: ``data_cpus`` = max(1, cluster/8) (whole CPUs), or half of fewer than 2 CPUs (a study trial's
+    share); ``cpus_per_worker`` = the rest divided evenly, rounded down to a whole number when ≥ 1, else to 1/100
+    (fractional CPUs keep 2 workers + Ray Data on 2 cores).
     """
     w = ray_config.num_workers
     data = ray_config.data_cpus
     if data is None:
-        data = float(max(1, math.floor(cluster_cpus / 8)))
-    elif data < 1:
-        raise ConfigError("ray.data_cpus", f"must be >= 1 (one Ray Data read task needs a whole CPU; got {data})")
+        data = float(max(1, math.floor(cluster_cpus / 8))) if cluster_cpus >= 2 else cluster_cpus / 2
+    elif data <= 0:
+        raise ConfigError("ray.data_cpus", f"must be > 0 (got {data})")
     per = ray_config.cpus_per_worker
     if per is None:
         share = (cluster_cpus - data) / w

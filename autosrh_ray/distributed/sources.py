@@ -204,20 +204,25 @@ class RayDataSource:
 
 
 def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shuffle_window: int = 0, seed: int = 0,
-                   alpha_slice: tuple[float, int] = (0.1, 0)) -> dict:
+                   alpha_slice: tuple[float, int] = (0.1, 0), task_cpus: float = 1.0) -> dict:
     """The datasets a Train run needs: ``train``, ``valid_eval`` and, for the search, ``valid`` — the stream
     that fits α: the validation split (``alpha_rows="validation"``) or the ``alpha_slice`` (fraction, seed) of
-    train (``"train"``; Θ's ``train`` stream then holds the other rows). Rows are assembled in Ray Data's tasks.
-    With ``shuffle_window`` > 0 the train files are read in a new order each epoch (seeded by ``seed``) and
-    ``train``/``valid`` rows are permuted within windows of that many rows; ``valid_eval`` keeps its order."""
-    ds = split_datasets(prepared, seed if shuffle_window else None)  # lazy, over the prepared Parquet shards
+    train (``"train"``; Θ's ``train`` stream then holds the other rows). Rows are assembled in Ray Data's tasks
+    (``task_cpus`` CPUs each). With ``shuffle_window`` > 0 the train files are read in a new order each epoch
+    (seeded by ``seed``) and ``train``/``valid`` rows are permuted within windows of that many rows;
+    ``valid_eval`` keeps its order."""
+    ds = split_datasets(prepared, seed if shuffle_window else None, task_cpus)  # lazy, over the Parquet shards
     f = prepared.features
-    out = {TRAIN: assembled_rows(ds["train"], f, shuffle_window), VALID_EVAL: assembled_rows(ds["valid"], f)}
+
+    def rows(split: str, window: int = 0, side: Optional[AlphaSlice] = None):
+        return assembled_rows(ds[split], f, window, side, task_cpus)
+
+    out = {TRAIN: rows("train", shuffle_window), VALID_EVAL: rows("valid")}
     if alpha_rows == "validation":
-        out[VALID] = assembled_rows(ds["valid"], f, shuffle_window)
+        out[VALID] = rows("valid", shuffle_window)
     elif alpha_rows == "train":
-        out[TRAIN] = assembled_rows(ds["train"], f, shuffle_window, AlphaSlice(*alpha_slice, inside=False))
-        out[VALID] = assembled_rows(ds["train"], f, shuffle_window, AlphaSlice(*alpha_slice, inside=True))
+        out[TRAIN] = rows("train", shuffle_window, AlphaSlice(*alpha_slice, inside=False))
+        out[VALID] = rows("train", shuffle_window, AlphaSlice(*alpha_slice, inside=True))
     return out
 
 

@@ -133,7 +133,8 @@ class RayTrainExecutor:
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
                         rewrite_metrics=o.rewrite_metrics)
         datasets = (None if memory is not None else
-                    train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice))
+                    train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice,
+                                   self.plan.data_task_cpus))
         trainer = TorchTrainer(
             train_loop, train_loop_config={"spec": spec},
             scaling_config=ScalingConfig(num_workers=self.plan.num_workers, use_gpu=self.plan.use_gpu,
@@ -181,7 +182,7 @@ class RayTrainExecutor:
 
         # Outside any placement group: inside a Tune trial, a child task would otherwise be captured by the
         # trial's own (tiny) placement group and could never be scheduled.
-        task = ray.remote(num_cpus=min(1.0, self.plan.data_cpus))(_prune_task).options(
+        task = ray.remote(num_cpus=self.plan.data_task_cpus)(_prune_task).options(
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
         return ray.get(task.remote(self.config.to_dict(), self.shape, self.prepared.label_mean, state, keep))
 
