@@ -200,8 +200,9 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
         log(f"study: {name}, {parallel} trial(s) at a time, every trial pruned to {budget} kept entries")
         tuner = tune.Tuner(
             trainable, param_space=param_space(config),
-            # reuse_actors: the next trial runs in the same process (no new interpreter, no second torch import)
-            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler, reuse_actors=True,
+            # not reuse_actors: a function trainable cannot be reset after the scheduler stops it (Tune 2.60 then
+            # fails to start the next trial)
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
                                         num_samples=config.tune.num_samples, max_concurrent_trials=parallel),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()]))
