@@ -99,9 +99,9 @@ def cap_warning(stage: str, result: FitResult) -> Optional[str]:
 
 
 def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict, log: Log,
-                tag: str = "", rule: Optional[StopRule] = None) -> tuple[FitResult, dict]:
+                tag: str = "") -> tuple[FitResult, dict]:
     """One training stage by its stop rule, with its summary line (and a warning if it hit its cap)."""
-    result, state = executor.train(stage, state, rule or StopRule.for_stage(config, stage), tag)
+    result, state = executor.train(stage, state, StopRule.for_stage(config, stage), tag)
     name = f"{stage} {tag}".strip()
     log(f"[{name}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
         f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
