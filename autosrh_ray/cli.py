@@ -12,6 +12,7 @@ from .config import ConfigError, load_config
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autosrh-ray", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "prepare → search → prune → retrain → evaluate; writes DIR/report.json"),
                             ("prepare", "the data stage alone")):
@@ -33,7 +34,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autosrh_ray")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    # one line at a time, also into a pipe (``ray job logs``, ``| tee``): progress shows while the stage runs
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
@@ -56,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"{entry['method']} {entry['budget']}: test {entry['test']}, {entry['params']['kept']} kept "
                       f"params (CR {entry['cr_achieved']:.2f})")
             written = ["report.json"] + (["report.md"] if "report_md" in report["artifacts"] else [])
-            print("wrote " + " and ".join(str(output / name) for name in written))
+            print("wrote " + " and ".join(str(output.resolve() / name) for name in written))
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"autosrh-ray: error: {err}", file=sys.stderr)
         return 2

@@ -84,9 +84,20 @@ def rewound(pruned: dict, initial: dict) -> dict:
     return out
 
 
+_NOT_SHOWN = ("rows", "train_loss", "train_seconds", "train_samples", "data_wait_seconds", "first_batch_seconds",
+              "end_of_stream_seconds")
+
+
 def epoch_line(stage: str, epoch: int, metrics: dict) -> str:
-    """The log line of one evaluation."""
-    return f"[{stage}] epoch {epoch}: " + ", ".join(f"{k}={v:.5f}" for k, v in metrics.items())
+    """The log line of one evaluation: validation metrics, training loss, time and rows/s of the period."""
+    parts = [f"valid {k}={v:.5f}" for k, v in metrics.items() if k not in _NOT_SHOWN and not k.startswith("replica")]
+    if "train_loss" in metrics:
+        parts.append(f"train loss={metrics['train_loss']:.5f}")
+    seconds = metrics.get("train_seconds")
+    if seconds:
+        rate = f", {metrics['train_samples'] / seconds:,.0f} rows/s" if metrics.get("train_samples") else ""
+        parts.append(f"{seconds:.1f} s{rate}")
+    return f"[{stage}] epoch {epoch}: " + ", ".join(parts)
 
 
 def cap_warning(stage: str, result: FitResult) -> Optional[str]:

@@ -1,10 +1,11 @@
 """A Ray Tune study of the search (``tune.enabled``): sweep ``tune.search_space`` (block count L, base dimension K,
 learning rates …), score every trial at the same absolute size, hand the best trial's searched state on.
 
-Each trial is a driver function (Train V2's pattern) that runs two Ray Train runs with ``TuneReportCallback``:
+Each trial is a driver function (Train V2's pattern) that runs one Ray Train run with ``TuneReportCallback``:
 
 1. the search, reporting the soft model's validation metric after every evaluation (``valid_<metric>``);
-2. pruning to the study budget — the same number of kept entries for every trial, whatever its K
+2. in the same run (one worker-group start-up per trial), pruning of the search's best state to the study
+   budget — the same number of kept entries for every trial, whatever its K
    (:func:`~autosrh_ray.prune.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
    reporting the pruned model's validation metric; its best is the trial's score.
 
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import torch
+
 from .config import Config, config_from_dict, with_overrides
 from .data.prepared import PreparedData
 from .training import FitResult, StopRule
@@ -33,6 +36,7 @@ Log = Callable[[str], None]
 FINISHED = "trial_finished"
 TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train runs (Tune needs a non-empty request)
 SEARCH_RUN = "search_run"
+STUDY_TAG = "study"  # a trial's retrain stage: retrain-study
 
 
 @dataclass
@@ -109,15 +113,25 @@ def param_space(config: Config) -> dict:
     return space
 
 
-def trial_stages(config: Config, prepared: PreparedData, runner, budget: int) -> tuple[FitResult, FitResult, int]:
+def trial_stages(config: Config, prepared: PreparedData, runner, budget: int,
+                 separate: bool = False) -> tuple[FitResult, FitResult, int]:
     """What a trial trains: the search, then pruning to ``budget`` (at most M·K) and a brief retrain
-    (``tune.retrain_epochs``, stopped earlier by ``train.patience``); (search, retrain, kept entries)."""
+    (``tune.retrain_epochs``, stopped earlier by ``train.patience``); (search, retrain, kept entries).
+
+    All three in one Train run (one start-up), unless ``separate`` or ``search.alpha_data: train`` (its search
+    streams only Θ's share of train, the retrain needs all of it): then as the workflow runs them, a search Train
+    run, a pruning task and a retrain Train run."""
     from .pipeline import initial_state
 
-    search, searched = runner.train("search", initial_state(config, prepared), StopRule.for_stage(config, "search"))
     keep = min(budget, prepared.num_features * config.search.K)
+    search_rule = StopRule.for_stage(config, "search")
     rule = StopRule(config.tune.retrain_epochs, config.train.patience, config.train.eval_every_steps)
-    retrain, _ = runner.train("retrain", runner.prune(searched, keep), rule, tag="study")
+    if separate or config.search.alpha_data == "train":
+        search, searched = runner.train("search", initial_state(config, prepared), search_rule)
+        retrain, _ = runner.train("retrain", runner.prune(searched, keep), rule, tag=STUDY_TAG)
+    else:
+        (search, _), (retrain, _) = runner.search_then_retrain(initial_state(config, prepared), search_rule, keep,
+                                                               rule, STUDY_TAG)
     return search, retrain, keep
 
 
@@ -142,7 +156,7 @@ def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str
     tune.report({metric: retrain.best_valid[metric.removeprefix("valid_")], FINISHED: 1,
                  "search_epochs": search.epochs, "search_stop": search.stop_reason, "kept": keep,
                  SEARCH_RUN: str(Path(storage) / f"{name}-search"), "trial_seconds": seconds,
-                 # start-up of its two Train runs, pruning and reporting: the trial's time outside its loops
+                 # Train start-up, pruning and reporting: the trial's time outside its training loops
                  "fixed_seconds": seconds - search.loop_seconds - retrain.loop_seconds})
 
 
@@ -157,15 +171,14 @@ def concurrency(config: Config, cluster_cpus: float) -> int:
 
 
 def _searched(run_dir: str) -> tuple[FitResult, dict]:
-    """The best (α, Θ) state of a finished search Train run, from its last checkpoint."""
-    from .distributed import checkpoint as ckpt
-    from .distributed.stages import fit_result
+    """The best trial's search: what it did and its best (α, Θ) state, as its run saved them."""
+    from .distributed.stages import STAGE_FILE
 
-    checkpoints = sorted(p for p in Path(run_dir).glob("checkpoint_*") if p.is_dir())
-    if not checkpoints:
-        raise RuntimeError(f"the best trial's search left no checkpoint under {run_dir}")
-    state = ckpt.read_state(checkpoints[-1])
-    return fit_result(state, state.seconds), state.best.state
+    path = Path(run_dir) / STAGE_FILE
+    if not path.is_file():
+        raise RuntimeError(f"the best trial's search left no {STAGE_FILE} under {run_dir}")
+    result, state = torch.load(path, weights_only=False)
+    return result, state
 
 
 def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = print) -> StudyResult:

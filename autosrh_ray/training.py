@@ -168,10 +168,15 @@ def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, t
     result = FitResult(stop_reason="max_epochs")
     periods = evaluation_periods(train, rule.eval_every_steps)
     for epoch in range(rule.max_epochs):
-        losses = [step(b) for b in next(periods)]
+        period_start, losses, rows = time.perf_counter(), [], 0
+        for b in next(periods):
+            losses.append(step(b))
+            rows += len(b)
+        seconds = time.perf_counter() - period_start
         result.steps += len(losses)
         metrics = evaluate(model, valid(epoch), task)
-        metrics["train_loss"] = float(np.mean(losses)) if losses else float("nan")
+        metrics.update(train_loss=float(np.mean(losses)) if losses else float("nan"), train_seconds=seconds,
+                       train_samples=rows)
         result.history.append(metrics)
         result.epochs = epoch + 1
         if on_epoch:

@@ -41,7 +41,7 @@ def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = No
             # that import-races on fsspec's HTTP filesystem when aiohttp is absent (ImportError). The split's
             # directory holds exactly its shards (prepare clears it first); file names sort in input order.
             out[name] = ray.data.read_parquet(str(prepared.directory / name), file_extensions=["parquet"],
-                                              shuffle=shuffle, ray_remote_args={"num_cpus": task_cpus})
+                                              shuffle=shuffle, num_cpus=task_cpus)
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
     return out

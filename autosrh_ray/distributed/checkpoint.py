@@ -19,8 +19,6 @@ import torch
 
 from ..training import BestSoFar
 
-
-
 STATE_FILE = "state.pt"
 
 
@@ -39,7 +37,9 @@ class LoopState:
     position: int = 0  # batches of that pass already trained on
     history: list = field(default_factory=list)
     resumes: list = field(default_factory=list)  # the step each restore started from
-    seconds: float = 0.0  # loop time summed over attempts
+    seconds: float = 0.0  # loop time summed over attempts (of this phase)
+    phase: int = 0  # a study trial's run: 0 = its search, 1 = the retrain after pruning
+    searched: Optional["LoopState"] = None  # in phase 1: how the search ended (its best state, no optimiser)
 
 
 def rng_state() -> dict:

@@ -16,6 +16,7 @@ One function, :func:`train_loop`, serves both stages (``LoopSpec.stage``); per w
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import tempfile
@@ -62,12 +63,14 @@ class InMemoryData:
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """Test hook: SIGKILL worker ``rank`` once, at ``step`` of ``epoch`` (marker file = already fired)."""
+    """Test hook: SIGKILL worker ``rank`` once, at ``step`` of ``epoch`` of ``phase`` (marker file = already
+    fired)."""
 
     marker: str
     rank: int = 1
     epoch: int = 1
     step: int = 1
+    phase: int = 0
 
 
 @dataclass
@@ -90,6 +93,16 @@ class LoopSpec:
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
     rewrite_metrics: Optional[Callable[[int, dict], dict]] = None  # test hook: (evaluation, metrics) → metrics
+    then: Optional["PruneThenRetrain"] = None  # a study trial: after the search, prune and retrain in this run
+
+
+@dataclass(frozen=True)
+class PruneThenRetrain:
+    """A study trial's tail, run in the same Train run as its search (one worker-group start-up instead of
+    two): prune the search's best state to ``keep`` entries, then retrain it until ``rule`` stops."""
+
+    keep: int
+    rule: StopRule
 
 
 def _materialise(value: Any) -> Any:
@@ -130,9 +143,10 @@ def _replica_diff(tensors: list[torch.Tensor]) -> float:
     return max([float((c - copies[0]).abs().max()) if c.numel() else 0.0 for c in copies] + [0.0])
 
 
-def _maybe_fault(spec: LoopSpec, rank: int, epoch: int, step_in_epoch: int) -> None:
+def _maybe_fault(spec: LoopSpec, rank: int, phase: int, epoch: int, step_in_epoch: int) -> None:
     f = spec.fault
-    if f and rank == f.rank and epoch == f.epoch and step_in_epoch == f.step and not os.path.exists(f.marker):
+    if (f and (rank, phase, epoch, step_in_epoch) == (f.rank, f.phase, f.epoch, f.step)
+            and not os.path.exists(f.marker)):
         import ray.train
 
         ray.train.get_all_reported_checkpoints()  # the controller has registered the last checkpoint: determinism
@@ -166,6 +180,29 @@ def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
     return out
 
 
+def _phase(spec: LoopSpec, index: int) -> tuple[str, StopRule]:
+    """Phase ``index`` of the run: its own stage, then (a study trial's) the retrain after pruning."""
+    return (spec.stage, spec.rule) if index == 0 else ("fit", spec.then.rule)
+
+
+def _engine(kind: str, model: EmbeddingModel, config, sync):
+    if kind == "search":
+        s = config.search
+        return BiLevelSearch(model, config.task, lr=config.train.lr, lr_alpha=s.lr_alpha,
+                             alpha_optimizer=s.alpha_optimizer, order=s.order, xi=config.xi, hvp=s.hvp, sync=sync)
+    return Trainer(model, config.task, config.train.lr, sync)
+
+
+def pruned_state(config, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
+    """``state`` pruned to its ``keep`` best entries by |E ⊙ α| (a CPU state dict carrying the mask)."""
+    from ..prune import prune_to
+
+    model = build_model(config, shape, label_mean)
+    load_model_state(model, state)
+    prune_to(model.embedding, keep)
+    return cpu_state(model)
+
+
 def train_loop(loop_config: dict) -> None:
     """The Ray Train worker function (``train_loop_config={"spec": LoopSpec}``)."""
     import ray.train
@@ -174,41 +211,53 @@ def train_loop(loop_config: dict) -> None:
     rank, size = world()
     set_torch_threads(spec.torch_threads)
     config = config_from_dict(spec.config)
-    task, seed = config.task, config.train.seed
+    seed = config.train.seed
     device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
-
-    model = build_model(config, spec.shape, spec.label_mean)
-    load_model_state(model, _materialise(spec.init_state))
-    model.to(device=device, dtype=dtype)
     sync = TorchDistributedSync()
-    if spec.stage == "search":
-        engine = BiLevelSearch(model, task, lr=config.train.lr, lr_alpha=config.search.lr_alpha,
-                               alpha_optimizer=config.search.alpha_optimizer, order=config.search.order,
-                               xi=config.xi, hvp=config.search.hvp, sync=sync)
-    else:
-        engine = Trainer(model, task, config.train.lr, sync)
 
-    state = ckpt.LoopState()
+    state, start, rng = ckpt.LoopState(), None, None
     torch.manual_seed(seed * 7919 + rank)
     restored = ray.train.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as d:
             state = ckpt.read_state(Path(d))
             rng = ckpt.read_rng(Path(d), rank)
-        load_model_state(model, state.model)
-        model.to(device=device, dtype=dtype)
-        engine.load_state_dict(state.optimizer)
-        if rng is not None:
-            ckpt.set_rng_state(rng)
         state.resumes.append(state.step)
-    rule = spec.rule
-    if state.stopped or state.epoch >= rule.max_epochs:  # already complete (a re-run): hand the result back again
-        _report(state, rank, _flat_metrics(state, state.history[-1] if state.history else {}))
-        return
+    else:
+        start = _materialise(spec.init_state)
+    source = None
+    while True:
+        kind, rule = _phase(spec, state.phase)
+        model = build_model(config, spec.shape, spec.label_mean).to(dtype=dtype)  # a float64 checkpoint stays exact
+        load_model_state(model, start if start is not None else state.model)
+        model.to(device=device, dtype=dtype)  # with the mask the state installed
+        engine = _engine(kind, model, config, sync)
+        if start is None:
+            engine.load_state_dict(state.optimizer)
+            if rng is not None:
+                ckpt.set_rng_state(rng)
+        if state.stopped or state.epoch >= rule.max_epochs:  # already complete (a re-run): hand it back again
+            if spec.then is None or state.phase == 1:
+                last = state.history[-1] if state.history else {}
+                _report(state, rank, {**_flat_metrics(state, last), "replayed": 1})
+                return
+        else:
+            source = source or _source(spec, rank, size, seed, device)
+            _run_phase(spec, kind, rule, state, model, engine, source, rank, size, device, dtype)
+            if spec.then is None or state.phase == 1:
+                return
+        # a study trial: prune the search's best state and retrain it in this same run (one Train start-up)
+        start = pruned_state(config, spec.shape, spec.label_mean, state.best.state, spec.then.keep)
+        searched = dataclasses.replace(state, model={}, optimizer=None)
+        state = ckpt.LoopState(phase=1, searched=searched, seconds=0.0)
 
-    source = _source(spec, rank, size, seed, device)
-    alpha_stream = source.valid_stream() if spec.stage == "search" else None
+
+def _run_phase(spec: LoopSpec, kind: str, rule: StopRule, state: ckpt.LoopState, model: EmbeddingModel, engine,
+               source: ShardSource, rank: int, size: int, device, dtype) -> None:
+    """Evaluation periods of one stage until ``rule`` stops it, a report with a checkpoint after each."""
+    task = config_from_dict(spec.config).task
+    alpha_stream = source.valid_stream() if kind == "search" else None
     feed = PeriodFeed(source, rule.eval_every_steps, state.data_epoch, state.position,
                       lambda ok: bool(all_min(ok, device)))
     while state.epoch < rule.max_epochs and not state.stopped:
@@ -216,7 +265,7 @@ def train_loop(loop_config: dict) -> None:
         epoch = state.epoch
         losses, replica = [], 0.0
         for batch in feed.period():
-            _maybe_fault(spec, rank, epoch, len(losses))
+            _maybe_fault(spec, rank, state.phase, epoch, len(losses))
             batch = batch.to(device, dtype)
             if alpha_stream is not None:
                 stats = engine.step(batch, next(alpha_stream).to(device, dtype))

@@ -24,14 +24,12 @@ from ..atomic import atomic_path
 from ..config import Config, ConfigError
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.split import in_alpha_slice
-from ..model_state import cpu_state, load_model_state
-from ..models import build_model
 from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
-from ..prune import prune_to
 from ..runtime import connect
 from ..training import FitResult, StopRule
 from . import checkpoint as ckpt
-from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, train_loop
+from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, PruneThenRetrain, pruned_state, train_loop
+from .progress import LiveLines
 from .resources import ResourcePlan, cluster_cpus, data_execution_options, describe, plan_resources
 from .sources import loop_data_config, train_datasets
 
@@ -78,10 +76,7 @@ def fit_result(state: ckpt.LoopState, seconds: float) -> FitResult:
 def _prune_task(config_dict: dict, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
     from ..config import config_from_dict
 
-    model = build_model(config_from_dict(config_dict), shape, label_mean)
-    load_model_state(model, state)
-    prune_to(model.embedding, keep)
-    return cpu_state(model)
+    return pruned_state(config_from_dict(config_dict), shape, label_mean, state, keep)
 
 
 def _split_rows(memory: InMemoryData, fraction: float, seed: int) -> InMemoryData:
@@ -104,15 +99,18 @@ class RayTrainExecutor:
     options: LoopOptions
     log: Log = print
     callbacks: tuple = ()  # Ray Train callbacks for every run (a study trial's TuneReportCallback)
+    live: Optional[LiveLines] = None  # epoch lines printed while each run goes (else after it ends)
 
     @property
     def shape(self) -> ModelShape:
         f = self.prepared.features
         return ModelShape(f.num_features, f.num_fields)
 
-    def run(self, stage: str, kind: str, init_state: dict, rule: StopRule, callbacks: tuple = ()) -> ckpt.LoopState:
+    def run(self, stage: str, kind: str, init_state: dict, rule: StopRule, callbacks: tuple = (),
+            then: Optional[PruneThenRetrain] = None) -> ckpt.LoopState:
         """One Train run named ``<run.name>-<stage>``; returns the final :class:`~.checkpoint.LoopState` read from
-        its last checkpoint. ``callbacks``: Ray Train callbacks (a study's ``TuneReportCallback``)."""
+        its last checkpoint. ``callbacks``: Ray Train callbacks (a study's ``TuneReportCallback``); ``then``: a
+        search followed by pruning and a retrain in the same run (a study trial)."""
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
@@ -131,7 +129,7 @@ class RayTrainExecutor:
                         train_rows=0 if alpha_rows == "train" else self.prepared.rows.train,
                         cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
-                        rewrite_metrics=o.rewrite_metrics)
+                        rewrite_metrics=o.rewrite_metrics, then=then)
         datasets = (None if memory is not None else
                     train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice,
                                    self.plan.data_task_cpus))
@@ -141,11 +139,14 @@ class RayTrainExecutor:
                                          resources_per_worker=self.plan.resources_per_worker()),
             run_config=RunConfig(name=f"{self.name}-{stage}", storage_path=self.storage,
                                  failure_config=FailureConfig(max_failures=self.config.ray.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=list(callbacks)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 callbacks=[*callbacks, *([self.live.callback(_label(stage))] if self.live else [])]),
             datasets=datasets,
             dataset_config=loop_data_config(data_execution_options(self.plan)) if datasets else None,
         )
         result = trainer.fit()
+        if self.live is not None:
+            self.live.flush()
         if result.error is not None:
             raise result.error
         if result.checkpoint is None:
@@ -153,26 +154,54 @@ class RayTrainExecutor:
         with result.checkpoint.as_directory() as d:
             return ckpt.read_state(Path(d))
 
+    def _done(self, run: str) -> Path:
+        return Path(self.storage) / f"{self.name}-{run}" / STAGE_FILE
+
+    def _reused(self, run: str, label: str) -> Optional[tuple[FitResult, dict]]:
+        done = self._done(run)
+        if not done.is_file():
+            return None
+        self.log(f"[{label}] finished in an earlier run: reused {done.parent}")
+        return tuple(torch.load(done, weights_only=False))
+
+    def _finish(self, run: str, stage: str, final: ckpt.LoopState, seconds: float) -> tuple[FitResult, dict]:
+        """The stage's result and best state, saved as ``<run>/stage.pt`` for later re-runs (and its epoch lines,
+        unless they were printed live)."""
+        for epoch, metrics in enumerate(final.history if self.live is None else []):
+            self.log(epoch_line(stage, epoch, metrics))
+        result = fit_result(final, seconds)
+        best = final.best.state if final.best.state is not None else final.model
+        with atomic_path(self._done(run)) as tmp:
+            torch.save((result, best), tmp)
+        return result, best
+
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
         """A training stage of the graph (:class:`~autosrh_ray.pipeline.StageExecutor`): one Train run; its
         best-by-validation state. A stage that finished before (same run name, same storage) is handed back
         from its ``stage.pt`` without starting Ray Train."""
         run = f"{stage}-{tag}" if tag else stage
-        done = Path(self.storage) / f"{self.name}-{run}" / STAGE_FILE
-        if done.is_file():
-            result, best = torch.load(done, weights_only=False)
-            self.log(f"[{f'{stage} {tag}'.strip()}] finished in an earlier run: reused {done.parent}")
-            return result, best
+        reused = self._reused(run, f"{stage} {tag}".strip())
+        if reused is not None:
+            return reused
         start = time.perf_counter()
         final = self.run(run, "search" if stage == "search" else "fit", state, rule, self.callbacks)
+        return self._finish(run, stage, final, time.perf_counter() - start)
+
+    def search_then_retrain(self, state: dict, search_rule: StopRule, keep: int, retrain_rule: StopRule,
+                            tag: str) -> tuple[tuple[FitResult, dict], tuple[FitResult, dict]]:
+        """A study trial in one Train run named ``<name>-trial`` (one start-up instead of two): the search, pruning
+        of its best state to ``keep`` entries, a retrain. Its stages are saved (and reused) as the separate
+        stages ``search`` and ``retrain-<tag>`` would be; ((search, searched state), (retrain, retrained state))."""
+        search, retrain = self._reused("search", "search"), self._reused(f"retrain-{tag}", f"retrain {tag}")
+        if search is not None and retrain is not None:
+            return search, retrain
+        start = time.perf_counter()
+        final = self.run("trial", "search", state, search_rule, self.callbacks, PruneThenRetrain(keep, retrain_rule))
         seconds = time.perf_counter() - start
-        for epoch, metrics in enumerate(final.history):
-            self.log(epoch_line(stage, epoch, metrics))
-        result = fit_result(final, seconds)
-        best = final.best.state if final.best.state is not None else final.model
-        with atomic_path(done) as tmp:
-            torch.save((result, best), tmp)
-        return result, best
+        first = final.searched
+        share = first.seconds / max(first.seconds + final.seconds, 1e-9)  # start-up split by loop time
+        return (self._finish("search", "search", first, seconds * share),
+                self._finish(f"retrain-{tag}", "retrain", final, seconds * (1 - share)))
 
     def prune(self, state: dict, keep: int) -> dict:
         """Pruning to ``keep`` entries, as a Ray task, between the two Train runs."""
@@ -195,11 +224,13 @@ POLL_ENV, POLL_SECONDS = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 def make_runner(config: Config, prepared: PreparedData, output: Optional[str | Path] = None,
                 options: Optional[LoopOptions] = None, log: Log = print, storage: Optional[str] = None,
-                name: Optional[str] = None, cpus: Optional[float] = None, callbacks: tuple = ()) -> RayTrainExecutor:
+                name: Optional[str] = None, cpus: Optional[float] = None, callbacks: tuple = (),
+                live: Optional[LiveLines] = None) -> RayTrainExecutor:
     """Attach to / start Ray, plan resources (one-line ConfigError if they cannot fit), name the runs.
 
     ``storage``/``name`` override the run storage and name (a study trial's), ``cpus`` the CPUs the plan may
-    use (a trial's share of the cluster), ``callbacks`` go to every Train run."""
+    use (a trial's share of the cluster), ``callbacks`` go to every Train run, ``live`` prints their epoch lines
+    as they come."""
     os.environ.setdefault(POLL_ENV, POLL_SECONDS)
     connect(config.ray)
     plan = plan_resources(config.ray, cpus if cpus is not None else cluster_cpus())
@@ -219,7 +250,7 @@ def make_runner(config: Config, prepared: PreparedData, output: Optional[str | P
                                                   f"(every step needs one full {split} batch)")
     name = name or config.run.name or default_run_name(config, prepared)
     return RayTrainExecutor(config, prepared, plan, storage or storage_path(config, output), name,
-                            options or LoopOptions(), log, callbacks)
+                            options or LoopOptions(), log, callbacks, live)
 
 
 def run_on_ray_train(config: Config, prepared: PreparedData, log: Log = print, output: Optional[str | Path] = None,
@@ -228,9 +259,20 @@ def run_on_ray_train(config: Config, prepared: PreparedData, log: Log = print, o
     """The stage graph with every training stage on Ray Train: one :class:`StageResult` per budget (as
     in-process); the budgets' retrains run side by side as far as the cluster's CPUs hold them. ``searched``:
     a search already done (a study's best trial), ``name``: its runs' name prefix."""
-    runner = make_runner(config, prepared, output, options, log, name=name)
-    cpus = cluster_cpus()
-    parallel = runner.plan.side_by_side(cpus)
-    log(f"ray train: {describe(runner.plan, cpus)}; runs {runner.storage}/{runner.name}-*")
-    results = run_graph(config, runner, initial_state(config, prepared), log, searched, parallel)
+    connect(config.ray)
+    live = LiveLines(log)
+    try:
+        runner = make_runner(config, prepared, output, options, log, name=name, live=live)
+        cpus = cluster_cpus()
+        parallel = runner.plan.side_by_side(cpus)
+        log(f"ray train: {describe(runner.plan, cpus)}; runs {runner.storage}/{runner.name}-*")
+        results = run_graph(config, runner, initial_state(config, prepared), log, searched, parallel)
+    finally:
+        live.close()
     return built(config, prepared, results)
+
+
+def _label(run: str) -> str:
+    """A Train run's stage as its log lines name it: ``retrain-cr10`` → ``retrain cr10``."""
+    stage, _, tag = run.partition("-")
+    return f"{stage} {tag}".strip()

@@ -1,0 +1,135 @@
+"""``ray job submit`` of the quickstart against a Ray head of the test's own, token authentication on.
+
+The head runs in its own process group (``setsid``), with its own ``--temp-dir`` and every port it opens set, so
+it cannot clash with another Ray on the machine; the test ends exactly that group (never ``ray stop``) and checks
+that no process of it is left. While the job runs, ``ray job logs`` must already show the epoch lines of the
+search, then of the retrain: progress is printed as it happens, not when a stage ends.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+PORTS = ("port", "node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
+         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
+TINY = ["dataset.synthetic.rows=12000", "train.batch_size=512", "search.max_epochs=4", "train.max_epochs=3",
+        "report.reference=none", "report.plots=false"]
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Live processes of the session the head was started in (Ray's workers get process groups of their own,
+    but stay in the session)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout.split()
+    return [int(p) for p, s, st in zip(out[::3], out[1::3], out[2::3]) if int(s) == sid and not st.startswith("Z")]
+
+
+def _end_session(sid: int) -> None:
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        for pid in _session_pids(sid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + wait
+        while _session_pids(sid) and time.time() < deadline:
+            time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A head of this test's own (2 CPUs), its environment for clients (token), its dashboard address."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="ar-head-", dir="/tmp"))  # short: Ray's socket paths are limited
+    token = temp_dir / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env.pop("RAY_ADDRESS", None)
+    ports = dict(zip(PORTS, _free_ports(len(PORTS) + 2)))
+    low = _free_ports(1)[0]
+    command = [RAY, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=true",
+               "--dashboard-host=127.0.0.1", f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
+               *[f"--{name}={port}" for name, port in ports.items()]]
+    head = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # the job agent needs a moment after the head is up
+            probe = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True,
+                                   text=True)
+            if probe.returncode == 0:
+                break
+            assert head.poll() is None, head.stdout.read().decode()[-3000:]
+            time.sleep(2)
+        else:
+            pytest.fail(f"the head's job server did not answer: {probe.stderr[-2000:]}")
+        yield {"env": env, "address": address}
+    finally:
+        _end_session(head.pid)
+        head.wait(timeout=30)
+        assert not _session_pids(head.pid), "processes of the test's head were left running"
+
+
+def _job(command: str, args: list[str], head: dict) -> str:
+    """``ray job COMMAND --address … ARGS``: its output (the CLI prints status lines on stderr)."""
+    done = subprocess.run([RAY, "job", command, "--address", head["address"], *args], env=head["env"],
+                          capture_output=True, text=True, timeout=120)
+    return done.stdout + done.stderr
+
+
+def test_job_submit_runs_the_quickstart_with_live_progress(ray_head, tmp_path):
+    output = tmp_path / "out"
+    submit = _job("submit", ["--no-wait", "--working-dir", str(REPO), "--", sys.executable, "-m", "autosrh_ray",
+                             "run", "workflows/quickstart.yaml", "--output", str(output),
+                             *[a for o in TINY for a in ("--set", o)]], ray_head)
+    ids = [w.strip("'\"`") for w in submit.split() if w.strip("'\"`").startswith("raysubmit_")]
+    assert ids, submit[-3000:]
+    job_id = ids[0]
+
+    # `ray job logs --follow` streams the job's output until it ends; stamp each line as it arrives
+    follow = subprocess.Popen([RAY, "job", "logs", "--address", ray_head["address"], "--follow", job_id],
+                              env=ray_head["env"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(600, follow.kill)
+    watchdog.start()
+    arrived: list[tuple[float, str]] = [(time.monotonic(), line) for line in follow.stdout]
+    watchdog.cancel()
+    follow.wait()
+    logs = "".join(line for _, line in arrived)
+    status = _job("status", [job_id], ray_head)
+    assert "succeeded" in status.lower(), (status[-500:], logs[-4000:])
+
+    def first(text: str) -> float:
+        return next(t for t, line in arrived if text in line)
+
+    # Live, not in a burst when the stage ends: each stage's first epoch line came well before its last line.
+    assert first("[search] stopped by") - first("[search] epoch 0") > 1.0, logs[-4000:]
+    assert first("[retrain cr10] stopped by") - first("[retrain cr10] epoch 0") > 1.0, logs[-4000:]
+    assert first("[search] stopped by") < first("[retrain cr10] epoch 0")
+
+    report = json.loads((output / "report.json").read_text())  # where --output said, not in the job's copy
+    assert report["method"] == "autosrh" and 0.5 < report["test"]["auc"] <= 1.0
+    assert f"wrote {output / 'report.json'}" in logs
