@@ -63,10 +63,13 @@ def _end_session(sid: int) -> None:
 @pytest.fixture(scope="module")
 def ray_head():
     """A head of this test's own (2 CPUs), its environment for clients (token), its dashboard address."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="ar-head-", dir="/tmp"))  # short: Ray's socket paths are limited
-    token = temp_dir / "auth_token"
+    root = Path(tempfile.mkdtemp(prefix="ar-head-", dir="/tmp"))  # short: Ray's socket paths are limited
+    temp_dir = root / "ray"
+    token = root / "auth_token"
     token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    # RAY_TMPDIR: the head records its address where a plain ray.init() with the same RAY_TMPDIR looks for
+    # "the cluster on this machine" — the trap a local run must not fall into (see the last test)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(root)}
     env.pop("RAY_ADDRESS", None)
     ports = dict(zip(PORTS, _free_ports(len(PORTS) + 2)))
     low = _free_ports(1)[0]
@@ -87,7 +90,7 @@ def ray_head():
             time.sleep(2)
         else:
             pytest.fail(f"the head's job server did not answer: {probe.stderr[-2000:]}")
-        yield {"env": env, "address": address}
+        yield {"env": env, "address": address, "gcs_port": ports["port"]}
     finally:
         _end_session(head.pid)
         head.wait(timeout=30)
@@ -133,3 +136,22 @@ def test_job_submit_runs_the_quickstart_with_live_progress(ray_head, tmp_path):
     report = json.loads((output / "report.json").read_text())  # where --output said, not in the job's copy
     assert report["method"] == "autosrh" and 0.5 < report["test"]["auc"] <= 1.0
     assert f"wrote {output / 'report.json'}" in logs
+
+
+GCS_PORT = "import ray; print('gcs', ray.get_runtime_context().gcs_address.rsplit(':', 1)[1])"
+
+
+def _gcs_port_of(code: str, head: dict) -> int:
+    done = subprocess.run([sys.executable, "-c", code + "\n" + GCS_PORT], env=head["env"], capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split("gcs ")[-1].split()[0])
+
+
+def test_a_local_run_does_not_join_a_head_started_on_the_machine(ray_head):
+    # the trap is real: a plain ray.init() on this machine joins the head that `ray start` left running
+    assert _gcs_port_of("import ray; ray.init()", ray_head) == ray_head["gcs_port"]
+    # ray.address: local (the default) starts a Ray of its own instead
+    ours = _gcs_port_of("from autosrh_ray.config import RayConfig\nfrom autosrh_ray.runtime import connect\n"
+                        "assert connect(RayConfig())", ray_head)
+    assert ours != ray_head["gcs_port"]
