@@ -168,7 +168,10 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         prepared = prepare(config, output / "data")
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
-    log(f"prepared: M={prepared.num_features} features, rows={prepared.rows}")
+    r = prepared.rows
+    log(f"prepared: {prepared.num_features:,} features; rows read {r.read:,} = train {r.train:,} + valid "
+        f"{r.valid:,} + test {r.test:,} + skipped {r.skipped:,}"
+        + (f" ({', '.join(f'{k}: {v:,}' for k, v in r.skipped_by_reason.items())})" if r.skipped else ""))
 
     study, final_config, searched = None, config, None
     if config.tune.enabled:

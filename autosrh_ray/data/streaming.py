@@ -6,6 +6,7 @@ only slices ready batches: the worker's own CPU time goes to the training step (
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -63,7 +64,8 @@ class AlphaSlice:
 @dataclass(frozen=True)
 class AssembleRows:
     """Ray Data batch function: per-field columns → ``ids`` (n, F), ``values`` (n, F) float32, ``label``;
-    with ``shuffle`` the rows of each batch (a shuffle window) are permuted, from fresh entropy each pass;
+    with ``shuffle`` the rows of each batch (a shuffle window) are permuted, seeded by ``seed`` and the window's
+    content (reproducible run to run; a window holds other rows when the files come in another order);
     with ``rows`` only the rows of that α slice (or its complement) are kept.
 
     ``ids`` travel as int32 when every id fits (half the bytes through the object store); the worker widens
@@ -73,25 +75,26 @@ class AssembleRows:
     shuffle: bool = False
     narrow_ids: bool = False
     rows: Optional[AlphaSlice] = None
+    seed: int = 0
 
     def __call__(self, columns: dict) -> dict:
         rows = split_from_columns(columns, self.num_fields)
         ids = rows.ids.astype(np.int32) if self.narrow_ids else rows.ids
         order = None if self.rows is None else np.flatnonzero(self.rows.keep(rows.ids))
         if self.shuffle:
-            order = np.random.default_rng().permutation(len(rows)) if order is None else \
-                np.random.default_rng().permutation(order)
+            rng = np.random.default_rng([self.seed, zlib.crc32(np.ascontiguousarray(rows.ids))])
+            order = rng.permutation(len(rows)) if order is None else rng.permutation(order)
         if order is None:
             return {IDS: ids, VALUES: rows.values, LABEL: rows.labels}
         return {IDS: ids[order], VALUES: rows.values[order], LABEL: rows.labels[order]}
 
 
 def assembled_rows(dataset, features: FeatureSpace, shuffle_window: int = 0, rows: Optional[AlphaSlice] = None,
-                   task_cpus: float = 1.0):
+                   task_cpus: float = 1.0, seed: int = 0):
     """``dataset`` with rows assembled by :class:`AssembleRows` in Ray Data's tasks (``task_cpus`` CPUs each);
-    ``shuffle_window`` > 0 permutes each window of that many consecutive rows (0: the input order is kept);
-    ``rows`` keeps one side of the α slice."""
+    ``shuffle_window`` > 0 permutes each window of that many consecutive rows (seeded by ``seed`` and the
+    window; 0: the input order is kept); ``rows`` keeps one side of the α slice."""
     narrow = features.num_features <= np.iinfo(np.int32).max
-    return dataset.map_batches(AssembleRows(features.num_fields, shuffle_window > 0, narrow, rows),
+    return dataset.map_batches(AssembleRows(features.num_fields, shuffle_window > 0, narrow, rows, seed),
                                batch_format="numpy", batch_size=shuffle_window or None, zero_copy_batch=True,
                                num_cpus=task_cpus)

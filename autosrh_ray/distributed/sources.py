@@ -215,7 +215,7 @@ def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shu
     f = prepared.features
 
     def rows(split: str, window: int = 0, side: Optional[AlphaSlice] = None):
-        return assembled_rows(ds[split], f, window, side, task_cpus)
+        return assembled_rows(ds[split], f, window, side, task_cpus, seed)
 
     out = {TRAIN: rows("train", shuffle_window), VALID_EVAL: rows("valid")}
     if alpha_rows == "validation":

@@ -142,7 +142,9 @@ class RayTrainExecutor:
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  callbacks=[*callbacks, *([self.live.callback(_label(stage))] if self.live else [])]),
             datasets=datasets,
-            dataset_config=loop_data_config(data_execution_options(self.plan)) if datasets else None,
+            # blocks in order: the same rows in the same order run to run (reproducible metrics)
+            dataset_config=(loop_data_config(data_execution_options(self.plan, preserve_order=True)) if datasets
+                            else None),
         )
         result = trainer.fit()
         if self.live is not None:
