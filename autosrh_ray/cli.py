@@ -1,5 +1,5 @@
-"""``autosrh-ray`` command line: ``run`` (the whole workflow), ``prepare`` (the data stage) and ``generate``
-(the synthetic dataset as raw Criteo-format shards, for scale tests)."""
+"""``autosrh-ray`` command line: ``run`` (the whole workflow), ``prepare`` (the data stage), ``generate``
+(the synthetic dataset as raw Criteo-format shards, for scale tests) and ``config --list`` (every config key)."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["run"].add_argument("--fresh", action="store_true",
                                     help="start over instead of resuming the finished stages and trials of an "
                                          "earlier run into the same output")
+    conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning")
+    conf.add_argument("--list", action="store_true", required=True,
+                      help="print every config key with its default, allowed values and meaning (Markdown)")
     gen = sub.add_parser("generate", help="write the synthetic dataset as Criteo dac text shards")
     gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data)")
     gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
@@ -48,6 +51,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     args = _parser().parse_args(argv)
+    if args.command == "config":
+        from .config_reference import reference
+
+        print(reference(), end="")
+        return 0
     try:
         config = load_config(args.config, args.overrides)
         from . import workflow

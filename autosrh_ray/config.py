@@ -6,6 +6,7 @@ errors; every error names the dotted key it is about.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import glob
 import os
 import types
@@ -258,7 +259,9 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if dotted in REMOVED_KEYS:
             raise ConfigError(dotted, REMOVED_KEYS[dotted])
         if key not in names:
-            raise ConfigError(dotted, "unknown config key")
+            close = difflib.get_close_matches(str(key), sorted(names), n=1)
+            hint = f"; did you mean {prefix + '.' if prefix else ''}{close[0]}?" if close else ""
+            raise ConfigError(dotted, f"unknown config key{hint} (autosrh-ray config --list shows every key)")
         kwargs[key] = _check_value(dotted, value, hints[key])
     return cls(**kwargs)
 

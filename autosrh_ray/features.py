@@ -3,7 +3,7 @@
 A *feature* is one categorical value of one field, one OOV bucket per categorical field, or one numerical
 field embedded with ``numeric: scale``. Global ids sort all features by
 ``(descending training frequency, field index, value as a string)``, so the L frequency blocks are contiguous
-id ranges (SPEC.md). Counting happens elsewhere (in-process or on Ray Data); this module turns counts into ids
+id ranges. Counting happens elsewhere (in-process or on Ray Data); this module turns counts into ids
 and encodes columns with them. No Ray import here.
 """
 from __future__ import annotations

@@ -77,3 +77,26 @@ def test_a_bad_search_space_is_one_line_naming_its_key(space, key):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[f"tune.search_space={space}"])
     assert str(err.value).startswith(f"{key}:") and "\n" not in str(err.value)
+
+
+def test_a_misspelled_key_gets_the_closest_key():
+    with pytest.raises(ConfigError, match=r"^search\.lr_alfa: unknown config key; did you mean search\.lr_alpha\?"):
+        load_config(overrides=["search.lr_alfa=0.1"])
+    with pytest.raises(ConfigError, match=r"^serch: unknown config key; did you mean search\?"):
+        load_config(overrides=["serch.K=3"])
+
+
+def test_config_reference_covers_every_key_and_docs_are_current(tmp_path):
+    from autosrh_ray import config_reference
+
+    assert set(config_reference.keys()) == set(config_reference.MEANING)  # no key undocumented, no stale meaning
+    listed = run_cli("config", "--list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    table = [line for line in listed.stdout.splitlines() if line.startswith("| `")]
+    assert [line.split("`")[1] for line in table] == config_reference.keys()
+    assert (ROOT / "docs" / "config.md").read_text() == listed.stdout, "regenerate: autosrh-ray config --list"
+
+
+def test_version(tmp_path):
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("autosrh-ray ") and "not installed" not in proc.stdout

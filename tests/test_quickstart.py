@@ -1,4 +1,4 @@
-"""The quickstart workflow end to end through the CLI, checked against SPEC.md's report contract."""
+"""The quickstart workflow end to end through the CLI, checked against the report.json contract."""
 import json
 import subprocess
 import sys

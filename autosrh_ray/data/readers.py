@@ -1,4 +1,4 @@
-"""Readers of the raw formats: which columns a dataset has, which fields SPEC.md pins, and parsing one piece.
+"""Readers of the raw formats: which columns a dataset has, which fields each dataset uses, and parsing one piece.
 
 Each dataset is a :class:`Layout` (Criteo dac, Avazu, KDD12 track 2, MovieLens, Amazon, ``tabular``, synthetic).
 :func:`parse_text` / :func:`parse_parquet` / :func:`parse_synthetic` turn one piece of input into a
@@ -34,7 +34,7 @@ LabelKind = Literal["binary", "count", "real"]
 
 @dataclass(frozen=True)
 class Layout:
-    """How to read one dataset: source format, columns, label, and the fields (SPEC.md's pinned choices).
+    """How to read one dataset: source format, columns, label, and the fields (the paper's choices per dataset).
 
     ``categorical`` / ``numerical`` are source columns; ``rename`` maps a source column to its field name;
     ``hour`` names Avazu's YYMMDDHH column, which becomes the fields ``hour_of_day`` and ``weekday``.

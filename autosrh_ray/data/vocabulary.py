@@ -4,7 +4,7 @@ Every read task turns its pieces into a small *statistics table* with one row pe
 counts of categorical values (numerical fields bucketized first under ``numeric: bucketize``), partial sums of
 numerical fields, and row counters per split and per skip reason (negative field codes). The merged table (one
 row per distinct training value, never per data row) goes into :meth:`FeatureSpace.from_counts`, which fixes
-SPEC.md's id order.
+the global id order (descending training frequency, field, value).
 
 Each read task combines its pieces into one statistics table per chunk; the driver folds the stream of chunk
 tables into one with pyarrow's vectorised ``group_by`` as they arrive (:class:`StatisticsMerger`), so memory is
@@ -155,7 +155,7 @@ class Statistics:
     skipped_by_split: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def feature_space(self, fields: Sequence[FieldSpec], min_count: int) -> FeatureSpace:
-        """Global ids in SPEC.md's order (``FeatureSpace.from_counts``)."""
+        """Global ids in frequency order (``FeatureSpace.from_counts``)."""
         return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count,
                                         oov_counts=self.oov_counts)
 

@@ -45,7 +45,7 @@ def criteo_fields(row: list[str]) -> list[str]:
 
 def brute_force_ids(field_names: Sequence[str], token_rows: list[list[str]], train: np.ndarray,
                     min_count: int) -> tuple[list[tuple[str, str, str, int]], list[dict[str, int]], list[int]]:
-    """SPEC.md's id order by a plain sort: [(field, value, kind, frequency)], per-field value→id, OOV ids."""
+    """The global id order by a plain sort: [(field, value, kind, frequency)], per-field value→id, OOV ids."""
     counters = [Counter() for _ in field_names]
     for row, is_train in zip(token_rows, train):
         if is_train:

@@ -28,7 +28,7 @@ def criteo_lines():
 
 @pytest.fixture(scope="module")
 def criteo_reference(criteo_lines):
-    """Brute force on the csv module: SPEC.md's id table and every split's encoded ids and labels."""
+    """Brute force on the csv module: the global id table and every split's encoded ids and labels."""
     import csv
 
     rows = list(csv.reader(criteo_lines, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -62,7 +62,7 @@ def test_vocabulary_equals_brute_force(prepared_1_and_4, criteo_reference, which
     freq = pq.read_table(prepared.directory / "frequencies.parquet").to_pydict()
     assert freq["id"] == list(range(len(table)))
     got = list(zip(freq["field"], freq["value"], freq["kind"], freq["frequency"]))
-    assert got == table  # ids in SPEC.md's order (ties included), OOV features, frequencies
+    assert got == table  # ids in frequency order (ties included), OOV features, frequencies
     assert any(kind == "oov" and f > 0 for _, _, kind, f in got)
     for split, (ids, labels) in reference.items():
         loaded = prepared.load_split(split)

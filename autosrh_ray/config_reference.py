@@ -1,0 +1,127 @@
+"""Every config key with its default, allowed values and meaning — generated from the config dataclasses
+(:mod:`autosrh_ray.config`), so the reference cannot drift from the code: ``autosrh-ray config --list`` prints it
+and ``docs/config.md`` is this text (a test regenerates and compares both ways: a key without a meaning, or a
+meaning without a key, fails it)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Iterator, Literal, Union, get_args, get_origin
+
+from .config import Config
+
+MEANING = {
+    "dataset.name": "reader and layout: criteo (dac text), avazu (csv), kdd12 (tsv), movielens / amazon (ratings csv), "
+                    "tabular (your csv/tsv/parquet), synthetic (embedded, no download)",
+    "dataset.path": "a file, a directory of shards or a glob (not for synthetic)",
+    "dataset.min_count": "a categorical value seen fewer times in train shares its field's out-of-vocabulary row",
+    "dataset.split": "train / valid / test fractions; each row's split is a hash of its position in the input",
+    "dataset.seed": "seed of the split hash",
+    "dataset.on_bad_rows": "error: stop at the first bad row (file and line); skip: count and report skipped rows",
+    "dataset.numeric": "numerical fields: scale (one field, scaled value) or bucketize (embedded by bucket); "
+                       "default bucketize for criteo, scale otherwise",
+    "dataset.format": "tabular: csv, tsv or parquet (default: from the file name)",
+    "dataset.label": "tabular: the label column",
+    "dataset.categorical": "tabular: categorical columns (one embedding row per kept value)",
+    "dataset.numerical": "tabular: numerical columns",
+    "dataset.task": "tabular: classification (AUC, log loss) or regression (MSE)",
+    "dataset.synthetic.rows": "synthetic: rows generated",
+    "dataset.synthetic.categorical_fields": "synthetic: categorical fields",
+    "dataset.synthetic.signal_fields": "synthetic: categorical fields that carry the planted signal (the rest is noise)",
+    "dataset.synthetic.numerical_fields": "synthetic: numerical fields",
+    "dataset.synthetic.vocab_size": "synthetic: values per categorical field",
+    "dataset.synthetic.zipf_exponent": "synthetic: skew of value frequencies (Zipf)",
+    "dataset.synthetic.latent_dim": "synthetic: rank of the planted interactions",
+    "dataset.synthetic.seed": "synthetic: generator seed",
+    "model.name": "backbone: fm, widedeep, deepfm (CTR); mf, mlp, neumf (rating)",
+    "model.hidden": "MLP layer widths (widedeep, deepfm, mlp, neumf)",
+    "model.dropout": "dropout in the MLP layers",
+    "search.method": "autosrh (search, prune, retrain), uniform (UE: every feature K dims), magnitude (UE, then "
+                     "prune |E| to the budget and retrain)",
+    "search.K": "base embedding dimension: the uncompressed table is M x K",
+    "search.L": "frequency blocks: features sorted by frequency, split into L blocks with one α vector each",
+    "search.block_boundaries": "explicit block sizes instead of L (must sum to M)",
+    "search.order": "first: first-order bi-level step; second: with the Hessian-vector correction (paper Eq. 14)",
+    "search.xi": "virtual step size of the second-order step (default: train.lr)",
+    "search.hvp": "second order: finite_difference (two extra backwards) or double_backward (exact, slower)",
+    "search.alpha_optimizer": "optimiser of α: adam or sgd",
+    "search.lr_alpha": "learning rate of α",
+    "search.max_epochs": "cap on the search's evaluations (it stops earlier by patience; a cap hit is warned about)",
+    "search.patience": "evaluations without a better validation loss before the search stops (best α/Θ kept)",
+    "search.alpha_data": "the rows α is fitted on: validation (paper Eq. 11; its validation numbers are then "
+                         "optimistic) or train (a hashed slice of train that Θ never sees)",
+    "search.alpha_fraction": "alpha_data: train — the share of train rows held for α",
+    "prune.cr": "compression ratio(s): keep round(M x K / cr) entries of |E ⊙ α|; a list gives one model each",
+    "prune.params": "absolute budget(s): kept embedding entries (with cr, both lists are used)",
+    "prune.retrain_from": "searched (paper Alg. 4: kept entries keep their searched values) or rewound (restart "
+                          "them from their initialisation)",
+    "train.lr": "learning rate of Θ (embeddings and network), Adam",
+    "train.batch_size": "global batch (split across ray.num_workers)",
+    "train.max_epochs": "cap on evaluations of UE and retraining (they stop earlier by patience)",
+    "train.patience": "evaluations without a better validation loss before a training stage stops (best kept)",
+    "train.eval_every_steps": "0: evaluate after each pass over train; N: every N steps (for huge data)",
+    "train.seed": "seed of initialisation, shuffles and α's slice",
+    "train.embedding_optimizer": "adam (dense) or sparse_adam (sparse gradients; faster for large tables on CPU)",
+    "train.init_std": "standard deviation of the embedding initialisation",
+    "train.shuffle_window": "Ray path: rows permuted together in Ray Data (files also come in a new order each "
+                            "epoch); 0 keeps the input order",
+    "ray.address": "local: a private Ray of the run's own (inside a Ray job: the job's cluster); auto: the running "
+                   "cluster; else a cluster address",
+    "ray.num_workers": "Ray Train data-parallel workers",
+    "ray.cpus_per_worker": "CPUs per worker (default: what is left after Ray Data's share, split evenly)",
+    "ray.gpus_per_worker": "GPUs per worker (0: CPU training)",
+    "ray.data_cpus": "CPUs kept for Ray Data (default max(1, CPUs/8)); never given to the workers",
+    "ray.storage_path": "where Train runs checkpoint (default <output>/ray_results); shared storage on a cluster",
+    "ray.max_failures": "worker failures a Train run recovers from (from its last checkpoint)",
+    "ray.worker_cache_mb": "per worker: splits that fit are streamed once, then replayed from memory",
+    "ray.verbose": "Ray's own logs, worker output and Ray Data progress bars",
+    "run.name": "prefix of the Train runs (default: method and a hash of the config); same name = resume",
+    "tune.enabled": "run a Ray Tune study over tune.search_space before pruning; the best trial is finished",
+    "tune.search_space": "dotted key -> list of values (grid or choices) or {uniform|loguniform|randint: [a, b]}",
+    "tune.search_alg": "grid (every combination x num_samples) or random (num_samples draws)",
+    "tune.num_samples": "repeats of the grid, or random draws",
+    "tune.scheduler": "asha (stops weak trials early) or fifo (every trial runs to its end)",
+    "tune.metric": "the trials' score on validation: loss (log loss or MSE), auc or mse",
+    "tune.grace_period": "ASHA: evaluations before a trial may be stopped",
+    "tune.reduction_factor": "ASHA: keep the best 1/reduction_factor at each rung",
+    "tune.retrain_epochs": "a trial's brief retrain at the study budget (stopped earlier by train.patience)",
+    "tune.max_concurrent_trials": "0: as many as the cluster's CPUs hold",
+    "report.reference": "uniform: also train UE, the yardstick report.md compares with; none: skip it",
+    "report.plots": "PNG plots and report.md next to report.json",
+}
+
+
+def _keys(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        if dataclasses.is_dataclass(default):
+            yield from _keys(type(default), f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", hints[f.name], default
+
+
+def _values(tp: Any) -> str:
+    """The allowed values of a Literal (inside Optional), else the type's name."""
+    args = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) is Union else [tp]
+    literals = [v for a in args if get_origin(a) is Literal for v in get_args(a)]
+    if literals:
+        return " \\| ".join(str(v) for v in literals)
+    names = [getattr(a, "__name__", str(a)).replace("typing.", "") for a in args]
+    return " or ".join(names)
+
+
+def keys() -> list[str]:
+    return [key for key, _, _ in _keys(Config)]
+
+
+def reference() -> str:
+    """The Markdown reference of every key (``docs/config.md``)."""
+    lines = ["# Configuration reference", "",
+             "Generated from `autosrh_ray/config.py` by `autosrh-ray config --list` (do not edit by hand). Set keys in",
+             "the workflow YAML (`section: {key: value}`) or on the command line (`--set section.key=value`, the value",
+             "parsed as YAML). An unknown key stops the run with one line naming it (and the closest key).", "",
+             "| key | default | values | meaning |", "|---|---|---|---|"]
+    for key, tp, default in _keys(Config):
+        lines.append(f"| `{key}` | `{default!r}` | {_values(tp)} | {MEANING[key]} |")
+    return "\n".join(lines) + "\n"
