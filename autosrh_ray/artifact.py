@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .embedding import FirstOrder, SoftSelectionEmbedding
 from .models import EmbeddingModel, build_backbone
@@ -51,6 +52,28 @@ class CompactEmbedding:
         return self.indptr[1:] - self.indptr[:-1]
 
 
+class CompactLookup(nn.Module):
+    """An embedding layer over a :class:`CompactEmbedding`: the (B, F, K) rows of ``ids`` are built from the kept
+    entries alone (zeros elsewhere), times ``values`` as in the training model — no dense M×K table in memory."""
+
+    def __init__(self, compact: CompactEmbedding):
+        super().__init__()
+        self.register_buffer("indptr", compact.indptr, persistent=False)
+        self.register_buffer("dims", compact.dims.long(), persistent=False)
+        self.register_buffer("values", compact.values, persistent=False)
+        self.dim = compact.dim
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        start, counts = self.indptr[flat], self.indptr[flat + 1] - self.indptr[flat]
+        row = torch.repeat_interleave(torch.arange(flat.numel(), device=ids.device), counts)
+        slot = torch.repeat_interleave(start - torch.cumsum(counts, 0) + counts, counts) + \
+            torch.arange(int(counts.sum()), device=ids.device)
+        out = torch.zeros(flat.numel(), self.dim, dtype=self.values.dtype, device=ids.device)
+        out[row, self.dims[slot]] = self.values[slot]
+        return out.reshape(*ids.shape, self.dim) * values.unsqueeze(-1)
+
+
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
                dropout: float) -> int:
     """Write the compact artifact; returns its size in bytes."""
@@ -68,7 +91,8 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
 
 
 def load_model(path: str | os.PathLike) -> EmbeddingModel:
-    """Rebuild an inference model (uniform embedding holding the folded values; no α, no mask)."""
+    """Rebuild an inference model from the artifact: a :class:`CompactLookup` over the kept entries (no α, no mask,
+    no dense M×K table), the first-order weights and the backbone."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported artifact format {payload.get('format_version')!r}")
@@ -76,13 +100,9 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     indptr = torch.zeros(int(e["num_features"]) + 1, dtype=torch.int64)
     indptr[1:] = torch.cumsum(e["counts"].long(), 0)
     compact = CompactEmbedding(indptr, e["dims"], e["values"], int(e["num_features"]), int(e["dim"]))
-    embedding = SoftSelectionEmbedding(torch.zeros(compact.num_features, dtype=torch.long), compact.dim,
-                                       soft_selection=False)
-    with torch.no_grad():
-        embedding.weight.copy_(compact.dense())
     first_order = FirstOrder(compact.num_features)
     first_order.load_state_dict(payload["first_order"])
     spec = payload["model"]
     backbone = build_backbone(spec["name"], spec["num_fields"], compact.dim, spec["hidden"], spec["dropout"])
     backbone.load_state_dict(payload["backbone"])
-    return EmbeddingModel(embedding, first_order, backbone)
+    return EmbeddingModel(CompactLookup(compact), first_order, backbone).eval()

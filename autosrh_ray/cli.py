@@ -1,5 +1,6 @@
 """``autosrh-ray`` command line: ``run`` (the whole workflow), ``prepare`` (the data stage), ``generate``
-(the synthetic dataset as raw Criteo-format shards, for scale tests) and ``config --list`` (every config key)."""
+(the synthetic dataset as raw Criteo-format shards, for scale tests), ``predict`` (score raw rows with a finished
+run's model) and ``config --list`` (every config key)."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["run"].add_argument("--fresh", action="store_true",
                                     help="start over instead of resuming the finished stages and trials of an "
                                          "earlier run into the same output")
+    pred = sub.add_parser("predict", help="score raw rows (the dataset's own format) with a finished run's model")
+    pred.add_argument("--model", required=True, help="the run's output directory, a model folder in it, or a model.pt")
+    pred.add_argument("--input", required=True, help="rows to score: a file, a directory of shards or a glob")
+    pred.add_argument("--output", required=True, help="scores: .parquet, or .csv (position, label, score per row)")
+    pred.add_argument("--batch-size", type=int, default=65_536)
     conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning")
     conf.add_argument("--list", action="store_true", required=True,
                       help="print every config key with its default, allowed values and meaning (Markdown)")
@@ -55,6 +61,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .config_reference import reference
 
         print(reference(), end="")
+        return 0
+    if args.command == "predict":
+        from .predict import predict
+
+        try:
+            predict(args.model, args.input, args.output, args.batch_size)
+        except (ConfigError, ValueError, FileNotFoundError) as err:
+            print(f"autosrh-ray: error: {err}", file=sys.stderr)
+            return 2
         return 0
     try:
         config = load_config(args.config, args.overrides)

@@ -15,6 +15,7 @@ capped by ``*.max_epochs``).
 Output directory::
 
     report.json  report.md  alpha.png  kept_dims.png  quality.png  [study.png]
+    config.yaml                               the run's config (``autosrh-ray predict`` reads raw rows with it)
     model.pt  dims.parquet  alpha.npy         the first budget's model (the top level of report.json), searched α
     models/<budget>/model.pt, dims.parquet    every other budget's model
     reference/model.pt, dims.parquet          the UE reference
@@ -36,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import yaml
 
 from . import atomic
 from .artifact import save_model
@@ -49,6 +51,7 @@ from .prune import kept_dims
 
 Log = Callable[[str], None]
 
+CONFIG_FILE = "config.yaml"
 ALPHA_ON_VALID_NOTE = ("α was fitted on the validation split (search.alpha_data: validation, as in the paper), so "
                        "the validation metrics of this model are optimistic; read its quality from test")
 
@@ -151,6 +154,22 @@ def _forget(output: Path, config: Config, log: Log) -> None:
         shutil.rmtree(storage)
 
 
+def _check_paths(config: Config, output: Path) -> None:
+    """On a multi-node cluster: data, output and Train storage must be absolute and seen by every node."""
+    from .distributed.shared_paths import check_shared_paths
+    from .runtime import connect
+
+    connect(config.ray)
+    inputs = {}
+    if config.dataset.name != "synthetic" and config.dataset.path:
+        path = config.dataset.path
+        inputs["dataset.path"] = path.split("*")[0].rsplit("/", 1)[0] if "*" in path else path
+    outputs = {"--output": str(output)}
+    if config.ray.storage_path:
+        outputs["ray.storage_path"] = config.ray.storage_path
+    check_shared_paths(inputs, outputs)
+
+
 def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print,
         loop_options=None, fresh: bool = False) -> dict:
     """The whole workflow; writes ``output/report.json`` (and report.md, plots, artifacts) and returns the report.
@@ -160,6 +179,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     from .distributed.stages import run_on_ray_train, storage_path
 
     output = Path(output)
+    _check_paths(config, output)
     output.mkdir(parents=True, exist_ok=True)
     if fresh:
         _forget(output, config, log)
@@ -200,7 +220,10 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         artifacts, size = _save_model(final_config, prepared, result, output, folder)
         entries.append(model_entry(final_config, prepared, result, tests[i], artifacts, size))
     report = dict(entries[0])
-    report["artifacts"] = {**report["artifacts"],
+    # what `autosrh-ray predict` needs beside a model: the run's config (how to read raw rows) and the vocabulary
+    atomic.write_text(output / CONFIG_FILE, yaml.safe_dump(final_config.to_dict(), sort_keys=False))
+    report["artifacts"] = {**report["artifacts"], "config": CONFIG_FILE,
+                           "prepared": os.path.relpath(Path(prepared.directory), output),
                            "frequencies": os.path.relpath(Path(prepared.directory) / "frequencies.parquet", output)}
     alpha = results[0].searched_alpha
     if alpha is not None:

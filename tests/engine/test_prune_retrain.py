@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from autosrh_ray.artifact import CompactEmbedding, load_model, save_model
+from autosrh_ray.artifact import CompactEmbedding, CompactLookup, load_model, save_model
 from autosrh_ray.prune import kept_count, prune, topk_mask
 from autosrh_ray.training import Trainer
 
@@ -69,6 +69,12 @@ def test_compact_artifact_round_trip_predicts_identically(tmp_path):
     assert diff < 1e-6
     compact = CompactEmbedding.from_embedding(model.embedding)
     assert compact.values.numel() == int(model.embedding.mask.sum())
+    # the compact lookup against the dense folded table it stands for (features with no kept dim included)
+    ids = torch.arange(compact.num_features).repeat(3).reshape(-1, 3)[:40]
+    values = torch.rand(ids.shape)
+    reference = compact.dense()[ids] * values.unsqueeze(-1)
+    assert torch.equal(CompactLookup(compact)(ids, values), reference)
+    assert (compact.kept_dims() == 0).any() and (compact.kept_dims() > 1).any()
     assert torch.equal(compact.kept_dims(), model.embedding.mask.sum(1).long())
     assert size > 0
 
