@@ -58,19 +58,22 @@ class CompactLookup(nn.Module):
 
     def __init__(self, compact: CompactEmbedding):
         super().__init__()
-        self.register_buffer("indptr", compact.indptr, persistent=False)
-        self.register_buffer("dims", compact.dims.long(), persistent=False)
+        # memory ≈ the artifact: uint8 dims as stored, row pointers in int32 while they fit
+        narrow = compact.values.numel() < torch.iinfo(torch.int32).max
+        self.register_buffer("indptr", compact.indptr.to(torch.int32 if narrow else torch.int64), persistent=False)
+        self.register_buffer("dims", compact.dims, persistent=False)
         self.register_buffer("values", compact.values, persistent=False)
         self.dim = compact.dim
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1)
-        start, counts = self.indptr[flat], self.indptr[flat + 1] - self.indptr[flat]
+        start = self.indptr[flat].long()
+        counts = self.indptr[flat + 1].long() - start
         row = torch.repeat_interleave(torch.arange(flat.numel(), device=ids.device), counts)
         slot = torch.repeat_interleave(start - torch.cumsum(counts, 0) + counts, counts) + \
             torch.arange(int(counts.sum()), device=ids.device)
         out = torch.zeros(flat.numel(), self.dim, dtype=self.values.dtype, device=ids.device)
-        out[row, self.dims[slot]] = self.values[slot]
+        out[row, self.dims[slot].long()] = self.values[slot]
         return out.reshape(*ids.shape, self.dim) * values.unsqueeze(-1)
 
 
@@ -97,11 +100,15 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported artifact format {payload.get('format_version')!r}")
     e = payload["embedding"]
-    indptr = torch.zeros(int(e["num_features"]) + 1, dtype=torch.int64)
-    indptr[1:] = torch.cumsum(e["counts"].long(), 0)
+    counts = e.pop("counts")
+    dtype = torch.int32 if e["values"].numel() < torch.iinfo(torch.int32).max else torch.int64
+    indptr = torch.zeros(int(e["num_features"]) + 1, dtype=dtype)
+    torch.cumsum(counts, 0, dtype=dtype, out=indptr[1:])
+    del counts
     compact = CompactEmbedding(indptr, e["dims"], e["values"], int(e["num_features"]), int(e["dim"]))
-    first_order = FirstOrder(compact.num_features)
-    first_order.load_state_dict(payload["first_order"])
+    with torch.device("meta"):  # no M-sized allocation to overwrite: the stored weights are taken as they are
+        first_order = FirstOrder(compact.num_features)
+    first_order.load_state_dict(payload["first_order"], assign=True)
     spec = payload["model"]
     backbone = build_backbone(spec["name"], spec["num_fields"], compact.dim, spec["hidden"], spec["dropout"])
     backbone.load_state_dict(payload["backbone"])

@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--model", required=True, help="the run's output directory, a model folder in it, or a model.pt")
     pred.add_argument("--input", required=True, help="rows to score: a file, a directory of shards or a glob")
     pred.add_argument("--output", required=True, help="scores: .parquet, or .csv (position, label, score per row)")
-    pred.add_argument("--batch-size", type=int, default=65_536)
+    pred.add_argument("--batch-size", type=int, default=8192, help="rows scored at a time (memory: rows × fields × K floats)")
     conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning")
     conf.add_argument("--list", action="store_true", required=True,
                       help="print every config key with its default, allowed values and meaning (Markdown)")

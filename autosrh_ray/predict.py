@@ -72,7 +72,7 @@ def _writer(path: Path, csv: bool):
 
 
 @torch.no_grad()
-def predict(model: str | Path, input_path: str, output: str | Path, batch_size: int = 65_536,
+def predict(model: str | Path, input_path: str, output: str | Path, batch_size: int = 8192,
             log: Log = print) -> PredictSummary:
     """Score every row of ``input_path`` with the run's model; write ``output`` (``.parquet`` or ``.csv``)."""
     from .data.inputs import list_files
