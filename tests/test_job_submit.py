@@ -1,8 +1,8 @@
 """``ray job submit`` of the quickstart against a Ray head of the test's own, token authentication on.
 
-The head runs in its own process group (``setsid``), with its own ``--temp-dir`` and every port it opens set, so
-it cannot clash with another Ray on the machine; the test ends exactly that group (never ``ray stop``) and checks
-that no process of it is left. While the job runs, ``ray job logs`` must already show the epoch lines of the
+The head runs in its own session (``setsid``), with its own ``--temp-dir`` and every port it opens set, so it
+cannot clash with another Ray on the machine; the test ends exactly that session's processes (never Ray's
+stop-everything command) and checks that none is left. While the job runs, ``ray job logs`` must already show the epoch lines of the
 search, then of the retrain: progress is printed as it happens, not when a stage ends.
 """
 from __future__ import annotations
