@@ -250,7 +250,7 @@ def train_loop(loop_config: dict) -> None:
         # a study trial: prune the search's best state and retrain it in this same run (one Train start-up)
         start = pruned_state(config, spec.shape, spec.label_mean, state.best.state, spec.then.keep)
         searched = dataclasses.replace(state, model={}, optimizer=None)
-        state = ckpt.LoopState(phase=1, searched=searched, seconds=0.0)
+        state = ckpt.LoopState(phase=1, searched=searched)
 
 
 def _run_phase(spec: LoopSpec, kind: str, rule: StopRule, state: ckpt.LoopState, model: EmbeddingModel, engine,
