@@ -185,7 +185,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         _forget(output, config, log)
     t0 = time.perf_counter()
     if prepared is None:
-        prepared = prepare(config, output / "data")
+        prepared = prepare(config, output / "data", log)
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
     r = prepared.rows
@@ -254,8 +254,8 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     return report
 
 
-def prepare(config: Config, output: str | Path) -> PreparedData:
+def prepare(config: Config, output: str | Path, log: Log = print) -> PreparedData:
     """The data stage on Ray Data: write (or reuse) the prepared directory for ``config``."""
     from .data.prepare import prepare as prepare_on_ray
 
-    return prepare_on_ray(config, output)
+    return prepare_on_ray(config, output, log=log)

@@ -27,7 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 PORTS = ("port", "node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
          "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
-TINY = ["dataset.synthetic.rows=12000", "train.batch_size=512", "search.max_epochs=4", "train.max_epochs=3",
+TINY = ["dataset.synthetic.rows=12000", "train.batch_size=512", "search.max_epochs=6", "search.patience=6",
+        "train.max_epochs=8",
+        "train.patience=8",  # many short evaluations: each stage lasts seconds, so live lines can be told apart
         "report.reference=none", "report.plots=false"]
 
 
@@ -71,8 +73,10 @@ def ray_head():
     # "the cluster on this machine" — the trap a local run must not fall into (see the last test)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(root)}
     env.pop("RAY_ADDRESS", None)
-    ports = dict(zip(PORTS, _free_ports(len(PORTS) + 2)))
-    low = _free_ports(1)[0]
+    ports = dict(zip(PORTS, _free_ports(len(PORTS))))
+    # workers' ports: a range below the ephemeral ports the others came from, so the two never overlap
+    low = 20_000 + secrets.randbelow(40) * 250
+    assert not any(low <= p <= low + 200 for p in ports.values())
     command = [RAY, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=true",
                "--dashboard-host=127.0.0.1", f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
                *[f"--{name}={port}" for name, port in ports.items()]]

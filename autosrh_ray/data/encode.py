@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -82,8 +82,10 @@ def encode_batches(batch: pa.Table, layout: Layout, space_ref, numeric_mode: str
 
 
 def encode_and_write(chunks: Sequence[Chunk], layout: Layout, space: FeatureSpace, numeric_mode: str, seed: int,
-                     fractions: Sequence[float], output: str | Path, synthetic_cfg=None) -> dict[str, list[tuple[str, int]]]:
-    """Run the encoding pass on Ray Data; returns {split: [(shard path, rows)]} in input order."""
+                     fractions: Sequence[float], output: str | Path, synthetic_cfg=None,
+                     progress: Optional[Callable[[int], None]] = None) -> dict[str, list[tuple[str, int]]]:
+    """Run the encoding pass on Ray Data; returns {split: [(shard path, rows)]} in input order; ``progress`` gets
+    the rows written so far."""
     import ray
 
     space_ref = ray.put(space)
@@ -91,7 +93,13 @@ def encode_and_write(chunks: Sequence[Chunk], layout: Layout, space: FeatureSpac
     ds = ds.map_batches(encode_batches, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         layout=layout, space_ref=space_ref, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions),
         output=str(output), synthetic_cfg=synthetic_cfg))
-    summary = sorted(ds.take_all(), key=lambda r: r["chunk"])
+    summary, written = [], 0
+    for row in ds.iter_rows():  # streamed as chunks finish
+        summary.append(row)
+        written += int(row["rows"])
+        if progress is not None:
+            progress(written)
+    summary.sort(key=lambda r: r["chunk"])
     shards: dict[str, list[tuple[str, int]]] = {name: [] for name in SPLIT_NAMES}
     for row in summary:
         shards[row["split"]].append((row["path"], int(row["rows"])))

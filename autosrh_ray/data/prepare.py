@@ -17,8 +17,10 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from ..config import Config
+from ..rate_line import RateLine
 from .encode import encode_and_write
 from .errors import DataError
 from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, describe, fingerprint,
@@ -85,8 +87,10 @@ def _clear(output: Path) -> None:
 
 
 def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTES,
-            synthetic_rows_per_chunk: int = SYNTHETIC_CHUNK_ROWS) -> PreparedData:
-    """Prepare ``config.dataset`` into ``output`` on Ray Data (or reuse it); see the module docstring.
+            synthetic_rows_per_chunk: int = SYNTHETIC_CHUNK_ROWS,
+            log: Callable[[str], None] = lambda _: None) -> PreparedData:
+    """Prepare ``config.dataset`` into ``output`` on Ray Data (or reuse it); see the module docstring. ``log``
+    gets a line per pass and, on long passes, progress lines with rows/s and ETA.
 
     Raises ``ConfigError`` (missing files, unknown columns) or :class:`DataError` (bad rows with
     ``on_bad_rows: error``, empty input), each with a one-line message.
@@ -96,6 +100,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     files = input_files(config)
     chash, fp = config_hash(config), input_fingerprint(files)
     if reusable(output, chash, fp):
+        log(f"[prepare] reused {output} (same config and input)")
         return PreparedData.load(output)
     layout = layout_for(config, files)
     connect(config.ray)
@@ -105,8 +110,10 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     read = total_rows(chunks)
     if read == 0:
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")
+    log(f"[prepare] {read:,} rows in {len(chunks)} chunks of {len(files) or 1} input(s)")
     fields = field_specs(layout, mode)
-    stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn)
+    stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn,
+                             RateLine("prepare: statistics", read, log).update)
     rows = stats.rows
     if rows.read != read:
         raise AssertionError(f"row accounting broken: {read} lines read, {rows.read} rows counted")
@@ -120,7 +127,8 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     output.mkdir(parents=True, exist_ok=True)
     _clear(output)
     space.save(output)
-    shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn)
+    shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn,
+                              RateLine("prepare: encode", rows.train + rows.valid + rows.test, log).update)
     for name in SPLIT_NAMES:
         written = sum(n for _, n in shards[name])
         if written != getattr(rows, name):

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..features import FeatureSpace, FieldSpec, NumericStats
-from .inputs import Chunk
+from .inputs import Chunk, total_rows
 from .local import field_columns
 from .prepared import RowCounts
 from .readers import Layout, Parsed, parse_chunk
@@ -220,14 +220,19 @@ def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> St
 
 def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str, seed: int,
                      fractions: Sequence[float], fields: Sequence[FieldSpec], min_count: int,
-                     synthetic_cfg=None) -> Statistics:
-    """Run the statistics pass on Ray Data over all chunks and merge the result."""
+                     synthetic_cfg=None, progress: Optional[Callable[[int], None]] = None) -> Statistics:
+    """Run the statistics pass on Ray Data over all chunks and merge the result; ``progress`` gets the rows of
+    the chunks counted so far."""
     import ray
 
     ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
     ds = ds.map_batches(chunk_statistics, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), synthetic_cfg=synthetic_cfg))
     merger = StatisticsMerger()
+    per_chunk, done = total_rows(chunks) / max(len(chunks), 1), 0
     for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):  # streamed as chunks finish
         merger.add(table)
+        done += 1
+        if progress is not None:  # chunks finish out of order: rows estimated from the chunks done
+            progress(round(done * per_chunk))
     return merge_statistics([merger.result()], fields, min_count)
