@@ -18,6 +18,8 @@ from autosrh_ray.study import trial_key
 
 from .distributed.helpers import SMALL
 
+pytestmark = pytest.mark.slow  # Ray Tune studies end to end (minutes)
+
 PARAMS = 600  # the study budget: every trial keeps exactly this many entries
 # Trials run one at a time on 2 CPUs, in Tune's grid order (keys sorted, the first varying fastest): (K4, 0.01),
 # (K8, 0.01), (K4, 1e-5), (K8, 1e-5). The last two are far worse at ASHA's first rung than those before them, so

@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts a 2-node Ray cluster
+
 SCRIPT = r'''
 import sys
 from pathlib import Path
