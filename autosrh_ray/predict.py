@@ -28,9 +28,9 @@ from .data.errors import DataError
 from .data.prepared import PreparedData
 from .data.readers import layout_for, parse_chunk
 from .data.vocabulary import encode_fields
+from .workflow import CONFIG_FILE
 
 Log = Callable[[str], None]
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass
@@ -55,7 +55,7 @@ def run_directory(model: Path) -> tuple[Path, Path]:
     raise ConfigError("--model", f"no {CONFIG_FILE} beside {file} or above it: not a run's output directory")
 
 
-def _chunks(config, layout, files):
+def _chunks(layout, files):
     from .data.inputs import assign_positions, count_chunk_lines, plan_parquet_chunks, plan_text_chunks
 
     if layout.kind == "parquet":
@@ -93,7 +93,7 @@ def predict(model: str | Path, input_path: str, output: str | Path, batch_size: 
     tmp = output.with_name(f".{output.name}.tmp")
     writer = _writer(tmp, output.suffix.lower() == ".csv")
     try:
-        for chunk in _chunks(config, layout, files):
+        for chunk in _chunks(layout, files):
             for parsed in parse_chunk(layout, chunk):
                 bad = len(parsed.bad_positions)
                 summary.read += parsed.num_rows + bad

@@ -159,11 +159,11 @@ class RayTrainExecutor:
     def _done(self, run: str) -> Path:
         return Path(self.storage) / f"{self.name}-{run}" / STAGE_FILE
 
-    def _reused(self, run: str, label: str) -> Optional[tuple[FitResult, dict]]:
+    def _reused(self, run: str) -> Optional[tuple[FitResult, dict]]:
         done = self._done(run)
         if not done.is_file():
             return None
-        self.log(f"[{label}] finished in an earlier run: reused {done.parent}")
+        self.log(f"[{_label(run)}] finished in an earlier run: reused {done.parent}")
         return tuple(torch.load(done, weights_only=False))
 
     def _finish(self, run: str, stage: str, final: ckpt.LoopState, seconds: float) -> tuple[FitResult, dict]:
@@ -182,7 +182,7 @@ class RayTrainExecutor:
         best-by-validation state. A stage that finished before (same run name, same storage) is handed back
         from its ``stage.pt`` without starting Ray Train."""
         run = f"{stage}-{tag}" if tag else stage
-        reused = self._reused(run, f"{stage} {tag}".strip())
+        reused = self._reused(run)
         if reused is not None:
             return reused
         start = time.perf_counter()
@@ -194,7 +194,7 @@ class RayTrainExecutor:
         """A study trial in one Train run named ``<name>-trial`` (one start-up instead of two): the search, pruning
         of its best state to ``keep`` entries, a retrain. Its stages are saved (and reused) as the separate
         stages ``search`` and ``retrain-<tag>`` would be; ((search, searched state), (retrain, retrained state))."""
-        search, retrain = self._reused("search", "search"), self._reused(f"retrain-{tag}", f"retrain {tag}")
+        search, retrain = self._reused("search"), self._reused(f"retrain-{tag}")
         if search is not None and retrain is not None:
             return search, retrain
         start = time.perf_counter()
