@@ -21,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("config", help="workflow YAML")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
                        help="override a config key (value parsed as YAML); repeatable")
-        p.add_argument("--output", help="output directory (default runs/<config stem>)")
+        p.add_argument("--output", help="output directory or URI, e.g. s3://bucket/runs/x (default runs/<config stem>)")
     sub.choices["run"].add_argument("--fresh", action="store_true",
                                     help="start over instead of resuming the finished stages and trials of an "
                                          "earlier run into the same output")
@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     pred.add_argument("--input", required=True, help="rows to score: a file, a directory of shards or a glob")
     pred.add_argument("--output", required=True, help="scores: .parquet, or .csv (position, label, score per row)")
     pred.add_argument("--batch-size", type=int, default=8192, help="rows scored at a time (memory: rows × fields × K floats)")
+    pred.add_argument("--ray", action="store_true",
+                      help="score input chunks as Ray Data tasks side by side (big inputs); --output is then a "
+                           "directory or URI of Parquet parts")
+    pred.add_argument("--address", default="local", help="with --ray: the Ray to use (local, auto or an address)")
     conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning")
     conf.add_argument("--list", action="store_true", required=True,
                       help="print every config key with its default, allowed values and meaning (Markdown)")
@@ -63,10 +67,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(reference(), end="")
         return 0
     if args.command == "predict":
-        from .predict import predict
+        from .predict import predict, predict_on_ray
 
         try:
-            predict(args.model, args.input, args.output, args.batch_size)
+            if args.ray:
+                predict_on_ray(args.model, args.input, args.output, args.batch_size, args.address)
+            else:
+                predict(args.model, args.input, args.output, args.batch_size)
         except (ConfigError, ValueError, FileNotFoundError) as err:
             print(f"autosrh-ray: error: {err}", file=sys.stderr)
             return 2
@@ -82,17 +89,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         gzip=args.gzip)
             print(f"wrote {args.rows} rows in {len(paths)} Criteo-format shards under {args.output}")
             return 0
-        output = Path(args.output or Path("runs") / Path(args.config).stem)
+        from . import storage
+
+        output = storage.absolute(args.output or Path("runs") / Path(args.config).stem)
+        from .rate_line import interactive, terminal_log
+
+        log = terminal_log if interactive() else print  # lines above the progress bars in a terminal
         if args.command == "prepare":
-            prepared = workflow.prepare(config, output)
+            prepared = workflow.prepare(config, output, log)
             print(f"prepared {prepared.num_features} features into {output}: {prepared.rows}")
         else:
-            report = workflow.run(config, output, fresh=args.fresh)
+            report = workflow.run(config, output, log=log, fresh=args.fresh)
             for entry in report["models"] + ([report["reference"]] if "reference" in report else []):
                 print(f"{entry['method']} {entry['budget']}: test {entry['test']}, {entry['params']['kept']} kept "
                       f"params (CR {entry['cr_achieved']:.2f})")
             written = ["report.json"] + (["report.md"] if "report_md" in report["artifacts"] else [])
-            print("wrote " + " and ".join(str(output.resolve() / name) for name in written))
+            print("wrote " + " and ".join(storage.join(output, name) for name in written))
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"autosrh-ray: error: {err}", file=sys.stderr)
         return 2

@@ -17,6 +17,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from . import storage
+
 
 class ConfigError(ValueError):
     """A bad config value; ``str(err)`` is one line naming the key."""
@@ -455,7 +457,11 @@ def _validate_dataset_source(ds: DatasetConfig) -> None:
         return
     if not ds.path:
         raise ConfigError("dataset.path", f"required for dataset {ds.name}")
-    if not glob.glob(ds.path) and not os.path.exists(ds.path):
+    if storage.is_uri(ds.path):
+        wildcard = any(c in ds.path for c in "*?[")
+        if not (storage.glob_files(ds.path) if wildcard else storage.exists(ds.path)):
+            raise ConfigError("dataset.path", f"nothing at {ds.path} (or its storage cannot be reached)")
+    elif not glob.glob(ds.path) and not os.path.exists(storage.local_path(ds.path)):
         raise ConfigError("dataset.path", f"no file matches {ds.path}")
     if ds.name == "tabular":
         if not ds.label:

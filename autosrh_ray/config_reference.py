@@ -13,7 +13,7 @@ from .config import Config
 MEANING = {
     "dataset.name": "reader and layout: criteo (dac text), avazu (csv), kdd12 (tsv), movielens / amazon (ratings csv), "
                     "tabular (your csv/tsv/parquet), synthetic (embedded, no download)",
-    "dataset.path": "a file, a directory of shards or a glob (not for synthetic)",
+    "dataset.path": "a file, a directory of shards or a glob; local or a URI (s3://, gs://, file://); not for synthetic",
     "dataset.min_count": "a categorical value seen fewer times in train shares its field's out-of-vocabulary row",
     "dataset.split": "train / valid / test fractions; each row's split is a hash of its position in the input",
     "dataset.seed": "seed of the split hash",
@@ -71,7 +71,8 @@ MEANING = {
     "ray.cpus_per_worker": "CPUs per worker (default: what is left after Ray Data's share, split evenly)",
     "ray.gpus_per_worker": "GPUs per worker (0: CPU training)",
     "ray.data_cpus": "CPUs kept for Ray Data (default max(1, CPUs/8)); never given to the workers",
-    "ray.storage_path": "where Train runs checkpoint (default <output>/ray_results); shared storage on a cluster",
+    "ray.storage_path": "where Train runs checkpoint (default <output>/ray_results); a local path or a URI (s3://…); "
+                        "shared storage on a cluster",
     "ray.max_failures": "worker failures a Train run recovers from (from its last checkpoint)",
     "ray.worker_cache_mb": "per worker: splits that fit are streamed once, then replayed from memory",
     "ray.verbose": "Ray's own logs, worker output and Ray Data progress bars",

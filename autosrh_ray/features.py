@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import storage
+
 OOV_VALUE = "<OOV>"  # the value string of a field's OOV feature (used for ordering ties and in frequencies files)
 MISSING_TOKEN = ""  # a missing categorical value is its own token
 LARGE_VOCAB = 100_000  # fields with more kept values look values up in a hash index built once and kept
@@ -227,14 +229,13 @@ class FeatureSpace:
     # -- persistence --------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> dict[str, str]:
         """Write ``features.json`` (fields, numeric stats) and ``frequencies.parquet`` (one row per feature)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        storage.makedirs(directory)
         meta = {
             "fields": [{"name": s.name, "kind": s.kind} for s in self.fields],
             "numeric_stats": [None if s is None else [s.count, s.mean, s.std] for s in self.numeric_stats],
             "num_features": self.num_features,
         }
-        (directory / "features.json").write_text(json.dumps(meta, indent=1))
+        storage.write_text(storage.join(directory, "features.json"), json.dumps(meta, indent=1))
         table = pa.table({
             "id": pa.array(np.arange(self.num_features, dtype=np.int64)),
             "field": pa.array([self.fields[f].name for f in self.field_of]),
@@ -243,7 +244,8 @@ class FeatureSpace:
             "kind": pa.array(self.feature_kinds()),
             "frequency": pa.array(self.frequencies),
         })
-        pq.write_table(table, directory / "frequencies.parquet")
+        fs, path = storage.resolve(storage.join(directory, "frequencies.parquet"))
+        pq.write_table(table, path, filesystem=fs)
         return {"features": "features.json", "frequencies": "frequencies.parquet"}
 
     def feature_kinds(self) -> list[str]:
@@ -258,11 +260,10 @@ class FeatureSpace:
 
     @staticmethod
     def load(directory: str | Path) -> "FeatureSpace":
-        directory = Path(directory)
-        meta = json.loads((directory / "features.json").read_text())
+        meta = json.loads(storage.read_text(storage.join(directory, "features.json")))
         fields = [FieldSpec(d["name"], d["kind"]) for d in meta["fields"]]
         stats = [None if s is None else NumericStats(int(s[0]), float(s[1]), float(s[2])) for s in meta["numeric_stats"]]
-        table = pq.read_table(directory / "frequencies.parquet")
+        table = pq.read_table(storage.parquet_source(storage.join(directory, "frequencies.parquet")))
         field_of = table.column("field_index").to_numpy().astype(np.int32)
         values = table.column("value").to_pylist()
         kinds = np.asarray(table.column("kind").to_pylist())

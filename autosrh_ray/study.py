@@ -23,11 +23,9 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
-
+from . import storage as storage_module
 from .config import Config, config_from_dict, with_overrides
 from .data.prepared import PreparedData
 from .training import FitResult, StopRule
@@ -155,7 +153,7 @@ def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str
     seconds = time.perf_counter() - start
     tune.report({metric: retrain.best_valid[metric.removeprefix("valid_")], FINISHED: 1,
                  "search_epochs": search.epochs, "search_stop": search.stop_reason, "kept": keep,
-                 SEARCH_RUN: str(Path(storage) / f"{name}-search"), "trial_seconds": seconds,
+                 SEARCH_RUN: storage_module.join(storage, f"{name}-search"), "trial_seconds": seconds,
                  # Train start-up, pruning and reporting: the trial's time outside its training loops
                  "fixed_seconds": seconds - search.loop_seconds - retrain.loop_seconds})
 
@@ -172,13 +170,12 @@ def concurrency(config: Config, cluster_cpus: float) -> int:
 
 def _searched(run_dir: str) -> tuple[FitResult, dict]:
     """The best trial's search: what it did and its best (α, Θ) state, as its run saved them."""
-    from .distributed.stages import STAGE_FILE
+    from .distributed.stages import STAGE_FILE, load_stage
 
-    path = Path(run_dir) / STAGE_FILE
-    if not path.is_file():
+    path = storage_module.join(run_dir, STAGE_FILE)
+    if not storage_module.is_file(path):
         raise RuntimeError(f"the best trial's search left no {STAGE_FILE} under {run_dir}")
-    result, state = torch.load(path, weights_only=False)
-    return result, state
+    return load_stage(path)
 
 
 def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = print) -> StudyResult:
@@ -204,11 +201,11 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     scheduler = (ASHAScheduler(max_t=max_t, grace_period=config.tune.grace_period,
                                reduction_factor=config.tune.reduction_factor)
                  if config.tune.scheduler == "asha" else FIFOScheduler())
-    path = Path(storage) / name
+    path = storage_module.join(storage, name)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the workflow prints one line per trial; Tune stays quiet
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(path):
         log(f"study: resuming {path} (finished trials are not run again)")
-        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
     else:
         log(f"study: {name}, {parallel} trial(s) at a time, every trial pruned to {budget} kept entries")
         tuner = tune.Tuner(
@@ -230,7 +227,7 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
         log(f"study: trial {t.overrides} → {metric} {t.score if t.score is not None else '–'} ({t.stop_reason}, "
             f"{t.epochs} search evaluations, {t.seconds:.0f} s){'  ← best' if t is best else ''}")
     return StudyResult(trials, best, with_overrides(config, best.overrides), _searched(best.search_run), metric,
-                       mode, budget, time.perf_counter() - start, str(path))
+                       mode, budget, time.perf_counter() - start, path)
 
 
 def _trial(result, metric: str) -> Trial:

@@ -21,14 +21,18 @@ Output directory::
     reference/model.pt, dims.parquet          the UE reference
     data/  ray_results/                        prepared data; Train runs, the study and its TensorBoard files
 
+The output may be a local directory or a URI (``s3://bucket/runs/x``, ``gs://...``): then the prepared data and
+the Train runs are written there directly (every node reads them), and the files above are written into a local
+staging directory and uploaded at the end.
+
 Re-running the same command resumes: finished Train runs hand back their results and a finished study's trials
 are not run again; ``fresh=True`` (``--fresh``) starts over.
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -39,7 +43,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from . import atomic
+from . import atomic, storage
 from .artifact import save_model
 from .batch import Batch
 from .config import Config, validate_against_data, with_overrides
@@ -114,7 +118,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
 def iter_split_batches(prepared: PreparedData, split: str, batch_size: int) -> Iterator[Batch]:
     """Stream one split's Parquet shards in the driver, one batch at a time (never the whole split in memory)."""
     for path in prepared.split_paths(split):
-        for record_batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        for record_batch in pq.ParquetFile(storage.parquet_source(path)).iter_batches(batch_size=batch_size):
             cols = {name: col.to_numpy(zero_copy_only=False)
                     for name, col in zip(record_batch.schema.names, record_batch.columns)}
             encoded = split_from_columns(cols, prepared.features.num_fields)
@@ -146,16 +150,16 @@ def _save_model(config: Config, prepared: PreparedData, result: StageResult, out
     return artifacts, size
 
 
-def _forget(output: Path, config: Config, log: Log) -> None:
-    """``--fresh``: drop what earlier runs of this workflow left in its storage (never the prepared data)."""
-    storage = Path(config.ray.storage_path).expanduser() if config.ray.storage_path else output / "ray_results"
-    if storage.exists():
-        log(f"fresh: removing {storage}")
-        shutil.rmtree(storage)
+def _forget(train_storage: str, log: Log) -> None:
+    """``--fresh``: drop what earlier runs of this workflow left in its Train storage (never the prepared data)."""
+    if storage.exists(train_storage):
+        log(f"fresh: removing {train_storage}")
+        storage.remove(train_storage)
 
 
-def _check_paths(config: Config, output: Path) -> None:
-    """On a multi-node cluster: data, output and Train storage must be absolute and seen by every node."""
+def _check_paths(config: Config, output: str) -> None:
+    """On a multi-node cluster: local data, output and Train storage paths must be absolute and seen by every
+    node (URIs name shared storage by nature)."""
     from .distributed.shared_paths import check_shared_paths
     from .runtime import connect
 
@@ -164,10 +168,17 @@ def _check_paths(config: Config, output: Path) -> None:
     if config.dataset.name != "synthetic" and config.dataset.path:
         path = config.dataset.path
         inputs["dataset.path"] = path.split("*")[0].rsplit("/", 1)[0] if "*" in path else path
-    outputs = {"--output": str(output)}
+    outputs = {"--output": output}
     if config.ray.storage_path:
         outputs["ray.storage_path"] = config.ray.storage_path
-    check_shared_paths(inputs, outputs)
+    check_shared_paths({k: v for k, v in inputs.items() if not storage.is_uri(v)},
+                       {k: v for k, v in outputs.items() if not storage.is_uri(v)})
+
+
+def _relative(path: str, base: str) -> str:
+    """``path`` relative to ``base`` when it lies inside it (local or URI), else ``path`` itself."""
+    prefix = base.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print,
@@ -178,14 +189,17 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     """
     from .distributed.stages import run_on_ray_train, storage_path
 
-    output = Path(output)
-    _check_paths(config, output)
+    destination = storage.absolute(output)
+    _check_paths(config, destination)
+    # remote output: the driver's files are staged locally and uploaded at the end
+    output = Path(tempfile.mkdtemp(prefix="autosrh-ray-output-") if storage.is_uri(destination) else destination)
     output.mkdir(parents=True, exist_ok=True)
+    train_storage = storage_path(config, destination)
     if fresh:
-        _forget(output, config, log)
+        _forget(train_storage, log)
     t0 = time.perf_counter()
     if prepared is None:
-        prepared = prepare(config, output / "data", log)
+        prepared = prepare(config, storage.join(destination, "data"), log)
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
     r = prepared.rows
@@ -199,15 +213,16 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         from .study import run_study
 
         connect(config.ray)
-        study = run_study(config, prepared, storage_path(config, output), log)
+        study = run_study(config, prepared, train_storage, log)
         final_config, searched = study.best_config, study.searched
         log(f"study: best {study.best.overrides} ({study.metric} {study.best.score:.5f}); finishing from its search")
-    results = run_on_ray_train(final_config, prepared, log, output=output, options=loop_options, searched=searched,
+    results = run_on_ray_train(final_config, prepared, log, output=destination, options=loop_options,
+                               searched=searched,
                                name=f"{Path(study.directory).name}-best" if study else None)
     reference = None
     if config.report.reference == "uniform" and config.search.method != "uniform":
         uniform_config = with_overrides(config, {"search.method": "uniform"})
-        reference = (uniform_config, run_on_ray_train(uniform_config, prepared, log, output=output,
+        reference = (uniform_config, run_on_ray_train(uniform_config, prepared, log, output=destination,
                                                       options=loop_options)[0])
 
     # the first and only read of the test split, for every final model at once
@@ -223,8 +238,9 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     # what `autosrh-ray predict` needs beside a model: the run's config (how to read raw rows) and the vocabulary
     atomic.write_text(output / CONFIG_FILE, yaml.safe_dump(final_config.to_dict(), sort_keys=False))
     report["artifacts"] = {**report["artifacts"], "config": CONFIG_FILE,
-                           "prepared": os.path.relpath(Path(prepared.directory), output),
-                           "frequencies": os.path.relpath(Path(prepared.directory) / "frequencies.parquet", output)}
+                           "prepared": _relative(prepared.directory, destination),
+                           "frequencies": _relative(storage.join(prepared.directory, "frequencies.parquet"),
+                                                    destination)}
     alpha = results[0].searched_alpha
     if alpha is not None:
         with atomic.atomic_path(output / "alpha.npy") as tmp, open(tmp, "wb") as f:
@@ -251,6 +267,10 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         write_report_md(report, prepared, results[0].model, alpha, output, study)
         report["artifacts"]["report_md"] = "report.md"
     atomic.write_text(output / "report.json", json.dumps(report, indent=1))
+    if storage.is_uri(destination):
+        storage.copy_tree(output, destination)
+        shutil.rmtree(output)
+        log(f"uploaded the report and models to {destination}")
     return report
 
 

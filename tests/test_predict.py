@@ -79,3 +79,23 @@ def test_predict_names_what_is_missing(tmp_path):
     done = _cli("--model", str(tmp_path), "--input", "x.txt", "--output", str(tmp_path / "s.parquet"))
     assert done.returncode == 2 and done.stderr.startswith("autosrh-ray: error: --model") \
         and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_predict_on_ray_data_scores_shards_side_by_side_as_the_single_process_does(criteo_run, ray_cluster):
+    from autosrh_ray.predict import predict, predict_on_ray
+
+    base, _, test_lines = criteo_run
+    shards = base / "shards"
+    shards.mkdir()
+    third = len(test_lines) // 3 + 1
+    for i in range(3):
+        (shards / f"part-{i}.txt").write_text("\n".join(test_lines[i * third:(i + 1) * third]) + "\n")
+    one = predict(base / "run", str(shards), base / "one.parquet", log=lambda _: None)
+    many = predict_on_ray(base / "run", str(shards), str(base / "parts"), log=lambda _: None)
+    parts = sorted((base / "parts").glob("part-*.parquet"))
+    assert len(parts) == 3  # one part per input chunk, scored as separate Ray Data tasks
+    assert (many.read, many.scored, many.skipped) == (one.read, one.scored, one.skipped) == (len(test_lines),) * 2 + (0,)
+    together = pq.read_table(parts).sort_by("position")
+    single = pq.read_table(base / "one.parquet")
+    assert together.column("position").to_pylist() == single.column("position").to_pylist()
+    assert np.array_equal(together.column("score").to_numpy(), single.column("score").to_numpy())

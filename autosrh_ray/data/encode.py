@@ -6,7 +6,7 @@ and nothing is collected in the driver but one summary row per shard.
 """
 from __future__ import annotations
 
-import os
+import posixpath
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import storage
 from ..features import FeatureSpace
 from .inputs import Chunk
 from .prepared import encoded_table
@@ -57,9 +58,9 @@ def encode_chunk(chunk: Chunk, layout: Layout, space: FeatureSpace, numeric_mode
                     continue
                 table = encoded_table(ids[idx], values[idx], parsed.labels[idx])
                 if name not in writers:
-                    path = os.path.join(output, shard_name(name, chunk.index))
-                    os.makedirs(os.path.dirname(path), exist_ok=True)
-                    writers[name] = pq.ParquetWriter(path, table.schema)
+                    fs, path = storage.resolve(storage.join(output, shard_name(name, chunk.index)))
+                    fs.create_dir(posixpath.dirname(path), recursive=True)
+                    writers[name] = pq.ParquetWriter(path, table.schema, filesystem=fs)
                 writers[name].write_table(table)
                 rows[name] += len(idx)
     finally:

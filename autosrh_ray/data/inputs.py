@@ -1,19 +1,19 @@
 """Input files and chunks: what to read, in which order, and where every row sits in the input.
 
-Files are sorted by path; a plain text file is cut into byte ranges aligned to line starts, a gzip file is one
+Paths may be local or URIs (``s3://``, ``gs://``, ``file://``; see :mod:`autosrh_ray.storage`). Files are sorted
+by path; a plain text file is cut into byte ranges aligned to line starts, a gzip file is one
 chunk, a Parquet file is one chunk per row group. A row's *global position* is its index among all data lines
 (headers excluded, bad lines included) in that order, so it never depends on chunk, block or worker counts.
 Pure Python (no Ray): the Ray Data stages in :mod:`.vocabulary` and :mod:`.encode` call these per chunk.
 """
 from __future__ import annotations
 
-import glob
 import gzip
-import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import IO, Iterator, Literal, Optional, Sequence
 
+from .. import storage
 from ..config import ConfigError
 from .errors import DataError
 
@@ -23,24 +23,37 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def list_files(path: str, key: str = "dataset.path") -> list[str]:
-    """The input files of ``path`` (a file, a glob or a directory of shards), sorted; hidden files skipped."""
-    if os.path.isdir(path):
-        found = [os.path.join(path, n) for n in os.listdir(path) if not n.startswith((".", "_"))]
+    """The input files of ``path`` (a file, a glob or a directory of shards; local or a URI), sorted; hidden
+    files skipped."""
+    path = storage.local_path(path)
+    if storage.is_dir(path):
+        found = [storage.join(path, n) for n in storage.list_dir(path) if not n.startswith((".", "_"))]
+    elif any(c in path for c in "*?["):
+        found = storage.glob_files(path)
     else:
-        found = glob.glob(path) if any(c in path for c in "*?[") else ([path] if os.path.exists(path) else [])
-    files = sorted(f for f in found if os.path.isfile(f))
+        found = [path]
+    files = sorted(f for f in found if storage.is_file(f))
     if not files:
         raise ConfigError(key, f"no input file matches {path}")
     return files
 
 
 def is_gzip(path: str) -> bool:
-    with open(path, "rb") as fh:
+    with storage.open_input(path) as fh:
         return fh.read(2) == _GZIP_MAGIC
 
 
-def open_binary(path: str) -> IO[bytes]:
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+@contextmanager
+def open_binary(path: str) -> Iterator[IO[bytes]]:
+    """The file's bytes, gunzipped if it is gzip (local or remote)."""
+    with storage.open_input(path) as raw:
+        gz = raw.read(2) == _GZIP_MAGIC
+        raw.seek(0)
+        if not gz:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+            yield fh
 
 
 def first_line(path: str) -> str:
@@ -80,8 +93,8 @@ def plan_text_chunks(files: Sequence[str], header: bool, chunk_bytes: int = CHUN
         if is_gzip(path):
             chunks.append(Chunk(len(chunks), "text", path, 0, -1, skip_header=header))
             continue
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
+        size = storage.size(path)
+        with storage.open_input(path) as fh:
             start = len(fh.readline()) if header else 0
             while start < size:
                 end = size
@@ -144,7 +157,7 @@ def plan_parquet_chunks(files: Sequence[str]) -> list[Chunk]:
     position = 0
     for path in files:
         try:
-            meta = pq.ParquetFile(path).metadata
+            meta = pq.ParquetFile(storage.parquet_source(path)).metadata
         except Exception as err:  # pyarrow raises several types for a non-Parquet file
             raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__}: {err})") from None
         line = 1
@@ -166,7 +179,7 @@ def plan_synthetic_chunks(rows: int, rows_per_chunk: int) -> list[Chunk]:
 
 def fingerprint(files: Sequence[str]) -> list[list]:
     """What identifies the input for reuse: path, size and modification time of every file."""
-    return [[str(Path(f).resolve()), os.path.getsize(f), os.stat(f).st_mtime_ns] for f in files]
+    return [[f if storage.is_uri(f) else storage.resolve(f)[1], storage.size(f), storage.mtime_ns(f)] for f in files]
 
 
 def total_rows(chunks: Sequence[Chunk]) -> int:

@@ -89,7 +89,7 @@ def prepare_table(table: pa.Table, label: str, categorical: Sequence[str], numer
         pq.write_table(encoded_table(ids[idx], values[idx], labels[idx]), output / rel)
         shards[name] = [rel]
     rows.check()
-    prepared = PreparedData(output, space, config.task, float(labels[split == TRAIN].mean()), rows,
+    prepared = PreparedData(str(output), space, config.task, float(labels[split == TRAIN].mean()), rows,
                             config_hash(config), shards)
     prepared.write_meta()
     return prepared

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Callable
 
+from .. import storage
 from ..config import Config
-from ..rate_line import RateLine
+from ..rate_line import Progress
 from .encode import encode_and_write
 from .errors import DataError
 from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, describe, fingerprint,
@@ -39,13 +39,13 @@ def input_fingerprint(files: list[str]) -> str:
     return hashlib.sha256(json.dumps(fingerprint(files)).encode()).hexdigest()[:16] if files else ""
 
 
-def reusable(output: Path, chash: str, fp: str) -> bool:
+def reusable(output: str, chash: str, fp: str) -> bool:
     """Whether ``output`` holds a finished prepare of the same config and input."""
-    meta_path = output / META_FILE
-    if not meta_path.is_file():
+    meta_path = storage.join(output, META_FILE)
+    if not storage.is_file(meta_path):
         return False
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(storage.read_text(meta_path))
     except json.JSONDecodeError:
         return False
     return meta.get("config_hash") == chash and meta.get("input_fingerprint", "") == fp
@@ -77,13 +77,10 @@ def plan_chunks(config: Config, layout: Layout, files: list[str], chunk_bytes: i
     return assign_positions(chunks, [counted[c.index] for c in chunks], layout.header)
 
 
-def _clear(output: Path) -> None:
+def _clear(output: str) -> None:
     """Remove what an earlier prepare wrote (meta first, so a half-written directory is never reused)."""
-    (output / META_FILE).unlink(missing_ok=True)
-    for name in SPLIT_NAMES:
-        shutil.rmtree(output / name, ignore_errors=True)
-    for name in ("features.json", "frequencies.parquet"):
-        (output / name).unlink(missing_ok=True)
+    for name in (META_FILE, *SPLIT_NAMES, "features.json", "frequencies.parquet"):
+        storage.remove(storage.join(output, name))
 
 
 def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTES,
@@ -95,7 +92,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     Raises ``ConfigError`` (missing files, unknown columns) or :class:`DataError` (bad rows with
     ``on_bad_rows: error``, empty input), each with a one-line message.
     """
-    output = Path(output)
+    output = storage.absolute(output)
     ds = config.dataset
     files = input_files(config)
     chash, fp = config_hash(config), input_fingerprint(files)
@@ -113,7 +110,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     log(f"[prepare] {read:,} rows in {len(chunks)} chunks of {len(files) or 1} input(s)")
     fields = field_specs(layout, mode)
     stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn,
-                             RateLine("prepare: statistics", read, log).update)
+                             Progress("prepare: statistics", read, log).update)
     rows = stats.rows
     if rows.read != read:
         raise AssertionError(f"row accounting broken: {read} lines read, {rows.read} rows counted")
@@ -124,11 +121,11 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     rows.skipped_by_split = stats.skipped_by_split
     rows.check()
     space = stats.feature_space(fields, ds.min_count)
-    output.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(output)
     _clear(output)
     space.save(output)
     shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn,
-                              RateLine("prepare: encode", rows.train + rows.valid + rows.test, log).update)
+                              Progress("prepare: encode", rows.train + rows.valid + rows.test, log).update)
     for name in SPLIT_NAMES:
         written = sum(n for _, n in shards[name])
         if written != getattr(rows, name):

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import storage
 from ..features import FeatureSpace
 from .split import SPLIT_NAMES
 
@@ -78,9 +79,9 @@ def split_from_columns(batch: dict, num_fields: int) -> EncodedSplit:
 
 @dataclass
 class PreparedData:
-    """A prepared directory, loaded: its feature space, row counts and shard paths."""
+    """A prepared directory (a local path or a URI), loaded: its feature space, row counts and shard paths."""
 
-    directory: Path
+    directory: str
     features: FeatureSpace
     task: str
     label_mean: float
@@ -99,7 +100,7 @@ class PreparedData:
         return {spec.name: int(n) for spec, n in zip(self.features.fields, counts)}
 
     def split_paths(self, split: str) -> list[str]:
-        return [str(self.directory / p) for p in self.shards[split]]
+        return [storage.join(self.directory, p) for p in self.shards[split]]
 
     def load_split(self, split: str) -> EncodedSplit:
         """Read one split into memory (in-process training and tests; the Ray layers stream instead)."""
@@ -107,7 +108,7 @@ class PreparedData:
         if not paths:
             f = self.features.num_fields
             return EncodedSplit(np.zeros((0, f), np.int64), np.zeros((0, f), np.float32), np.zeros(0, np.float32))
-        table = pa.concat_tables([pq.read_table(p) for p in paths])
+        table = pa.concat_tables([pq.read_table(storage.parquet_source(p)) for p in paths])
         return split_from_columns({c: table.column(c).to_numpy() for c in table.column_names},
                                   self.features.num_fields)
 
@@ -124,12 +125,12 @@ class PreparedData:
             "vocab_sizes": self.vocab_sizes(),
             "input_fingerprint": self.input_fingerprint,
         }
-        (self.directory / META_FILE).write_text(json.dumps(meta, indent=1))
+        storage.write_text(storage.join(self.directory, META_FILE), json.dumps(meta, indent=1))
 
     @staticmethod
     def load(directory: str | Path) -> "PreparedData":
-        directory = Path(directory)
-        meta = json.loads((directory / META_FILE).read_text())
+        directory = storage.local_path(directory)
+        meta = json.loads(storage.read_text(storage.join(directory, META_FILE)))
         return PreparedData(
             directory=directory,
             features=FeatureSpace.load(directory),

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from .. import storage
 from ..config import Config, ConfigError
 from .errors import BAD_LABEL, BAD_VALUE, NON_NUMERIC, WRONG_COLUMN_COUNT, DataError
 from .inputs import Chunk, count_lines, first_line, list_files
@@ -118,7 +119,7 @@ def layout_for(config: Config, files: Sequence[str]) -> Layout:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            cols = tuple(pq.ParquetFile(files[0]).schema_arrow.names)
+            cols = tuple(pq.ParquetFile(storage.parquet_source(files[0])).schema_arrow.names)
             delimiter, kind = ",", "parquet"
         else:
             delimiter, kind = ("\t" if fmt == "tsv" else ","), "text"
@@ -344,7 +345,7 @@ def parse_parquet(layout: Layout, chunk: Chunk) -> Parsed:
     import pyarrow.parquet as pq
 
     wanted = list(dict.fromkeys([layout.label, *layout.numerical, *layout.categorical]))
-    table = pq.ParquetFile(chunk.path).read_row_group(chunk.start, columns=wanted)
+    table = pq.ParquetFile(storage.parquet_source(chunk.path)).read_row_group(chunk.start, columns=wanted)
     local = np.arange(table.num_rows, dtype=np.int64)
     return _assemble(chunk.path, table, layout, local, chunk.first_line, chunk.first_position, [], "row ")
 

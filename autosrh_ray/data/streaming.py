@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import pyarrow as pa
 
+from .. import storage
 from ..features import FeatureSpace
 from .prepared import PreparedData, column_names, split_from_columns
 from .split import SPLIT_NAMES, in_alpha_slice
@@ -41,7 +42,7 @@ def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = No
             # One directory path, not the list of shards: Ray 2.60 resolves a list of paths in threads, and
             # that import-races on fsspec's HTTP filesystem when aiohttp is absent (ImportError). The split's
             # directory holds exactly its shards (prepare clears it first); file names sort in input order.
-            out[name] = ray.data.read_parquet(str(prepared.directory / name), file_extensions=["parquet"],
+            out[name] = ray.data.read_parquet(storage.join(prepared.directory, name), file_extensions=["parquet"],
                                               shuffle=shuffle, num_cpus=task_cpus)
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())

@@ -40,6 +40,7 @@ from . import checkpoint as ckpt
 from .resources import set_torch_threads
 from .cache import Budget
 from .feed import PeriodFeed
+from .progress import RowsChannel
 from .sources import InMemorySource, RayDataSource, ShardSource, steps_per_epoch
 from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_object, gather_objects, world
 
@@ -94,6 +95,7 @@ class LoopSpec:
     fault: Optional[FaultSpec] = None
     rewrite_metrics: Optional[Callable[[int, dict], dict]] = None  # test hook: (evaluation, metrics) → metrics
     then: Optional["PruneThenRetrain"] = None  # a study trial: after the search, prune and retrain in this run
+    rows: Optional[RowsChannel] = None  # rank 0 sends its rows done per evaluation period (live progress)
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,7 @@ def _run_phase(spec: LoopSpec, kind: str, rule: StopRule, state: ckpt.LoopState,
         start = time.perf_counter()
         epoch = state.epoch
         losses, replica = [], 0.0
+        ticker = spec.rows.ticker(epoch) if spec.rows is not None and rank == 0 and state.phase == 0 else None
         for batch in feed.period():
             _maybe_fault(spec, rank, state.phase, epoch, len(losses))
             batch = batch.to(device, dtype)
@@ -275,6 +278,8 @@ def _run_phase(spec: LoopSpec, kind: str, rule: StopRule, state: ckpt.LoopState,
             else:
                 losses.append(engine.step(batch))
             state.step += 1
+            if ticker is not None:
+                ticker.tick(feed.samples * size)
         state.data_epoch, state.position = feed.data_epoch, feed.position
         train_seconds = time.perf_counter() - start
         metrics = evaluate_whole_split(model, source.eval_batches(), task, device, dtype)

@@ -2,18 +2,56 @@
 
 Ray Train calls its callbacks in the run's controller actor, not in the driver, and worker output is not
 forwarded (``ray.verbose: false``). So :class:`EpochLines`, a Train callback, formats each evaluation's report
-as it arrives and puts the line on a small Ray queue (an actor holding no CPU); :class:`LiveLines` drains that
-queue in a driver thread and prints each line at once — while the stage runs, not when its Train run ends.
+as it arrives and puts the line on a small Ray queue (an actor holding no CPU); rank 0 of the Train run puts
+its rows done within the evaluation period there too (:class:`RowTicker`, at most one message a second).
+:class:`LiveLines` drains that queue in a driver thread: lines are printed at once — while the stage runs, not
+when its Train run ends — and rows feed a :class:`~autosrh_ray.rate_line.Progress` per stage (a bar with rows/s
+and ETA in a terminal, a line every 30 s elsewhere).
 """
 from __future__ import annotations
 
 import threading
-from typing import Callable
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 from ..pipeline import epoch_line
+from ..rate_line import Progress
 
 Log = Callable[[str], None]
 POLL_SECONDS = 0.25
+TICK_SECONDS = 1.0
+LINE, ROWS = "line", "rows"
+
+
+@dataclass(frozen=True)
+class RowsChannel:
+    """Where rank 0 sends its rows done: the queue, the stage's label and the rows of an evaluation period."""
+
+    queue: Any
+    label: str
+    period_rows: int
+
+    def ticker(self, epoch: int) -> "RowTicker":
+        return RowTicker(self.queue, self.label, epoch, self.period_rows)
+
+
+class RowTicker:
+    """Rank 0's side: ``tick(done)`` sends ``(rows, label, epoch, done, total)`` at most every second."""
+
+    def __init__(self, queue: Any, label: str, epoch: int, total: int):
+        self.queue, self.label, self.epoch, self.total = queue, label, epoch, total
+        self.last = time.perf_counter()
+
+    def tick(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < TICK_SECONDS:
+            return
+        self.last = now
+        try:
+            self.queue.put_nowait((ROWS, self.label, self.epoch, done, self.total))
+        except Exception:  # the driver is gone or its queue is full: progress is not worth failing a run for
+            pass
 
 
 def _unflattened(metrics: dict) -> dict:
@@ -34,21 +72,28 @@ def _callback_class():
         def after_report(self, run_context, metrics, checkpoint) -> None:
             m = metrics[0] if metrics else {}
             if "epoch" in m and not m.get("replayed"):  # a finished run handing its result back: nothing new
-                self.queue.put_nowait(epoch_line(self.stage, int(m["epoch"]) - 1, _unflattened(m)))
+                line = epoch_line(self.stage, int(m["epoch"]) - 1, _unflattened(m))
+                self.queue.put_nowait((LINE, self.stage, line))
 
     return EpochLines
 
 
+def _ray_queue():
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return Queue(actor_options={"num_cpus": 0,
+                                "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None)})
+
+
 class LiveLines:
-    """The driver's end: one queue for every Train run of a workflow, drained by a daemon thread into ``log``."""
+    """The driver's end: one queue for every Train run of a workflow (a zero-CPU Ray queue unless ``queue`` is
+    given), drained by a daemon thread into ``log``."""
 
-    def __init__(self, log: Log):
-        from ray.util.queue import Queue
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+    def __init__(self, log: Log, queue: Any = None):
         self.log = log
-        self.queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy":
-                                          PlacementGroupSchedulingStrategy(placement_group=None)})
+        self._progress: dict[str, tuple[int, Progress]] = {}  # stage label → (evaluation period, its progress)
+        self.queue = queue if queue is not None else _ray_queue()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="autosrh-live-lines", daemon=True)
@@ -62,8 +107,33 @@ class LiveLines:
         """Print every line queued so far (call after a Train run returns, before its summary line)."""
         with self._lock:
             size = self.queue.qsize()
-            for line in self.queue.get_nowait_batch(size) if size else []:
-                self.log(line)
+            for item in self.queue.get_nowait_batch(size) if size else []:
+                self._show(item)
+
+    def _show(self, item: tuple) -> None:
+        if item[0] == LINE:
+            _, label, line = item
+            self._end_progress(label)
+            self.log(line)
+            return
+        _, label, epoch, done, total = item
+        current = self._progress.get(label)
+        if current is None or current[0] != epoch:
+            self._end_progress(label)
+            current = (epoch, Progress(f"{label} epoch {epoch}", total, self.log, every=30.0, final_line=False))
+            self._progress[label] = current
+        current[1].update(min(done, total))
+
+    def _end_progress(self, label: Optional[str]) -> None:
+        """Close the progress of ``label`` (its evaluation line is next), or of every stage."""
+        for key in [label] if label is not None else list(self._progress):
+            found = self._progress.pop(key, None)
+            if found is not None:
+                found[1].close()
+
+    def rows_channel(self, stage: str, period_rows: int) -> "RowsChannel":
+        """What rank 0 of ``stage``'s Train run needs to send its rows (travels in the run's spec)."""
+        return RowsChannel(self.queue, stage, period_rows)
 
     def _drain(self) -> None:
         while not self._closed.wait(POLL_SECONDS):
@@ -76,4 +146,5 @@ class LiveLines:
         self._closed.set()
         self._thread.join()
         self.flush()
+        self._end_progress(None)
         self.queue.shutdown()

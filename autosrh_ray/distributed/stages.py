@@ -9,6 +9,7 @@ once, as a Ray task, between the two Train runs.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -20,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ..atomic import atomic_path
+from .. import storage as storage_module
 from ..config import Config, ConfigError
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.split import in_alpha_slice
@@ -60,11 +61,26 @@ def default_run_name(config: Config, prepared: PreparedData) -> str:
 
 
 def storage_path(config: Config, output: Optional[str | Path]) -> str:
+    """Where Train runs (and a study) keep their checkpoints: ``ray.storage_path``, else ``<output>/ray_results``
+    (a local path or a URI)."""
     if config.ray.storage_path:
-        return str(Path(config.ray.storage_path).expanduser().resolve())
+        return storage_module.absolute(config.ray.storage_path)
     if output is not None:
-        return str((Path(output) / "ray_results").resolve())
+        return storage_module.join(storage_module.absolute(output), "ray_results")
     return tempfile.mkdtemp(prefix="autosrh-ray-")
+
+
+def save_stage(path: str, result: FitResult, state: dict) -> None:
+    """A finished stage's result and best state as ``stage.pt`` (whole or not at all, local or remote)."""
+    buffer = io.BytesIO()
+    torch.save((result, state), buffer)
+    storage_module.write_bytes(path, buffer.getvalue())
+
+
+def load_stage(path: str) -> tuple[FitResult, dict]:
+    """What :func:`save_stage` wrote."""
+    result, state = torch.load(io.BytesIO(storage_module.read_bytes(path)), weights_only=False)
+    return result, state
 
 
 def fit_result(state: ckpt.LoopState, seconds: float) -> FitResult:
@@ -129,7 +145,9 @@ class RayTrainExecutor:
                         train_rows=0 if alpha_rows == "train" else self.prepared.rows.train,
                         cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
-                        rewrite_metrics=o.rewrite_metrics, then=then)
+                        rewrite_metrics=o.rewrite_metrics, then=then,
+                        rows=self.live.rows_channel(_label(stage), self._period_rows(rule, alpha_rows))
+                        if self.live else None)
         datasets = (None if memory is not None else
                     train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice,
                                    self.plan.data_task_cpus))
@@ -156,15 +174,22 @@ class RayTrainExecutor:
         with result.checkpoint.as_directory() as d:
             return ckpt.read_state(Path(d))
 
-    def _done(self, run: str) -> Path:
-        return Path(self.storage) / f"{self.name}-{run}" / STAGE_FILE
+    def _period_rows(self, rule: StopRule, alpha_rows: Optional[str]) -> int:
+        """Training rows between two evaluations (for progress): a pass over Θ's rows, or eval_every_steps."""
+        if rule.eval_every_steps:
+            return rule.eval_every_steps * self.config.train.batch_size
+        rows = self.prepared.rows.train
+        return int(rows * (1 - self.config.search.alpha_fraction)) if alpha_rows == "train" else rows
+
+    def _run_dir(self, run: str) -> str:
+        return storage_module.join(self.storage, f"{self.name}-{run}")
 
     def _reused(self, run: str) -> Optional[tuple[FitResult, dict]]:
-        done = self._done(run)
-        if not done.is_file():
+        done = storage_module.join(self._run_dir(run), STAGE_FILE)
+        if not storage_module.is_file(done):
             return None
-        self.log(f"[{_label(run)}] finished in an earlier run: reused {done.parent}")
-        return tuple(torch.load(done, weights_only=False))
+        self.log(f"[{_label(run)}] finished in an earlier run: reused {self._run_dir(run)}")
+        return load_stage(done)
 
     def _finish(self, run: str, stage: str, final: ckpt.LoopState, seconds: float) -> tuple[FitResult, dict]:
         """The stage's result and best state, saved as ``<run>/stage.pt`` for later re-runs (and its epoch lines,
@@ -173,8 +198,7 @@ class RayTrainExecutor:
             self.log(epoch_line(stage, epoch, metrics))
         result = fit_result(final, seconds)
         best = final.best.state if final.best.state is not None else final.model
-        with atomic_path(self._done(run)) as tmp:
-            torch.save((result, best), tmp)
+        save_stage(storage_module.join(self._run_dir(run), STAGE_FILE), result, best)
         return result, best
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:

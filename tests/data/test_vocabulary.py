@@ -59,7 +59,7 @@ def prepared_1_and_4(ray_cluster, tmp_path_factory, criteo_lines):
 def test_vocabulary_equals_brute_force(prepared_1_and_4, criteo_reference, which):
     prepared = prepared_1_and_4[which]
     table, reference = criteo_reference
-    freq = pq.read_table(prepared.directory / "frequencies.parquet").to_pydict()
+    freq = pq.read_table(Path(prepared.directory) / "frequencies.parquet").to_pydict()
     assert freq["id"] == list(range(len(table)))
     got = list(zip(freq["field"], freq["value"], freq["kind"], freq["frequency"]))
     assert got == table  # ids in frequency order (ties included), OOV features, frequencies
@@ -69,7 +69,7 @@ def test_vocabulary_equals_brute_force(prepared_1_and_4, criteo_reference, which
         assert np.array_equal(loaded.ids, ids), split  # OOV mapping and split membership, row by row
         assert np.array_equal(loaded.labels, labels), split
         assert np.all(loaded.values == 1.0)
-    meta = json.loads((prepared.directory / "meta.json").read_text())
+    meta = json.loads((Path(prepared.directory) / "meta.json").read_text())
     assert meta["num_features"] == len(table)
     assert sum(meta["vocab_sizes"].values()) == len(table) and len(meta["vocab_sizes"]) == 39
     rows = meta["rows"]
@@ -126,7 +126,7 @@ def test_avazu_vocabulary_equals_brute_force(ray_cluster, tmp_path):
     table, value_ids, oov_ids = brute_force_ids(names, toks, split == 0, 3)
     cfg = config("dataset.name=avazu", f"dataset.path={path}", "model.name=fm", "dataset.min_count=3")
     prepared = prepare(cfg, tmp_path / "out", chunk_bytes=1 << 18)
-    freq = pq.read_table(prepared.directory / "frequencies.parquet").to_pydict()
+    freq = pq.read_table(Path(prepared.directory) / "frequencies.parquet").to_pydict()
     assert list(zip(freq["field"], freq["value"], freq["kind"], freq["frequency"])) == table
     ids = encode_rows(toks, value_ids, oov_ids)
     assert np.array_equal(prepared.load_split("test").ids, ids[split == 2])

@@ -1,0 +1,74 @@
+"""Progress as a user sees it: a redrawn bar in a terminal (one summary line left behind), log lines anywhere else,
+and in-epoch rows of a Train run shown until that evaluation's line arrives."""
+from __future__ import annotations
+
+import queue
+
+from autosrh_ray import rate_line
+from autosrh_ray.distributed import progress
+from autosrh_ray.distributed.progress import LINE, LiveLines, RowsChannel
+from autosrh_ray.rate_line import Progress
+
+
+def test_a_terminal_gets_a_redrawn_bar_and_one_final_line(capsys):
+    lines: list[str] = []
+    bar = Progress("prepare: encode", 1000, lines.append, bar=True)
+    bar.update(400)
+    bar.update(1000)
+    drawn = capsys.readouterr().out
+    assert "\r" in drawn and "[prepare: encode]" in drawn and "rows" in drawn  # redrawn in place, not new lines
+    assert len(lines) == 1 and "1,000/1,000 rows (100%)" in lines[0]  # what stays in the scrollback
+
+
+def test_without_a_terminal_progress_is_log_lines_only(capsys):
+    lines: list[str] = []
+    line = Progress("prepare: statistics", 10, lines.append, bar=False, every=0.0)
+    line.update(5)
+    line.update(10)
+    assert capsys.readouterr().out == ""
+    assert [entry.split(" (")[0] for entry in lines] == ["[prepare: statistics] 5/10 rows",
+                                                         "[prepare: statistics] 10/10 rows"]
+    quiet: list[str] = []
+    epoch = Progress("search epoch 0", 10, quiet.append, bar=False, final_line=False)
+    epoch.update(10)  # an evaluation's own line follows: no second line for it
+    assert quiet == []
+
+
+class FakeQueue:
+    """The Ray queue's methods LiveLines uses, in process."""
+
+    def __init__(self):
+        self.items: queue.Queue = queue.Queue()
+
+    def put_nowait(self, item):
+        self.items.put_nowait(item)
+
+    def qsize(self) -> int:
+        return self.items.qsize()
+
+    def get_nowait_batch(self, n: int) -> list:
+        return [self.items.get_nowait() for _ in range(n)]
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_rows_of_an_epoch_show_as_a_bar_until_its_line_arrives(monkeypatch, capsys):
+    monkeypatch.setattr(progress, "TICK_SECONDS", 0.0)
+    monkeypatch.setattr(rate_line, "interactive", lambda: True)
+    shown: list[str] = []
+    fake = FakeQueue()
+    live = LiveLines(shown.append, queue=fake)
+    try:
+        channel: RowsChannel = live.rows_channel("search", period_rows=1000)
+        ticker = channel.ticker(epoch=2)  # rank 0's side
+        ticker.tick(250)
+        ticker.tick(600)
+        live.flush()
+        assert "search" in live._progress and live._progress["search"][0] == 2
+        assert "[search epoch 2]" in capsys.readouterr().out
+        fake.put_nowait((LINE, "search", "[search] epoch 2: valid auc=0.7"))
+        live.flush()
+        assert shown == ["[search] epoch 2: valid auc=0.7"] and live._progress == {}  # the bar made way for it
+    finally:
+        live.close()
