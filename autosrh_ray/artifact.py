@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
-from .embedding import FirstOrder, SoftSelectionEmbedding
+from .embedding import FirstOrder, SoftSelectionEmbedding, project_by_block
 from .models import EmbeddingModel, build_backbone
 
 FORMAT_VERSION = 2
@@ -56,13 +57,16 @@ class CompactLookup(nn.Module):
     """An embedding layer over a :class:`CompactEmbedding`: the (B, F, K) rows of ``ids`` are built from the kept
     entries alone (zeros elsewhere), times ``values`` as in the training model — no dense M×K table in memory."""
 
-    def __init__(self, compact: CompactEmbedding):
+    def __init__(self, compact: CompactEmbedding, projection: Optional[torch.Tensor] = None,
+                 block_starts: Optional[torch.Tensor] = None):
         super().__init__()
         # memory ≈ the artifact: uint8 dims as stored, row pointers in int32 while they fit
         narrow = compact.values.numel() < torch.iinfo(torch.int32).max
         self.register_buffer("indptr", compact.indptr.to(torch.int32 if narrow else torch.int64), persistent=False)
         self.register_buffer("dims", compact.dims, persistent=False)
         self.register_buffer("values", compact.values, persistent=False)
+        self.register_buffer("projection", projection, persistent=False)  # MDE: (L, K, K) per frequency block
+        self.register_buffer("block_starts", block_starts, persistent=False)  # (L,) first id of every block
         self.dim = compact.dim
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -74,6 +78,9 @@ class CompactLookup(nn.Module):
             torch.arange(int(counts.sum()), device=ids.device)
         out = torch.zeros(flat.numel(), self.dim, dtype=self.values.dtype, device=ids.device)
         out[row, self.dims[slot].long()] = self.values[slot]
+        if self.projection is not None:
+            blocks = torch.searchsorted(self.block_starts, flat, right=True) - 1
+            out = project_by_block(out, blocks, self.projection)
         return out.reshape(*ids.shape, self.dim) * values.unsqueeze(-1)
 
 
@@ -87,10 +94,20 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
         "embedding": {"counts": compact.kept_dims().to(torch.uint8), "dims": compact.dims,
                       "values": compact.values, "num_features": compact.num_features, "dim": compact.dim},
         "first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
+        **_projection(model.embedding),
         "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
     }
     torch.save(payload, path)
     return Path(path).stat().st_size
+
+
+def _projection(embedding: SoftSelectionEmbedding) -> dict:
+    """MDE's per-block projections and the first id of every block (blocks are id ranges), if the model has them."""
+    if embedding.projection is None:
+        return {}
+    block_of = embedding.block_of.cpu()
+    starts = torch.nonzero(torch.diff(block_of, prepend=block_of.new_tensor([-1]))).squeeze(1)
+    return {"projection": {"weights": embedding.projection.detach().float().cpu(), "block_starts": starts}}
 
 
 def load_model(path: str | os.PathLike) -> EmbeddingModel:
@@ -112,4 +129,7 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     spec = payload["model"]
     backbone = build_backbone(spec["name"], spec["num_fields"], compact.dim, spec["hidden"], spec["dropout"])
     backbone.load_state_dict(payload["backbone"])
-    return EmbeddingModel(CompactLookup(compact), first_order, backbone).eval()
+    projection = payload.get("projection")
+    lookup = (CompactLookup(compact) if projection is None else
+              CompactLookup(compact, projection["weights"], projection["block_starts"]))
+    return EmbeddingModel(lookup, first_order, backbone).eval()

@@ -1,6 +1,6 @@
-"""``autosrh-ray`` command line: ``run`` (the whole workflow), ``prepare`` (the data stage), ``generate``
-(the synthetic dataset as raw Criteo-format shards, for scale tests), ``predict`` (score raw rows with a finished
-run's model) and ``config --list`` (every config key)."""
+"""``autosrh-ray`` command line: ``run`` (the whole workflow), ``prepare`` (the data stage), ``compare`` (several
+dimension methods × seeds on the same data), ``generate`` (the synthetic dataset as raw Criteo-format shards, for
+scale tests), ``predict`` (score raw rows with a finished run's model) and ``config --list`` (every config key)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.choices["run"].add_argument("--fresh", action="store_true",
                                     help="start over instead of resuming the finished stages and trials of an "
                                          "earlier run into the same output")
+    comp = sub.add_parser("compare", help="run several dimension methods × seeds on the same data; writes "
+                                          "DIR/comparison.json, comparison.md and comparison.png")
+    comp.add_argument("config", help="workflow YAML (its search.method is replaced by each of --methods)")
+    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
+    comp.add_argument("--methods", default="autosrh,uniform,magnitude,grid,random,mde",
+                      help="comma-separated search.method values (default: all)")
+    comp.add_argument("--seeds", type=int, default=3, help="runs per method, train.seed + 0, 1, … (default 3)")
+    comp.add_argument("--output", required=True, help="directory for the comparison and every run")
     pred = sub.add_parser("predict", help="score raw rows (the dataset's own format) with a finished run's model")
     pred.add_argument("--model", required=True, help="the run's output directory, a model folder in it, or a model.pt")
     pred.add_argument("--input", required=True, help="rows to score: a file, a directory of shards or a glob")
@@ -82,6 +90,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config, args.overrides)
         from . import workflow
 
+        if args.command == "compare":
+            from .compare import compare, parse_methods
+
+            if args.seeds < 1:
+                raise ConfigError("--seeds", f"must be >= 1 (got {args.seeds})")
+            compare(config, parse_methods(args.methods), args.seeds, args.output)
+            return 0
         if args.command == "generate":
             from .data.generate import criteo_shape, write_criteo_shards
 

@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["autosrh", "uniform", "magnitude"] = "autosrh"
+    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde"] = "autosrh"
     K: int = 16
     L: int = 6
     block_boundaries: Optional[list[int]] = None
@@ -81,6 +81,9 @@ class SearchConfig:
     patience: int = 3
     alpha_data: Literal["validation", "train"] = "validation"  # paper: α fitted on the validation split
     alpha_fraction: float = 0.1  # alpha_data: train — the hashed share of train rows that fits α (held from Θ)
+    grid_K: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 64])  # grid: UE at each K' (capped at K)
+    random_trials: int = 8  # random: per-block dimension draws per budget, the best by validation is kept
+    mde_temperature: float = 0.3  # mde: d_b ∝ popularity_b ** temperature (0 = the same d for every block)
 
 
 @dataclass
@@ -339,6 +342,13 @@ def validate(config: Config) -> None:
     _positive("search.L", s.L)
     _positive("search.max_epochs", s.max_epochs)
     _positive("search.patience", s.patience)
+    _positive("search.random_trials", s.random_trials)
+    if not s.grid_K:
+        raise ConfigError("search.grid_K", "needs at least one K")
+    for i, k in enumerate(s.grid_K):
+        _positive(f"search.grid_K[{i}]", k)
+    if s.mde_temperature < 0:
+        raise ConfigError("search.mde_temperature", f"must be >= 0 (got {s.mde_temperature})")
     for i, cr in enumerate(config.prune.crs):
         _positive(f"prune.cr[{i}]" if isinstance(config.prune.cr, list) else "prune.cr", cr)
     for i, p in enumerate(config.prune.param_budgets):
@@ -351,7 +361,10 @@ def validate(config: Config) -> None:
     _positive("train.patience", config.train.patience)
     _positive("train.eval_every_steps", config.train.eval_every_steps, minimum=0)
     _positive("dataset.min_count", ds.min_count)
-    _positive("ray.num_workers", config.ray.num_workers)
+    _positive("ray.num_workers", config.ray.num_workers, minimum=0)
+    if config.ray.num_workers == 0 and config.tune.enabled:
+        raise ConfigError("ray.num_workers", "0 (in-process training) is not available with a study "
+                                             "(tune.enabled); use 1 or more Ray Train workers")
     _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:

@@ -37,7 +37,13 @@ MEANING = {
     "model.hidden": "MLP layer widths (widedeep, deepfm, mlp, neumf)",
     "model.dropout": "dropout in the MLP layers",
     "search.method": "autosrh (search, prune, retrain), uniform (UE: every feature K dims), magnitude (UE, then "
-                     "prune |E| to the budget and retrain)",
+                     "prune |E| to the budget and retrain); baselines with dimensions fixed before training: grid "
+                     "(UE at each of search.grid_K), random (random per-block dims at the budget), mde "
+                     "(per-block dims from popularity, Ginart et al.)",
+    "search.grid_K": "grid: the K' values tried (capped at search.K); a budget's entry is the best K' that fits it",
+    "search.random_trials": "random: draws of per-block dimensions per budget; the best by validation is kept",
+    "search.mde_temperature": "mde: a block's dimension is proportional to its rows' popularity to this power "
+                              "(0: the same for every block)",
     "search.K": "base embedding dimension: the uncompressed table is M x K",
     "search.L": "frequency blocks: features sorted by frequency, split into L blocks with one α vector each",
     "search.block_boundaries": "explicit block sizes instead of L (must sum to M)",
@@ -67,7 +73,8 @@ MEANING = {
                             "epoch); 0 keeps the input order",
     "ray.address": "local: a private Ray of the run's own (inside a Ray job: the job's cluster); auto: the running "
                    "cluster; else a cluster address",
-    "ray.num_workers": "Ray Train data-parallel workers",
+    "ray.num_workers": "Ray Train data-parallel workers; 0: every training stage in the driver process on "
+                       "in-memory splits (small data: no Train start-up, same stage graph)",
     "ray.cpus_per_worker": "CPUs per worker (default: what is left after Ray Data's share, split evenly)",
     "ray.gpus_per_worker": "GPUs per worker (0: CPU training)",
     "ray.data_cpus": "CPUs kept for Ray Data (default max(1, CPUs/8)); never given to the workers",

@@ -6,6 +6,9 @@
 
 α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). The mask (M×K, 0/1) is set after
 pruning; pruned entries of E are kept at exactly zero by :meth:`SoftSelectionEmbedding.enforce_mask`.
+With ``projection`` (MDE's mixed dimensions), each block's rows are then multiplied by that block's K×K matrix
+(identity at the start): a feature kept at its first d dims is projected to the common width K by the d rows of
+its block's matrix that meet non-zero inputs.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ class SoftSelectionEmbedding(nn.Module):
     """
 
     def __init__(self, block_of: torch.Tensor, dim: int, soft_selection: bool = True, sparse: bool = False,
-                 init_std: float = 0.01):
+                 init_std: float = 0.01, projection: bool = False):
         super().__init__()
         num_features = int(block_of.shape[0])
         num_blocks = int(block_of.max().item()) + 1 if num_features else 1
@@ -40,6 +43,8 @@ class SoftSelectionEmbedding(nn.Module):
         nn.init.normal_(self.embedding.weight, std=init_std)
         self.register_buffer("block_of", block_of.to(torch.long), persistent=True)
         self.alpha: Optional[nn.Parameter] = nn.Parameter(torch.ones(num_blocks, dim)) if soft_selection else None
+        self.projection: Optional[nn.Parameter] = (
+            nn.Parameter(torch.eye(dim).repeat(num_blocks, 1, 1)) if projection else None)
         self.mask: Optional[torch.Tensor]
         self.register_buffer("mask", None, persistent=True)
         self._fixed_scale: Optional[torch.Tensor] = None  # mask ⊙ α[block] once pruned (α is frozen then)
@@ -64,6 +69,8 @@ class SoftSelectionEmbedding(nn.Module):
             out = out * self.fixed_scale()[ids]  # one gather instead of block, α and mask gathers
         elif self.alpha is not None:
             out = out * self.alpha[self.block_of[ids]]
+        if self.projection is not None:
+            out = project_by_block(out, self.block_of[ids], self.projection)
         return out * values.unsqueeze(-1)
 
     def fixed_scale(self) -> torch.Tensor:
@@ -103,6 +110,18 @@ class SoftSelectionEmbedding(nn.Module):
             self.weight.mul_(self.mask)
         else:
             self.weight.index_copy_(0, rows, self.weight[rows] * self.mask[rows])
+
+
+def project_by_block(rows: torch.Tensor, blocks: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """``rows[..., :] @ projection[block]`` for rows (..., K) with their blocks (...): one matmul per block (never
+    a (rows, K, K) gather)."""
+    flat, which = rows.reshape(-1, rows.shape[-1]), blocks.reshape(-1)
+    out = torch.zeros_like(flat)
+    for b in range(projection.shape[0]):
+        idx = torch.nonzero(which == b).squeeze(1)
+        if idx.numel():
+            out = out.index_copy(0, idx, flat.index_select(0, idx) @ projection[b])
+    return out.reshape(rows.shape)
 
 
 class FirstOrder(nn.Module):

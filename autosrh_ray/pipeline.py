@@ -4,6 +4,8 @@
                          └► prune … to budget 2 ─────► [rewind] ──► retrain      (side by side)
     magnitude:  uniform ─┬► prune |E| to each budget ─► [rewind] ──► retrain
     uniform:    uniform
+    grid, random, mde:  dimensions fixed before training (:mod:`.mixed_dims`) ──► train each candidate from the
+                        initial state with its mask (side by side) ──► per budget, the best by validation
 
 The budgets are ``prune.cr`` and ``prune.params`` entries (:func:`~.prune.budgets`); a Ray Tune study
 (:mod:`.study`) may stand in for the search and hand over its best trial's searched state. Stages hand each
@@ -30,8 +32,10 @@ from .batch import iterate_batches
 from .config import Config
 from .data.prepared import EncodedSplit, PreparedData
 from .data.split import in_alpha_slice
+from .metrics import validation_loss
 from .model_state import cpu_state, load_model_state
 from .models import EmbeddingModel, build_model
+from .mixed_dims import DimsCandidate, candidate, first_dims_mask, grid_dims, mde_block_dims, random_block_dims
 from .prune import Budget, budgets, prune_to
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
@@ -63,6 +67,9 @@ class StageResult:
     budget: Optional[Budget] = None  # None for UE
     searched_alpha: Optional[torch.Tensor] = None  # α as the search left it (AutoSrh)
     pruned_valid: Optional[dict] = None  # validation metrics right after pruning (in-process runs only)
+    candidates: Optional[list[dict]] = None  # grid/random/mde: every scheme trained for this budget
+    block_dims: Optional[tuple[int, ...]] = None  # grid/random/mde: the chosen dimension of every block
+    candidate_states: Optional[dict[str, dict]] = None  # grid: every K' model, each a point at its own size
 
     @property
     def search(self) -> Optional[FitResult]:
@@ -136,6 +143,8 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         result, state = train_stage(executor, config, "uniform", initial, log)
         return [(state, StageResult(None, {"uniform": result}, {"search": 0.0, "prune": 0.0,
                                                                   "retrain": result.seconds}))]
+    if config.search.method in FIXED_DIMS:
+        return run_fixed_dims(config, executor, initial, log, parallel)
     stage = first_stage(config)
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
     weight = searched_state[EMBEDDING]
@@ -156,6 +165,75 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         return [finish(b) for b in todo]
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return list(pool.map(finish, todo))
+
+
+FIXED_DIMS = ("grid", "random", "mde")
+
+
+def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandidate]:
+    """The schemes ``search.method`` trains for ``budget`` (grid's do not depend on it)."""
+    from .features import block_index
+
+    s, m = config.search, features.num_features
+    if s.method == "grid":
+        one = np.zeros(m, dtype=np.int64)
+        return [candidate(f"K{k}", np.array([k]), one) for k in grid_dims(s.grid_K, s.K)]
+    block_of = block_index(m, s.L, s.block_boundaries)
+    if s.method == "mde":
+        dims = mde_block_dims(features.frequencies, block_of, s.L, s.K, budget.kept, s.mde_temperature)
+        return [candidate(f"mde-{budget.tag}", dims, block_of)]
+    return [candidate(f"random{t}-{budget.tag}",
+                      random_block_dims(block_of, s.L, s.K, budget.kept,
+                                        np.random.default_rng([config.train.seed, t, budget.kept])), block_of)
+            for t in range(s.random_trials)]
+
+
+def with_dims(state: dict, mask: torch.Tensor) -> dict:
+    """The initial state with a fixed scheme's mask installed (the entries it drops at zero)."""
+    out = dict(state)
+    out[EMBEDDING] = state[EMBEDDING] * mask
+    out["embedding.mask"] = mask
+    return out
+
+
+def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: Log,
+                   parallel: int) -> list[tuple[dict, StageResult]]:
+    """grid / random / mde: train every candidate scheme from the initial state with its mask (a ``retrain``
+    stage each, side by side), then per budget keep the best by validation loss. Selection time (the candidates
+    not kept) is reported as the search."""
+    weight = initial[EMBEDDING]
+    todo = budgets(config.prune, weight.shape[0], weight.shape[1])
+    features = executor.prepared.features
+    per_budget = {b.name: dims_candidates(config, features, b) for b in todo}
+    unique = {c.name: c for cands in per_budget.values() for c in cands}
+
+    def train(cand: DimsCandidate) -> tuple[FitResult, dict]:
+        return train_stage(executor, config, "retrain", with_dims(initial, first_dims_mask(cand.feature_dims,
+                                                                                       weight.shape[1])), log,
+                           cand.name)
+
+    names = list(unique)
+    if parallel <= 1 or len(names) == 1:
+        trained = {n: train(unique[n]) for n in names}
+    else:
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            trained = dict(zip(names, pool.map(lambda n: train(unique[n]), names)))
+    out = []
+    for budget in todo:
+        cands = per_budget[budget.name]
+        fitting = [c for c in cands if c.kept <= budget.kept] or [min(cands, key=lambda c: c.kept)]
+        best = min(fitting, key=lambda c: validation_loss(config.task, trained[c.name][0].best_valid))
+        result, state = trained[best.name]
+        rows = [{"name": c.name, "block_dims": list(c.block_dims), "kept": c.kept,
+                 "valid_loss": validation_loss(config.task, trained[c.name][0].best_valid),
+                 "seconds": trained[c.name][0].seconds,
+                 "chosen": c is best} for c in cands]
+        selection = sum(trained[c.name][0].seconds for c in cands if c is not best)
+        timings = {"search": selection, "prune": 0.0, "retrain": result.seconds}
+        states = {c.name: trained[c.name][1] for c in cands} if config.search.method == "grid" else None
+        out.append((state, StageResult(None, {"retrain": result}, timings, budget, None, candidates=rows,
+                                       block_dims=best.block_dims, candidate_states=states)))
+    return out
 
 
 def epoch_loader(config: Config, split: EncodedSplit, shuffle: bool, salt: int) -> EpochBatches:

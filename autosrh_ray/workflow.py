@@ -8,7 +8,9 @@ budget of ``prune.cr`` / ``prune.params``) and the UE reference (``report.refere
 ``search.method``:
   * ``autosrh``: bi-level search of α and Θ, prune |E ⊙ α| to each budget, retrain with the mask;
   * ``uniform`` (UE): train a uniform embedding with early stopping (no α, no pruning);
-  * ``magnitude``: train UE with early stopping, prune |E| to each budget, retrain with the mask.
+  * ``magnitude``: train UE with early stopping, prune |E| to each budget, retrain with the mask;
+  * ``grid``, ``random``, ``mde``: dimensions fixed before training (:mod:`.mixed_dims`), each candidate trained
+    with its mask; per budget the best by validation (report ``candidates``).
 Every training stage stops when its validation loss stops improving (``search.patience`` / ``train.patience``,
 capped by ``*.max_epochs``).
 
@@ -49,8 +51,9 @@ from .batch import Batch
 from .config import Config, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
 from .metrics import task_metrics
-from .models import EmbeddingModel
-from .pipeline import StageResult
+from .mixed_dims import projection_params
+from .models import BLOCKED_METHODS, EmbeddingModel
+from .pipeline import StageResult, run_all_in_process
 from .prune import kept_dims
 
 Log = Callable[[str], None]
@@ -94,12 +97,13 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "dataset": config.dataset.name,
         "task": config.task,
         "K": k,
-        "L": config.search.L if method == "autosrh" else 1,
+        "L": config.search.L if method in BLOCKED_METHODS else 1,
         "budget": stages.budget.name if stages.budget else "uniform",
         "cr_target": stages.budget.cr if stages.budget else 1,
         "cr_achieved": uniform / kept,
         "num_features": m,
-        "params": {"uniform": uniform, "kept": kept, "linear": m},
+        "params": {"uniform": uniform, "kept": kept, "linear": m,
+                   "projection": projection_params(stages.block_dims, k) if emb.projection is not None else 0},
         "valid": {key: stages.retrain.best_valid[key] for key in metric_names},  # whole split, chosen evaluation
         "test": test_metrics,
         "valid_optimistic": method == "autosrh" and config.search.alpha_data == "validation",
@@ -110,6 +114,9 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "epochs": {"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
         "history": {"search": first.history if first else [], "retrain": stages.retrain.history},
     }
+    if stages.candidates is not None:  # grid / random / mde: every scheme trained, the chosen one marked
+        entry["block_dims"] = list(stages.block_dims)
+        entry["candidates"] = stages.candidates
     if entry["valid_optimistic"]:
         entry["notes"] = [ALPHA_ON_VALID_NOTE]
     return entry
@@ -139,6 +146,15 @@ def evaluate_on_test(models: list[EmbeddingModel], prepared: PreparedData, task:
             outputs[i].append(model(batch.ids, batch.values).double().numpy())
     y = np.concatenate(labels) if labels else np.zeros(0)
     return [task_metrics(task, y, np.concatenate(o) if o else np.zeros(0)) for o in outputs]
+
+
+def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingModel:
+    from .model_state import load_model_state
+    from .models import build_model
+
+    model = build_model(config, prepared.features, prepared.label_mean)
+    load_model_state(model, state)
+    return model
 
 
 def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path, folder: str) -> tuple:
@@ -202,6 +218,12 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         prepared = prepare(config, storage.join(destination, "data"), log)
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
+    splits: list = []
+
+    def in_memory() -> list:
+        if not splits:
+            splits.extend(prepared.load_split(name) for name in ("train", "valid"))
+        return splits
     r = prepared.rows
     log(f"prepared: {prepared.num_features:,} features; rows read {r.read:,} = train {r.train:,} + valid "
         f"{r.valid:,} + test {r.test:,} + skipped {r.skipped:,}"
@@ -216,18 +238,25 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         study = run_study(config, prepared, train_storage, log)
         final_config, searched = study.best_config, study.searched
         log(f"study: best {study.best.overrides} ({study.metric} {study.best.score:.5f}); finishing from its search")
-    results = run_on_ray_train(final_config, prepared, log, output=destination, options=loop_options,
-                               searched=searched,
-                               name=f"{Path(study.directory).name}-best" if study else None)
+    def train(run_config: Config, **kwargs) -> list[StageResult]:
+        if run_config.ray.num_workers == 0:  # in this process, on the splits in memory (small data)
+            return run_all_in_process(run_config, prepared, *in_memory(), log=log)
+        return run_on_ray_train(run_config, prepared, log, output=destination, options=loop_options, **kwargs)
+
+    results = train(final_config, searched=searched, name=f"{Path(study.directory).name}-best" if study else None)
     reference = None
     if config.report.reference == "uniform" and config.search.method != "uniform":
         uniform_config = with_overrides(config, {"search.method": "uniform"})
-        reference = (uniform_config, run_on_ray_train(uniform_config, prepared, log, output=destination,
-                                                      options=loop_options)[0])
+        reference = (uniform_config, train(uniform_config)[0])
 
     # the first and only read of the test split, for every final model at once
-    models = [r.model for r in results] + ([reference[1].model] if reference else [])
+    # grid: every K' is also evaluated (each a point at its own size), in the same pass
+    extra = [(i, name, _built(final_config, prepared, state)) for i, r in enumerate(results)
+             for name, state in (r.candidate_states or {}).items()]
+    models = [r.model for r in results] + [model for *_, model in extra] + ([reference[1].model] if reference else [])
     tests = evaluate_on_test(models, prepared, config.task, config.train.batch_size)
+    for (i, name, _), metrics in zip(extra, tests[len(results):]):
+        next(c for c in results[i].candidates if c["name"] == name)["test"] = metrics
 
     entries = []
     for i, result in enumerate(results):

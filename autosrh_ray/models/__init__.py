@@ -24,6 +24,10 @@ from .widedeep import WideDeep
 __all__ = ["EmbeddingModel", "build_model", "build_backbone", "FM", "WideDeep", "DeepFM", "MF", "MLP", "NeuMF"]
 
 
+# Methods whose embedding is split into frequency blocks (search.L): AutoSrh's α, per-block baseline dimensions.
+BLOCKED_METHODS = ("autosrh", "random", "mde")
+
+
 class EmbeddingModel(nn.Module):
     """embedding + first-order term + backbone. ``forward(ids, values)`` → logits (B,)."""
 
@@ -66,17 +70,20 @@ def build_backbone(name: str, num_fields: int, dim: int, hidden, dropout: float)
 
 
 def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0) -> EmbeddingModel:
-    """Model for ``config`` on ``features`` (on the CPU; callers move it). ``uniform`` has no α.
+    """Model for ``config`` on ``features`` (on the CPU; callers move it). Only ``autosrh`` has α; ``mde`` has
+    per-block projections.
 
     The global bias starts at the training label mean (regression) or its logit (classification).
     """
     m = features.num_features
-    soft = config.search.method == "autosrh"
-    blocks = config.search.L if soft else 1
-    block_of = torch.from_numpy(block_index(m, blocks, config.search.block_boundaries if soft else None))
+    method = config.search.method
+    soft = method == "autosrh"
+    blocked = method in BLOCKED_METHODS
+    blocks = config.search.L if blocked else 1
+    block_of = torch.from_numpy(block_index(m, blocks, config.search.block_boundaries if blocked else None))
     sparse = config.train.embedding_optimizer == "sparse_adam"
     embedding = SoftSelectionEmbedding(block_of, config.search.K, soft_selection=soft, sparse=sparse,
-                                       init_std=config.train.init_std)
+                                       init_std=config.train.init_std, projection=method == "mde")
     if config.task == "classification":
         p = min(max(label_mean, 1e-4), 1 - 1e-4)
         bias = math.log(p / (1 - p))

@@ -1,0 +1,146 @@
+"""The baselines with dimensions fixed before training (grid, random, MDE) do what they claim: MDE's block
+dimensions follow the popularity law at the budget, random draws differ and meet it, the mask keeps exactly the
+first d dims, MDE's projection is the per-block product (against a brute-force loop) and survives the artifact,
+and grid picks the best K' whose M·K' fits the budget."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autosrh_ray.artifact import load_model, save_model
+from autosrh_ray.config import load_config
+from autosrh_ray.data.local import prepare_synthetic
+from autosrh_ray.embedding import SoftSelectionEmbedding
+from autosrh_ray.features import block_index
+from autosrh_ray.metrics import validation_loss
+from autosrh_ray.mixed_dims import (block_popularity, block_sizes, first_dims_mask, grid_dims, mde_block_dims,
+                                    random_block_dims, scaled_dims)
+from autosrh_ray.pipeline import run_all_in_process
+
+M, K, L = 5000, 16, 6
+
+
+def zipf_frequencies(m: int = M, exponent: float = 1.2) -> np.ndarray:
+    """Non-increasing training frequencies (ids are frequency-ordered), Zipf-like as in CTR data."""
+    return np.maximum((1e6 / np.arange(1, m + 1) ** exponent).astype(np.int64), 1)
+
+
+def test_mde_dimensions_follow_the_popularity_law_at_the_budget():
+    freq = zipf_frequencies()
+    block_of = block_index(M, L)
+    sizes, p = block_sizes(block_of, L), block_popularity(freq, block_of, L)
+    budget = M * K // 10
+    for temperature in (0.1, 0.25, 0.5):
+        dims = mde_block_dims(freq, block_of, L, K, budget, temperature)
+        assert (sizes * dims).sum() <= budget  # meets the budget ...
+        assert np.all(np.diff(dims) <= 0) and dims[0] > dims[-1]  # ... more popular blocks get more dimensions
+        # d_b = clip(round(λ p_b^T)) for one λ: the rounded law itself, not just its ordering
+        w = p ** temperature / (p ** temperature).max()
+        lams = [lam for lam in np.linspace(0.5, 200, 40000)
+                if np.array_equal(np.clip(np.round(lam * w), 1, K), dims)]
+        assert lams, (temperature, dims)
+        # and λ is the largest that fits: one more step of λ would break the budget (or every dim is already K)
+        bigger = np.clip(np.round((max(lams) + 0.01) * w), 1, K)
+        assert (sizes * bigger).sum() > budget or np.all(dims == K)
+    flat = mde_block_dims(freq, block_of, L, K, budget, 0.0)
+    assert len(set(flat.tolist())) == 1  # temperature 0: every block the same dimension
+
+
+def test_random_dimensions_differ_between_trials_and_meet_the_budget():
+    block_of = block_index(M, L)
+    sizes = block_sizes(block_of, L)
+    budget = M * K // 8
+    draws = [random_block_dims(block_of, L, K, budget, np.random.default_rng([0, t])) for t in range(6)]
+    assert len({tuple(d.tolist()) for d in draws}) > 3
+    for d in draws:
+        kept = int((sizes * d).sum())
+        assert kept <= budget and kept > budget - sizes.max()  # as close to the budget as whole dims allow
+        assert d.min() >= 1 and d.max() <= K
+
+
+def test_scaled_dims_keep_one_dimension_when_the_budget_is_below_one_per_feature():
+    sizes = np.array([10, 10])
+    assert scaled_dims(np.array([1.0, 0.5]), sizes, 8, budget=5).tolist() == [1, 1]
+
+
+def test_first_dims_mask_and_grid_values():
+    mask = first_dims_mask(np.array([0, 2, 4]), 4)
+    assert mask.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    assert grid_dims([2, 4, 8, 16, 32, 64], 16) == [2, 4, 8, 16]
+
+
+def test_mde_projection_is_the_per_block_product_and_the_artifact_keeps_it(tmp_path):
+    torch.manual_seed(0)
+    block_of = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    emb = SoftSelectionEmbedding(block_of, 4, soft_selection=False, init_std=0.5, projection=True).double()
+    with torch.no_grad():
+        emb.projection.normal_()
+    dims = np.array([4, 4, 4, 2, 2, 1, 1, 1])
+    emb.set_mask(first_dims_mask(dims, 4).double())
+    ids = torch.tensor([[0, 3, 7], [5, 4, 1]])
+    values = torch.tensor([[1.0, 0.5, 2.0], [1.5, 1.0, 0.25]], dtype=torch.float64)
+    out = emb(ids, values)
+    weight = emb.weight.detach() * emb.mask
+    for b in range(2):
+        for f in range(3):
+            i = int(ids[b, f])
+            expected = weight[i] @ emb.projection.detach()[int(block_of[i])] * values[b, f]
+            assert torch.allclose(out[b, f], expected, atol=1e-12)
+    out.sum().backward()  # the projection learns
+    assert emb.projection.grad is not None and emb.projection.grad.abs().sum() > 0
+
+    from autosrh_ray.embedding import FirstOrder
+    from autosrh_ray.models import EmbeddingModel, build_backbone
+
+    model = EmbeddingModel(emb.float(), FirstOrder(8), build_backbone("fm", 3, 4, [], 0.0)).eval()
+    save_model(model, tmp_path / "m.pt", "fm", 3, [], 0.0)
+    loaded = load_model(tmp_path / "m.pt")
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids, values.float()), model(ids, values.float()), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    config = load_config(overrides=["model.name=fm", "search.K=16", "search.L=6", "train.batch_size=1024",
+                                    "dataset.synthetic.rows=40000", "train.max_epochs=30"])
+    prepared = prepare_synthetic(config, tmp_path_factory.mktemp("planted"))
+    return config, prepared, prepared.load_split("train"), prepared.load_split("valid")
+
+
+def test_grid_budget_entry_is_the_best_k_that_fits(planted):
+    base, prepared, train, valid = planted
+    m = prepared.num_features
+    from autosrh_ray.config import with_overrides
+
+    config = with_overrides(base, {"search.method": "grid", "search.grid_K": [2, 4, 8, 64],
+                                   "prune.params": [m * 5], "prune.cr": []})
+    (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
+    names = [c["name"] for c in result.candidates]
+    assert names == ["K2", "K4", "K8", "K16"]  # 64 capped at K = 16
+    assert [c["kept"] for c in result.candidates] == [m * k for k in (2, 4, 8, 16)]
+    fitting = [c for c in result.candidates if c["kept"] <= m * 5]
+    chosen = [c for c in result.candidates if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0] == min(fitting, key=lambda c: c["valid_loss"])
+    assert int(result.model.embedding.mask.sum()) == chosen[0]["kept"]
+    assert validation_loss("classification", result.retrain.best_valid) == chosen[0]["valid_loss"]
+    assert set(result.candidate_states) == set(names)
+
+
+def test_random_and_mde_train_at_the_budget_with_their_block_dims(planted):
+    base, prepared, train, valid = planted
+    from autosrh_ray.config import with_overrides
+
+    budget = prepared.num_features * 16 // 10
+    for method in ("random", "mde"):
+        config = with_overrides(base, {"search.method": method, "search.random_trials": 3})
+        (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
+        emb = result.model.embedding
+        kept_per_feature = emb.mask.sum(1).long()
+        block_dims = torch.tensor(result.block_dims)
+        assert torch.equal(kept_per_feature, block_dims[emb.block_of])  # every feature: its block's first d
+        assert int(emb.mask.sum()) <= budget
+        assert len(result.candidates) == (3 if method == "random" else 1)
+        assert (emb.projection is not None) == (method == "mde")
+        if method == "mde":
+            assert list(result.block_dims) == sorted(result.block_dims, reverse=True)  # popular blocks first
