@@ -4,6 +4,7 @@ budget whatever its K, and the final models keep exactly their budgets."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -89,12 +90,9 @@ def test_final_models_keep_exactly_their_budgets(study_run):
 
 
 def _finished_trials(study_dir: Path) -> int:
-    """Trials that reported their final score (Tune's result.json lines, one JSON object per report)."""
-    count = 0
-    for result in study_dir.glob("*/result.json"):
-        if any(json.loads(line).get("trial_finished") for line in result.read_text().splitlines() if line.strip()):
-            count += 1
-    return count
+    """Trials whose retrain saved its ``stage.pt`` (a trial writes it when its last stage ends, before Tune logs
+    the trial's final result, so this cannot lag behind the trials themselves)."""
+    return len(list(study_dir.parent.glob(f"{study_dir.name}-t*-retrain-*/stage.pt")))
 
 
 def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluster, tmp_path):
@@ -119,7 +117,8 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
     deadline = time.time() + 600
     studies = []
     while time.time() < deadline and proc.poll() is None:
-        studies = [d for d in (out / "ray_results").glob("study-*") if d.is_dir()]
+        # the study's own directory (its trials' Train runs sit beside it as <study>-t<key>-<run>)
+        studies = [d for d in (out / "ray_results").glob("study-*") if re.fullmatch(r"study-[0-9a-f]+", d.name)]
         if studies and _finished_trials(studies[0]) >= 2:
             break
         time.sleep(1)
