@@ -58,7 +58,7 @@ class CompactLookup(nn.Module):
     entries alone (zeros elsewhere), times ``values`` as in the training model — no dense M×K table in memory."""
 
     def __init__(self, compact: CompactEmbedding, projection: Optional[torch.Tensor] = None,
-                 block_starts: Optional[torch.Tensor] = None):
+                 block_starts: Optional[torch.Tensor] = None, projection_by: Optional[str] = None):
         super().__init__()
         # memory ≈ the artifact: uint8 dims as stored, row pointers in int32 while they fit
         narrow = compact.values.numel() < torch.iinfo(torch.int32).max
@@ -67,6 +67,7 @@ class CompactLookup(nn.Module):
         self.register_buffer("values", compact.values, persistent=False)
         self.register_buffer("projection", projection, persistent=False)  # MDE: (L, K, K) per frequency block
         self.register_buffer("block_starts", block_starts, persistent=False)  # (L,) first id of every block
+        self.projection_by = projection_by  # "block" (MDE) or "field" (AutoDim), as in the training model
         self.dim = compact.dim
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -78,10 +79,13 @@ class CompactLookup(nn.Module):
             torch.arange(int(counts.sum()), device=ids.device)
         out = torch.zeros(flat.numel(), self.dim, dtype=self.values.dtype, device=ids.device)
         out[row, self.dims[slot].long()] = self.values[slot]
-        if self.projection is not None:
-            blocks = torch.searchsorted(self.block_starts, flat, right=True) - 1
+        out = out.reshape(*ids.shape, self.dim)
+        if self.projection_by == "block":
+            blocks = torch.searchsorted(self.block_starts, ids, right=True) - 1
             out = project_by_block(out, blocks, self.projection)
-        return out.reshape(*ids.shape, self.dim) * values.unsqueeze(-1)
+        elif self.projection_by == "field":
+            out = torch.einsum("bfk,fkj->bfj", out, self.projection)
+        return out * values.unsqueeze(-1)
 
 
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
@@ -102,12 +106,14 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
 
 
 def _projection(embedding: SoftSelectionEmbedding) -> dict:
-    """MDE's per-block projections and the first id of every block (blocks are id ranges), if the model has them."""
+    """The model's projections (MDE: per block, with the first id of every block, blocks being id ranges;
+    AutoDim: per field), if it has them."""
     if embedding.projection is None:
         return {}
     block_of = embedding.block_of.cpu()
     starts = torch.nonzero(torch.diff(block_of, prepend=block_of.new_tensor([-1]))).squeeze(1)
-    return {"projection": {"weights": embedding.projection.detach().float().cpu(), "block_starts": starts}}
+    return {"projection": {"weights": embedding.projection.detach().float().cpu(), "block_starts": starts,
+                           "by": embedding.projection_by}}
 
 
 def load_model(path: str | os.PathLike) -> EmbeddingModel:
@@ -131,5 +137,5 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     backbone.load_state_dict(payload["backbone"])
     projection = payload.get("projection")
     lookup = (CompactLookup(compact) if projection is None else
-              CompactLookup(compact, projection["weights"], projection["block_starts"]))
+              CompactLookup(compact, projection["weights"], projection["block_starts"], projection["by"]))
     return EmbeddingModel(lookup, first_order, backbone).eval()

@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde"] = "autosrh"
+    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim"] = "autosrh"
     K: int = 16
     L: int = 6
     block_boundaries: Optional[list[int]] = None
@@ -84,6 +84,8 @@ class SearchConfig:
     grid_K: list[int] = field(default_factory=lambda: [2, 4, 8, 16, 32, 64])  # grid: UE at each K' (capped at K)
     random_trials: int = 8  # random: per-block dimension draws per budget, the best by validation is kept
     mde_temperature: float = 0.3  # mde: d_b ∝ popularity_b ** temperature (0 = the same d for every block)
+    autodim_candidates: list[int] = field(default_factory=lambda: [8, 16, 32, 48, 64])  # autodim: capped at K
+    autodim_temperature: float = 1.0  # autodim: Gumbel-softmax temperature of the field-wise weights
 
 
 @dataclass
@@ -347,6 +349,15 @@ def validate(config: Config) -> None:
         raise ConfigError("search.grid_K", "needs at least one K")
     for i, k in enumerate(s.grid_K):
         _positive(f"search.grid_K[{i}]", k)
+    if s.method == "autodim" and s.order == "second":
+        raise ConfigError("search.order", "autodim searches first order (its Gumbel noise makes the finite-"
+                                          "difference second-order term meaningless)")
+    if not s.autodim_candidates:
+        raise ConfigError("search.autodim_candidates", "needs at least one dimension")
+    for i, d in enumerate(s.autodim_candidates):
+        _positive(f"search.autodim_candidates[{i}]", d)
+    if s.autodim_temperature <= 0:
+        raise ConfigError("search.autodim_temperature", f"must be > 0 (got {s.autodim_temperature})")
     if s.mde_temperature < 0:
         raise ConfigError("search.mde_temperature", f"must be >= 0 (got {s.mde_temperature})")
     for i, cr in enumerate(config.prune.crs):
@@ -418,6 +429,9 @@ def _validate_tune(config: Config) -> None:
         raise ConfigError("tune.metric", f"auc needs a classification task; dataset {config.dataset.name} is regression")
     if t.metric == "mse" and config.task != "regression":
         raise ConfigError("tune.metric", "mse needs a regression task")
+    if t.enabled and config.search.method != "autosrh":
+        raise ConfigError("tune.enabled", f"a study searches AutoSrh (search.method: autosrh); got "
+                                          f"{config.search.method} (compare methods with autosrh-ray compare)")
     if t.enabled and not t.search_space:
         raise ConfigError("tune.search_space", "a study needs at least one key to search over")
     for dotted, spec in t.search_space.items():

@@ -39,9 +39,12 @@ MEANING = {
     "search.method": "autosrh (search, prune, retrain), uniform (UE: every feature K dims), magnitude (UE, then "
                      "prune |E| to the budget and retrain); baselines with dimensions fixed before training: grid "
                      "(UE at each of search.grid_K), random (random per-block dims at the budget), mde "
-                     "(per-block dims from popularity, Ginart et al.)",
+                     "(per-block dims from popularity, Ginart et al.); autodim (one dimension per field from a "
+                     "bi-level search over candidates, Zhao et al.)",
     "search.grid_K": "grid: the K' values tried (capped at search.K); a budget's entry is the best K' that fits it",
     "search.random_trials": "random: draws of per-block dimensions per budget; the best by validation is kept",
+    "search.autodim_candidates": "autodim: the candidate dimensions of every field (capped at search.K)",
+    "search.autodim_temperature": "autodim: temperature of the Gumbel-softmax over a field's candidates",
     "search.mde_temperature": "mde: a block's dimension is proportional to its rows' popularity to this power "
                               "(0: the same for every block)",
     "search.K": "base embedding dimension: the uncompressed table is M x K",

@@ -6,9 +6,9 @@
 
 α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). The mask (M×K, 0/1) is set after
 pruning; pruned entries of E are kept at exactly zero by :meth:`SoftSelectionEmbedding.enforce_mask`.
-With ``projection`` (MDE's mixed dimensions), each block's rows are then multiplied by that block's K×K matrix
-(identity at the start): a feature kept at its first d dims is projected to the common width K by the d rows of
-its block's matrix that meet non-zero inputs.
+With ``projection`` each row is then multiplied by a K×K matrix (identity at the start), one per frequency block
+(``"block"``: MDE) or per field (``"field"``: AutoDim's retrain): a feature kept at its first d dims is projected
+to the common width K by the d rows of its matrix that meet non-zero inputs.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class SoftSelectionEmbedding(nn.Module):
     """
 
     def __init__(self, block_of: torch.Tensor, dim: int, soft_selection: bool = True, sparse: bool = False,
-                 init_std: float = 0.01, projection: bool = False):
+                 init_std: float = 0.01, projection: Optional[str] = None, num_fields: int = 0):
         super().__init__()
         num_features = int(block_of.shape[0])
         num_blocks = int(block_of.max().item()) + 1 if num_features else 1
@@ -43,8 +43,11 @@ class SoftSelectionEmbedding(nn.Module):
         nn.init.normal_(self.embedding.weight, std=init_std)
         self.register_buffer("block_of", block_of.to(torch.long), persistent=True)
         self.alpha: Optional[nn.Parameter] = nn.Parameter(torch.ones(num_blocks, dim)) if soft_selection else None
+        # "block": one K×K matrix per frequency block (MDE); "field": one per field, i.e. per column of ids (AutoDim)
+        self.projection_by = projection
+        groups = num_blocks if projection == "block" else num_fields
         self.projection: Optional[nn.Parameter] = (
-            nn.Parameter(torch.eye(dim).repeat(num_blocks, 1, 1)) if projection else None)
+            nn.Parameter(torch.eye(dim).repeat(groups, 1, 1)) if projection else None)
         self.mask: Optional[torch.Tensor]
         self.register_buffer("mask", None, persistent=True)
         self._fixed_scale: Optional[torch.Tensor] = None  # mask ⊙ α[block] once pruned (α is frozen then)
@@ -69,8 +72,10 @@ class SoftSelectionEmbedding(nn.Module):
             out = out * self.fixed_scale()[ids]  # one gather instead of block, α and mask gathers
         elif self.alpha is not None:
             out = out * self.alpha[self.block_of[ids]]
-        if self.projection is not None:
+        if self.projection_by == "block":
             out = project_by_block(out, self.block_of[ids], self.projection)
+        elif self.projection_by == "field":
+            out = torch.einsum("bfk,fkj->bfj", out, self.projection)
         return out * values.unsqueeze(-1)
 
     def fixed_scale(self) -> torch.Tensor:

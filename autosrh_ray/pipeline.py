@@ -4,6 +4,8 @@
                          └► prune … to budget 2 ─────► [rewind] ──► retrain      (side by side)
     magnitude:  uniform ─┬► prune |E| to each budget ─► [rewind] ──► retrain
     uniform:    uniform
+    autodim:    search (field-wise weights over candidate dims, bi-level) ──► d_f = argmax per field ──►
+                retrain the selected dims from the initial embedding (one model, at the size it chose)
     grid, random, mde:  dimensions fixed before training (:mod:`.mixed_dims`) ──► train each candidate from the
                         initial state with its mask (side by side) ──► per budget, the best by validation
 
@@ -130,8 +132,8 @@ def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict
 
 
 def first_stage(config: Config) -> str:
-    """``search`` for AutoSrh, ``uniform`` for UE and magnitude pruning."""
-    return "search" if config.search.method == "autosrh" else "uniform"
+    """``search`` for AutoSrh and AutoDim, ``uniform`` for UE and magnitude pruning."""
+    return "search" if config.search.method in ("autosrh", "autodim") else "uniform"
 
 
 def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log = print,
@@ -145,6 +147,8 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
                                                                   "retrain": result.seconds}))]
     if config.search.method in FIXED_DIMS:
         return run_fixed_dims(config, executor, initial, log, parallel)
+    if config.search.method == "autodim":
+        return run_autodim(config, executor, initial, log, searched)
     stage = first_stage(config)
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
     weight = searched_state[EMBEDDING]
@@ -168,6 +172,36 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
 
 
 FIXED_DIMS = ("grid", "random", "mde")
+
+
+def autodim_retrain_state(config: Config, prepared: PreparedData, searched: dict,
+                          initial: dict) -> tuple[dict, list[int]]:
+    """AutoDim's selection: every field's argmax candidate; the retrain model's state with each feature's first d_f
+    dimensions kept, E and θ from the initial state and fresh (identity) per-field projections."""
+    from .autodim import candidate_dims, feature_dims, selected_field_dims
+
+    s = config.search
+    dims = selected_field_dims(searched[ALPHA], candidate_dims(s.K, s.autodim_candidates))
+    fresh = cpu_state(build_model(config, prepared.features, prepared.label_mean, retrain=True))
+    state = {k: initial.get(k, v) if k != "embedding.projection" else v for k, v in fresh.items()}
+    mask = first_dims_mask(feature_dims(dims, prepared.features.field_of), s.K).to(state[EMBEDDING].dtype)
+    return with_dims(state, mask), dims
+
+
+def run_autodim(config: Config, executor: StageExecutor, initial: dict, log: Log,
+                searched: Optional[tuple[FitResult, dict]]) -> list[tuple[dict, StageResult]]:
+    """AutoDim: search, select one dimension per field, retrain; one model at the size the search chose."""
+    search_result, searched_state = searched or train_stage(executor, config, "search", initial, log)
+    start = time.perf_counter()
+    state, dims = autodim_retrain_state(config, executor.prepared, searched_state, initial)
+    selection = time.perf_counter() - start
+    log(f"[autodim] dimension per field: {dict(zip((f.name for f in executor.prepared.features.fields), dims))}")
+    kept = int(state["embedding.mask"].sum())
+    budget = Budget("searched", kept, state[EMBEDDING].numel() / kept)
+    retrain, state = train_stage(executor, config, "retrain", state, log, "autodim")
+    timings = {"search": search_result.seconds, "prune": selection, "retrain": retrain.seconds}
+    return [(state, StageResult(None, {"search": search_result, "retrain": retrain}, timings, budget,
+                                searched_state.get(ALPHA), block_dims=tuple(dims)))]
 
 
 def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandidate]:
@@ -265,8 +299,8 @@ class InProcessExecutor:
             self.search_batches = self.train_batches
             self.alpha_batches = epoch_loader(config, valid, True, 2)
 
-    def _model(self, state: dict) -> EmbeddingModel:
-        model = build_model(self.config, self.prepared.features, self.prepared.label_mean)
+    def _model(self, state: dict, retrain: bool = True) -> EmbeddingModel:
+        model = build_model(self.config, self.prepared.features, self.prepared.label_mean, retrain=retrain)
         load_model_state(model, state)
         return model
 
@@ -274,7 +308,7 @@ class InProcessExecutor:
         return lambda epoch, metrics: self.log(epoch_line(stage, epoch, metrics))
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        config, model = self.config, self._model(state)
+        config, model = self.config, self._model(state, retrain=stage != "search")
         task, tc, s = config.task, config.train, config.search
         if stage == "search":
             searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=s.lr_alpha, alpha_optimizer=s.alpha_optimizer,
@@ -302,7 +336,7 @@ def initial_state(config: Config, prepared: PreparedData) -> dict:
 def built(config: Config, prepared: PreparedData, results: list[tuple[dict, StageResult]]) -> list[StageResult]:
     """The graph's results with their models built from the final states."""
     for state, result in results:
-        result.model = build_model(config, prepared.features, prepared.label_mean)
+        result.model = build_model(config, prepared.features, prepared.label_mean, retrain=True)
         load_model_state(result.model, state)
     return [result for _, result in results]
 

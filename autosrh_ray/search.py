@@ -136,7 +136,8 @@ class BiLevelSearch:
                  alpha_optimizer: str = "adam", order: str = "first", xi: Optional[float] = None,
                  hvp: str = "finite_difference", fd_eps: float = 0.01, sync: Optional[GradSync] = None):
         if model.alpha is None:
-            raise ValueError("BiLevelSearch needs a model with soft selection (search.method: autosrh)")
+            raise ValueError("BiLevelSearch needs a model with architecture weights α (search.method: autosrh or "
+                             "autodim)")
         self.model = model
         self.loss = loss_function(task)
         self.theta = ThetaOptimizer(model, lr)
@@ -198,10 +199,14 @@ class BiLevelSearch:
             val_loss = self._batch_loss(valid)
             g_alpha = parameter_grads(val_loss, [alpha])[0]
         g_alpha = self.sync.alpha(g_alpha)
-        alpha.grad = normalize_rows(g_alpha)
-        self.alpha_opt.step()
-        with torch.no_grad():
-            alpha.clamp_(0.0, 1.0)
+        if getattr(self.model.embedding, "alpha_is_logits", False):  # AutoDim's field weights: plain gradients
+            alpha.grad = g_alpha
+            self.alpha_opt.step()
+        else:  # AutoSrh's soft selection: Eq. 14, then back into [0, 1]
+            alpha.grad = normalize_rows(g_alpha)
+            self.alpha_opt.step()
+            with torch.no_grad():
+                alpha.clamp_(0.0, 1.0)
         return SearchStepStats(float(train_loss.detach()), float(val_loss.detach()))
 
     def state_dict(self) -> dict:

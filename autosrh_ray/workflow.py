@@ -106,7 +106,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
                    "projection": projection_params(stages.block_dims, k) if emb.projection is not None else 0},
         "valid": {key: stages.retrain.best_valid[key] for key in metric_names},  # whole split, chosen evaluation
         "test": test_metrics,
-        "valid_optimistic": method == "autosrh" and config.search.alpha_data == "validation",
+        "valid_optimistic": method in ("autosrh", "autodim") and config.search.alpha_data == "validation",
         "timings_s": dict(stages.timings),
         "artifacts": artifacts,
         "artifact_bytes": {"compact_model": artifact_bytes, "dense_embedding": m * k * 4},
@@ -114,6 +114,8 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "epochs": {"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
         "history": {"search": first.history if first else [], "retrain": stages.retrain.history},
     }
+    if method == "autodim":  # the dimension the search chose for every field
+        entry["field_dims"] = {f.name: d for f, d in zip(prepared.features.fields, stages.block_dims)}
     if stages.candidates is not None:  # grid / random / mde: every scheme trained, the chosen one marked
         entry["block_dims"] = list(stages.block_dims)
         entry["candidates"] = stages.candidates
@@ -152,7 +154,7 @@ def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingMode
     from .model_state import load_model_state
     from .models import build_model
 
-    model = build_model(config, prepared.features, prepared.label_mean)
+    model = build_model(config, prepared.features, prepared.label_mean, retrain=True)
     load_model_state(model, state)
     return model
 
@@ -293,7 +295,8 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     if config.report.plots:
         from .report_md import write_report_md
 
-        write_report_md(report, prepared, results[0].model, alpha, output, study)
+        write_report_md(report, prepared, results[0].model, alpha if config.search.method == "autosrh" else None,
+                        output, study)
         report["artifacts"]["report_md"] = "report.md"
     atomic.write_text(output / "report.json", json.dumps(report, indent=1))
     if storage.is_uri(destination):

@@ -231,7 +231,8 @@ def train_loop(loop_config: dict) -> None:
     source = None
     while True:
         kind, rule = _phase(spec, state.phase)
-        model = build_model(config, spec.shape, spec.label_mean).to(dtype=dtype)  # a float64 checkpoint stays exact
+        # a float64 checkpoint stays exact; AutoDim searches and retrains different embedding modules
+        model = build_model(config, spec.shape, spec.label_mean, retrain=kind == "fit").to(dtype=dtype)
         load_model_state(model, start if start is not None else state.model)
         model.to(device=device, dtype=dtype)  # with the mask the state installed
         engine = _engine(kind, model, config, sync)

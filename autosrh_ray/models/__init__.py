@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
+from ..autodim import AutoDimEmbedding, candidate_dims
 from ..embedding import FirstOrder, SoftSelectionEmbedding
 from ..features import FeatureSpace, block_index
 from .deepfm import DeepFM
@@ -69,9 +70,11 @@ def build_backbone(name: str, num_fields: int, dim: int, hidden, dropout: float)
     raise ConfigError("model.name", f"unknown model {name!r}")
 
 
-def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0) -> EmbeddingModel:
+def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
+                retrain: bool = False) -> EmbeddingModel:
     """Model for ``config`` on ``features`` (on the CPU; callers move it). Only ``autosrh`` has α; ``mde`` has
-    per-block projections.
+    per-block projections; ``autodim`` searches with :class:`~autosrh_ray.autodim.AutoDimEmbedding` and, with
+    ``retrain``, retrains a masked embedding with per-field projections.
 
     The global bias starts at the training label mean (regression) or its logit (classification).
     """
@@ -82,8 +85,16 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0)
     blocks = config.search.L if blocked else 1
     block_of = torch.from_numpy(block_index(m, blocks, config.search.block_boundaries if blocked else None))
     sparse = config.train.embedding_optimizer == "sparse_adam"
-    embedding = SoftSelectionEmbedding(block_of, config.search.K, soft_selection=soft, sparse=sparse,
-                                       init_std=config.train.init_std, projection=method == "mde")
+    embedding: nn.Module
+    if method == "autodim" and not retrain:
+        embedding = AutoDimEmbedding(m, features.num_fields, config.search.K,
+                                     candidate_dims(config.search.K, config.search.autodim_candidates),
+                                     config.search.autodim_temperature, sparse, config.train.init_std)
+    else:
+        projection = {"mde": "block", "autodim": "field"}.get(method)
+        embedding = SoftSelectionEmbedding(block_of, config.search.K, soft_selection=soft, sparse=sparse,
+                                           init_std=config.train.init_std, projection=projection,
+                                           num_fields=features.num_fields)
     if config.task == "classification":
         p = min(max(label_mean, 1e-4), 1 - 1e-4)
         bias = math.log(p / (1 - p))
