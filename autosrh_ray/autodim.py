@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .embedding import EmbeddingTable
+
 PAPER_CANDIDATES = (8, 16, 32, 48, 64)
 
 
@@ -30,7 +32,7 @@ def candidate_dims(dim: int, candidates: Sequence[int] = PAPER_CANDIDATES) -> li
     return sorted({min(d, dim) for d in candidates})
 
 
-class AutoDimEmbedding(nn.Module):
+class AutoDimEmbedding(EmbeddingTable):
     """The search-time embedding: E (M×K), α (F×N) logits, W (F, N, K, K); ``forward(ids, values)`` → (B, F, K)
     with column f of ``ids`` in field f."""
 
@@ -49,18 +51,6 @@ class AutoDimEmbedding(nn.Module):
         self.projection = nn.Parameter(torch.eye(dim).repeat(num_fields, n, 1, 1))
         self.temperature = temperature
         self.mask = None  # never pruned: the trainers' mask handling skips it
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.embedding.weight
-
-    @property
-    def num_features(self) -> int:
-        return self.embedding.num_embeddings
-
-    @property
-    def dim(self) -> int:
-        return self.embedding.embedding_dim
 
     def mixing_weights(self) -> torch.Tensor:
         """p (F, N): Gumbel-softmax of α while training, softmax of α when evaluating."""

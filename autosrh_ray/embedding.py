@@ -18,7 +18,25 @@ import torch
 from torch import nn
 
 
-class SoftSelectionEmbedding(nn.Module):
+class EmbeddingTable(nn.Module):
+    """What every embedding module exposes about its table ``self.embedding`` (an ``nn.Embedding``)."""
+
+    embedding: nn.Embedding
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight
+
+    @property
+    def num_features(self) -> int:
+        return self.embedding.num_embeddings
+
+    @property
+    def dim(self) -> int:
+        return self.embedding.embedding_dim
+
+
+class SoftSelectionEmbedding(EmbeddingTable):
     """E (M×K) with optional soft selection α (L×K) shared by frequency blocks and an optional pruning mask.
 
     Args:
@@ -44,6 +62,8 @@ class SoftSelectionEmbedding(nn.Module):
         self.register_buffer("block_of", block_of.to(torch.long), persistent=True)
         self.alpha: Optional[nn.Parameter] = nn.Parameter(torch.ones(num_blocks, dim)) if soft_selection else None
         # "block": one K×K matrix per frequency block (MDE); "field": one per field, i.e. per column of ids (AutoDim)
+        if projection not in (None, "block", "field"):
+            raise ValueError(f"projection must be None, 'block' or 'field' (got {projection!r})")
         self.projection_by = projection
         groups = num_blocks if projection == "block" else num_fields
         self.projection: Optional[nn.Parameter] = (
@@ -52,18 +72,6 @@ class SoftSelectionEmbedding(nn.Module):
         self.register_buffer("mask", None, persistent=True)
         self._fixed_scale: Optional[torch.Tensor] = None  # mask ⊙ α[block] once pruned (α is frozen then)
         self._fixed_scale_key: tuple = ()
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.embedding.weight
-
-    @property
-    def num_features(self) -> int:
-        return self.embedding.num_embeddings
-
-    @property
-    def dim(self) -> int:
-        return self.embedding.embedding_dim
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """ids (B, F) long, values (B, F) float → (B, F, K)."""

@@ -73,7 +73,7 @@ def test_first_dims_mask_and_grid_values():
 def test_mde_projection_is_the_per_block_product_and_the_artifact_keeps_it(tmp_path):
     torch.manual_seed(0)
     block_of = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
-    emb = SoftSelectionEmbedding(block_of, 4, soft_selection=False, init_std=0.5, projection=True).double()
+    emb = SoftSelectionEmbedding(block_of, 4, soft_selection=False, init_std=0.5, projection="block").double()
     with torch.no_grad():
         emb.projection.normal_()
     dims = np.array([4, 4, 4, 2, 2, 1, 1, 1])
