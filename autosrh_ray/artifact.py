@@ -58,7 +58,7 @@ class CompactLookup(nn.Module):
     entries alone (zeros elsewhere), times ``values`` as in the training model — no dense M×K table in memory."""
 
     def __init__(self, compact: CompactEmbedding, projection: Optional[torch.Tensor] = None,
-                 block_starts: Optional[torch.Tensor] = None, projection_by: Optional[str] = None):
+                 groups: Optional[torch.Tensor] = None, projection_by: Optional[str] = None):
         super().__init__()
         # memory ≈ the artifact: uint8 dims as stored, row pointers in int32 while they fit
         narrow = compact.values.numel() < torch.iinfo(torch.int32).max
@@ -66,7 +66,7 @@ class CompactLookup(nn.Module):
         self.register_buffer("dims", compact.dims, persistent=False)
         self.register_buffer("values", compact.values, persistent=False)
         self.register_buffer("projection", projection, persistent=False)  # MDE: (L, K, K) per frequency block
-        self.register_buffer("block_starts", block_starts, persistent=False)  # (L,) first id of every block
+        self.register_buffer("groups", groups, persistent=False)  # (M,) uint8: every feature's projection block
         self.projection_by = projection_by  # "block" (MDE) or "field" (AutoDim), as in the training model
         self.dim = compact.dim
 
@@ -81,8 +81,7 @@ class CompactLookup(nn.Module):
         out[row, self.dims[slot].long()] = self.values[slot]
         out = out.reshape(*ids.shape, self.dim)
         if self.projection_by == "block":
-            blocks = torch.searchsorted(self.block_starts, ids, right=True) - 1
-            out = project_by_block(out, blocks, self.projection)
+            out = project_by_block(out, self.groups[ids].long(), self.projection)
         elif self.projection_by == "field":
             out = torch.einsum("bfk,fkj->bfj", out, self.projection)
         return out * values.unsqueeze(-1)
@@ -106,13 +105,12 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
 
 
 def _projection(embedding: SoftSelectionEmbedding) -> dict:
-    """The model's projections (MDE: per block, with the first id of every block, blocks being id ranges;
-    AutoDim: per field), if it has them."""
+    """The model's projections (per block of ``block_of``, stored per feature; or per field), if it has them."""
     if embedding.projection is None:
         return {}
-    block_of = embedding.block_of.cpu()
-    starts = torch.nonzero(torch.diff(block_of, prepend=block_of.new_tensor([-1]))).squeeze(1)
-    return {"projection": {"weights": embedding.projection.detach().float().cpu(), "block_starts": starts,
+    groups = embedding.block_of.cpu()
+    groups = groups.to(torch.uint8 if int(groups.max()) < 256 else torch.int32)  # M bytes beside the kept values
+    return {"projection": {"weights": embedding.projection.detach().float().cpu(), "groups": groups,
                            "by": embedding.projection_by}}
 
 
@@ -137,5 +135,5 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     backbone.load_state_dict(payload["backbone"])
     projection = payload.get("projection")
     lookup = (CompactLookup(compact) if projection is None else
-              CompactLookup(compact, projection["weights"], projection["block_starts"], projection["by"]))
+              CompactLookup(compact, projection["weights"], projection["groups"], projection["by"]))
     return EmbeddingModel(lookup, first_order, backbone).eval()

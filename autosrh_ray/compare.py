@@ -27,7 +27,7 @@ from .atomic import atomic_path
 from .config import Config, ConfigError, config_from_dict, with_overrides
 
 Log = Callable[[str], None]
-METHODS = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim")
+METHODS = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb")
 COMPARISON_FILE = "comparison.json"
 
 

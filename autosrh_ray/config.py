@@ -68,7 +68,7 @@ class ModelConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim"] = "autosrh"
+    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb"] = "autosrh"
     K: int = 16
     L: int = 6
     block_boundaries: Optional[list[int]] = None
@@ -86,6 +86,7 @@ class SearchConfig:
     mde_temperature: float = 0.3  # mde: d_b ∝ popularity_b ** temperature (0 = the same d for every block)
     autodim_candidates: list[int] = field(default_factory=lambda: [8, 16, 32, 48, 64])  # autodim: capped at K
     autodim_temperature: float = 1.0  # autodim: Gumbel-softmax temperature of the field-wise weights
+    autoemb_candidates: list[int] = field(default_factory=lambda: [2, 16, 128])  # autoemb: capped at K
 
 
 @dataclass
@@ -352,6 +353,10 @@ def validate(config: Config) -> None:
     if s.method == "autodim" and s.order == "second":
         raise ConfigError("search.order", "autodim searches first order (its Gumbel noise makes the finite-"
                                           "difference second-order term meaningless)")
+    if not s.autoemb_candidates:
+        raise ConfigError("search.autoemb_candidates", "needs at least one dimension")
+    for i, d in enumerate(s.autoemb_candidates):
+        _positive(f"search.autoemb_candidates[{i}]", d)
     if not s.autodim_candidates:
         raise ConfigError("search.autodim_candidates", "needs at least one dimension")
     for i, d in enumerate(s.autodim_candidates):

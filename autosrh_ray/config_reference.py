@@ -40,9 +40,12 @@ MEANING = {
                      "prune |E| to the budget and retrain); baselines with dimensions fixed before training: grid "
                      "(UE at each of search.grid_K), random (random per-block dims at the budget), mde "
                      "(per-block dims from popularity, Ginart et al.); autodim (one dimension per field from a "
-                     "bi-level search over candidates, Zhao et al.)",
+                     "bi-level search over candidates, Zhao et al.); autoemb (one dimension per feature from a "
+                     "popularity controller, Zhao et al.)",
     "search.grid_K": "grid: the K' values tried (capped at search.K); a budget's entry is the best K' that fits it",
     "search.random_trials": "random: draws of per-block dimensions per budget; the best by validation is kept",
+    "search.autoemb_candidates": "autoemb: the candidate dimensions a feature's controller chooses from (capped "
+                                 "at search.K)",
     "search.autodim_candidates": "autodim: the candidate dimensions of every field (capped at search.K)",
     "search.autodim_temperature": "autodim: temperature of the Gumbel-softmax over a field's candidates",
     "search.mde_temperature": "mde: a block's dimension is proportional to its rows' popularity to this power "

@@ -6,9 +6,10 @@
 
 α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). The mask (M×K, 0/1) is set after
 pruning; pruned entries of E are kept at exactly zero by :meth:`SoftSelectionEmbedding.enforce_mask`.
-With ``projection`` each row is then multiplied by a K×K matrix (identity at the start), one per frequency block
-(``"block"``: MDE) or per field (``"field"``: AutoDim's retrain): a feature kept at its first d dims is projected
-to the common width K by the d rows of its matrix that meet non-zero inputs.
+With ``projection`` each row is then multiplied by a K×K matrix (identity at the start), one per block of
+``block_of`` (``"block"``: MDE's frequency blocks, AutoEmb's chosen candidates) or per field (``"field"``: AutoDim's
+retrain): a feature kept at its first d dims is projected to the common width K by the d rows of its matrix that
+meet non-zero inputs.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ class SoftSelectionEmbedding(EmbeddingTable):
     """
 
     def __init__(self, block_of: torch.Tensor, dim: int, soft_selection: bool = True, sparse: bool = False,
-                 init_std: float = 0.01, projection: Optional[str] = None, num_fields: int = 0):
+                 init_std: float = 0.01, projection: Optional[str] = None, num_fields: int = 0,
+                 projection_groups: int = 0):
         super().__init__()
         num_features = int(block_of.shape[0])
         num_blocks = int(block_of.max().item()) + 1 if num_features else 1
@@ -65,7 +67,7 @@ class SoftSelectionEmbedding(EmbeddingTable):
         if projection not in (None, "block", "field"):
             raise ValueError(f"projection must be None, 'block' or 'field' (got {projection!r})")
         self.projection_by = projection
-        groups = num_blocks if projection == "block" else num_fields
+        groups = (projection_groups or num_blocks) if projection == "block" else num_fields
         self.projection: Optional[nn.Parameter] = (
             nn.Parameter(torch.eye(dim).repeat(groups, 1, 1)) if projection else None)
         self.mask: Optional[torch.Tensor]

@@ -4,8 +4,9 @@
                          └► prune … to budget 2 ─────► [rewind] ──► retrain      (side by side)
     magnitude:  uniform ─┬► prune |E| to each budget ─► [rewind] ──► retrain
     uniform:    uniform
-    autodim:    search (field-wise weights over candidate dims, bi-level) ──► d_f = argmax per field ──►
-                retrain the selected dims from the initial embedding (one model, at the size it chose)
+    autodim, autoemb:  search (weights over candidate dims per field / from a popularity controller, bi-level)
+                ──► argmax per field / per feature ──► retrain the selected dims from the initial embedding
+                (one model, at the size the search chose)
     grid, random, mde:  dimensions fixed before training (:mod:`.mixed_dims`) ──► train each candidate from the
                         initial state with its mask (side by side) ──► per budget, the best by validation
 
@@ -133,7 +134,7 @@ def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict
 
 def first_stage(config: Config) -> str:
     """``search`` for AutoSrh and AutoDim, ``uniform`` for UE and magnitude pruning."""
-    return "search" if config.search.method in ("autosrh", "autodim") else "uniform"
+    return "search" if config.search.method in ("autosrh", "autodim", "autoemb") else "uniform"
 
 
 def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log = print,
@@ -147,8 +148,8 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
                                                                   "retrain": result.seconds}))]
     if config.search.method in FIXED_DIMS:
         return run_fixed_dims(config, executor, initial, log, parallel)
-    if config.search.method == "autodim":
-        return run_autodim(config, executor, initial, log, searched)
+    if config.search.method in SEARCHED_DIMS:
+        return run_searched_dims(config, executor, initial, log, searched)
     stage = first_stage(config)
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
     weight = searched_state[EMBEDDING]
@@ -174,31 +175,55 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
 FIXED_DIMS = ("grid", "random", "mde")
 
 
-def autodim_retrain_state(config: Config, prepared: PreparedData, searched: dict,
-                          initial: dict) -> tuple[dict, list[int]]:
-    """AutoDim's selection: every field's argmax candidate; the retrain model's state with each feature's first d_f
-    dimensions kept, E and θ from the initial state and fresh (identity) per-field projections."""
-    from .autodim import candidate_dims, feature_dims, selected_field_dims
+SEARCHED_DIMS = ("autodim", "autoemb")
 
+
+def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
+                        initial: dict) -> tuple[dict, list[int]]:
+    """AutoDim's / AutoEmb's selection and the retrain model's state: each feature keeps the first d dimensions of
+    its choice (AutoDim: its field's argmax candidate; AutoEmb: the argmax of its controller's weights), E and θ
+    come from the initial state, the projections start fresh (identity), one per field (AutoDim) or per chosen
+    candidate (AutoEmb, as ``block_of``). Returns the state and the chosen dims (per field, or per candidate:
+    how many features chose it)."""
     s = config.search
-    dims = selected_field_dims(searched[ALPHA], candidate_dims(s.K, s.autodim_candidates))
     fresh = cpu_state(build_model(config, prepared.features, prepared.label_mean, retrain=True))
-    state = {k: initial.get(k, v) if k != "embedding.projection" else v for k, v in fresh.items()}
-    mask = first_dims_mask(feature_dims(dims, prepared.features.field_of), s.K).to(state[EMBEDDING].dtype)
+    state = {k: initial.get(k, v) if k not in ("embedding.projection", "embedding.block_of") else v
+             for k, v in fresh.items()}
+    if s.method == "autodim":
+        from .autodim import candidate_dims, feature_dims, selected_field_dims
+
+        dims = selected_field_dims(searched[ALPHA], candidate_dims(s.K, s.autodim_candidates))
+        per_feature = feature_dims(dims, prepared.features.field_of)
+    else:
+        from .autoemb import candidate_dims, selected_candidates
+
+        cands = candidate_dims(s.K, s.autoemb_candidates)
+        chosen = selected_candidates(searched[ALPHA], searched["embedding.popularity"], len(cands))
+        state["embedding.block_of"] = chosen
+        per_feature = np.asarray(cands)[chosen.numpy()]
+        dims = [int((chosen == n).sum()) for n in range(len(cands))]
+    mask = first_dims_mask(per_feature, s.K).to(state[EMBEDDING].dtype)
     return with_dims(state, mask), dims
 
 
-def run_autodim(config: Config, executor: StageExecutor, initial: dict, log: Log,
-                searched: Optional[tuple[FitResult, dict]]) -> list[tuple[dict, StageResult]]:
-    """AutoDim: search, select one dimension per field, retrain; one model at the size the search chose."""
+def run_searched_dims(config: Config, executor: StageExecutor, initial: dict, log: Log,
+                      searched: Optional[tuple[FitResult, dict]]) -> list[tuple[dict, StageResult]]:
+    """AutoDim / AutoEmb: search, select the dimensions, retrain; one model at the size the search chose."""
     search_result, searched_state = searched or train_stage(executor, config, "search", initial, log)
     start = time.perf_counter()
-    state, dims = autodim_retrain_state(config, executor.prepared, searched_state, initial)
+    state, dims = searched_dims_state(config, executor.prepared, searched_state, initial)
     selection = time.perf_counter() - start
-    log(f"[autodim] dimension per field: {dict(zip((f.name for f in executor.prepared.features.fields), dims))}")
+    method = config.search.method
+    if method == "autodim":
+        log(f"[autodim] dimension per field: {dict(zip((f.name for f in executor.prepared.features.fields), dims))}")
+    else:
+        from .autoemb import candidate_dims
+
+        log(f"[autoemb] features per chosen dimension: "
+            f"{dict(zip(candidate_dims(config.search.K, config.search.autoemb_candidates), dims))}")
     kept = int(state["embedding.mask"].sum())
     budget = Budget("searched", kept, state[EMBEDDING].numel() / kept)
-    retrain, state = train_stage(executor, config, "retrain", state, log, "autodim")
+    retrain, state = train_stage(executor, config, "retrain", state, log, method)
     timings = {"search": search_result.seconds, "prune": selection, "retrain": retrain.seconds}
     return [(state, StageResult(None, {"search": search_result, "retrain": retrain}, timings, budget,
                                 searched_state.get(ALPHA), block_dims=tuple(dims)))]

@@ -81,6 +81,15 @@ def _write_dims(model: EmbeddingModel, prepared: PreparedData, path: Path) -> No
         pq.write_table(table, tmp)
 
 
+def _projection_params(emb, prepared: PreparedData) -> int:
+    """Projection params of a model that has them (MDE, AutoDim, AutoEmb), else 0."""
+    if emb.projection is None:
+        return 0
+    by_field = emb.projection_by == "field"
+    groups = torch.from_numpy(prepared.features.field_of) if by_field else emb.block_of
+    return projection_params(emb.mask, groups, emb.projection.shape[0])
+
+
 def model_entry(config: Config, prepared: PreparedData, stages: StageResult, test_metrics: dict,
                 artifacts: dict, artifact_bytes: int) -> dict:
     """The report's description of one final model (the same fields at the top level and under ``models``)."""
@@ -103,10 +112,10 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "cr_achieved": uniform / kept,
         "num_features": m,
         "params": {"uniform": uniform, "kept": kept, "linear": m,
-                   "projection": projection_params(stages.block_dims, k) if emb.projection is not None else 0},
+                   "projection": _projection_params(emb, prepared)},
         "valid": {key: stages.retrain.best_valid[key] for key in metric_names},  # whole split, chosen evaluation
         "test": test_metrics,
-        "valid_optimistic": method in ("autosrh", "autodim") and config.search.alpha_data == "validation",
+        "valid_optimistic": method in ("autosrh", "autodim", "autoemb") and config.search.alpha_data == "validation",
         "timings_s": dict(stages.timings),
         "artifacts": artifacts,
         "artifact_bytes": {"compact_model": artifact_bytes, "dense_embedding": m * k * 4},
@@ -116,6 +125,11 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
     }
     if method == "autodim":  # the dimension the search chose for every field
         entry["field_dims"] = {f.name: d for f, d in zip(prepared.features.fields, stages.block_dims)}
+    if method == "autoemb":  # how many features the controller gave each candidate dimension
+        from .autoemb import candidate_dims
+
+        entry["features_per_dim"] = {str(d): n for d, n in zip(candidate_dims(k, config.search.autoemb_candidates),
+                                                               stages.block_dims)}
     if stages.candidates is not None:  # grid / random / mde: every scheme trained, the chosen one marked
         entry["block_dims"] = list(stages.block_dims)
         entry["candidates"] = stages.candidates

@@ -265,7 +265,7 @@ def make_runner(config: Config, prepared: PreparedData, output: Optional[str | P
                                               f"(got {config.train.batch_size})")
     rows, b = prepared.rows, config.train.batch_size
     needed = {"train": rows.train}
-    if config.search.method in ("autosrh", "autodim"):  # α's stream: the validation split, or ~alpha_fraction of train
+    if config.search.method in ("autosrh", "autodim", "autoemb"):  # α's stream: valid, or ~alpha_fraction of train
         s = config.search
         alpha = ("valid", rows.valid) if s.alpha_data == "validation" else ("α slice of train",
                                                                              int(rows.train * s.alpha_fraction))

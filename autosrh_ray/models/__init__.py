@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError
-from ..autodim import AutoDimEmbedding, candidate_dims
+from .. import autodim, autoemb
+from ..autodim import AutoDimEmbedding
+from ..autoemb import AutoEmbEmbedding
 from ..embedding import FirstOrder, SoftSelectionEmbedding
 from ..features import FeatureSpace, block_index
 from .deepfm import DeepFM
@@ -74,7 +76,8 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
                 retrain: bool = False) -> EmbeddingModel:
     """Model for ``config`` on ``features`` (on the CPU; callers move it). Only ``autosrh`` has α; ``mde`` has
     per-block projections; ``autodim`` searches with :class:`~autosrh_ray.autodim.AutoDimEmbedding` and, with
-    ``retrain``, retrains a masked embedding with per-field projections.
+    ``retrain``, retrains a masked embedding with per-field projections; ``autoemb`` likewise with its controller
+    and per-candidate projections.
 
     The global bias starts at the training label mean (regression) or its logit (classification).
     """
@@ -86,15 +89,22 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
     block_of = torch.from_numpy(block_index(m, blocks, config.search.block_boundaries if blocked else None))
     sparse = config.train.embedding_optimizer == "sparse_adam"
     embedding: nn.Module
+    s = config.search
     if method == "autodim" and not retrain:
-        embedding = AutoDimEmbedding(m, features.num_fields, config.search.K,
-                                     candidate_dims(config.search.K, config.search.autodim_candidates),
-                                     config.search.autodim_temperature, sparse, config.train.init_std)
+        embedding = AutoDimEmbedding(m, features.num_fields, s.K, autodim.candidate_dims(s.K, s.autodim_candidates),
+                                     s.autodim_temperature, sparse, config.train.init_std)
+    elif method == "autoemb" and not retrain:
+        embedding = AutoEmbEmbedding(m, s.K, autoemb.candidate_dims(s.K, s.autoemb_candidates), sparse,
+                                     config.train.init_std)
+        frequencies = getattr(features, "frequencies", None)  # workers get it with the initial state instead
+        if frequencies is not None:
+            embedding.popularity.copy_(autoemb.popularity_input(frequencies))
     else:
-        projection = {"mde": "block", "autodim": "field"}.get(method)
-        embedding = SoftSelectionEmbedding(block_of, config.search.K, soft_selection=soft, sparse=sparse,
+        projection = {"mde": "block", "autoemb": "block", "autodim": "field"}.get(method)
+        groups = len(autoemb.candidate_dims(s.K, s.autoemb_candidates)) if method == "autoemb" else 0
+        embedding = SoftSelectionEmbedding(block_of, s.K, soft_selection=soft, sparse=sparse,
                                            init_std=config.train.init_std, projection=projection,
-                                           num_fields=features.num_fields)
+                                           num_fields=features.num_fields, projection_groups=groups)
     if config.task == "classification":
         p = min(max(label_mean, 1e-4), 1 - 1e-4)
         bias = math.log(p / (1 - p))

@@ -1,6 +1,8 @@
-"""AutoDim: the search model mixes weight-sharing candidates as the paper describes (checked against a direct
-per-candidate computation), its α is updated with plain gradients on validation batches, and the whole graph
-picks one candidate dimension per field, then retrains that architecture from the initial embedding."""
+"""AutoDim and AutoEmb. AutoDim: the search model mixes weight-sharing candidates as the paper describes (checked
+against a direct per-candidate computation), its α is updated with plain gradients on validation batches, and the
+graph picks one candidate dimension per field, then retrains that architecture from the initial embedding.
+AutoEmb: the controller is the MLP on popularity it claims, each feature keeps its controller's choice (a function
+of its popularity) and the compact artifact reproduces the retrained model."""
 from __future__ import annotations
 
 import numpy as np
@@ -84,3 +86,45 @@ def test_one_candidate_dimension_per_field_then_a_retrain_of_that_architecture(t
 def test_autodim_searches_first_order_only():
     with pytest.raises(ConfigError, match="search.order"):
         with_overrides(load_config(), {"search.method": "autodim", "search.order": "second"})
+
+
+def test_autoemb_controller_is_the_mlp_on_popularity_it_claims():
+    from autosrh_ray.autoemb import HIDDEN, controller_logits, controller_size
+
+    torch.manual_seed(0)
+    n = 3
+    flat = torch.randn(controller_size(n), dtype=torch.float64)
+    pop = torch.tensor([-1.0, 0.0, 2.5], dtype=torch.float64)
+    w1, b1 = flat[:HIDDEN], flat[HIDDEN:2 * HIDDEN]
+    w2, b2 = flat[2 * HIDDEN:2 * HIDDEN + HIDDEN * n].view(HIDDEN, n), flat[-n:]
+    expected = torch.stack([torch.relu(x * w1 + b1) @ w2 + b2 for x in pop])
+    assert torch.allclose(controller_logits(flat, pop, n), expected, atol=1e-12)
+
+
+def test_autoemb_choice_follows_popularity_and_the_artifact_reproduces_the_model(tmp_path):
+    from autosrh_ray.artifact import load_model, save_model
+    from autosrh_ray.autoemb import popularity_input, selected_candidates
+    from autosrh_ray.batch import iterate_batches
+
+    config = load_config(overrides=["search.method=autoemb", "model.name=fm", "search.K=16", "train.batch_size=1024",
+                                    "dataset.synthetic.rows=30000", "search.autoemb_candidates=[2,8,16]",
+                                    "report.reference=none"])
+    prepared = prepare_synthetic(config, tmp_path / "data")
+    train, valid = prepared.load_split("train"), prepared.load_split("valid")
+    (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
+    emb = result.model.embedding
+    kept = emb.mask.sum(1).long()
+    pop = popularity_input(prepared.features.frequencies)
+    chosen = selected_candidates(result.searched_alpha, pop, 3)
+    assert torch.equal(kept, torch.tensor([2, 8, 16])[chosen])  # each feature: its controller's argmax candidate
+    assert torch.equal(emb.block_of, chosen)  # one projection per chosen candidate
+    freq = prepared.features.frequencies
+    for f in np.unique(freq)[:50]:  # a function of popularity: equal frequencies, equal dimensions
+        assert len(set(kept[torch.from_numpy(freq == f)].tolist())) == 1
+    assert result.budget.kept == int(kept.sum())
+    save_model(result.model, tmp_path / "m.pt", "fm", prepared.features.num_fields, [], 0.0)
+    loaded = load_model(tmp_path / "m.pt")
+    batch = next(iter(iterate_batches(valid, 512)))
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch.ids, batch.values), result.model.eval()(batch.ids, batch.values),
+                              atol=1e-5)
