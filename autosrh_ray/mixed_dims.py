@@ -21,9 +21,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_GRID = (2, 4, 8, 16, 32, 64)
-
-
 @dataclass(frozen=True)
 class DimsCandidate:
     """One fixed scheme to train: a name (Train run tag), the dimension of every block and of every feature."""

@@ -151,13 +151,6 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def open_output(path: str | Path):
-    """A binary writer for a new file (parents created)."""
-    fs, p = resolve(path)
-    fs.create_dir(posixpath.dirname(p), recursive=True)
-    return fs.open_output_stream(p)
-
-
 def remove(path: str | Path) -> None:
     """Delete a file or a directory tree; nothing if it is not there."""
     fs, p = resolve(path)
