@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                                           "DIR/comparison.json, comparison.md and comparison.png")
     comp.add_argument("config", help="workflow YAML (its search.method is replaced by each of --methods)")
     comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
-    comp.add_argument("--methods", default="autosrh,uniform,magnitude,grid,random,mde,autodim,autoemb",
+    comp.add_argument("--methods", default="autosrh,uniform,magnitude,grid,random,mde,autodim,autoemb,pep",
                       help="comma-separated search.method values (default: all)")
     comp.add_argument("--seeds", type=int, default=3, help="runs per method, train.seed + 0, 1, … (default 3)")
     comp.add_argument("--output", required=True, help="directory for the comparison and every run")

@@ -27,7 +27,7 @@ from .atomic import atomic_path
 from .config import Config, ConfigError, config_from_dict, with_overrides
 
 Log = Callable[[str], None]
-METHODS = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb")
+METHODS = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb", "pep")
 COMPARISON_FILE = "comparison.json"
 
 
@@ -101,7 +101,8 @@ def table(summary: Sequence[dict], task: str) -> str:
             "search s", "retrain s", "total s", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
-        cells = [e["method"], e["budget"], *[f"{e[f'test_{n}']['mean']:.4f} ± {e[f'test_{n}']['std']:.4f}" for n in names],
+        metrics = [f"{e[f'test_{n}']['mean']:.4f} ± {e[f'test_{n}']['std']:.4f}" for n in names]
+        cells = [e["method"], e["budget"], *metrics,
                  f"{e['kept']:,.0f}", f"{e['projection']:,.0f}", f"{e['cr_achieved']:.2f}", f"{e['search_s']:.1f}",
                  f"{e['retrain_s']:.1f}", f"{e['total_s']:.1f}", str(e["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")

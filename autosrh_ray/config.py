@@ -68,7 +68,8 @@ class ModelConfig:
 
 @dataclass
 class SearchConfig:
-    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb"] = "autosrh"
+    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb",
+                    "pep"] = "autosrh"
     K: int = 16
     L: int = 6
     block_boundaries: Optional[list[int]] = None
@@ -87,6 +88,8 @@ class SearchConfig:
     autodim_candidates: list[int] = field(default_factory=lambda: [8, 16, 32, 48, 64])  # autodim: capped at K
     autodim_temperature: float = 1.0  # autodim: Gumbel-softmax temperature of the field-wise weights
     autoemb_candidates: list[int] = field(default_factory=lambda: [2, 16, 128])  # autoemb: capped at K
+    pep_init_threshold: float = -8.0  # pep: every threshold s starts here (g(s) = sigmoid(s) ≈ 3e-4)
+    pep_l2: float = 0.003  # pep: λ of the L2 term on the thresholded rows of each batch (drives pruning)
 
 
 @dataclass
@@ -353,6 +356,8 @@ def validate(config: Config) -> None:
     if s.method == "autodim" and s.order == "second":
         raise ConfigError("search.order", "autodim searches first order (its Gumbel noise makes the finite-"
                                           "difference second-order term meaningless)")
+    if s.pep_l2 < 0:
+        raise ConfigError("search.pep_l2", f"must be >= 0 (got {s.pep_l2})")
     if not s.autoemb_candidates:
         raise ConfigError("search.autoemb_candidates", "needs at least one dimension")
     for i, d in enumerate(s.autoemb_candidates):

@@ -41,11 +41,16 @@ MEANING = {
                      "(UE at each of search.grid_K), random (random per-block dims at the budget), mde "
                      "(per-block dims from popularity, Ginart et al.); autodim (one dimension per field from a "
                      "bi-level search over candidates, Zhao et al.); autoemb (one dimension per feature from a "
-                     "popularity controller, Zhao et al.)",
+                     "popularity controller, Zhao et al.); pep (learnable soft thresholds prune during training "
+                     "until the budget, then a retrain from the initial values, Liu et al.)",
     "search.grid_K": "grid: the K' values tried (capped at search.K); a budget's entry is the best K' that fits it",
     "search.random_trials": "random: draws of per-block dimensions per budget; the best by validation is kept",
     "search.autoemb_candidates": "autoemb: the candidate dimensions a feature's controller chooses from (capped "
                                  "at search.K)",
+    "search.pep_init_threshold": "pep: the start of every learnable threshold s (an entry is pruned once |V| <= "
+                                 "sigmoid(s))",
+    "search.pep_l2": "pep: weight of the L2 term on the thresholded embedding rows of each batch; larger prunes "
+                     "faster",
     "search.autodim_candidates": "autodim: the candidate dimensions of every field (capped at search.K)",
     "search.autodim_temperature": "autodim: temperature of the Gumbel-softmax over a field's candidates",
     "search.mde_temperature": "mde: a block's dimension is proportional to its rows' popularity to this power "

@@ -4,6 +4,7 @@
                          └► prune … to budget 2 ─────► [rewind] ──► retrain      (side by side)
     magnitude:  uniform ─┬► prune |E| to each budget ─► [rewind] ──► retrain
     uniform:    uniform
+    pep:        prune by learnable thresholds down to each budget ─► keep it by margin ─► rewind ─► retrain
     autodim, autoemb:  search (weights over candidate dims per field / from a popularity controller, bi-level)
                 ──► argmax per field / per feature ──► retrain the selected dims from the initial embedding
                 (one model, at the size the search chose)
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Protocol
 
 import numpy as np
@@ -48,7 +49,8 @@ EMBEDDING = "embedding.embedding.weight"
 ALPHA = "embedding.alpha"
 
 # The config key that caps each training stage (named in the warning when a stage hits it).
-CAP_KEYS = {"search": "search.max_epochs", "uniform": "train.max_epochs", "retrain": "train.max_epochs"}
+CAP_KEYS = {"search": "search.max_epochs", "pep": "search.max_epochs", "uniform": "train.max_epochs",
+            "retrain": "train.max_epochs"}
 
 
 class StageExecutor(Protocol):
@@ -120,9 +122,10 @@ def cap_warning(stage: str, result: FitResult) -> Optional[str]:
 
 
 def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict, log: Log,
-                tag: str = "") -> tuple[FitResult, dict]:
-    """One training stage by its stop rule, with its summary line (and a warning if it hit its cap)."""
-    result, state = executor.train(stage, state, StopRule.for_stage(config, stage), tag)
+                tag: str = "", rule: Optional[StopRule] = None) -> tuple[FitResult, dict]:
+    """One training stage by its stop rule (the stage's own unless ``rule``), with its summary line (and a warning
+    if it hit its cap)."""
+    result, state = executor.train(stage, state, rule or StopRule.for_stage(config, stage), tag)
     name = f"{stage} {tag}".strip()
     log(f"[{name}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
         f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
@@ -150,6 +153,8 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         return run_fixed_dims(config, executor, initial, log, parallel)
     if config.search.method in SEARCHED_DIMS:
         return run_searched_dims(config, executor, initial, log, searched)
+    if config.search.method == "pep":
+        return run_pep(config, executor, initial, log, parallel)
     stage = first_stage(config)
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
     weight = searched_state[EMBEDDING]
@@ -176,6 +181,30 @@ FIXED_DIMS = ("grid", "random", "mde")
 
 
 SEARCHED_DIMS = ("autodim", "autoemb")
+
+
+def run_pep(config: Config, executor: StageExecutor, initial: dict, log: Log,
+            parallel: int) -> list[tuple[dict, StageResult]]:
+    """PEP, per budget (side by side): prune with learnable thresholds until the kept entries reach the budget
+    (or patience), keep exactly the budget by margin, retrain from the initial values under that mask."""
+    weight = initial[EMBEDDING]
+
+    def finish(budget: Budget) -> tuple[dict, StageResult]:
+        rule = replace(StopRule.for_stage(config, "pep"), kept_at_most=budget.kept)
+        pep, pruning = train_stage(executor, config, "pep", initial, log, budget.tag, rule)
+        start = time.perf_counter()
+        state = executor.prune(pruning, budget.kept)
+        state = rewound({k: v for k, v in state.items() if k != "embedding.threshold"}, initial)
+        selection = time.perf_counter() - start
+        retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
+        timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
+        return state, StageResult(None, {"pep": pep, "retrain": retrain}, timings, budget)
+
+    todo = budgets(config.prune, weight.shape[0], weight.shape[1])
+    if parallel <= 1 or len(todo) == 1:
+        return [finish(b) for b in todo]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return list(pool.map(finish, todo))
 
 
 def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
@@ -333,7 +362,7 @@ class InProcessExecutor:
         return lambda epoch, metrics: self.log(epoch_line(stage, epoch, metrics))
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        config, model = self.config, self._model(state, retrain=stage != "search")
+        config, model = self.config, self._model(state, retrain=stage not in ("search", "pep"))
         task, tc, s = config.task, config.train, config.search
         if stage == "search":
             searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=s.lr_alpha, alpha_optimizer=s.alpha_optimizer,
@@ -345,7 +374,7 @@ class InProcessExecutor:
         return result, cpu_state(model)
 
     def prune(self, state: dict, keep: int) -> dict:
-        model = self._model(state)
+        model = self._model(state, retrain=False)  # the model that searched (PEP: with its thresholds)
         prune_to(model.embedding, keep)
         if self.evaluate_pruned:
             self.pruned_valid[keep] = evaluate(model, self.valid_eval(0), self.config.task)

@@ -36,8 +36,10 @@ def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
 
 
 def pruning_scores(embedding: SoftSelectionEmbedding) -> torch.Tensor:
-    """|E ⊙ α[block]| for a soft-selection embedding, |E| for a uniform one; shape (M, K)."""
-    return embedding.selected_weight().abs()
+    """|E ⊙ α[block]| for a soft-selection embedding, |E| for a uniform one, the margin above its threshold for
+    PEP's (:meth:`~autosrh_ray.pep.ThresholdEmbedding.pruning_scores`); shape (M, K)."""
+    own = getattr(embedding, "pruning_scores", None)
+    return own() if own is not None else embedding.selected_weight().abs()
 
 
 def prune(embedding: SoftSelectionEmbedding, cr: float) -> torch.Tensor:

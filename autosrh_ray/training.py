@@ -57,7 +57,11 @@ class Trainer:
     def step(self, batch: Batch) -> float:
         self.model.train()
         loss = self.loss(self.model(batch.ids, batch.values), batch.labels)
-        grads = self.sync.theta(parameter_grads(loss, self.optimizer.params))
+        objective = loss
+        penalty = getattr(self.model.embedding, "penalty", None)
+        if penalty is not None and self.model.embedding.mask is None:  # PEP's L2 term while it prunes
+            objective = loss + penalty(batch.ids)
+        grads = self.sync.theta(parameter_grads(objective, self.optimizer.params))
         self.optimizer.step(grads)
         embedding = self.model.embedding
         if embedding.mask is not None:  # sparse Adam moves only the batch's rows; dense Adam may move any row
@@ -80,16 +84,22 @@ class StopRule:
     max_epochs: int
     patience: int
     eval_every_steps: int = 0
+    kept_at_most: int = 0  # PEP: also stop (stop reason "budget") once the model keeps at most this many entries
 
     @staticmethod
     def for_stage(config: Config, stage: str) -> "StopRule":
-        """``search`` stops by ``search.max_epochs``/``search.patience``; every other stage by ``train.*``."""
-        src = config.search if stage == "search" else config.train
+        """``search`` and ``pep`` stop by ``search.max_epochs``/``search.patience``; every other stage by
+        ``train.*``."""
+        src = config.search if stage in ("search", "pep") else config.train
         return StopRule(src.max_epochs, src.patience, config.train.eval_every_steps)
 
     def stops(self, best: "BestSoFar") -> bool:
         """Patience is used up: ``patience`` evaluations in a row without a better validation loss."""
         return best.since >= self.patience
+
+    def reached(self, model: torch.nn.Module) -> bool:
+        """PEP's budget stop: the model's kept entries are down to ``kept_at_most``."""
+        return self.kept_at_most > 0 and model.embedding.kept_count() <= self.kept_at_most
 
 
 @dataclass
@@ -182,11 +192,14 @@ def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, t
         if on_epoch:
             on_epoch(epoch, metrics)
         best.update(epoch, metrics, task, model)
+        if rule.reached(model):  # PEP: the state that reached the budget is the one to prune, not the best
+            result.stop_reason = "budget"
+            break
         if rule.stops(best):
             result.stop_reason = "patience"
             break
     result.best_epoch, result.best_valid = best.epoch, best.metrics
-    if best.state is not None:
+    if best.state is not None and result.stop_reason != "budget":
         model.load_state_dict(best.state)
     result.seconds = result.loop_seconds = time.perf_counter() - start
     return result

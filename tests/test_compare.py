@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ALL = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb", "pep")
 SMALL = ["ray.num_workers=0", "dataset.synthetic.rows=20000", "search.K=8", "search.L=4", "train.batch_size=512",
-         "search.random_trials=2", "search.grid_K=[1,2,8]"]
+         "search.random_trials=2", "search.grid_K=[1,2,8]", "search.autodim_candidates=[2,8]",
+         "search.autoemb_candidates=[2,8]", "search.pep_l2=0.01"]
 
 
 def _compare(output: Path, methods: str, seeds: int) -> subprocess.CompletedProcess:
@@ -27,7 +29,7 @@ def _compare(output: Path, methods: str, seeds: int) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
-    done = _compare(out, "autosrh,uniform,magnitude,grid,random,mde", 2)
+    done = _compare(out, ",".join(ALL), 2)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return out, json.loads((out / "comparison.json").read_text()), done.stdout
 
@@ -35,8 +37,7 @@ def comparison(tmp_path_factory):
 def test_every_method_and_seed_is_a_run_with_metrics_params_and_times(comparison):
     out, result, _ = comparison
     runs = result["runs"]
-    assert sorted({(r["method"], r["seed"]) for r in runs}) == sorted(
-        (m, s) for m in ("autosrh", "uniform", "magnitude", "grid", "random", "mde") for s in (0, 1))
+    assert sorted({(r["method"], r["seed"]) for r in runs}) == sorted((m, s) for m in ALL for s in (0, 1))
     for r in runs:
         assert (out / r["method"] / f"seed{r['seed']}" / "report.json").is_file()
         assert set(r["test"]) == {"auc", "logloss"} and 0.5 < r["test"]["auc"] < 1
@@ -44,6 +45,8 @@ def test_every_method_and_seed_is_a_run_with_metrics_params_and_times(comparison
         assert r["cr_achieved"] == pytest.approx(r["params"]["uniform"] / r["params"]["kept"])
     by = {(r["method"], r["seed"]): r for r in runs}
     assert by[("mde", 0)]["params"]["projection"] > 0 and by[("random", 0)]["params"]["projection"] == 0
+    assert by[("autodim", 0)]["budget"] == by[("autoemb", 0)]["budget"] == "searched"  # no budget: their own size
+    assert by[("pep", 0)]["params"]["kept"] == by[("autosrh", 0)]["params"]["kept"]  # PEP meets the budget exactly
     assert by[("autosrh", 0)]["test"] != by[("autosrh", 1)]["test"]  # the seeds are different runs
     grid = by[("grid", 0)]
     assert [c["name"] for c in grid["candidates"]] == ["K1", "K2", "K8"]

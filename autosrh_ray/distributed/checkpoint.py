@@ -32,7 +32,7 @@ class LoopState:
     optimizer: object = None
     best: BestSoFar = field(default_factory=BestSoFar)  # best-by-validation evaluation and its model state
     stopped: bool = False
-    stop_reason: str = ""  # patience | max_epochs, once the stage has ended
+    stop_reason: str = ""  # patience | max_epochs | budget (PEP), once the stage has ended
     data_epoch: int = 0  # the pass over the train split the next period continues
     position: int = 0  # batches of that pass already trained on
     history: list = field(default_factory=list)

@@ -78,7 +78,7 @@ class FaultSpec:
 class LoopSpec:
     """Everything a worker needs (pickled into ``train_loop_config``)."""
 
-    stage: Literal["search", "fit"]
+    stage: Literal["search", "fit", "pep"]
     config: dict
     shape: ModelShape
     label_mean: float
@@ -302,8 +302,11 @@ def _end_epoch(state: ckpt.LoopState, rule: StopRule, model: EmbeddingModel, eng
     state.history.append(metrics)
     state.best.update(state.epoch, metrics, task, model)
     state.epoch += 1
-    state.stopped = rule.stops(state.best)
-    if state.stopped:
+    reached = rule.reached(model)
+    state.stopped = reached or rule.stops(state.best)
+    if reached:
+        state.stop_reason = "budget"  # PEP: this state is the one to prune (the executor hands it back)
+    elif state.stopped:
         state.stop_reason = "patience"
     elif state.epoch >= rule.max_epochs:
         state.stop_reason = "max_epochs"

@@ -197,7 +197,8 @@ class RayTrainExecutor:
         for epoch, metrics in enumerate(final.history if self.live is None else []):
             self.log(epoch_line(stage, epoch, metrics))
         result = fit_result(final, seconds)
-        best = final.best.state if final.best.state is not None else final.model
+        stopped_at_budget = final.stop_reason == "budget"  # PEP: the state that reached the budget
+        best = final.model if stopped_at_budget or final.best.state is None else final.best.state
         save_stage(storage_module.join(self._run_dir(run), STAGE_FILE), result, best)
         return result, best
 
@@ -210,7 +211,7 @@ class RayTrainExecutor:
         if reused is not None:
             return reused
         start = time.perf_counter()
-        final = self.run(run, "search" if stage == "search" else "fit", state, rule, self.callbacks)
+        final = self.run(run, stage if stage in ("search", "pep") else "fit", state, rule, self.callbacks)
         return self._finish(run, stage, final, time.perf_counter() - start)
 
     def search_then_retrain(self, state: dict, search_rule: StopRule, keep: int, retrain_rule: StopRule,

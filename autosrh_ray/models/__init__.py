@@ -15,6 +15,7 @@ from ..config import Config, ConfigError
 from .. import autodim, autoemb
 from ..autodim import AutoDimEmbedding
 from ..autoemb import AutoEmbEmbedding
+from ..pep import ThresholdEmbedding
 from ..embedding import FirstOrder, SoftSelectionEmbedding
 from ..features import FeatureSpace, block_index
 from .deepfm import DeepFM
@@ -77,7 +78,7 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
     """Model for ``config`` on ``features`` (on the CPU; callers move it). Only ``autosrh`` has α; ``mde`` has
     per-block projections; ``autodim`` searches with :class:`~autosrh_ray.autodim.AutoDimEmbedding` and, with
     ``retrain``, retrains a masked embedding with per-field projections; ``autoemb`` likewise with its controller
-    and per-candidate projections.
+    and per-candidate projections; ``pep`` prunes with a threshold per entry and retrains a masked embedding.
 
     The global bias starts at the training label mean (regression) or its logit (classification).
     """
@@ -93,6 +94,8 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
     if method == "autodim" and not retrain:
         embedding = AutoDimEmbedding(m, features.num_fields, s.K, autodim.candidate_dims(s.K, s.autodim_candidates),
                                      s.autodim_temperature, sparse, config.train.init_std)
+    elif method == "pep" and not retrain:
+        embedding = ThresholdEmbedding(block_of, s.K, s.pep_init_threshold, s.pep_l2, sparse, config.train.init_std)
     elif method == "autoemb" and not retrain:
         embedding = AutoEmbEmbedding(m, s.K, autoemb.candidate_dims(s.K, s.autoemb_candidates), sparse,
                                      config.train.init_std)

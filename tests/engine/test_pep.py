@@ -1,0 +1,60 @@
+"""PEP: the soft threshold is the re-parameterisation it claims, the pruning stage stops when the kept count
+reaches the budget, the retrain starts from the rewound initial weights under a mask of exactly the budget, and
+pruned entries stay zero through the retrain."""
+from __future__ import annotations
+
+import torch
+
+from autosrh_ray.config import load_config
+from autosrh_ray.data.local import prepare_synthetic
+from autosrh_ray.pep import ThresholdEmbedding
+from autosrh_ray.pipeline import EMBEDDING, InProcessExecutor, initial_state, run_graph
+from autosrh_ray.prune import kept_count
+
+
+def test_soft_threshold_reparameterisation():
+    torch.manual_seed(0)
+    emb = ThresholdEmbedding(torch.zeros(10, dtype=torch.long), 4, init_threshold=-1.0, l2=0.5,
+                             init_std=0.5).double()
+    ids = torch.tensor([[1, 7], [3, 3]])
+    values = torch.tensor([[1.0, 2.0], [0.5, 1.0]], dtype=torch.float64)
+    v, g = emb.weight[ids], torch.sigmoid(emb.threshold[ids])
+    expected = torch.sign(v) * torch.clamp(v.abs() - g, min=0) * values.unsqueeze(-1)
+    assert torch.allclose(emb(ids, values), expected, atol=1e-12)
+    assert emb.kept_count() == int((emb.weight.abs() > torch.sigmoid(emb.threshold)).sum())
+    rows = ids.unique()
+    assert torch.allclose(emb.penalty(ids), 0.5 * emb.thresholded(rows).pow(2).sum())
+    emb.penalty(ids).backward()
+    assert emb.threshold.grad is not None  # the thresholds learn
+
+
+class RecordingExecutor(InProcessExecutor):
+    """Keeps the state every stage starts from."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.starts: list[tuple[str, dict]] = []
+
+    def train(self, stage, state, rule, tag=""):
+        self.starts.append((stage, state))
+        return super().train(stage, state, rule, tag)
+
+
+def test_pep_reaches_the_budget_then_retrains_the_rewound_kept_entries(tmp_path):
+    config = load_config(overrides=["search.method=pep", "model.name=fm", "search.K=16", "train.batch_size=1024",
+                                    "dataset.synthetic.rows=40000", "prune.cr=10", "search.pep_l2=0.01"])
+    prepared = prepare_synthetic(config, tmp_path)
+    train, valid = prepared.load_split("train"), prepared.load_split("valid")
+    executor = RecordingExecutor(config, prepared, train, valid, log=lambda _: None)
+    initial = initial_state(config, prepared)
+    ((final, result),) = run_graph(config, executor, initial, log=lambda _: None)
+    budget = kept_count(prepared.num_features, 16, 10)
+    pep = result.stages["pep"]
+    assert pep.stop_reason == "budget"  # the thresholds pruned down to the budget before patience ran out
+    mask = final["embedding.mask"]
+    assert int(mask.sum()) == budget == result.budget.kept
+    (stage, start), = [(s, st) for s, st in executor.starts if s == "retrain"]
+    assert torch.equal(start[EMBEDDING], initial[EMBEDDING] * mask)  # lottery-ticket rewind under the mask
+    assert "embedding.threshold" not in start
+    assert torch.count_nonzero(final[EMBEDDING] * (1 - mask)) == 0  # pruned entries stayed zero
+    assert not torch.equal(final[EMBEDDING], start[EMBEDDING])  # and the kept ones were retrained
