@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embedding import EmbeddingTable
+from .embedding import CandidatePrefixes
 
 PAPER_CANDIDATES = (8, 16, 32, 48, 64)
 
@@ -32,25 +32,17 @@ def candidate_dims(dim: int, candidates: Sequence[int] = PAPER_CANDIDATES) -> li
     return sorted({min(d, dim) for d in candidates})
 
 
-class AutoDimEmbedding(EmbeddingTable):
+class AutoDimEmbedding(CandidatePrefixes):
     """The search-time embedding: E (M×K), α (F×N) logits, W (F, N, K, K); ``forward(ids, values)`` → (B, F, K)
     with column f of ``ids`` in field f."""
 
-    alpha_is_logits = True  # the bi-level step applies plain gradients to α (no clip, no row normalisation)
-
     def __init__(self, num_features: int, num_fields: int, dim: int, candidates: Sequence[int],
                  temperature: float = 1.0, sparse: bool = False, init_std: float = 0.01):
-        super().__init__()
-        self.embedding = nn.Embedding(num_features, dim, sparse=sparse)
-        nn.init.normal_(self.embedding.weight, std=init_std)
+        super().__init__(num_features, dim, candidates, sparse, init_std)
         n = len(candidates)
-        self.register_buffer("candidates", torch.tensor(list(candidates), dtype=torch.long), persistent=True)
-        self.register_buffer("candidate_mask", (torch.arange(dim).unsqueeze(0)
-                                                < self.candidates.unsqueeze(1)).float(), persistent=False)
         self.alpha = nn.Parameter(torch.zeros(num_fields, n))
         self.projection = nn.Parameter(torch.eye(dim).repeat(num_fields, n, 1, 1))
         self.temperature = temperature
-        self.mask = None  # never pruned: the trainers' mask handling skips it
 
     def mixing_weights(self) -> torch.Tensor:
         """p (F, N): Gumbel-softmax of α while training, softmax of α when evaluating."""
@@ -59,17 +51,9 @@ class AutoDimEmbedding(EmbeddingTable):
         return torch.softmax(self.alpha, dim=-1)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        e = self.embedding(ids)  # (B, F, K)
-        candidates = e.unsqueeze(2) * self.candidate_mask  # (B, F, N, K): candidate n sees the first d_n dims
-        projected = torch.einsum("bfnk,fnkj->bfnj", candidates, self.projection)
-        out = torch.einsum("bfnj,fn->bfj", projected, self.mixing_weights().to(e.dtype))
+        projected = torch.einsum("bfnk,fnkj->bfnj", self.candidate_rows(ids), self.projection)
+        out = torch.einsum("bfnj,fn->bfj", projected, self.mixing_weights().to(projected.dtype))
         return out * values.unsqueeze(-1)
-
-    def selected_weight(self) -> torch.Tensor:
-        return self.weight.detach().clone()
-
-    def enforce_mask(self, rows=None) -> None:
-        """Nothing is pruned during the search."""
 
 
 def selected_field_dims(alpha: torch.Tensor, candidates: Sequence[int]) -> list[int]:

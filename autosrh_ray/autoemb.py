@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .embedding import EmbeddingTable
+from .embedding import CandidatePrefixes
 
 PAPER_CANDIDATES = (2, 16, 128)
 HIDDEN = 16
@@ -51,25 +51,17 @@ def controller_logits(flat: torch.Tensor, popularity: torch.Tensor, num_candidat
     return h @ w2.view(hidden, num_candidates) + b2
 
 
-class AutoEmbEmbedding(EmbeddingTable):
+class AutoEmbEmbedding(CandidatePrefixes):
     """E (M×K), the controller's flat weights ``alpha``, per-candidate projections W (N, K, K) and every
     feature's popularity input (a buffer, so workers get it with the initial state)."""
 
-    alpha_is_logits = True  # plain gradients for the controller in the bi-level step
-
     def __init__(self, num_features: int, dim: int, candidates: Sequence[int], sparse: bool = False,
                  init_std: float = 0.01):
-        super().__init__()
-        self.embedding = nn.Embedding(num_features, dim, sparse=sparse)
-        nn.init.normal_(self.embedding.weight, std=init_std)
+        super().__init__(num_features, dim, candidates, sparse, init_std)
         n = len(candidates)
-        self.register_buffer("candidates", torch.tensor(list(candidates), dtype=torch.long), persistent=True)
-        self.register_buffer("candidate_mask", (torch.arange(dim).unsqueeze(0)
-                                                < self.candidates.unsqueeze(1)).float(), persistent=False)
         self.register_buffer("popularity", torch.zeros(num_features), persistent=True)
         self.alpha = nn.Parameter(torch.randn(controller_size(n)) * 0.1)
         self.projection = nn.Parameter(torch.eye(dim).repeat(n, 1, 1))
-        self.mask = None
 
     def choice_weights(self, ids: torch.Tensor) -> torch.Tensor:
         """p (..., N) for the features ``ids``."""
@@ -77,16 +69,9 @@ class AutoEmbEmbedding(EmbeddingTable):
         return torch.softmax(logits, dim=-1)
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        e = self.embedding(ids)  # (B, F, K)
-        projected = torch.einsum("bfnk,nkj->bfnj", e.unsqueeze(2) * self.candidate_mask, self.projection)
-        out = torch.einsum("bfnj,bfn->bfj", projected, self.choice_weights(ids).to(e.dtype))
+        projected = torch.einsum("bfnk,nkj->bfnj", self.candidate_rows(ids), self.projection)
+        out = torch.einsum("bfnj,bfn->bfj", projected, self.choice_weights(ids).to(projected.dtype))
         return out * values.unsqueeze(-1)
-
-    def selected_weight(self) -> torch.Tensor:
-        return self.weight.detach().clone()
-
-    def enforce_mask(self, rows=None) -> None:
-        """Nothing is pruned during the search."""
 
 
 def selected_candidates(alpha: torch.Tensor, popularity: torch.Tensor, num_candidates: int) -> torch.Tensor:

@@ -111,27 +111,17 @@ def table(summary: Sequence[dict], task: str) -> str:
 
 def plot(rows: Sequence[dict], task: str, path: Path) -> None:
     """Test quality against kept embedding params: one point per method and seed (grid: one per K')."""
-    from .plots import _pyplot, _save
+    from .plots import comparison_plot
 
     metric = metric_names(task)[0]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, method in enumerate(dict.fromkeys(r["method"] for r in rows)):
-        points = []
-        for r in (r for r in rows if r["method"] == method):
-            if r.get("candidates") and method == "grid":
-                points += [(c["kept"], c["test"][metric]) for c in r["candidates"] if "test" in c]
-            else:
-                points.append((r["params"]["kept"], r["test"][metric]))
-        x, y = zip(*sorted(set(points)))
-        marker = "osD^vPX*"[i % 8]
-        ax.plot(x, y, marker + ("--" if method == "grid" else ""), color=f"C{i}", label=method, alpha=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("kept embedding params")
-    ax.set_ylabel(f"test {metric}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        points = series.setdefault(r["method"], [])
+        if r.get("candidates") and r["method"] == "grid":
+            points += [(c["kept"], c["test"][metric]) for c in r["candidates"] if "test" in c]
+        else:
+            points.append((r["params"]["kept"], r["test"][metric]))
+    comparison_plot(series, f"test {metric}", path, lines={"grid"})
 
 
 def compare(config: Config, methods: Sequence[str], seeds: int, output: str | Path, log: Log = print) -> dict:

@@ -127,6 +127,33 @@ class SoftSelectionEmbedding(EmbeddingTable):
             self.weight.index_copy_(0, rows, self.weight[rows] * self.mask[rows])
 
 
+class CandidatePrefixes(EmbeddingTable):
+    """A search-time embedding whose candidate dimensions d_1 < … < d_N are prefixes of one K-wide row per feature
+    (the weight sharing of AutoDim and AutoEmb); subclasses hold the architecture weights ``alpha`` (logits, so the
+    bi-level step applies plain gradients) and mix the projected candidates. Nothing is pruned while searching."""
+
+    alpha_is_logits = True
+
+    def __init__(self, num_features: int, dim: int, candidates, sparse: bool = False, init_std: float = 0.01):
+        super().__init__()
+        self.embedding = nn.Embedding(num_features, dim, sparse=sparse)
+        nn.init.normal_(self.embedding.weight, std=init_std)
+        self.register_buffer("candidates", torch.tensor(list(candidates), dtype=torch.long), persistent=True)
+        self.register_buffer("candidate_mask", (torch.arange(dim).unsqueeze(0)
+                                                < self.candidates.unsqueeze(1)).float(), persistent=False)
+        self.mask = None
+
+    def candidate_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, F, N, K): candidate n of each looked-up row keeps its first d_n dimensions."""
+        return self.embedding(ids).unsqueeze(2) * self.candidate_mask
+
+    def selected_weight(self) -> torch.Tensor:
+        return self.weight.detach().clone()
+
+    def enforce_mask(self, rows=None) -> None:
+        """Nothing is pruned during the search."""
+
+
 def project_by_block(rows: torch.Tensor, blocks: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
     """``rows[..., :] @ projection[block]`` for rows (..., K) with their blocks (...): one matmul per block (never
     a (rows, K, K) gather)."""

@@ -5,7 +5,8 @@
 * ``kept_dims.png`` — kept dimensions per feature against its training frequency (Fig. 7b), with the mean per
   frequency bin;
 * ``quality.png`` — the test metric against kept embedding parameters, one point per budget, UE as a line;
-* ``study.png`` — the study's trials: score against L, one series per K (stopped trials marked).
+* ``study.png`` — the study's trials: score against L, one series per K (stopped trials marked);
+* ``comparison.png`` (``autosrh-ray compare``) — test quality against kept params, one series per method.
 """
 from __future__ import annotations
 
@@ -103,5 +104,22 @@ def study_trials(trials: Sequence[dict], metric: str, path: Path) -> None:
     ax.set_xlabel("blocks L")
     ax.set_ylabel(f"{metric} at the study budget")
     ax.set_title("study trials")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def comparison_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, path: Path,
+                    lines: frozenset | set = frozenset()) -> None:
+    """One marker per (kept params, quality) point, one colour per method; methods in ``lines`` joined."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (method, points) in enumerate(series.items()):
+        x, y = zip(*sorted(set(points)))
+        style = "osD^vPX*h"[i % 9] + ("--" if method in lines else "")
+        ax.plot(x, y, style, color=f"C{i}", label=method, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("kept embedding params")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
