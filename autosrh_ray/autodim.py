@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from .embedding import CandidatePrefixes
+from .mixed_dims import capped_dims
 
 PAPER_CANDIDATES = (8, 16, 32, 48, 64)
 
 
 def candidate_dims(dim: int, candidates: Sequence[int] = PAPER_CANDIDATES) -> list[int]:
-    """The paper's candidate dimensions capped at K (K itself included)."""
-    return sorted({min(d, dim) for d in candidates})
+    """The paper's candidate dimensions (or ``candidates``) capped at K."""
+    return capped_dims(candidates, dim)
 
 
 class AutoDimEmbedding(CandidatePrefixes):

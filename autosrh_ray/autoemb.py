@@ -22,14 +22,15 @@ import torch
 from torch import nn
 
 from .embedding import CandidatePrefixes
+from .mixed_dims import capped_dims
 
 PAPER_CANDIDATES = (2, 16, 128)
 HIDDEN = 16
 
 
 def candidate_dims(dim: int, candidates: Sequence[int] = PAPER_CANDIDATES) -> list[int]:
-    """The candidate dimensions capped at K (K itself included when a candidate passes it)."""
-    return sorted({min(d, dim) for d in candidates})
+    """The paper's candidate dimensions (or ``candidates``) capped at K."""
+    return capped_dims(candidates, dim)
 
 
 def popularity_input(frequencies: np.ndarray) -> torch.Tensor:

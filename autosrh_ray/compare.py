@@ -16,6 +16,7 @@ Compare at the achieved size: methods that cannot hit the budget exactly report 
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -24,10 +25,11 @@ import yaml
 
 from . import storage
 from .atomic import atomic_path
-from .config import Config, ConfigError, config_from_dict, with_overrides
+from .config import Config, ConfigError, SearchConfig, config_from_dict, with_overrides
+from .metrics import reported_metrics
 
 Log = Callable[[str], None]
-METHODS = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb", "pep")
+METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(SearchConfig)["method"])
 COMPARISON_FILE = "comparison.json"
 
 
@@ -58,10 +60,6 @@ def _finished(directory: Path, config: Config) -> Optional[dict]:
     return json.loads(report.read_text())
 
 
-def metric_names(task: str) -> tuple[str, ...]:
-    return ("auc", "logloss") if task == "classification" else ("mse",)
-
-
 def _rows(method: str, seed: int, report: dict) -> list[dict]:
     out = []
     for entry in report["models"]:
@@ -81,7 +79,7 @@ def summarise(rows: Sequence[dict], task: str) -> list[dict]:
     out = []
     for (method, budget), group in groups.items():
         entry = {"method": method, "budget": budget, "seeds": len(group)}
-        for name in metric_names(task):
+        for name in reported_metrics(task):
             values = np.array([g["test"][name] for g in group])
             entry[f"test_{name}"] = {"mean": float(values.mean()), "std": float(values.std())}
         for key in ("kept", "projection"):
@@ -96,7 +94,7 @@ def summarise(rows: Sequence[dict], task: str) -> list[dict]:
 
 def table(summary: Sequence[dict], task: str) -> str:
     """The Table-3-style Markdown summary."""
-    names = metric_names(task)
+    names = reported_metrics(task)
     head = ["method", "budget", *[f"test {n}" for n in names], "kept params", "projection", "CR achieved",
             "search s", "retrain s", "total s", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -113,7 +111,7 @@ def plot(rows: Sequence[dict], task: str, path: Path) -> None:
     """Test quality against kept embedding params: one point per method and seed (grid: one per K')."""
     from .plots import comparison_plot
 
-    metric = metric_names(task)[0]
+    metric = reported_metrics(task)[0]
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
         points = series.setdefault(r["method"], [])

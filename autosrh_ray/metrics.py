@@ -38,6 +38,11 @@ def mse(labels: np.ndarray, preds: np.ndarray) -> float:
     return float(np.mean((np.asarray(preds, dtype=np.float64) - np.asarray(labels, dtype=np.float64)) ** 2))
 
 
+def reported_metrics(task: str) -> tuple[str, ...]:
+    """The metrics a report shows for ``task``: AUC and Logloss (classification) or MSE (regression)."""
+    return ("auc", "logloss") if task == "classification" else ("mse",)
+
+
 def task_metrics(task: str, labels: np.ndarray, outputs: np.ndarray) -> dict[str, float]:
     """{auc, logloss} from logits (classification) or {mse} from predictions (regression)."""
     if task == "classification":

@@ -17,6 +17,7 @@ the same ``d`` for every feature of a frequency block (the blocks AutoSrh shares
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -84,9 +85,10 @@ def random_block_dims(block_of: np.ndarray, num_blocks: int, dim: int, budget: i
     return scaled_dims(weights, block_sizes(block_of, num_blocks), dim, budget)
 
 
-def grid_dims(grid: tuple[int, ...] | list[int], dim: int) -> list[int]:
-    """The grid's K' values, capped at K (K itself included when the grid passes it), sorted."""
-    return sorted({min(k, dim) for k in grid})
+def capped_dims(values: Sequence[int], dim: int) -> list[int]:
+    """Candidate dimensions (grid K', AutoDim's, AutoEmb's) capped at K, distinct and sorted (K itself included
+    when a value passes it)."""
+    return sorted({min(d, dim) for d in values})
 
 
 def candidate(name: str, block_dims: np.ndarray, block_of: np.ndarray) -> DimsCandidate:

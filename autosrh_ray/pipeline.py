@@ -39,7 +39,7 @@ from .data.split import in_alpha_slice
 from .metrics import validation_loss
 from .model_state import cpu_state, load_model_state
 from .models import EmbeddingModel, build_model
-from .mixed_dims import DimsCandidate, candidate, first_dims_mask, grid_dims, mde_block_dims, random_block_dims
+from .mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
 from .prune import Budget, budgets, prune_to
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
@@ -135,8 +135,16 @@ def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict
     return result, state
 
 
+def side_by_side(work: Callable, items: list, parallel: int) -> list:
+    """``[work(item) for item in items]``, ``parallel`` at a time (budgets' retrains, candidates)."""
+    if parallel <= 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        return list(pool.map(work, items))
+
+
 def first_stage(config: Config) -> str:
-    """``search`` for AutoSrh and AutoDim, ``uniform`` for UE and magnitude pruning."""
+    """``search`` for AutoSrh, AutoDim and AutoEmb; ``uniform`` for UE and magnitude pruning."""
     return "search" if config.search.method in ("autosrh", "autodim", "autoemb") else "uniform"
 
 
@@ -170,11 +178,7 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         return state, StageResult(None, {stage: search_result, "retrain": retrain}, timings, budget,
                                   searched_state.get(ALPHA))
 
-    todo = budgets(config.prune, weight.shape[0], weight.shape[1])
-    if parallel <= 1 or len(todo) == 1:
-        return [finish(b) for b in todo]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return list(pool.map(finish, todo))
+    return side_by_side(finish, budgets(config.prune, weight.shape[0], weight.shape[1]), parallel)
 
 
 FIXED_DIMS = ("grid", "random", "mde")
@@ -200,11 +204,7 @@ def run_pep(config: Config, executor: StageExecutor, initial: dict, log: Log,
         timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
         return state, StageResult(None, {"pep": pep, "retrain": retrain}, timings, budget)
 
-    todo = budgets(config.prune, weight.shape[0], weight.shape[1])
-    if parallel <= 1 or len(todo) == 1:
-        return [finish(b) for b in todo]
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return list(pool.map(finish, todo))
+    return side_by_side(finish, budgets(config.prune, weight.shape[0], weight.shape[1]), parallel)
 
 
 def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
@@ -265,7 +265,7 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
     s, m = config.search, features.num_features
     if s.method == "grid":
         one = np.zeros(m, dtype=np.int64)
-        return [candidate(f"K{k}", np.array([k]), one) for k in grid_dims(s.grid_K, s.K)]
+        return [candidate(f"K{k}", np.array([k]), one) for k in capped_dims(s.grid_K, s.K)]
     block_of = block_index(m, s.L, s.block_boundaries)
     if s.method == "mde":
         dims = mde_block_dims(features.frequencies, block_of, s.L, s.K, budget.kept, s.mde_temperature)
@@ -301,11 +301,7 @@ def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: 
                            cand.name)
 
     names = list(unique)
-    if parallel <= 1 or len(names) == 1:
-        trained = {n: train(unique[n]) for n in names}
-    else:
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            trained = dict(zip(names, pool.map(lambda n: train(unique[n]), names)))
+    trained = dict(zip(names, side_by_side(lambda n: train(unique[n]), names, parallel)))
     out = []
     for budget in todo:
         cands = per_budget[budget.name]

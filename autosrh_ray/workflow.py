@@ -50,7 +50,7 @@ from .artifact import save_model
 from .batch import Batch
 from .config import Config, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
-from .metrics import task_metrics
+from .metrics import reported_metrics, task_metrics
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
 from .pipeline import StageResult, run_all_in_process
@@ -99,7 +99,6 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
     uniform = m * k
     kept = int(emb.mask.sum()) if emb.mask is not None else uniform  # counted from the installed mask
     first = stages.search
-    metric_names = ("auc", "logloss") if config.task == "classification" else ("mse",)
     entry = {
         "method": method,
         "model": config.model.name,
@@ -113,7 +112,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "num_features": m,
         "params": {"uniform": uniform, "kept": kept, "linear": m,
                    "projection": _projection_params(emb, prepared)},
-        "valid": {key: stages.retrain.best_valid[key] for key in metric_names},  # whole split, chosen evaluation
+        "valid": {key: stages.retrain.best_valid[key] for key in reported_metrics(config.task)},  # whole split, chosen evaluation
         "test": test_metrics,
         "valid_optimistic": method in ("autosrh", "autodim", "autoemb") and config.search.alpha_data == "validation",
         "timings_s": dict(stages.timings),

@@ -14,7 +14,7 @@ from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.embedding import SoftSelectionEmbedding
 from autosrh_ray.features import block_index
 from autosrh_ray.metrics import validation_loss
-from autosrh_ray.mixed_dims import (block_popularity, block_sizes, first_dims_mask, grid_dims, mde_block_dims,
+from autosrh_ray.mixed_dims import (block_popularity, block_sizes, capped_dims, first_dims_mask, mde_block_dims,
                                     random_block_dims, scaled_dims)
 from autosrh_ray.pipeline import run_all_in_process
 
@@ -67,7 +67,7 @@ def test_scaled_dims_keep_one_dimension_when_the_budget_is_below_one_per_feature
 def test_first_dims_mask_and_grid_values():
     mask = first_dims_mask(np.array([0, 2, 4]), 4)
     assert mask.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
-    assert grid_dims([2, 4, 8, 16, 32, 64], 16) == [2, 4, 8, 16]
+    assert capped_dims([2, 4, 8, 16, 32, 64], 16) == [2, 4, 8, 16]
 
 
 def test_mde_projection_is_the_per_block_product_and_the_artifact_keeps_it(tmp_path):
