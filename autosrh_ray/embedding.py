@@ -2,10 +2,10 @@
 
 ::
 
-    ids (B, F) ──► E[ids] (B, F, K) ──⊙ α[block(ids)] ──⊙ mask[ids] ──⊙ value (B, F, 1) ──► (B, F, K)
+    ids (B, F) ──► E[ids] (B, F, K) ──⊙ α[block(ids)] ──⊙ value (B, F, 1) ──► (B, F, K)
 
-α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). The mask (M×K, 0/1) is set after
-pruning; pruned entries of E are kept at exactly zero by :meth:`SoftSelectionEmbedding.enforce_mask`.
+α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). After pruning a model retrains in
+the compressed layout of :mod:`autosrh_ray.packed` (the kept entries only, α frozen).
 With ``projection`` each row is then multiplied by a K×K matrix (identity at the start), one per block of
 ``block_of`` (``"block"``: MDE's frequency blocks, AutoEmb's chosen candidates) or per field (``"field"``: AutoDim's
 retrain): a feature kept at its first d dims is projected to the common width K by the d rows of its matrix that
@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+SCORE_ROWS = 1 << 18  # rows per chunk when scaling pruning scores by α (no M×K gather of α)
 
 class EmbeddingTable(nn.Module):
     """What every embedding module exposes about its table ``self.embedding`` (an ``nn.Embedding``)."""
@@ -36,9 +37,17 @@ class EmbeddingTable(nn.Module):
     def dim(self) -> int:
         return self.embedding.embedding_dim
 
+    def kept_count(self) -> int:
+        """Nothing is pruned in a dense table: M·K."""
+        return self.num_features * self.dim
+
+    def kept_per_feature(self) -> torch.Tensor:
+        """(M,) kept dimensions per feature: all K."""
+        return torch.full((self.num_features,), self.dim, dtype=torch.long)
+
 
 class SoftSelectionEmbedding(EmbeddingTable):
-    """E (M×K) with optional soft selection α (L×K) shared by frequency blocks and an optional pruning mask.
+    """E (M×K) with optional soft selection α (L×K) shared by frequency blocks.
 
     Args:
         block_of: (M,) block index of every global id (ids are frequency-ordered, so blocks are id ranges).
@@ -70,17 +79,11 @@ class SoftSelectionEmbedding(EmbeddingTable):
         groups = (projection_groups or num_blocks) if projection == "block" else num_fields
         self.projection: Optional[nn.Parameter] = (
             nn.Parameter(torch.eye(dim).repeat(groups, 1, 1)) if projection else None)
-        self.mask: Optional[torch.Tensor]
-        self.register_buffer("mask", None, persistent=True)
-        self._fixed_scale: Optional[torch.Tensor] = None  # mask ⊙ α[block] once pruned (α is frozen then)
-        self._fixed_scale_key: tuple = ()
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """ids (B, F) long, values (B, F) float → (B, F, K)."""
         out = self.embedding(ids)
-        if self.mask is not None:
-            out = out * self.fixed_scale()[ids]  # one gather instead of block, α and mask gathers
-        elif self.alpha is not None:
+        if self.alpha is not None:
             out = out * self.alpha[self.block_of[ids]]
         if self.projection_by == "block":
             out = project_by_block(out, self.block_of[ids], self.projection)
@@ -88,43 +91,23 @@ class SoftSelectionEmbedding(EmbeddingTable):
             out = torch.einsum("bfk,fkj->bfj", out, self.projection)
         return out * values.unsqueeze(-1)
 
-    def fixed_scale(self) -> torch.Tensor:
-        """mask ⊙ α[block] (M, K), cached; rebuilt whenever α or the mask change in place (their versions)."""
-        alpha = self.alpha
-        key = (self.mask.data_ptr(), self.mask._version, None if alpha is None else (alpha.data_ptr(), alpha._version))
-        if self._fixed_scale is None or key != self._fixed_scale_key or self._fixed_scale.device != self.mask.device:
-            with torch.no_grad():
-                scale = self.mask if alpha is None else self.mask * alpha.detach()[self.block_of]
-            self._fixed_scale, self._fixed_scale_key = scale, key
-        return self._fixed_scale
-
     @torch.no_grad()
     def selected_weight(self) -> torch.Tensor:
-        """The output embedding matrix Ẽ = E ⊙ α[block] (⊙ mask), shape (M, K)."""
+        """The output embedding matrix Ẽ = E ⊙ α[block], shape (M, K)."""
         out = self.weight.detach().clone()
         if self.alpha is not None:
             out = out * self.alpha.detach()[self.block_of]
-        if self.mask is not None:
-            out = out * self.mask
         return out
 
     @torch.no_grad()
-    def set_mask(self, mask: torch.Tensor) -> None:
-        """Install a 0/1 (M, K) pruning mask, freeze α and zero the pruned entries of E."""
-        self.mask = mask.to(device=self.weight.device, dtype=self.weight.dtype)
+    def pruning_scores(self) -> torch.Tensor:
+        """|E ⊙ α[block]| (AutoSrh) or |E| (UE), shape (M, K); one M×K tensor, α applied in row chunks."""
+        scores = self.weight.detach().abs()
         if self.alpha is not None:
-            self.alpha.requires_grad_(False)
-        self.enforce_mask()
-
-    @torch.no_grad()
-    def enforce_mask(self, rows: Optional[torch.Tensor] = None) -> None:
-        """Zero pruned entries of E (all rows, or only ``rows`` touched by the last step)."""
-        if self.mask is None:
-            return
-        if rows is None:
-            self.weight.mul_(self.mask)
-        else:
-            self.weight.index_copy_(0, rows, self.weight[rows] * self.mask[rows])
+            alpha = self.alpha.detach()
+            for lo in range(0, scores.shape[0], SCORE_ROWS):
+                scores[lo:lo + SCORE_ROWS] *= alpha[self.block_of[lo:lo + SCORE_ROWS]]
+        return scores
 
 
 class CandidatePrefixes(EmbeddingTable):
@@ -141,7 +124,6 @@ class CandidatePrefixes(EmbeddingTable):
         self.register_buffer("candidates", torch.tensor(list(candidates), dtype=torch.long), persistent=True)
         self.register_buffer("candidate_mask", (torch.arange(dim).unsqueeze(0)
                                                 < self.candidates.unsqueeze(1)).float(), persistent=False)
-        self.mask = None
 
     def candidate_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, F, N, K): candidate n of each looked-up row keeps its first d_n dimensions."""
@@ -149,9 +131,6 @@ class CandidatePrefixes(EmbeddingTable):
 
     def selected_weight(self) -> torch.Tensor:
         return self.weight.detach().clone()
-
-    def enforce_mask(self, rows=None) -> None:
-        """Nothing is pruned during the search."""
 
 
 def project_by_block(rows: torch.Tensor, blocks: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:

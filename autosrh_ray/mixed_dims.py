@@ -96,9 +96,9 @@ def candidate(name: str, block_dims: np.ndarray, block_of: np.ndarray) -> DimsCa
     return DimsCandidate(name, tuple(int(d) for d in dims), dims[block_of])
 
 
-def projection_params(mask: torch.Tensor, groups: torch.Tensor, num_groups: int) -> int:
+def projection_params(kept_per_feature: torch.Tensor, groups: torch.Tensor, num_groups: int, dim: int) -> int:
     """Projection matrices as counted: of each group's K×K matrix, the d_g × K rows that meet kept dimensions
     (d_g: the most dimensions a feature of the group keeps)."""
-    kept = mask.sum(dim=1).to(torch.float64)
+    kept = kept_per_feature.to(torch.float64)
     widest = torch.zeros(num_groups, dtype=torch.float64).scatter_reduce(0, groups.long(), kept, "amax")
-    return int(widest.sum()) * mask.shape[1]
+    return int(widest.sum()) * dim

@@ -1,10 +1,13 @@
 """A model's state as a CPU state dict: what stages hand to each other (in-process, through Ray's object store
-or in checkpoints). A pruned model's state carries its mask as ``embedding.mask``."""
+or in checkpoints). A pruned model's state carries its embedding packed (:mod:`autosrh_ray.packed`)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
-from .models import EmbeddingModel
+from .models import EmbeddingModel, build_model
+from .packed import is_packed
 
 
 def cpu_state(model: torch.nn.Module) -> dict:
@@ -12,11 +15,24 @@ def cpu_state(model: torch.nn.Module) -> dict:
 
 
 def load_model_state(model: EmbeddingModel, state: dict) -> None:
-    """Load a state dict, installing its pruning mask (a buffer absent from a fresh model) first."""
-    state = dict(state)
-    mask = state.pop("embedding.mask", None)
-    if mask is not None:
-        model.embedding.set_mask(mask)
+    """Load a state dict (a packed embedding is sized to the state's kept entries)."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if k != "embedding.mask"]:
+    if missing or unexpected:
         raise RuntimeError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+
+
+def model_from_state(config, features, label_mean: float, state: dict, retrain: bool = True,
+                     share: bool = False, dtype: Optional[torch.dtype] = None) -> EmbeddingModel:
+    """The model ``state`` belongs to (packed once pruned), with the state loaded (into ``dtype``, if given: a
+    float64 checkpoint stays exact). ``share``: the model takes the state's tensors as they are (no copy, no
+    initialisation; for read-only use such as pruning)."""
+    if not share:
+        model = build_model(config, features, label_mean, retrain=retrain, packed=is_packed(state))
+        load_model_state(model.to(dtype=dtype) if dtype is not None else model, state)
+        return model
+    with torch.device("meta"):
+        model = build_model(config, features, label_mean, retrain=retrain, packed=is_packed(state))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise RuntimeError(f"state does not match the model: missing {missing}, unexpected {unexpected}")
+    return model

@@ -8,7 +8,7 @@ V, s and θ are trained together on the training loss plus ``search.pep_l2`` · 
 L2 term drives small entries below their thresholds); an entry with |V| ≤ g(s) is pruned (exactly zero in V̂).
 The stage stops when the kept count reaches the budget (checked at every evaluation), or, if it never does, by
 patience on validation. The budget's mask keeps the entries with the largest margin |V| − g(s) (exactly the
-budget), and the retrain starts from the initial embedding values under that mask.
+budget), and the retrain starts from the initial embedding values of those entries (in the packed layout).
 """
 from __future__ import annotations
 
@@ -36,8 +36,6 @@ class ThresholdEmbedding(SoftSelectionEmbedding):
         return torch.sign(v) * torch.relu(v.abs() - torch.sigmoid(s))
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        if self.mask is not None:
-            return super().forward(ids, values)
         return self.thresholded(ids) * values.unsqueeze(-1)
 
     def penalty(self, ids: torch.Tensor) -> torch.Tensor:
@@ -55,8 +53,7 @@ class ThresholdEmbedding(SoftSelectionEmbedding):
 
     @torch.no_grad()
     def selected_weight(self) -> torch.Tensor:
-        out = self.thresholded().detach().clone()
-        return out * self.mask if self.mask is not None else out
+        return self.thresholded().detach().clone()
 
     def pruning_scores(self) -> torch.Tensor:
         """What the budget's mask ranks by: the margin (kept entries first, then the nearest to their threshold)."""

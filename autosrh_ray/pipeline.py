@@ -37,16 +37,18 @@ from .config import Config
 from .data.prepared import EncodedSplit, PreparedData
 from .data.split import in_alpha_slice
 from .metrics import validation_loss
-from .model_state import cpu_state, load_model_state
+from .model_state import cpu_state, model_from_state
 from .models import EmbeddingModel, build_model
 from .mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
-from .prune import Budget, budgets, prune_to
+from .packed import gather_kept, kept_of, packed_state
+from .prune import Budget, budgets, pruned_state
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
 
 Log = Callable[[str], None]
 EMBEDDING = "embedding.embedding.weight"
 ALPHA = "embedding.alpha"
+KEPT_VALUES = "embedding.kept.weight"
 
 # The config key that caps each training stage (named in the warning when a stage hits it).
 CAP_KEYS = {"search": "search.max_epochs", "pep": "search.max_epochs", "uniform": "train.max_epochs",
@@ -90,7 +92,8 @@ class StageResult:
 def rewound(pruned: dict, initial: dict) -> dict:
     """``prune.retrain_from: rewound``: kept embedding entries back to their initial values, α to ones."""
     out = dict(pruned)
-    out[EMBEDDING] = initial[EMBEDDING] * pruned["embedding.mask"]
+    out[KEPT_VALUES] = gather_kept(initial[EMBEDDING], pruned["embedding.indptr"],
+                                   pruned["embedding.dims"]).reshape(-1, 1)
     if ALPHA in out:
         out[ALPHA] = torch.ones_like(out[ALPHA])
     return out
@@ -198,7 +201,7 @@ def run_pep(config: Config, executor: StageExecutor, initial: dict, log: Log,
         pep, pruning = train_stage(executor, config, "pep", initial, log, budget.tag, rule)
         start = time.perf_counter()
         state = executor.prune(pruning, budget.kept)
-        state = rewound({k: v for k, v in state.items() if k != "embedding.threshold"}, initial)
+        state = rewound(state, initial)
         selection = time.perf_counter() - start
         retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
         timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
@@ -231,8 +234,7 @@ def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
         state["embedding.block_of"] = chosen
         per_feature = np.asarray(cands)[chosen.numpy()]
         dims = [int((chosen == n).sum()) for n in range(len(cands))]
-    mask = first_dims_mask(per_feature, s.K).to(state[EMBEDDING].dtype)
-    return with_dims(state, mask), dims
+    return with_dims(state, first_dims_mask(per_feature, s.K)), dims
 
 
 def run_searched_dims(config: Config, executor: StageExecutor, initial: dict, log: Log,
@@ -250,8 +252,8 @@ def run_searched_dims(config: Config, executor: StageExecutor, initial: dict, lo
 
         log(f"[autoemb] features per chosen dimension: "
             f"{dict(zip(candidate_dims(config.search.K, config.search.autoemb_candidates), dims))}")
-    kept = int(state["embedding.mask"].sum())
-    budget = Budget("searched", kept, state[EMBEDDING].numel() / kept)
+    kept = kept_of(state)
+    budget = Budget("searched", kept, executor.prepared.num_features * config.search.K / kept)
     retrain, state = train_stage(executor, config, "retrain", state, log, method)
     timings = {"search": search_result.seconds, "prune": selection, "retrain": retrain.seconds}
     return [(state, StageResult(None, {"search": search_result, "retrain": retrain}, timings, budget,
@@ -277,11 +279,8 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
 
 
 def with_dims(state: dict, mask: torch.Tensor) -> dict:
-    """The initial state with a fixed scheme's mask installed (the entries it drops at zero)."""
-    out = dict(state)
-    out[EMBEDDING] = state[EMBEDDING] * mask
-    out["embedding.mask"] = mask
-    return out
+    """The initial state packed to a fixed scheme's kept entries (``mask``, M×K)."""
+    return packed_state(state, mask)
 
 
 def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: Log,
@@ -349,10 +348,8 @@ class InProcessExecutor:
             self.search_batches = self.train_batches
             self.alpha_batches = epoch_loader(config, valid, True, 2)
 
-    def _model(self, state: dict, retrain: bool = True) -> EmbeddingModel:
-        model = build_model(self.config, self.prepared.features, self.prepared.label_mean, retrain=retrain)
-        load_model_state(model, state)
-        return model
+    def _model(self, state: dict, retrain: bool = True, share: bool = False) -> EmbeddingModel:
+        return model_from_state(self.config, self.prepared.features, self.prepared.label_mean, state, retrain, share)
 
     def _epoch_log(self, stage: str):
         return lambda epoch, metrics: self.log(epoch_line(stage, epoch, metrics))
@@ -370,11 +367,11 @@ class InProcessExecutor:
         return result, cpu_state(model)
 
     def prune(self, state: dict, keep: int) -> dict:
-        model = self._model(state, retrain=False)  # the model that searched (PEP: with its thresholds)
-        prune_to(model.embedding, keep)
+        # the model that searched (PEP: with its thresholds), sharing the state's tensors
+        pruned = pruned_state(self._model(state, retrain=False, share=True), keep)
         if self.evaluate_pruned:
-            self.pruned_valid[keep] = evaluate(model, self.valid_eval(0), self.config.task)
-        return cpu_state(model)
+            self.pruned_valid[keep] = evaluate(self._model(pruned), self.valid_eval(0), self.config.task)
+        return pruned
 
 
 def initial_state(config: Config, prepared: PreparedData) -> dict:
@@ -386,8 +383,7 @@ def initial_state(config: Config, prepared: PreparedData) -> dict:
 def built(config: Config, prepared: PreparedData, results: list[tuple[dict, StageResult]]) -> list[StageResult]:
     """The graph's results with their models built from the final states."""
     for state, result in results:
-        result.model = build_model(config, prepared.features, prepared.label_mean, retrain=True)
-        load_model_state(result.model, state)
+        result.model = model_from_state(config, prepared.features, prepared.label_mean, state)
     return [result for _, result in results]
 
 

@@ -12,6 +12,7 @@ import torch
 
 from .config import PruneConfig
 from .embedding import SoftSelectionEmbedding
+from .packed import packed_state
 
 
 def kept_count(num_features: int, dim: int, cr: float) -> int:
@@ -35,23 +36,17 @@ def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
-def pruning_scores(embedding: SoftSelectionEmbedding) -> torch.Tensor:
-    """|E ⊙ α[block]| for a soft-selection embedding, |E| for a uniform one, the margin above its threshold for
-    PEP's (:meth:`~autosrh_ray.pep.ThresholdEmbedding.pruning_scores`); shape (M, K)."""
-    own = getattr(embedding, "pruning_scores", None)
-    return own() if own is not None else embedding.selected_weight().abs()
+def prune_mask(embedding: SoftSelectionEmbedding, cr: float) -> torch.Tensor:
+    """The (M, K) boolean mask of the entries ``cr`` keeps."""
+    return topk_mask(embedding.pruning_scores(), kept_count(embedding.num_features, embedding.dim, cr))
 
 
-def prune(embedding: SoftSelectionEmbedding, cr: float) -> torch.Tensor:
-    """Compute the mask for ``cr``, install it on ``embedding`` (α frozen, pruned entries zeroed); return it."""
-    return prune_to(embedding, kept_count(embedding.num_features, embedding.dim, cr))
-
-
-def prune_to(embedding: SoftSelectionEmbedding, keep: int) -> torch.Tensor:
-    """Keep exactly ``keep`` entries (at most M·K) by score; install the mask and return it."""
-    mask = topk_mask(pruning_scores(embedding), keep)
-    embedding.set_mask(mask)
-    return mask
+def pruned_state(model: torch.nn.Module, keep: int) -> dict:
+    """The model's state with its embedding pruned to its ``keep`` best entries (|E ⊙ α[block]| for AutoSrh, |E|
+    for a uniform model, PEP's margin) and packed (:func:`~autosrh_ray.packed.packed_state`): the state a retrain
+    starts from."""
+    mask = topk_mask(model.embedding.pruning_scores(), keep)
+    return packed_state(model.state_dict(), mask)
 
 
 @dataclass(frozen=True)
@@ -87,7 +82,3 @@ def study_budget(prune_config: PruneConfig, num_features: int, base_dim: int) ->
         return params[0]
     return kept_count(num_features, base_dim, prune_config.crs[0])
 
-
-def kept_dims(mask: torch.Tensor) -> torch.Tensor:
-    """Per-feature kept dimension count (the sizes of the mixed dimension scheme D), shape (M,)."""
-    return mask.sum(dim=1)

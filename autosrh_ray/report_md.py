@@ -44,9 +44,7 @@ def model_table(report: dict) -> list[str]:
 
 def field_table(prepared: PreparedData, model: EmbeddingModel) -> list[str]:
     """Kept dimensions per field: mean (weighted by feature), min, max, and the field's share of kept params."""
-    emb = model.embedding
-    mask = emb.mask if emb.mask is not None else torch.ones(emb.num_features, emb.dim)
-    kept = mask.sum(1).cpu().numpy()
+    kept = model.embedding.kept_per_feature().cpu().numpy()
     total = kept.sum()
     field_of = prepared.features.field_of
     lines = ["| field | features | mean kept dims | min | max | share of kept params |", "|---|---|---|---|---|---|"]
@@ -83,8 +81,7 @@ def write_report_md(report: dict, prepared: PreparedData, model: EmbeddingModel,
                             (ref["params"]["kept"], ref["test"][key]) if ref else None)
     lines += ["![test metric against kept parameters](quality.png)", "",
               f"## Kept dimensions per field ({report['budget']})", "", *field_table(prepared, model), ""]
-    kept = (model.embedding.mask.sum(1) if model.embedding.mask is not None
-            else torch.full((model.embedding.num_features,), float(model.embedding.dim)))
+    kept = model.embedding.kept_per_feature()
     plots.kept_dims_vs_frequency(prepared.features.frequencies, kept.cpu().numpy(), output / "kept_dims.png",
                                  model.embedding.dim)
     lines += ["![kept dimensions against feature frequency](kept_dims.png)", ""]

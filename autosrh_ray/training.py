@@ -1,4 +1,4 @@
-"""In-process training loops: plain training (UE, retraining with a mask), the search loop, evaluation.
+"""In-process training loops: plain training (UE, retraining the kept entries), the search loop, evaluation.
 
 Data comes from ``epoch_batches(epoch) -> Iterable[Batch]`` callables, so an in-memory loader and a Ray Data
 loader are interchangeable. Early stopping watches the validation loss only; the test split is never read here.
@@ -43,7 +43,8 @@ def evaluate(model: EmbeddingModel, batches: Iterable[Batch], task: str) -> dict
 
 
 class Trainer:
-    """Plain training steps of Θ (α fixed); enforces the pruning mask on the rows each step touched.
+    """Plain training steps of Θ (α fixed): UE, PEP's pruning stage, and the retrain (of the kept entries alone,
+    in the packed layout).
 
     ``sync`` averages Θ's gradients across data-parallel workers (the no-op :class:`GradSync` in one process).
     """
@@ -59,13 +60,10 @@ class Trainer:
         loss = self.loss(self.model(batch.ids, batch.values), batch.labels)
         objective = loss
         penalty = getattr(self.model.embedding, "penalty", None)
-        if penalty is not None and self.model.embedding.mask is None:  # PEP's L2 term while it prunes
+        if penalty is not None:  # PEP's L2 term while it prunes
             objective = loss + penalty(batch.ids)
         grads = self.sync.theta(parameter_grads(objective, self.optimizer.params))
         self.optimizer.step(grads)
-        embedding = self.model.embedding
-        if embedding.mask is not None:  # sparse Adam moves only the batch's rows; dense Adam may move any row
-            embedding.enforce_mask(batch.ids.unique() if embedding.embedding.sparse else None)
         return float(loss.detach())
 
     def state_dict(self) -> list:

@@ -53,8 +53,8 @@ from .data.prepared import PreparedData, split_from_columns
 from .metrics import reported_metrics, task_metrics
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
+from .packed import PackedEmbedding
 from .pipeline import StageResult, run_all_in_process
-from .prune import kept_dims
 
 Log = Callable[[str], None]
 
@@ -66,16 +66,21 @@ ALPHA_ON_VALID_NOTE = ("α was fitted on the validation split (search.alpha_data
 def _write_dims(model: EmbeddingModel, prepared: PreparedData, path: Path) -> None:
     """Per-feature kept dimension indices (the mixed dimension scheme D) with field and frequency."""
     emb = model.embedding
-    mask = emb.mask.bool() if emb.mask is not None else torch.ones(emb.num_features, emb.dim, dtype=torch.bool)
-    dims = [np.flatnonzero(row).astype(np.int16) for row in mask.cpu().numpy()]
+    kept = emb.kept_per_feature().cpu().numpy()
+    if isinstance(emb, PackedEmbedding):
+        dims = pa.ListArray.from_arrays(pa.array(emb.indptr.cpu().numpy().astype(np.int64)),
+                                        pa.array(emb.dims.cpu().numpy().astype(np.int16)))
+    else:  # a uniform model keeps all K dimensions of every feature
+        dims = pa.ListArray.from_arrays(pa.array(np.arange(0, emb.num_features * emb.dim + 1, emb.dim)),
+                                        pa.array(np.tile(np.arange(emb.dim, dtype=np.int16), emb.num_features)))
     feats = prepared.features
     table = pa.table({
         "id": pa.array(np.arange(feats.num_features)),
         "field": pa.array([feats.fields[f].name for f in feats.field_of]),
         "block": pa.array(emb.block_of.cpu().numpy()),
         "frequency": pa.array(feats.frequencies),
-        "kept_dims": pa.array(kept_dims(mask).cpu().numpy()),
-        "dims": pa.array([d.tolist() for d in dims], type=pa.list_(pa.int16())),
+        "kept_dims": pa.array(kept),
+        "dims": dims,
     })
     with atomic.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -87,7 +92,7 @@ def _projection_params(emb, prepared: PreparedData) -> int:
         return 0
     by_field = emb.projection_by == "field"
     groups = torch.from_numpy(prepared.features.field_of) if by_field else emb.block_of
-    return projection_params(emb.mask, groups, emb.projection.shape[0])
+    return projection_params(emb.kept_per_feature(), groups, emb.projection.shape[0], emb.dim)
 
 
 def model_entry(config: Config, prepared: PreparedData, stages: StageResult, test_metrics: dict,
@@ -97,7 +102,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
     method = config.search.method
     emb = stages.model.embedding
     uniform = m * k
-    kept = int(emb.mask.sum()) if emb.mask is not None else uniform  # counted from the installed mask
+    kept = emb.kept_count()  # counted from the kept entries
     first = stages.search
     entry = {
         "method": method,
@@ -164,12 +169,9 @@ def evaluate_on_test(models: list[EmbeddingModel], prepared: PreparedData, task:
 
 
 def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingModel:
-    from .model_state import load_model_state
-    from .models import build_model
+    from .model_state import model_from_state
 
-    model = build_model(config, prepared.features, prepared.label_mean, retrain=True)
-    load_model_state(model, state)
-    return model
+    return model_from_state(config, prepared.features, prepared.label_mean, state)
 
 
 def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path, folder: str) -> tuple:

@@ -3,7 +3,7 @@
 * a UE (uniform embedding) train step,
 * a first-order and a second-order AutoSrh search step (one train + one validation batch each; counted as the
   train batch's rows, since that is what advances an epoch),
-* a retrain step (mask enforced),
+* a retrain step (the kept entries in the packed layout, CR = 10),
 
 each with the dense Adam and the sparse Adam embedding optimiser, and the ratios to UE with the same optimiser.
 Steps are timed in interleaved rounds (A, B, C, D, A, B, …) and the median round is reported, so machine noise
@@ -25,7 +25,8 @@ from autosrh_ray.batch import Batch
 from autosrh_ray.config import load_config
 from autosrh_ray.features import FeatureSpace, FieldSpec
 from autosrh_ray.models import build_model
-from autosrh_ray.prune import prune
+from autosrh_ray.model_state import model_from_state
+from autosrh_ray.prune import kept_count, pruned_state
 from autosrh_ray.search import BiLevelSearch
 from autosrh_ray.training import Trainer
 
@@ -60,8 +61,9 @@ def variants(space, overrides, optimizer):
     first = BiLevelSearch(first_model, "classification", order="first")
     second_model = build_model(cfg(), space, 0.25)
     second = BiLevelSearch(second_model, "classification", order="second")
-    retrain_model = build_model(cfg(), space, 0.25)
-    prune(retrain_model.embedding, 10)
+    searched = build_model(cfg(), space, 0.25)
+    keep = kept_count(searched.embedding.num_features, searched.embedding.dim, 10)
+    retrain_model = model_from_state(cfg(), space, 0.25, pruned_state(searched, keep))
     retrain = Trainer(retrain_model, "classification", 1e-3)
     return {
         "ue": lambda t, v: ue.step(t),

@@ -39,7 +39,7 @@ def one_run(method: str, rows: int, cr: float, prepared, splits) -> dict:
     first = result.search
     return {"seconds": seconds, "search_seconds": result.timings["search"],
             "retrain_seconds": result.timings["retrain"], "search_stop": first.stop_reason,
-            "search_epochs": first.epochs, "kept": int(result.model.embedding.mask.sum()), "test_auc": auc}
+            "search_epochs": first.epochs, "kept": result.model.embedding.kept_count(), "test_auc": auc}
 
 
 def main() -> None:

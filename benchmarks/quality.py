@@ -134,10 +134,9 @@ def run_one(bench: Bench, prepared: PreparedData, overrides: tuple, seed: int, d
     result = run_in_process(config, prepared, train, valid, log=lambda _: None, evaluate_pruned=True)
     key = "auc" if config.task == "classification" else "mse"
     metrics = evaluate(result.model, iterate_batches(judge, 8192), config.task)
-    mask = result.model.embedding.mask
     search = result.search
     return {"metric": metrics[key], "key": key,
-            "kept": int(mask.sum()) if mask is not None else prepared.num_features * config.search.K,
+            "kept": result.model.embedding.kept_count(),
             "soft": search.best_valid.get(key, float("nan")) if search else float("nan"),
             "pruned": (result.pruned_valid or {}).get(key, float("nan")),
             "retrained": result.retrain.best_valid[key],

@@ -22,7 +22,7 @@ COMMON = ["model.name=fm", "search.K=16", "search.L=6", "prune.cr=10", "train.ba
 
 def noise_minus_signal_dims(prepared, model, truth) -> float:
     """Mean over frequency blocks (weighted by feature count) of noise-field minus signal-field kept dims."""
-    kept = model.embedding.mask.sum(1).numpy()
+    kept = model.embedding.kept_per_feature().numpy()
     blocks = model.embedding.block_of.numpy() if model.embedding.alpha is not None else None
     names = np.array([f.name for f in prepared.features.fields])[prepared.features.field_of]
     signal, noise = np.isin(names, truth.signal_fields), np.isin(names, truth.noise_fields)

@@ -139,9 +139,9 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
     assert len(trials) == 3 and all(t["score"] is not None for t in trials)
     assert report["models"] and report["test"]["auc"] > 0.5
 
-    # Trials compete at equal size: every K kept exactly the study budget (counted from each trial's mask).
+    # Trials compete at equal size: every K kept exactly the study budget (counted from each trial's kept entries).
     for t in trials:
         _, state = torch.load(out / "ray_results" / f"{study.name}-t{trial_key(t['config'])}-retrain-study" /
                               "stage.pt", weights_only=False)
-        mask = state["embedding.mask"]
-        assert (mask.shape[1], int(mask.sum())) == (t["config"]["search.K"], PARAMS)
+        assert (state["embedding.alpha"].shape[1], state["embedding.dims"].numel()) == (t["config"]["search.K"],
+                                                                                       PARAMS)

@@ -69,7 +69,7 @@ def test_workflow_runs_on_data_of_its_format(name, ray_cluster, tmp_path):
     train, valid, test = (prepared.load_split(s) for s in ("train", "valid", "test"))
     stages = run_in_process(config, prepared, train, valid, log=lambda _: None)
     metrics = evaluate(stages.model, iterate_batches(test, 4096), config.task)
-    kept = int(stages.model.embedding.mask.sum())
+    kept = stages.model.embedding.kept_count()
     assert kept == int(prepared.num_features * config.search.K / config.prune.crs[0] + 0.5)
     if config.task == "classification":
         assert 0.5 < metrics["auc"] < 1.0, metrics

@@ -5,7 +5,8 @@ Layout of one checkpoint directory (Ray Train merges every rank's files into it)
     state.pt        rank 0: LoopState (model, optimisers, epoch, step, best state, history, resumes)
     rng-<rank>.pt   every rank: its torch / numpy / python RNG states
 
-Model state dicts are stored on the CPU; a pruning mask travels in the state dict as ``embedding.mask``.
+Model state dicts are stored on the CPU; a pruned model's embedding travels packed (``embedding.kept.weight``,
+``embedding.indptr``, ``embedding.dims``).
 """
 from __future__ import annotations
 

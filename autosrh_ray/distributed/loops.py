@@ -32,8 +32,8 @@ from ..batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
 from ..metrics import task_metrics
-from ..model_state import cpu_state, load_model_state
-from ..models import EmbeddingModel, build_model
+from ..model_state import cpu_state, model_from_state
+from ..models import EmbeddingModel
 from ..search import BiLevelSearch
 from ..training import StopRule, Trainer, predict
 from . import checkpoint as ckpt
@@ -196,13 +196,10 @@ def _engine(kind: str, model: EmbeddingModel, config, sync):
 
 
 def pruned_state(config, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
-    """``state`` pruned to its ``keep`` best entries by |E ⊙ α| (a CPU state dict carrying the mask)."""
-    from ..prune import prune_to
+    """``state`` pruned to its ``keep`` best entries by |E ⊙ α| (a CPU state dict, its embedding packed)."""
+    from ..prune import pruned_state as prune
 
-    model = build_model(config, shape, label_mean)
-    load_model_state(model, state)
-    prune_to(model.embedding, keep)
-    return cpu_state(model)
+    return prune(model_from_state(config, shape, label_mean, state, retrain=False, share=True), keep)
 
 
 def train_loop(loop_config: dict) -> None:
@@ -231,10 +228,9 @@ def train_loop(loop_config: dict) -> None:
     source = None
     while True:
         kind, rule = _phase(spec, state.phase)
-        # a float64 checkpoint stays exact; AutoDim searches and retrains different embedding modules
-        model = build_model(config, spec.shape, spec.label_mean, retrain=kind == "fit").to(dtype=dtype)
-        load_model_state(model, start if start is not None else state.model)
-        model.to(device=device, dtype=dtype)  # with the mask the state installed
+        # AutoDim searches and retrains different embedding modules; a pruned state retrains packed
+        model = model_from_state(config, spec.shape, spec.label_mean, start if start is not None else state.model,
+                                 retrain=kind == "fit", dtype=dtype).to(device=device)
         engine = _engine(kind, model, config, sync)
         if start is None:
             engine.load_state_dict(state.optimizer)

@@ -18,6 +18,7 @@ from ..autoemb import AutoEmbEmbedding
 from ..pep import ThresholdEmbedding
 from ..embedding import FirstOrder, SoftSelectionEmbedding
 from ..features import FeatureSpace, block_index
+from ..packed import PackedEmbedding
 from .deepfm import DeepFM
 from .fm import FM
 from .mf import MF
@@ -74,11 +75,13 @@ def build_backbone(name: str, num_fields: int, dim: int, hidden, dropout: float)
 
 
 def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
-                retrain: bool = False) -> EmbeddingModel:
+                retrain: bool = False, packed: bool = False) -> EmbeddingModel:
     """Model for ``config`` on ``features`` (on the CPU; callers move it). Only ``autosrh`` has α; ``mde`` has
     per-block projections; ``autodim`` searches with :class:`~autosrh_ray.autodim.AutoDimEmbedding` and, with
     ``retrain``, retrains a masked embedding with per-field projections; ``autoemb`` likewise with its controller
     and per-candidate projections; ``pep`` prunes with a threshold per entry and retrains a masked embedding.
+    ``packed``: the retrain embedding in the compressed layout (:class:`~autosrh_ray.packed.PackedEmbedding`), empty
+    until a pruned state is loaded into it; α (AutoSrh) and the projections as the dense retrain model has them.
 
     The global bias starts at the training label mean (regression) or its logit (classification).
     """
@@ -105,9 +108,15 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
     else:
         projection = {"mde": "block", "autoemb": "block", "autodim": "field"}.get(method)
         groups = len(autoemb.candidate_dims(s.K, s.autoemb_candidates)) if method == "autoemb" else 0
-        embedding = SoftSelectionEmbedding(block_of, s.K, soft_selection=soft, sparse=sparse,
-                                           init_std=config.train.init_std, projection=projection,
-                                           num_fields=features.num_fields, projection_groups=groups)
+        if packed:
+            num_groups = (groups or blocks) if projection == "block" else features.num_fields
+            embedding = PackedEmbedding.empty(
+                m, s.K, block_of, torch.ones(blocks, s.K) if soft else None,
+                torch.eye(s.K).repeat(num_groups, 1, 1) if projection else None, projection, sparse)
+        else:
+            embedding = SoftSelectionEmbedding(block_of, s.K, soft_selection=soft, sparse=sparse,
+                                               init_std=config.train.init_std, projection=projection,
+                                               num_fields=features.num_fields, projection_groups=groups)
     if config.task == "classification":
         p = min(max(label_mean, 1e-4), 1 - 1e-4)
         bias = math.log(p / (1 - p))

@@ -4,8 +4,13 @@ from __future__ import annotations
 import torch
 
 from autosrh_ray.batch import Batch
+import copy
+
 from autosrh_ray.embedding import FirstOrder, SoftSelectionEmbedding
+from autosrh_ray.model_state import load_model_state
 from autosrh_ray.models import EmbeddingModel, build_backbone
+from autosrh_ray.packed import PackedEmbedding
+from autosrh_ray.prune import kept_count, pruned_state
 
 
 def tiny_model(name: str = "deepfm", m: int = 30, k: int = 4, blocks: int = 3, fields: int = 3,
@@ -20,6 +25,17 @@ def tiny_model(name: str = "deepfm", m: int = 30, k: int = 4, blocks: int = 3, f
         with torch.no_grad():
             model.alpha.uniform_(0.3, 1.0)  # away from the clip boundaries, and not all equal
     return model
+
+
+def pruned_model(model: EmbeddingModel, cr: float) -> EmbeddingModel:
+    """``model`` pruned to ``cr`` (|E ⊙ α| or |E|) in the packed layout, θ and the first-order term copied."""
+    emb = model.embedding
+    state = pruned_state(model, kept_count(emb.num_features, emb.dim, cr))
+    alpha = None if emb.alpha is None else torch.ones_like(emb.alpha.detach())
+    packed = PackedEmbedding.empty(emb.num_features, emb.dim, emb.block_of, alpha, sparse=emb.embedding.sparse)
+    out = EmbeddingModel(packed, copy.deepcopy(model.first_order), copy.deepcopy(model.backbone))
+    load_model_state(out.to(emb.weight.dtype), state)
+    return out
 
 
 def random_batch(n: int = 16, m: int = 30, fields: int = 3, seed: int = 1, task: str = "classification",

@@ -16,6 +16,7 @@ from autosrh_ray.features import block_index
 from autosrh_ray.metrics import validation_loss
 from autosrh_ray.mixed_dims import (block_popularity, block_sizes, capped_dims, first_dims_mask, mde_block_dims,
                                     random_block_dims, scaled_dims)
+from autosrh_ray.packed import PackedEmbedding, pack
 from autosrh_ray.pipeline import run_all_in_process
 
 M, K, L = 5000, 16, 6
@@ -73,15 +74,17 @@ def test_first_dims_mask_and_grid_values():
 def test_mde_projection_is_the_per_block_product_and_the_artifact_keeps_it(tmp_path):
     torch.manual_seed(0)
     block_of = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
-    emb = SoftSelectionEmbedding(block_of, 4, soft_selection=False, init_std=0.5, projection="block").double()
+    dense = SoftSelectionEmbedding(block_of, 4, soft_selection=False, init_std=0.5, projection="block").double()
     with torch.no_grad():
-        emb.projection.normal_()
+        dense.projection.normal_()
     dims = np.array([4, 4, 4, 2, 2, 1, 1, 1])
-    emb.set_mask(first_dims_mask(dims, 4).double())
+    mask = first_dims_mask(dims, 4).bool()
+    emb = PackedEmbedding(*pack(dense.weight.detach(), mask), 4, block_of, None, dense.projection.detach().clone(),
+                          "block")
     ids = torch.tensor([[0, 3, 7], [5, 4, 1]])
     values = torch.tensor([[1.0, 0.5, 2.0], [1.5, 1.0, 0.25]], dtype=torch.float64)
     out = emb(ids, values)
-    weight = emb.weight.detach() * emb.mask
+    weight = dense.weight.detach() * mask
     for b in range(2):
         for f in range(3):
             i = int(ids[b, f])
@@ -122,7 +125,7 @@ def test_grid_budget_entry_is_the_best_k_that_fits(planted):
     fitting = [c for c in result.candidates if c["kept"] <= m * 5]
     chosen = [c for c in result.candidates if c["chosen"]]
     assert len(chosen) == 1 and chosen[0] == min(fitting, key=lambda c: c["valid_loss"])
-    assert int(result.model.embedding.mask.sum()) == chosen[0]["kept"]
+    assert result.model.embedding.kept_count() == chosen[0]["kept"]
     assert validation_loss("classification", result.retrain.best_valid) == chosen[0]["valid_loss"]
     assert set(result.candidate_states) == set(names)
 
@@ -136,10 +139,10 @@ def test_random_and_mde_train_at_the_budget_with_their_block_dims(planted):
         config = with_overrides(base, {"search.method": method, "search.random_trials": 3})
         (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
         emb = result.model.embedding
-        kept_per_feature = emb.mask.sum(1).long()
+        kept_per_feature = emb.kept_per_feature()
         block_dims = torch.tensor(result.block_dims)
         assert torch.equal(kept_per_feature, block_dims[emb.block_of])  # every feature: its block's first d
-        assert int(emb.mask.sum()) <= budget
+        assert emb.kept_count() <= budget
         assert len(result.candidates) == (3 if method == "random" else 1)
         assert (emb.projection is not None) == (method == "mde")
         if method == "mde":

@@ -1,6 +1,6 @@
 """PEP: the soft threshold is the re-parameterisation it claims, the pruning stage stops when the kept count
-reaches the budget, the retrain starts from the rewound initial weights under a mask of exactly the budget, and
-pruned entries stay zero through the retrain."""
+reaches the budget, the retrain starts from the rewound initial weights of exactly the budget's entries (packed) and
+keeps that layout."""
 from __future__ import annotations
 
 import torch
@@ -8,7 +8,8 @@ import torch
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.pep import ThresholdEmbedding
-from autosrh_ray.pipeline import EMBEDDING, InProcessExecutor, initial_state, run_graph
+from autosrh_ray.packed import gather_kept, kept_of
+from autosrh_ray.pipeline import EMBEDDING, KEPT_VALUES as KEPT, InProcessExecutor, initial_state, run_graph
 from autosrh_ray.prune import kept_count
 
 
@@ -51,10 +52,10 @@ def test_pep_reaches_the_budget_then_retrains_the_rewound_kept_entries(tmp_path)
     budget = kept_count(prepared.num_features, 16, 10)
     pep = result.stages["pep"]
     assert pep.stop_reason == "budget"  # the thresholds pruned down to the budget before patience ran out
-    mask = final["embedding.mask"]
-    assert int(mask.sum()) == budget == result.budget.kept
+    assert kept_of(final) == budget == result.budget.kept
     (stage, start), = [(s, st) for s, st in executor.starts if s == "retrain"]
-    assert torch.equal(start[EMBEDDING], initial[EMBEDDING] * mask)  # lottery-ticket rewind under the mask
-    assert "embedding.threshold" not in start
-    assert torch.count_nonzero(final[EMBEDDING] * (1 - mask)) == 0  # pruned entries stayed zero
-    assert not torch.equal(final[EMBEDDING], start[EMBEDDING])  # and the kept ones were retrained
+    kept_initial = gather_kept(initial[EMBEDDING], start["embedding.indptr"], start["embedding.dims"])
+    assert torch.equal(start[KEPT].view(-1), kept_initial)  # lottery-ticket rewind of the kept entries
+    assert "embedding.threshold" not in start and "embedding.embedding.weight" not in start
+    assert torch.equal(final["embedding.indptr"], start["embedding.indptr"])  # the retrain keeps the layout
+    assert not torch.equal(final[KEPT], start[KEPT])  # and the kept entries were retrained

@@ -8,10 +8,9 @@ from autosrh_ray.data.split import in_alpha_slice
 from autosrh_ray.data.streaming import AlphaSlice, AssembleRows
 from autosrh_ray.model_state import cpu_state
 from autosrh_ray.pipeline import cap_warning, rewound
-from autosrh_ray.prune import prune
 from autosrh_ray.training import FitResult
 
-from .helpers import tiny_model
+from .helpers import pruned_model, tiny_model
 
 
 def test_rewound_restarts_kept_entries_from_their_initial_values_with_alpha_ones():
@@ -20,15 +19,15 @@ def test_rewound_restarts_kept_entries_from_their_initial_values_with_alpha_ones
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.5)  # "trained"
-    prune(model.embedding, cr=4)
-    pruned = cpu_state(model)
+    pruned = cpu_state(pruned_model(model, cr=4))
     out = rewound(pruned, initial)
-    mask = pruned["embedding.mask"].bool()
-    w0, w = initial["embedding.embedding.weight"], out["embedding.embedding.weight"]
-    assert torch.equal(w[mask], w0[mask]) and torch.all(w[~mask] == 0)
+    rows = torch.repeat_interleave(torch.arange(30), pruned["embedding.indptr"].diff())
+    kept_initial = initial["embedding.embedding.weight"][rows, pruned["embedding.dims"].long()]
+    assert torch.equal(out["embedding.kept.weight"].view(-1), kept_initial)
+    assert not torch.equal(pruned["embedding.kept.weight"].view(-1), kept_initial)
     assert torch.equal(out["embedding.alpha"], torch.ones_like(pruned["embedding.alpha"]))
-    for key in pruned:  # θ, the first-order term and the mask keep their searched values
-        if key not in ("embedding.embedding.weight", "embedding.alpha"):
+    for key in pruned:  # θ, the first-order term and the kept positions keep their searched values
+        if key not in ("embedding.kept.weight", "embedding.alpha"):
             assert torch.equal(out[key], pruned[key]), key
 
 

@@ -1,12 +1,16 @@
-"""Pruning to a CR, mask enforcement during retraining, and the compact artifact."""
+"""Pruning to a CR, the retrain in the packed layout against the masked dense retrain, and the compact artifact."""
+import copy
+
 import pytest
 import torch
 
-from autosrh_ray.artifact import CompactEmbedding, CompactLookup, load_model, save_model
-from autosrh_ray.prune import kept_count, prune, topk_mask
+from autosrh_ray.artifact import load_model, save_model
+from autosrh_ray.embedding import SoftSelectionEmbedding
+from autosrh_ray.packed import PackedEmbedding
+from autosrh_ray.prune import kept_count, prune_mask, topk_mask
 from autosrh_ray.training import Trainer
 
-from .helpers import random_batch, tiny_model
+from .helpers import pruned_model, random_batch, tiny_model
 
 
 def brute_force_topk(scores: torch.Tensor, keep: int) -> set[int]:
@@ -33,32 +37,62 @@ def test_pruning_ranks_by_selected_weight_not_raw_weight():
         model.alpha.copy_(torch.tensor([[0.1, 0.1], [1.0, 1.0]]))  # block 0 = ids 0,1 (large |E|, small α)
     by_raw = brute_force_topk(model.embedding.weight.detach().abs(), 4)
     assert by_raw == {0, 1, 2, 3}  # |E| alone would keep ids 0 and 1
-    mask = prune(model.embedding, cr=2)  # keep 4 of 8
+    mask = prune_mask(model.embedding, cr=2)  # keep 4 of 8
     expected = torch.tensor([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=torch.bool)  # |E⊙α|: .3,.2,.25,.15 > .1,...
     assert torch.equal(mask.bool(), expected)
 
 
-def _retrained_model(sparse: bool):
-    model = tiny_model("deepfm", sparse=sparse, dtype=torch.float32)
-    prune(model.embedding, cr=4)
-    trainer = Trainer(model, "classification", lr=0.05)
-    for step in range(15):
-        trainer.step(random_batch(seed=step, dtype=torch.float32))
-    return model
+class MaskedEmbedding(SoftSelectionEmbedding):
+    """The reference retrain: the dense table with a 0/1 mask and the frozen α multiplied in the forward."""
+
+    def __init__(self, dense: SoftSelectionEmbedding, mask: torch.Tensor):
+        super().__init__(dense.block_of, dense.dim, soft_selection=dense.alpha is not None,
+                         sparse=dense.embedding.sparse)
+        self.to(dense.weight.dtype).load_state_dict(dense.state_dict())
+        self.register_buffer("mask", mask.to(dense.weight.dtype))
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+        if self.alpha is not None:
+            self.alpha.requires_grad_(False)
+
+    def forward(self, ids, values):
+        scale = self.mask[ids] * (self.alpha[self.block_of[ids]] if self.alpha is not None else 1.0)
+        return self.embedding(ids) * scale * values.unsqueeze(-1)
 
 
-@pytest.mark.parametrize("sparse", [False, True])
-def test_pruned_entries_stay_exactly_zero_while_kept_ones_train(sparse):
-    model = _retrained_model(sparse)
-    mask = model.embedding.mask.bool()
-    weight = model.embedding.weight.detach()
-    assert torch.all(weight[~mask] == 0.0)
-    assert torch.count_nonzero(weight[mask]) == int(mask.sum())
-    assert model.alpha.requires_grad is False
+@pytest.mark.parametrize("sparse,soft", [(False, True), (True, True), (False, False)])
+def test_packed_retrain_equals_the_masked_dense_retrain(sparse, soft):
+    """Same forward, same Adam / SparseAdam updates: the kept entries trained alone (α applied per (block, dim) in
+    the forward) track the masked M×K table step by step, and the pruned entries never exist."""
+    dense = tiny_model("deepfm", sparse=sparse, soft=soft)  # float64
+    mask = prune_mask(dense.embedding, cr=3)
+    reference = copy.deepcopy(dense)
+    reference.embedding = MaskedEmbedding(dense.embedding, mask)
+    packed = pruned_model(dense, cr=3)
+    assert isinstance(packed.embedding, PackedEmbedding) and packed.embedding.kept_count() == int(mask.sum())
+    trainers = [Trainer(m, "classification", lr=0.05) for m in (reference, packed)]
+    for step in range(25):
+        batch = random_batch(seed=step)
+        losses = [t.step(batch) for t in trainers]
+        assert losses[0] == pytest.approx(losses[1], abs=1e-12)
+    ref_weight = reference.embedding.weight.detach()
+    assert torch.allclose(packed.embedding.dense(), ref_weight, atol=1e-12)
+    assert torch.all(ref_weight[~mask] == 0) and torch.count_nonzero(ref_weight[mask]) == int(mask.sum())
+    batch = random_batch(n=64, seed=77)
+    reference.eval(), packed.eval()
+    with torch.no_grad():
+        assert torch.allclose(reference(batch.ids, batch.values), packed(batch.ids, batch.values), atol=1e-12)
+    # the optimiser's state for the embedding holds the kept entries only
+    optimizer = trainers[1].optimizer.optimizers[-1]
+    moments = optimizer.state[packed.embedding.kept.weight]
+    assert moments["exp_avg"].numel() == int(mask.sum()) < mask.numel()
 
 
 def test_compact_artifact_round_trip_predicts_identically(tmp_path):
-    model = _retrained_model(sparse=False)
+    model = pruned_model(tiny_model("deepfm", dtype=torch.float32), cr=4)
+    trainer = Trainer(model, "classification", lr=0.05)
+    for step in range(15):
+        trainer.step(random_batch(seed=step, dtype=torch.float32))
     path = tmp_path / "model.pt"
     size = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0)
     loaded = load_model(path)
@@ -67,36 +101,19 @@ def test_compact_artifact_round_trip_predicts_identically(tmp_path):
     with torch.no_grad():
         diff = (model(batch.ids, batch.values) - loaded(batch.ids, batch.values)).abs().max()
     assert diff < 1e-6
-    compact = CompactEmbedding.from_embedding(model.embedding)
-    assert compact.values.numel() == int(model.embedding.mask.sum())
-    # the compact lookup against the dense folded table it stands for (features with no kept dim included)
-    ids = torch.arange(compact.num_features).repeat(3).reshape(-1, 3)[:40]
+    lookup = loaded.embedding
+    assert isinstance(lookup, PackedEmbedding) and lookup.alpha is None and lookup.indptr.dtype == torch.int32
+    assert lookup.kept_count() == model.embedding.kept_count()
+    # folded values: the trained raw values times α at their (block, dimension)
+    emb = model.embedding
+    folded = emb.dense() * emb.alpha[emb.block_of]
+    assert torch.allclose(lookup.dense(), folded, atol=1e-7)
+    # the lookup against the dense folded table it stands for (features with no kept dim included)
+    ids = torch.arange(30).repeat(3).reshape(-1, 3)[:40]
     values = torch.rand(ids.shape)
-    reference = compact.dense()[ids] * values.unsqueeze(-1)
-    assert torch.equal(CompactLookup(compact)(ids, values), reference)
-    assert (compact.kept_dims() == 0).any() and (compact.kept_dims() > 1).any()
-    assert torch.equal(compact.kept_dims(), model.embedding.mask.sum(1).long())
+    with torch.no_grad():
+        assert torch.allclose(lookup(ids, values), lookup.dense()[ids] * values.unsqueeze(-1), atol=1e-7)
+    kept = lookup.kept_per_feature()
+    assert (kept == 0).any() and (kept > 1).any()
+    assert torch.equal(kept, emb.kept_per_feature())
     assert size > 0
-
-
-def _prune_mid_training(sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train unpruned (Adam builds momentum on every entry), prune, keep training with the same optimiser."""
-    model = tiny_model("deepfm", sparse=sparse, dtype=torch.float32)
-    trainer = Trainer(model, "classification", lr=0.05)
-    for step in range(10):
-        trainer.step(random_batch(seed=step, dtype=torch.float32))
-    mask = prune(model.embedding, cr=4).bool()
-    for step in range(10, 20):
-        trainer.step(random_batch(seed=step, dtype=torch.float32))
-    return model.embedding.weight.detach(), mask
-
-
-@pytest.mark.parametrize("sparse", [False, True])
-def test_mask_enforcement_is_what_keeps_pruned_entries_at_zero(sparse, monkeypatch):
-    weight, mask = _prune_mid_training(sparse)
-    assert torch.all(weight[~mask] == 0.0)
-    # The same run without enforcement: the optimiser's momentum moves pruned entries, so the check above is
-    # really testing enforce_mask (not a zero gradient that would keep them at zero anyway).
-    monkeypatch.setattr("autosrh_ray.embedding.SoftSelectionEmbedding.enforce_mask", lambda self, rows=None: None)
-    unenforced, _ = _prune_mid_training(sparse)
-    assert (unenforced[~mask] != 0).sum() > 0

@@ -75,7 +75,7 @@ def test_one_candidate_dimension_per_field_then_a_retrain_of_that_architecture(t
     dims = result.block_dims
     assert len(dims) == fields and set(dims) <= {4, 8, 16}  # one dimension per field, from the candidates
     emb = result.model.embedding
-    kept = emb.mask.sum(1).long().numpy()
+    kept = emb.kept_per_feature().numpy()
     assert np.array_equal(kept, np.asarray(dims)[prepared.features.field_of])  # a field's features: its d_f
     assert emb.projection.shape == (fields, 16, 16) and emb.alpha is None
     assert result.budget.kept == int(kept.sum()) and list(result.stages) == ["search", "retrain"]
@@ -113,7 +113,7 @@ def test_autoemb_choice_follows_popularity_and_the_artifact_reproduces_the_model
     train, valid = prepared.load_split("train"), prepared.load_split("valid")
     (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
     emb = result.model.embedding
-    kept = emb.mask.sum(1).long()
+    kept = emb.kept_per_feature()
     pop = popularity_input(prepared.features.frequencies)
     chosen = selected_candidates(result.searched_alpha, pop, 3)
     assert torch.equal(kept, torch.tensor([2, 8, 16])[chosen])  # each feature: its controller's argmax candidate

@@ -1,0 +1,188 @@
+"""The compressed layout of a pruned embedding: only the kept entries, stored CSR by feature.
+
+::
+
+    feature i's kept dims:   dims[indptr[i] : indptr[i+1]]          (uint8, ascending)
+    their values:            kept.weight[indptr[i] : indptr[i+1]]   (the raw E values, trained)
+    looked-up row i:         zeros(K); row[dims] = values ⊙ α[block_of[i], dims]; then the projection, if any
+
+One module (:class:`PackedEmbedding`) serves the retrain (raw values trained, the searched α applied per
+(block, dimension) in the forward, so every step equals the masked dense retrain's), the compact artifact
+(values folded with α, no α) and ``predict``. Memory: the kept values (+ their optimiser state while training),
+one byte per kept entry for its dimension and M+1 row pointers; never an M×K table.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .embedding import project_by_block
+
+PREFIX = "embedding."
+VALUES, INDPTR, DIMS = "kept.weight", "indptr", "dims"
+DENSE_WEIGHT = "embedding.weight"  # the dense table's key inside the embedding module
+PACK_ROWS = 1 << 18  # rows per chunk when packing (bounds the transient index tensors)
+
+
+class PackedEmbedding(nn.Module):
+    """Kept entries of an (M, K) embedding in CSR layout, looked up as (B, F, K) rows (zeros where pruned).
+
+    Args:
+        indptr: (M+1,) int row pointers. dims: (nnz,) uint8 kept dimension per entry. values: (nnz,) values.
+        block_of: (M,) block (or projection group) of every feature. alpha: (L, K) frozen scale per block and
+        dimension, or None. projection: (G, K, K) matrices applied after the lookup, per ``block_of`` group
+        (``projection_by="block"``) or per field (``"field"``). sparse: sparse gradients for the kept values.
+    """
+
+    def __init__(self, indptr: torch.Tensor, dims: torch.Tensor, values: torch.Tensor, dim: int,
+                 block_of: torch.Tensor, alpha: Optional[torch.Tensor] = None,
+                 projection: Optional[torch.Tensor] = None, projection_by: Optional[str] = None,
+                 sparse: bool = False):
+        super().__init__()
+        if projection_by not in (None, "block", "field"):
+            raise ValueError(f"projection_by must be None, 'block' or 'field' (got {projection_by!r})")
+        self.dim = int(dim)
+        self.kept = nn.Embedding(int(values.shape[0]), 1, sparse=sparse, _weight=values.reshape(-1, 1))
+        self.register_buffer("indptr", indptr, persistent=True)
+        self.register_buffer("dims", dims, persistent=True)
+        self.register_buffer("block_of", block_of, persistent=True)
+        self.register_buffer("alpha", alpha, persistent=True)  # frozen: the mask and α are fixed after pruning
+        self.projection_by = projection_by
+        self.projection: Optional[nn.Parameter] = nn.Parameter(projection) if projection is not None else None
+
+    @staticmethod
+    def empty(num_features: int, dim: int, block_of: torch.Tensor, alpha: Optional[torch.Tensor] = None,
+              projection: Optional[torch.Tensor] = None, projection_by: Optional[str] = None,
+              sparse: bool = False) -> "PackedEmbedding":
+        """A module with nothing kept yet; loading a packed state sizes it (:meth:`_load_from_state_dict`)."""
+        return PackedEmbedding(torch.zeros(num_features + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.uint8),
+                               torch.zeros(0), dim, block_of, alpha, projection, projection_by, sparse)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.indptr.shape[0]) - 1
+
+    @property
+    def values(self) -> torch.Tensor:
+        """The kept values (nnz,), a view of the trained parameter."""
+        return self.kept.weight.view(-1)
+
+    def kept_count(self) -> int:
+        return int(self.dims.shape[0])
+
+    def kept_per_feature(self) -> torch.Tensor:
+        """(M,) kept dimensions of every feature (the sizes of the mixed dimension scheme D)."""
+        return (self.indptr[1:] - self.indptr[:-1]).long()
+
+    def feature_of_entry(self) -> torch.Tensor:
+        """(nnz,) the feature of every kept entry."""
+        return torch.repeat_interleave(torch.arange(self.num_features, device=self.indptr.device),
+                                       self.kept_per_feature(), output_size=self.kept_count())
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """ids (B, F) long, values (B, F) float → (B, F, K)."""
+        flat = ids.reshape(-1)
+        n, k = flat.numel(), self.dim
+        start = self.indptr[flat].long()
+        counts = self.indptr[flat + 1].long() - start
+        total = int(counts.sum())
+        row = torch.repeat_interleave(torch.arange(n, device=ids.device), counts, output_size=total)
+        first = torch.cumsum(counts, 0) - counts  # where each looked-up row's entries start in the output list
+        slot = torch.arange(total, device=ids.device) + torch.repeat_interleave(start - first, counts,
+                                                                                output_size=total)
+        dim = self.dims[slot].long()
+        kept = self.kept(slot).squeeze(1)
+        if self.alpha is not None:
+            kept = kept * self.alpha.reshape(-1)[self.block_of[flat].long()[row] * k + dim]
+        out = torch.zeros(n * k, dtype=kept.dtype, device=ids.device).index_put((row * k + dim,), kept)
+        out = out.reshape(*ids.shape, k)
+        if self.projection_by == "block":
+            out = project_by_block(out, self.block_of[ids].long(), self.projection)
+        elif self.projection_by == "field":
+            out = torch.einsum("bfk,fkj->bfj", out, self.projection)
+        return out * values.unsqueeze(-1)
+
+    @torch.no_grad()
+    def folded_values(self) -> torch.Tensor:
+        """The kept values times α at their (block, dimension): what inference needs (no α)."""
+        values = self.values.detach()
+        if self.alpha is None:
+            return values.clone()
+        blocks = self.block_of.long()[self.feature_of_entry()]
+        return values * self.alpha.reshape(-1)[blocks * self.dim + self.dims.long()]
+
+    @torch.no_grad()
+    def dense(self) -> torch.Tensor:
+        """The (M, K) table this layout stands for (raw values, zeros where pruned); for checks on small tables."""
+        out = torch.zeros(self.num_features, self.dim, dtype=self.values.dtype, device=self.values.device)
+        out[self.feature_of_entry(), self.dims.long()] = self.values.detach()
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        """Size the kept entries (values, dims) and row pointers to the state's before loading it."""
+        for name in (INDPTR, DIMS):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != self._buffers[name].shape:
+                self._buffers[name] = torch.empty_like(saved, device=self._buffers[name].device)
+        saved = state_dict.get(prefix + VALUES)
+        if saved is not None and saved.shape != self.kept.weight.shape:
+            weight = self.kept.weight
+            self.kept.weight = nn.Parameter(torch.empty(saved.shape, dtype=weight.dtype, device=weight.device))
+            self.kept.num_embeddings = int(saved.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+def is_packed(state: dict) -> bool:
+    """Whether a model state carries a packed (pruned) embedding."""
+    return PREFIX + INDPTR in state
+
+
+@torch.no_grad()
+def pack(weight: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(indptr int64 (M+1), dims uint8 (nnz), values (nnz)) of ``weight`` (M, K) at the True entries of ``keep``,
+    row-major (by feature, then dimension); built in row chunks so the transients stay small."""
+    m = weight.shape[0]
+    counts = keep.sum(dim=1)
+    indptr = torch.zeros(m + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=indptr[1:])
+    nnz = int(indptr[-1])
+    dims = torch.empty(nnz, dtype=torch.uint8)
+    values = torch.empty(nnz, dtype=weight.dtype)
+    for lo in range(0, m, PACK_ROWS):
+        hi = min(lo + PACK_ROWS, m)
+        rows, cols = torch.nonzero(keep[lo:hi], as_tuple=True)
+        a, b = int(indptr[lo]), int(indptr[hi])
+        dims[a:b] = cols.to(torch.uint8)
+        values[a:b] = weight[lo:hi][rows, cols]
+    return indptr, dims, values
+
+
+def gather_kept(weight: torch.Tensor, indptr: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
+    """``weight`` (M, K) at the kept positions of a packed layout, in its order (e.g. the initial values)."""
+    rows = torch.repeat_interleave(torch.arange(indptr.shape[0] - 1), (indptr[1:] - indptr[:-1]).long(),
+                                   output_size=int(dims.shape[0]))
+    return weight[rows, dims.long()]
+
+
+def packed_state(state: dict, keep: torch.Tensor) -> dict:
+    """A dense model state with its embedding packed to the True entries of ``keep`` (M, K): the raw values, the
+    block index, α (frozen from here on) and the projections carry over; everything else of the embedding (PEP's
+    thresholds, a searcher's controller) is left behind."""
+    weight = state[PREFIX + DENSE_WEIGHT]
+    indptr, dims, values = pack(weight, keep.bool())
+    out = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
+    out.update({PREFIX + VALUES: values.reshape(-1, 1), PREFIX + INDPTR: indptr, PREFIX + DIMS: dims,
+                PREFIX + "block_of": state[PREFIX + "block_of"]})
+    for name in ("alpha", "projection"):
+        if PREFIX + name in state:
+            out[PREFIX + name] = state[PREFIX + name]
+    return out
+
+
+def kept_of(state: dict) -> int:
+    """Kept entries of a packed state."""
+    return int(state[PREFIX + DIMS].shape[0])
