@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .embedding import project_by_block
+from .embedding import SoftSelectionEmbedding, project_by_block
 
 PREFIX = "embedding."
 VALUES, INDPTR, DIMS = "kept.weight", "indptr", "dims"
@@ -134,6 +134,26 @@ class PackedEmbedding(nn.Module):
             self.kept.num_embeddings = int(saved.shape[0])
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
+
+
+class MaskedEmbedding(SoftSelectionEmbedding):
+    """The layout the packed retrain replaces, kept as its reference (tests, ``benchmarks/engine_throughput.py``):
+    the dense M×K table, pruned entries zeroed, with the 0/1 mask and the frozen α multiplied in the forward. A
+    pruned entry gets no gradient, so Adam never moves it; memory and optimiser work stay M×K."""
+
+    def __init__(self, dense: SoftSelectionEmbedding, mask: torch.Tensor):
+        super().__init__(dense.block_of, dense.dim, soft_selection=dense.alpha is not None,
+                         sparse=dense.embedding.sparse)
+        self.to(dense.weight.dtype).load_state_dict(dense.state_dict())
+        self.register_buffer("mask", mask.to(dense.weight.dtype))
+        with torch.no_grad():
+            self.weight.mul_(self.mask)
+        if self.alpha is not None:
+            self.alpha.requires_grad_(False)
+
+    def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        scale = self.mask[ids] * (self.alpha[self.block_of[ids]] if self.alpha is not None else 1.0)
+        return self.embedding(ids) * scale * values.unsqueeze(-1)
 
 
 def is_packed(state: dict) -> bool:

@@ -3,7 +3,8 @@
 * a UE (uniform embedding) train step,
 * a first-order and a second-order AutoSrh search step (one train + one validation batch each; counted as the
   train batch's rows, since that is what advances an epoch),
-* a retrain step (the kept entries in the packed layout, CR = 10),
+* a retrain step (the kept entries in the packed layout, CR = 10) and the same step in the masked dense layout it
+  replaced (``retrain_vs_masked``: packed ÷ masked, target ≥ 1),
 
 each with the dense Adam and the sparse Adam embedding optimiser, and the ratios to UE with the same optimiser.
 Steps are timed in interleaved rounds (A, B, C, D, A, B, …) and the median round is reported, so machine noise
@@ -14,6 +15,7 @@ hits every variant alike. Targets (issue 2): first order ≥ 0.45× UE, second o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -26,7 +28,8 @@ from autosrh_ray.config import load_config
 from autosrh_ray.features import FeatureSpace, FieldSpec
 from autosrh_ray.models import build_model
 from autosrh_ray.model_state import model_from_state
-from autosrh_ray.prune import kept_count, pruned_state
+from autosrh_ray.packed import MaskedEmbedding
+from autosrh_ray.prune import kept_count, pruned_state, topk_mask
 from autosrh_ray.search import BiLevelSearch
 from autosrh_ray.training import Trainer
 
@@ -65,11 +68,15 @@ def variants(space, overrides, optimizer):
     keep = kept_count(searched.embedding.num_features, searched.embedding.dim, 10)
     retrain_model = model_from_state(cfg(), space, 0.25, pruned_state(searched, keep))
     retrain = Trainer(retrain_model, "classification", 1e-3)
+    masked_model = copy.deepcopy(searched)
+    masked_model.embedding = MaskedEmbedding(searched.embedding, topk_mask(searched.embedding.pruning_scores(), keep))
+    masked = Trainer(masked_model, "classification", 1e-3)
     return {
         "ue": lambda t, v: ue.step(t),
         "search_first": lambda t, v: first.step(t, v),
         "search_second": lambda t, v: second.step(t, v),
         "retrain": lambda t, v: retrain.step(t),
+        "retrain_masked": lambda t, v: masked.step(t),
     }
 
 
@@ -108,6 +115,7 @@ def main() -> None:
             figures[f"{optimizer}_{name}_rows_per_s"] = round(rate, 1)
             if name != "ue":
                 figures[f"{optimizer}_{name}_vs_ue"] = round(rate / rates["ue"], 3)
+        figures[f"{optimizer}_retrain_vs_masked"] = round(rates["retrain"] / rates["retrain_masked"], 3)
     figures["sparse_vs_dense_ue"] = round(figures["sparse_adam_ue_rows_per_s"] / figures["adam_ue_rows_per_s"], 3)
     width = max(len(k) for k in figures)
     for key, value in figures.items():

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from autosrh_ray.artifact import load_model, save_model
-from autosrh_ray.embedding import SoftSelectionEmbedding
-from autosrh_ray.packed import PackedEmbedding
+from autosrh_ray.packed import MaskedEmbedding, PackedEmbedding
 from autosrh_ray.prune import kept_count, prune_mask, topk_mask
 from autosrh_ray.training import Trainer
 
@@ -40,24 +39,6 @@ def test_pruning_ranks_by_selected_weight_not_raw_weight():
     mask = prune_mask(model.embedding, cr=2)  # keep 4 of 8
     expected = torch.tensor([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=torch.bool)  # |E⊙α|: .3,.2,.25,.15 > .1,...
     assert torch.equal(mask.bool(), expected)
-
-
-class MaskedEmbedding(SoftSelectionEmbedding):
-    """The reference retrain: the dense table with a 0/1 mask and the frozen α multiplied in the forward."""
-
-    def __init__(self, dense: SoftSelectionEmbedding, mask: torch.Tensor):
-        super().__init__(dense.block_of, dense.dim, soft_selection=dense.alpha is not None,
-                         sparse=dense.embedding.sparse)
-        self.to(dense.weight.dtype).load_state_dict(dense.state_dict())
-        self.register_buffer("mask", mask.to(dense.weight.dtype))
-        with torch.no_grad():
-            self.weight.mul_(self.mask)
-        if self.alpha is not None:
-            self.alpha.requires_grad_(False)
-
-    def forward(self, ids, values):
-        scale = self.mask[ids] * (self.alpha[self.block_of[ids]] if self.alpha is not None else 1.0)
-        return self.embedding(ids) * scale * values.unsqueeze(-1)
 
 
 @pytest.mark.parametrize("sparse,soft", [(False, True), (True, True), (False, False)])
