@@ -82,27 +82,34 @@ class PackedEmbedding(nn.Module):
                                        self.kept_per_feature(), output_size=self.kept_count())
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """ids (B, F) long, values (B, F) float → (B, F, K)."""
-        flat = ids.reshape(-1)
-        n, k = flat.numel(), self.dim
-        start = self.indptr[flat].long()
-        counts = self.indptr[flat + 1].long() - start
-        total = int(counts.sum())
-        row = torch.repeat_interleave(torch.arange(n, device=ids.device), counts, output_size=total)
-        first = torch.cumsum(counts, 0) - counts  # where each looked-up row's entries start in the output list
-        slot = torch.arange(total, device=ids.device) + torch.repeat_interleave(start - first, counts,
-                                                                                output_size=total)
-        dim = self.dims[slot].long()
-        kept = self.kept(slot).squeeze(1)
-        if self.alpha is not None:
-            kept = kept * self.alpha.reshape(-1)[self.block_of[flat].long()[row] * k + dim]
-        out = torch.zeros(n * k, dtype=kept.dtype, device=ids.device).index_put((row * k + dim,), kept)
-        out = out.reshape(*ids.shape, k)
+        """ids (B, F) long, values (B, F) float → (B, F, K). The rows of the batch's distinct ids are built once
+        from their kept entries, then gathered for every position (popular ids repeat many times in a batch)."""
+        unique, inverse = torch.unique(ids.reshape(-1), return_inverse=True)
+        rows = self.rows(unique)
+        out = rows.index_select(0, inverse).reshape(*ids.shape, self.dim)
         if self.projection_by == "block":
             out = project_by_block(out, self.block_of[ids].long(), self.projection)
         elif self.projection_by == "field":
             out = torch.einsum("bfk,fkj->bfj", out, self.projection)
         return out * values.unsqueeze(-1)
+
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n, K) rows of the 1-D ``ids``: kept values (⊙ α[block, dim]) at their dimensions, zeros elsewhere."""
+        n, k = ids.numel(), self.dim
+        start = self.indptr[ids].long()
+        counts = self.indptr[ids + 1].long() - start
+        total = int(counts.sum())
+        row = torch.repeat_interleave(torch.arange(n, device=ids.device), counts, output_size=total)
+        first = torch.cumsum(counts, 0) - counts  # where each row's entries start in the list of looked-up entries
+        slot = torch.arange(total, device=ids.device) + torch.repeat_interleave(start - first, counts,
+                                                                                output_size=total)
+        dim = self.dims[slot].long()
+        # sparse: an (nnz, 1) embedding lookup gives SparseAdam its sparse gradient; dense: index_select's backward
+        # is an index_add, much cheaper on the CPU than the embedding's sort-based dense backward
+        kept = self.kept(slot).squeeze(1) if self.kept.sparse else self.values.index_select(0, slot)
+        if self.alpha is not None:
+            kept = kept * self.alpha.reshape(-1)[self.block_of[ids].long()[row] * k + dim]
+        return torch.zeros(n * k, dtype=kept.dtype, device=ids.device).index_put((row * k + dim,), kept).reshape(n, k)
 
     @torch.no_grad()
     def folded_values(self) -> torch.Tensor:
