@@ -1,9 +1,13 @@
 """Input files and chunks: what to read, in which order, and where every row sits in the input.
 
 Paths may be local or URIs (``s3://``, ``gs://``, ``file://``; see :mod:`autosrh_ray.storage`). Files are sorted
-by path; a plain text file is cut into byte ranges aligned to line starts, a gzip file is one
-chunk, a Parquet file is one chunk per row group. A row's *global position* is its index among all data lines
-(headers excluded, bad lines included) in that order, so it never depends on chunk, block or worker counts.
+by path; a plain text file larger than a chunk is cut into byte ranges aligned to line starts, a gzip file is one
+chunk, a Parquet file is one chunk per row group. A row's *position* is its file's index in that order and its
+index among the file's data lines (headers excluded, bad lines included): ``file_index · 2^40 + line``
+(:func:`position`), so it never depends on chunk, block or worker counts, and a single file's positions are its
+line numbers. A chunk that starts its file knows its first position without reading anything; only the later
+chunks of a cut text file need their earlier lines counted (:func:`needs_counting`), so inputs of files up to a
+chunk each, gzip and Parquet files are read once for the statistics (and once more to encode).
 Pure Python (no Ray): the Ray Data stages in :mod:`.vocabulary` and :mod:`.encode` call these per chunk.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ from ..config import ConfigError
 from .errors import DataError
 
 CHUNK_BYTES = 64 << 20  # byte range per read task (plain text)
+LINE_BITS = 40  # a position's line part: up to 2^40 data lines per file
 PIECE_BYTES = 16 << 20  # bytes parsed at once inside a task (bounds a task's memory, gzip included)
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -76,7 +81,8 @@ class Chunk:
     skip_header: bool = False
     first_line: int = 1
     first_position: int = 0
-    rows: int = -1  # data lines in the chunk (known after counting)
+    rows: int = -1  # data lines in the chunk (-1: not counted; the statistics pass counts them)
+    file_index: int = 0
 
     def to_item(self) -> dict:
         return asdict(self)
@@ -86,12 +92,21 @@ class Chunk:
         return Chunk(**{k: (v.item() if hasattr(v, "item") else v) for k, v in item.items()})
 
 
+def position(file_index, line):
+    """A row's position: its file's index (sorted order) and its 0-based data line within the file."""
+    return (file_index << LINE_BITS) + line
+
+
 def plan_text_chunks(files: Sequence[str], header: bool, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
-    """Cut text files into line-aligned byte ranges (gzip files stay whole). Rows are counted later."""
+    """Cut text files into line-aligned byte ranges (gzip files stay whole). A file's first chunk knows its first
+    line and position; the others get theirs from :func:`assign_positions` after counting."""
     chunks: list[Chunk] = []
-    for path in files:
+    first_line = 2 if header else 1
+    for file_index, path in enumerate(files):
+        start_of_file = Chunk(len(chunks), "text", path, 0, -1, skip_header=header, first_line=first_line,
+                              first_position=position(file_index, 0), file_index=file_index)
         if is_gzip(path):
-            chunks.append(Chunk(len(chunks), "text", path, 0, -1, skip_header=header))
+            chunks.append(start_of_file)
             continue
         size = storage.size(path)
         with storage.open_input(path) as fh:
@@ -102,9 +117,16 @@ def plan_text_chunks(files: Sequence[str], header: bool, chunk_bytes: int = CHUN
                     fh.seek(start + chunk_bytes - 1)
                     fh.readline()  # move the cut to the next line start
                     end = fh.tell()
-                chunks.append(Chunk(len(chunks), "text", path, start, end))
+                first = not chunks or chunks[-1].path != path
+                chunks.append(replace(start_of_file, index=len(chunks), start=start, end=end, skip_header=False)
+                              if first else Chunk(len(chunks), "text", path, start, end, file_index=file_index))
                 start = end
     return chunks
+
+
+def needs_counting(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The chunks whose line counts place later chunks: every chunk but the last of a file cut into several."""
+    return [c for c, nxt in zip(chunks, chunks[1:]) if nxt.path == c.path]
 
 
 def iter_pieces(chunk: Chunk, piece_bytes: int = PIECE_BYTES) -> Iterator[tuple[bytes, int]]:
@@ -137,15 +159,18 @@ def count_chunk_lines(chunk: Chunk) -> int:
     return sum(count_lines(data) for data, _ in iter_pieces(chunk))
 
 
-def assign_positions(chunks: Sequence[Chunk], rows: Sequence[int], header: bool) -> list[Chunk]:
-    """Give every chunk its row count, first line number in its file and first global position."""
-    out, position, line, path = [], 0, 1, None
-    for chunk, n in zip(chunks, rows):
+def assign_positions(chunks: Sequence[Chunk], counted: dict[int, int], header: bool) -> list[Chunk]:
+    """Give the later chunks of cut files their first line and position from the line counts of the chunks
+    before them in the file (``counted``: chunk index → data lines); other chunks are left as they are."""
+    out, lines, path = [], 0, None
+    for chunk in chunks:
         if chunk.path != path:
-            path, line = chunk.path, (2 if header else 1)
-        out.append(replace(chunk, rows=int(n), first_line=line, first_position=position))
-        position += int(n)
-        line += int(n)
+            path, lines = chunk.path, 0
+        elif chunk.kind == "text":
+            chunk = replace(chunk, first_line=lines + (2 if header else 1), first_position=position(chunk.file_index,
+                                                                                                   lines))
+        out.append(chunk)
+        lines += counted.get(chunk.index, 0)
     return out
 
 
@@ -154,18 +179,16 @@ def plan_parquet_chunks(files: Sequence[str]) -> list[Chunk]:
     import pyarrow.parquet as pq
 
     chunks: list[Chunk] = []
-    position = 0
-    for path in files:
+    for file_index, path in enumerate(files):
         try:
             meta = pq.ParquetFile(storage.parquet_source(path)).metadata
         except Exception as err:  # pyarrow raises several types for a non-Parquet file
             raise DataError(f"{path}: not a readable Parquet file ({err.__class__.__name__}: {err})") from None
-        line = 1
+        line = 0
         for rg in range(meta.num_row_groups):
             n = meta.row_group(rg).num_rows
-            chunks.append(Chunk(len(chunks), "parquet", path, rg, rg + 1, first_line=line,
-                                first_position=position, rows=n))
-            position += n
+            chunks.append(Chunk(len(chunks), "parquet", path, rg, rg + 1, first_line=line + 1,
+                                first_position=position(file_index, line), rows=n, file_index=file_index))
             line += n
     return chunks
 
@@ -180,10 +203,6 @@ def plan_synthetic_chunks(rows: int, rows_per_chunk: int) -> list[Chunk]:
 def fingerprint(files: Sequence[str]) -> list[list]:
     """What identifies the input for reuse: path, size and modification time of every file."""
     return [[f if storage.is_uri(f) else storage.resolve(f)[1], storage.size(f), storage.mtime_ns(f)] for f in files]
-
-
-def total_rows(chunks: Sequence[Chunk]) -> int:
-    return sum(max(c.rows, 0) for c in chunks)
 
 
 def describe(chunks: Sequence[Chunk], limit: Optional[int] = None) -> str:

@@ -2,11 +2,13 @@
 
 Passes (all Ray Data over a dataset of chunk descriptors, see :mod:`.inputs`):
 
-1. count the lines of every text chunk → each row's global position (Parquet: from footers; synthetic: row index);
-2. parse, split by position, and count training values / numerical sums / rows per split and skip reason
+1. only for text files cut into several chunks: count the lines of their chunks (but the last), so every chunk
+   knows its rows' positions (file index, line in the file); whole files, gzip, Parquet (footers) and synthetic
+   rows need nothing;
+2. read, parse, split by position, and count training values / numerical sums / rows per split and skip reason
    (:mod:`.vocabulary`), one table per chunk, merged in the driver as they stream in; the driver assigns ids
    (``FeatureSpace.from_counts``);
-3. parse again, encode, write ``train/ valid/ test/`` shards (:mod:`.encode`), then ``meta.json``.
+3. read and parse again, encode, write ``train/ valid/ test/`` shards (:mod:`.encode`), then ``meta.json``.
 
 A directory whose ``meta.json`` has the same config hash and input fingerprint is reused as is. Ray Data tasks
 take one CPU each and no actors are used, so nothing can hold every CPU while a data task waits for one.
@@ -23,8 +25,8 @@ from ..config import Config
 from ..rate_line import Progress
 from .encode import encode_and_write
 from .errors import DataError
-from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, describe, fingerprint,
-                     plan_parquet_chunks, plan_synthetic_chunks, plan_text_chunks, total_rows)
+from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, describe, fingerprint, needs_counting,
+                     plan_parquet_chunks, plan_synthetic_chunks, plan_text_chunks)
 from .local import config_hash
 from .prepared import META_FILE, PreparedData
 from .readers import Layout, input_files, layout_for
@@ -61,7 +63,7 @@ def _count_lines_batch(batch):
 
 def plan_chunks(config: Config, layout: Layout, files: list[str], chunk_bytes: int,
                 synthetic_rows_per_chunk: int) -> list[Chunk]:
-    """All chunks with row counts and global positions (pass 1)."""
+    """All chunks with their first line and position (pass 1: counting only where a file is cut)."""
     import ray
 
     if layout.kind == "synthetic":
@@ -69,12 +71,13 @@ def plan_chunks(config: Config, layout: Layout, files: list[str], chunk_bytes: i
     if layout.kind == "parquet":
         return plan_parquet_chunks(files)
     chunks = plan_text_chunks(files, layout.header, chunk_bytes)
-    if not chunks:
-        return []
-    ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    todo = needs_counting(chunks)
+    if not todo:
+        return chunks
+    ds = ray.data.from_items([c.to_item() for c in todo], override_num_blocks=len(todo))
     counted = {r["index"]: r["rows"] for r in ds.map_batches(_count_lines_batch, batch_size=1,
                                                               batch_format="pyarrow").take_all()}
-    return assign_positions(chunks, [counted[c.index] for c in chunks], layout.header)
+    return assign_positions(chunks, counted, layout.header)
 
 
 def _clear(output: str) -> None:
@@ -104,20 +107,20 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     mode = config.numeric_mode
     syn = ds.synthetic if layout.kind == "synthetic" else None
     chunks = plan_chunks(config, layout, files, chunk_bytes, synthetic_rows_per_chunk)
-    read = total_rows(chunks)
-    if read == 0:
+    if not chunks:
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")
-    log(f"[prepare] {read:,} rows in {len(chunks)} chunks of {len(files) or 1} input(s)")
+    log(f"[prepare] {len(chunks)} chunks of {len(files) or 1} input(s)")
     fields = field_specs(layout, mode)
     stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn,
-                             Progress("prepare: statistics", read, log).update)
+                             Progress("prepare: statistics", len(chunks), log, unit="chunks").update)
     rows = stats.rows
-    if rows.read != read:
-        raise AssertionError(f"row accounting broken: {read} lines read, {rows.read} rows counted")
+    if rows.read == 0:
+        raise DataError(f"{describe(chunks) or ds.path}: no data rows")
+    log(f"[prepare] {rows.read:,} rows read")
     if stats.first_bad is not None and ds.on_bad_rows == "error":
         raise DataError(f"{stats.first_bad[1]} (set dataset.on_bad_rows: skip to skip such rows)")
     if rows.train == 0:
-        raise DataError(f"{describe(chunks, 3)}: no training rows kept ({rows.skipped} of {read} rows skipped)")
+        raise DataError(f"{describe(chunks, 3)}: no training rows kept ({rows.skipped} of {rows.read} rows skipped)")
     rows.skipped_by_split = stats.skipped_by_split
     rows.check()
     space = stats.feature_space(fields, ds.min_count)

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..features import FeatureSpace, FieldSpec, NumericStats
-from .inputs import Chunk, total_rows
+from .inputs import Chunk
 from .local import field_columns
 from .prepared import RowCounts
 from .readers import Layout, Parsed, parse_chunk
@@ -212,7 +212,7 @@ def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> St
             rows.skipped_by_reason[reason] = rows.skipped_by_reason.get(reason, 0) + n
         else:
             setattr(rows, key, getattr(rows, key) + n)
-    rows.read = rows.train + rows.valid + rows.test + rows.skipped  # prepare() checks it against the line count
+    rows.read = rows.train + rows.valid + rows.test + rows.skipped
     rows.skipped_by_reason = dict(sorted(rows.skipped_by_reason.items()))
     return Statistics(counts, oov, stats, rows, label_sum, first_bad,
                       {k: dict(sorted(v.items())) for k, v in by_split.items()})
@@ -221,18 +221,16 @@ def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> St
 def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str, seed: int,
                      fractions: Sequence[float], fields: Sequence[FieldSpec], min_count: int,
                      synthetic_cfg=None, progress: Optional[Callable[[int], None]] = None) -> Statistics:
-    """Run the statistics pass on Ray Data over all chunks and merge the result; ``progress`` gets the rows of
-    the chunks counted so far."""
+    """Run the statistics pass on Ray Data over all chunks and merge the result; ``progress`` gets the number of
+    chunks counted so far."""
     import ray
 
     ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
     ds = ds.map_batches(chunk_statistics, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), synthetic_cfg=synthetic_cfg))
     merger = StatisticsMerger()
-    per_chunk, done = total_rows(chunks) / max(len(chunks), 1), 0
-    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):  # streamed as chunks finish
+    for done, table in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None), 1):  # as chunks finish
         merger.add(table)
-        done += 1
-        if progress is not None:  # chunks finish out of order: rows estimated from the chunks done
-            progress(round(done * per_chunk))
+        if progress is not None:
+            progress(done)
     return merge_statistics([merger.result()], fields, min_count)

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from autosrh_ray.config import load_config
+from autosrh_ray.data.inputs import LINE_BITS
 from autosrh_ray.data.split import split_of
 
 
@@ -73,14 +74,22 @@ def encode_rows(token_rows: list[list[str]], value_ids: list[dict[str, int]], oo
                     dtype=np.int64).reshape(len(token_rows), len(oov_ids))
 
 
-def splits(n: int, seed: int = 2026, fractions=(0.8, 0.1, 0.1)) -> np.ndarray:
-    return split_of(np.arange(n), seed, fractions)
+def splits(n: int, seed: int = 2026, fractions=(0.8, 0.1, 0.1), shards: int = 1) -> np.ndarray:
+    """Split codes of ``n`` lines written by :func:`write_shards` into ``shards`` files: each row's position is
+    (file index, line in the file)."""
+    bounds = shard_bounds(n, shards)
+    positions = np.concatenate([(i << LINE_BITS) + np.arange(bounds[i + 1] - bounds[i]) for i in range(shards)])
+    return split_of(positions, seed, fractions)
+
+
+def shard_bounds(n: int, shards: int) -> np.ndarray:
+    return np.linspace(0, n, shards + 1).astype(int)
 
 
 def write_shards(lines: list[str], directory: Path, shards: int, gzip_every: int = 0, header: str = "") -> list[Path]:
     """Split lines into ``shards`` files named so that sorting keeps input order (every k-th one gzipped)."""
     directory.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(lines), shards + 1).astype(int)
+    bounds = shard_bounds(len(lines), shards)
     paths = []
     for i in range(shards):
         text = "".join(f"{x}\n" for x in ([header] if header else []) + lines[bounds[i]:bounds[i + 1]])

@@ -40,11 +40,12 @@ def test_shards_concatenate_to_the_same_rows(tmp_path):
 
 
 def test_generated_criteo_prepares_like_the_synthetic_dataset(ray_cluster, tmp_path):
-    """Text round trip through the Criteo reader == the synthetic dataset generated inside the read tasks."""
+    """Text round trip through the Criteo reader == the synthetic dataset generated inside the read tasks (one
+    file, cut into chunks: its positions are its line numbers, as the generator's are its row numbers)."""
     shape = ["dataset.synthetic.numerical_fields=13", "dataset.synthetic.categorical_fields=26",
              "dataset.synthetic.vocab_size=200", f"dataset.synthetic.rows={ROWS}", "dataset.numeric=bucketize"]
     syn_cfg = config(*shape)
-    paths = write_criteo_shards(syn_cfg.dataset.synthetic, tmp_path / "raw", ROWS, 2)
+    paths = write_criteo_shards(syn_cfg.dataset.synthetic, tmp_path / "raw", ROWS, 1)
     criteo = prepare(config(*shape, "dataset.name=criteo", f"dataset.path={paths[0].parent}", "model.name=fm"),
                      tmp_path / "criteo", chunk_bytes=200_000)
     synthetic = prepare(syn_cfg, tmp_path / "synthetic", synthetic_rows_per_chunk=2048)

@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from autosrh_ray.data.inputs import assign_positions, count_chunk_lines, plan_text_chunks
+from autosrh_ray.data.inputs import (LINE_BITS, assign_positions, count_chunk_lines, needs_counting,
+                                    plan_text_chunks)
 from autosrh_ray.data.readers import Layout, input_files, layout_for, parse_chunk
 from tests.conftest import shared_sample
 
@@ -19,7 +20,7 @@ def read_all(cfg, chunk_bytes: int = 1 << 18):
     files = input_files(cfg)
     layout = layout_for(cfg, files)
     chunks = plan_text_chunks(files, layout.header, chunk_bytes)
-    chunks = assign_positions(chunks, [count_chunk_lines(c) for c in chunks], layout.header)
+    chunks = assign_positions(chunks, {c.index: count_chunk_lines(c) for c in needs_counting(chunks)}, layout.header)
     parts = [p for c in chunks for p in parse_chunk(layout, c)]
     columns = {k: pa.concat_arrays([p.columns[k] for p in parts]) for k in parts[0].columns}
     labels = np.concatenate([p.labels for p in parts])
@@ -102,6 +103,29 @@ def test_rating_samples(name, relative, header):
     assert labels.astype(np.float64) == pytest.approx(np.array([float(r[2]) for r in rows]))
     assert cols["user"].to_pylist() == [r[0] for r in rows]
     assert cols["item"].to_pylist() == [r[1] for r in rows]
+
+
+def test_positions_are_file_index_and_line_and_only_cut_files_are_counted(tmp_path):
+    """Three shards (one cut into chunks): every row's position is (file index, line in its file), the counting
+    pass touches only the cut file's chunks before its last, and the error line numbers follow the file."""
+    sizes = {"a.csv": 5, "b.csv": 400, "c.csv": 7}
+    for name, n in sizes.items():
+        (tmp_path / name).write_text("userId,movieId,rating,timestamp\n" +
+                                     "".join(f"{i},{i + 1},{i % 5}.0,9\n" for i in range(n)))
+    cfg = config("dataset.name=movielens", f"dataset.path={tmp_path}", "model.name=mf")
+    files = input_files(cfg)
+    chunks = plan_text_chunks(files, True, chunk_bytes=1024)
+    counted = needs_counting(chunks)
+    assert {c.path.rsplit("/", 1)[1] for c in counted} == {"b.csv"} and len(counted) == sum(
+        c.path.endswith("b.csv") for c in chunks) - 1 >= 2
+    layout, _, labels, positions, bad, _ = read_all(cfg, chunk_bytes=1024)
+    expected = np.concatenate([(f << LINE_BITS) + np.arange(n) for f, n in enumerate(sizes.values())])
+    assert bad == 0 and np.array_equal(positions, expected)
+    assert labels.tolist() == [float(i % 5) for n in sizes.values() for i in range(n)]
+    placed = assign_positions(chunks, {c.index: count_chunk_lines(c) for c in counted}, True)
+    b_chunks = [c for c in placed if c.path.endswith("b.csv")]
+    assert b_chunks[0].first_line == 2 and all(  # line 1 is the header
+        nxt.first_line == c.first_line + count_chunk_lines(c) for c, nxt in zip(b_chunks, b_chunks[1:]))
 
 
 def test_header_mismatch_between_shards(tmp_path):
