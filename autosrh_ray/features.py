@@ -62,20 +62,20 @@ class FieldVocab:
     oov_id: int
 
 
-def bucketize(x: np.ndarray) -> np.ndarray:
+def bucketize(x: np.ndarray) -> pa.StringArray:
     """Criteo-style numeric tokens: ``L<floor(ln(x)^2)>`` for x > 2, ``<int(x)>`` for x <= 2, "" if missing (NaN).
 
-    The ``L`` prefix keeps the two ranges from colliding (floor(ln(3)^2) = 1 = int(1)).
+    The ``L`` prefix keeps the two ranges from colliding (floor(ln(3)^2) = 1 = int(1)). Vectorised: the integer
+    codes in numpy, their text by Arrow's cast and join kernels (no Python object per row).
     """
     x = np.asarray(x, dtype=np.float64)
-    out = np.full(x.shape, MISSING_TOKEN, dtype=object)
     ok = ~np.isnan(x)
     big = ok & (x > 2)
-    small = ok & ~big
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[big] = np.char.add("L", np.floor(np.log(x[big]) ** 2).astype(np.int64).astype(str))
-    out[small] = np.trunc(x[small]).astype(np.int64).astype(str)
-    return out
+        code = np.where(big, np.floor(np.log(np.where(big, x, 3.0)) ** 2), np.trunc(np.where(ok, x, 0.0)))
+    text = pc.cast(pa.array(code.astype(np.int64)), pa.string())
+    text = pc.if_else(pa.array(big), pc.binary_join_element_wise("L", text, ""), text)
+    return pc.if_else(pa.array(ok), text, MISSING_TOKEN)
 
 
 def block_starts(num_features: int, num_blocks: int, boundaries: Optional[Sequence[int]] = None) -> np.ndarray:
@@ -125,60 +125,76 @@ class FeatureSpace:
         value_counts: Sequence[Optional[Mapping[str, int]]],
         numeric_stats: Sequence[Optional[NumericStats]],
         min_count: int = 1,
-        oov_counts: Optional[Sequence[int]] = None,
     ) -> "FeatureSpace":
-        """Assign global ids from training counts.
+        """Assign global ids from training counts: ``value_counts[f]`` maps each value of categorical field f to
+        its training count (None for numerical fields); see :meth:`from_count_table`."""
+        f_idx, values, counts = [], [], []
+        for f, vc in enumerate(value_counts):
+            for value, count in (vc or {}).items():
+                f_idx.append(f)
+                values.append(str(value))
+                counts.append(int(count))
+        table = pa.table({"field": pa.array(f_idx, pa.int32()), "value": pa.array(values, pa.string()),
+                          "count": pa.array(counts, pa.int64())})
+        return FeatureSpace.from_count_table(fields, table, numeric_stats, min_count)
 
-        ``value_counts[f]`` maps each value of categorical field f to its training count (None for numerical
-        fields); values seen fewer than ``min_count`` times fold into the field's OOV feature, whose frequency is
-        the number of training rows mapped to it. ``oov_counts[f]`` adds rows already folded into field f's OOV
-        upstream (rare values dropped before they reach this process). ``numeric_stats[f]`` is set for numerical
-        fields.
+    @staticmethod
+    def from_count_table(fields: Sequence[FieldSpec], counts: pa.Table,
+                         numeric_stats: Sequence[Optional[NumericStats]], min_count: int = 1) -> "FeatureSpace":
+        """Assign global ids from a table of training counts, one row per (field, value) of a categorical field
+        (columns ``field`` int, ``value`` string, ``count`` int).
+
+        Ids follow (descending frequency, field, value); values seen fewer than ``min_count`` times fold into
+        their field's OOV feature (value ``<OOV>``, frequency = the rows mapped to it), which every categorical
+        field has; a numerical field is one feature whose frequency is its count of present values. Sorted and
+        grouped with Arrow kernels (no Python object per key but the values' strings at the end).
         """
-        keys: list[tuple[int, int, str, int]] = []  # (-freq, field, value, kind: 0 value / 1 oov / 2 numeric)
-        for f, spec in enumerate(fields):
-            if spec.kind == "categorical":
-                counts = value_counts[f] or {}
-                oov = int(oov_counts[f]) if oov_counts is not None else 0
-                for value, count in counts.items():
-                    if count >= min_count:
-                        keys.append((-int(count), f, str(value), 0))
-                    else:
-                        oov += int(count)
-                keys.append((-oov, f, OOV_VALUE, 1))
-            else:
-                stats = numeric_stats[f]
-                keys.append((-(stats.count if stats else 0), f, spec.name, 2))
-        keys.sort(key=lambda k: (k[0], k[1], k[2], k[3]))
-        m = len(keys)
-        frequencies = np.fromiter((-k[0] for k in keys), dtype=np.int64, count=m)
-        field_of = np.fromiter((k[1] for k in keys), dtype=np.int32, count=m)
-        per_field_values: list[list[str]] = [[] for _ in fields]
-        per_field_ids: list[list[int]] = [[] for _ in fields]
-        oov_ids: dict[int, int] = {}
-        numeric_ids: list[Optional[int]] = [None] * len(fields)
-        for gid, (_, f, value, kind) in enumerate(keys):
-            if kind == 0:
-                per_field_values[f].append(value)
-                per_field_ids[f].append(gid)
-            elif kind == 1:
-                oov_ids[f] = gid
-            else:
-                numeric_ids[f] = gid
+        num = len(fields)
+        counts = counts.select(["field", "value", "count"])
+        count = counts.column("count").to_numpy()
+        field_idx = counts.column("field").to_numpy().astype(np.int64)
+        kept = count >= min_count
+        oov = np.bincount(field_idx[~kept], weights=count[~kept], minlength=num).astype(np.int64)
+        categorical = [f for f, spec in enumerate(fields) if spec.kind == "categorical"]
+        numerical = [f for f, spec in enumerate(fields) if spec.kind != "categorical"]
+        extra_freq = [int(oov[f]) for f in categorical] + [
+            int(numeric_stats[f].count) if numeric_stats[f] else 0 for f in numerical]
+        keys = pa.concat_tables([
+            pa.table({"neg": pc.negate(counts.column("count").filter(pa.array(kept))),
+                      "field": pa.array(field_idx[kept].astype(np.int32)),
+                      "value": counts.column("value").filter(pa.array(kept)),
+                      "kind": pa.array(np.zeros(int(kept.sum()), np.int8))}),
+            pa.table({"neg": pa.array([-c for c in extra_freq], pa.int64()),
+                      "field": pa.array(categorical + numerical, pa.int32()),
+                      "value": pa.array([OOV_VALUE] * len(categorical) + [fields[f].name for f in numerical],
+                                        pa.string()),
+                      "kind": pa.array([1] * len(categorical) + [2] * len(numerical), pa.int8())}),
+        ]).sort_by([("neg", "ascending"), ("field", "ascending"), ("value", "ascending"), ("kind", "ascending")])
+        frequencies = -keys.column("neg").to_numpy()
+        field_of = keys.column("field").to_numpy().astype(np.int32)
+        kind = keys.column("kind").to_numpy()
+        feature_values = keys.column("value").to_pylist()
+        order = np.argsort(field_of, kind="stable")  # ids grouped by field, in id order within each
+        bounds = np.searchsorted(field_of[order], np.arange(num + 1))
         vocabs: list[Optional[FieldVocab]] = []
+        numeric_ids: list[Optional[int]] = [None] * num
         for f, spec in enumerate(fields):
+            ids = order[bounds[f]:bounds[f + 1]]
             if spec.kind == "categorical":
-                vocabs.append(FieldVocab(per_field_values[f], np.asarray(per_field_ids[f], dtype=np.int64), oov_ids[f]))
+                values = ids[kind[ids] == 0]
+                vocabs.append(FieldVocab(keys.column("value").take(pa.array(values)).to_pylist(), values.astype(np.int64),
+                                         int(ids[kind[ids] == 1][0])))
             else:
                 vocabs.append(None)
+                numeric_ids[f] = int(ids[0])
         return FeatureSpace(
             fields=list(fields),
             vocabs=vocabs,
             numeric_ids=numeric_ids,
             numeric_stats=[s if spec.kind == "numerical" else None for s, spec in zip(numeric_stats, fields)],
-            frequencies=frequencies,
+            frequencies=frequencies.astype(np.int64),
             field_of=field_of,
-            feature_values=[k[2] for k in keys],
+            feature_values=feature_values,
         )
 
     # -- encoding -----------------------------------------------------------------------------------------------

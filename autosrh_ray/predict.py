@@ -6,7 +6,8 @@ the prepared vocabulary (``data/``: value → id per field, numerical scaling) a
 read in the dataset's own format, piece by piece (a file, a directory of shards or a glob; text or Parquet),
 parsed and encoded exactly as ``prepare`` does — a categorical value the vocabulary does not hold maps to its
 field's out-of-vocabulary row — and scored in batches; one output row per good input row: its position in the
-input, its label as read, and the score (probability for CTR, predicted rating for regression). Bad rows are
+input (file index · 2^40 + line in the file, as ``prepare`` places rows: a single file's line number), its label
+as read, and the score (probability for CTR, predicted rating for regression). Bad rows are
 skipped and counted (``dataset.on_bad_rows: error`` stops at the first, naming file and line), so
 rows read = rows scored + rows skipped. :func:`predict` streams in one process (memory holds one piece and the
 model); :func:`predict_on_ray` (``--ray``) scores input chunks as Ray Data tasks side by side, one Parquet part
@@ -60,12 +61,13 @@ def run_directory(model: Path) -> tuple[Path, Path]:
 
 
 def _chunks(layout, files):
-    from .data.inputs import assign_positions, count_chunk_lines, plan_parquet_chunks, plan_text_chunks
+    from .data.inputs import (assign_positions, count_chunk_lines, needs_counting, plan_parquet_chunks,
+                              plan_text_chunks)
 
     if layout.kind == "parquet":
         return plan_parquet_chunks(files)
     chunks = plan_text_chunks(files, layout.header)
-    return assign_positions(chunks, [count_chunk_lines(c) for c in chunks], layout.header)
+    return assign_positions(chunks, {c.index: count_chunk_lines(c) for c in needs_counting(chunks)}, layout.header)
 
 
 SCHEMA = pa.schema([("position", pa.int64()), ("label", pa.float32()), ("score", pa.float64())])
@@ -180,9 +182,8 @@ def predict_on_ray(model: str | Path, input_path: str, output: str, batch_size: 
                    address: str = "local", log: Log = print) -> PredictSummary:
     """Score big inputs on Ray Data: one task per input chunk (64 MiB of text, a Parquet row group), each writing
     ``output/part-<chunk>.parquet`` (a local directory or a URI); ``position`` keeps every row's place."""
-    import ray
-
     from .config import RayConfig
+    from .data.chunk_dataset import chunk_dataset
     from .data.inputs import CHUNK_BYTES
     from .data.prepare import plan_chunks
     from .runtime import connect
@@ -193,8 +194,8 @@ def predict_on_ray(model: str | Path, input_path: str, output: str, batch_size: 
     output = storage.absolute(output)
     storage.remove(output)
     storage.makedirs(output)
-    chunks = plan_chunks(scorer.config, scorer.layout, files, CHUNK_BYTES, 0)  # lines counted on Ray Data too
-    ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    chunks = plan_chunks(scorer.config, scorer.layout, files, CHUNK_BYTES, 0)  # cut files' lines counted on Ray
+    ds = chunk_dataset(chunks)
     ds = ds.map_batches(_score_chunks, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         model=model, input_path=input_path, batch_size=batch_size, output=output))
     summary = PredictSummary()

@@ -1,14 +1,19 @@
 """Scale benchmark of the data stage: prepare generated Criteo-format data at two sizes (2M and 10M rows; --quick:
-200k and 1M, same 1:5 ratio) on Ray Data, and a single-process pyarrow baseline doing the same counting
-(training-split value counts of all 39 fields, numerical fields bucketized) on the same files.
+200k and 1M, same 1:5 ratio) on Ray Data, and a single-process pyarrow baseline doing the same work on the same
+files: read, split by (file, line) position, count training values of all 39 fields (numerical ones bucketized),
+order the ids, read again, encode and write Parquet per split.
 
 For each run it reports rows/s and the peak memory of the whole process tree (sum of PSS over the process and
 all its descendants — Ray's GCS, raylet and workers included — so the object store's shared memory is counted
-once), sampled every 0.1 s from /proc (Linux). Each run is a fresh subprocess, so peaks are independent.
+once), sampled every 0.1 s from /proc (Linux). Each run is a fresh subprocess, so peaks are independent. An idle
+Ray instance (``ray.init`` and nothing else) is measured apart; Ray's memory ratio to the baseline is its peak
+above that idle instance ÷ the baseline's peak.
 
     python benchmarks/prepare_scale.py --quick --json out.json
 
-Target: Ray's peak memory at the large size <= 1.2x that at the small size (streaming, not materialising).
+Targets (issue 12, at the large size on 2 CPUs): ``ray_speed_ratio_to_baseline_large`` ≥ 0.8,
+``ray_mem_ratio_to_baseline_large`` ≤ 2, the vocabulary equal to the baseline's; and Ray's peak memory at the
+large size ≤ 1.2× that at the small size (streaming, not materialising).
 """
 from __future__ import annotations
 
@@ -124,56 +129,113 @@ def child_ray(input_dir: str, output: str, num_cpus: int) -> dict:
             "encode_s": timings["encode_and_write"]}
 
 
-def child_baseline(input_dir: str, compare: str) -> dict:
-    """Single-process pyarrow: stream the files, split by position, count training values per field."""
+def child_baseline(input_dir: str, output: str, compare: str) -> dict:
+    """The same work as the Ray path in one process with pyarrow: read every file, split each row by its position
+    (file index, line in the file), count training values per field (numerical fields bucketized), order the ids
+    (descending frequency, field, value, per-field OOV last among equals), then read again, encode and write one
+    Parquet file per split and input file. Returns its time, rows, and whether its vocabulary (the id table) and
+    split sizes equal the Ray path's (``compare``: Ray's prepared directory)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from autosrh_ray.data.inputs import list_files
+    from autosrh_ray.data.inputs import list_files, position
+    from autosrh_ray.data.prepared import encoded_table
     from autosrh_ray.data.readers import CRITEO_COLUMNS
-    from autosrh_ray.data.split import split_of
+    from autosrh_ray.data.split import SPLIT_NAMES, TRAIN, split_of
     from autosrh_ray.features import bucketize
 
     t = time.perf_counter()
     types = {c: (pa.float64() if c.startswith("I") else pa.string()) for c in CRITEO_COLUMNS}
     types["label"] = pa.int64()
     fields = list(CRITEO_COLUMNS[1:])
+    files = list_files(input_dir)
+
+    def batches():
+        """(file index, first line in the file, record batch) over all files, streamed."""
+        for file_index, path in enumerate(files):
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(column_names=list(CRITEO_COLUMNS),
+                                                                           block_size=16 << 20),
+                                    parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+                                    convert_options=pacsv.ConvertOptions(column_types=types))
+            line = 0
+            for batch in reader:
+                yield file_index, line, batch
+                line += batch.num_rows
+
+    def tokens(batch, f: str) -> pa.Array:
+        col = batch.column(f)
+        if f.startswith("I"):
+            col = bucketize(col.to_numpy(zero_copy_only=False))
+        return pc.fill_null(col, "")
+
     partial: dict[str, list[pa.Table]] = {f: [] for f in fields}
-    position = 0
-
-    def compact(f: str) -> None:
+    rows = 0
+    for file_index, line, batch in batches():  # pass 1: count on train
+        train = pa.array(split_of(position(file_index, np.arange(line, line + batch.num_rows)), 2026,
+                                  [0.8, 0.1, 0.1]) == TRAIN)
+        rows += batch.num_rows
+        for f in fields:
+            vc = pc.value_counts(tokens(batch, f).filter(train))
+            partial[f].append(pa.table({"v": vc.field("values"), "c": vc.field("counts").cast(pa.int64())}))
+    keys = []  # the id table: (-count, field, value, kind 0 value / 1 OOV); min_count 1: OOV counts are 0
+    for fi, f in enumerate(fields):
         merged = pa.concat_tables(partial[f]).group_by("v").aggregate([("c", "sum")])
-        partial[f] = [merged.rename_columns(["v", "c"])]
-
-    for path in list_files(input_dir):
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(column_names=list(CRITEO_COLUMNS),
-                                                                       block_size=16 << 20),
-                                parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-                                convert_options=pacsv.ConvertOptions(column_types=types))
-        for batch in reader:
-            n = batch.num_rows
-            train = pa.array(split_of(np.arange(position, position + n), 2026, [0.8, 0.1, 0.1]) == 0)
-            position += n
-            for f in fields:
-                col = batch.column(f).filter(train)
-                if f.startswith("I"):
-                    col = pa.array(bucketize(col.to_numpy(zero_copy_only=False)), pa.string())
-                vc = pc.value_counts(pc.fill_null(col, ""))
-                partial[f].append(pa.table({"v": vc.field("values"), "c": vc.field("counts").cast(pa.int64())}))
-                if len(partial[f]) >= 16:
-                    compact(f)
-    for f in fields:
-        compact(f)
+        keys.append(pa.table({"neg": pc.negate(merged.column("c_sum")), "field": pa.array([fi] * merged.num_rows,
+                                                                                          pa.int32()),
+                              "value": merged.column("v"), "kind": pa.array([0] * merged.num_rows, pa.int8())}))
+        keys.append(pa.table({"neg": pa.array([0], pa.int64()), "field": pa.array([fi], pa.int32()),
+                              "value": pa.array(["<OOV>"]), "kind": pa.array([1], pa.int8())}))
+    table = pa.concat_tables(keys).sort_by([("neg", "ascending"), ("field", "ascending"), ("value", "ascending"),
+                                            ("kind", "ascending")])
+    gid = np.arange(table.num_rows)
+    field_col, kind_col = table.column("field").to_numpy(), table.column("kind").to_numpy()
+    vocab = {}
+    for fi, f in enumerate(fields):  # per field: its values (in id order), their ids, its OOV id
+        mine = field_col == fi
+        values = table.column("value").filter(pa.array(mine & (kind_col == 0)))
+        vocab[f] = (values, gid[mine & (kind_col == 0)], int(gid[mine & (kind_col == 1)][0]))
+    out = Path(output)
+    written = {name: 0 for name in SPLIT_NAMES}
+    for name in SPLIT_NAMES:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for file_index, line, batch in batches():  # pass 2: encode and write
+        split = split_of(position(file_index, np.arange(line, line + batch.num_rows)), 2026, [0.8, 0.1, 0.1])
+        ids = np.empty((batch.num_rows, len(fields)), dtype=np.int64)
+        for j, f in enumerate(fields):
+            values, value_ids, oov = vocab[f]
+            where = pc.index_in(tokens(batch, f), value_set=values).to_numpy(zero_copy_only=False)
+            found = ~np.isnan(where)
+            ids[:, j] = np.where(found, value_ids[np.where(found, where, 0).astype(np.int64)], oov)
+        labels = batch.column("label").to_numpy().astype(np.float32)
+        ones = np.ones(ids.shape, dtype=np.float32)
+        for code, name in enumerate(SPLIT_NAMES):
+            idx = np.flatnonzero(split == code)
+            pq.write_table(encoded_table(ids[idx], ones[idx], labels[idx]),
+                           out / name / f"part-{file_index:05d}-{line:09d}.parquet")
+            written[name] += len(idx)
     seconds = time.perf_counter() - t
     freq = pq.read_table(Path(compare) / "frequencies.parquet").to_pydict()
-    ray_counts = {(fi, v): c for fi, v, k, c in zip(freq["field"], freq["value"], freq["kind"], freq["frequency"])
-                  if k == "value"}
-    base_counts = {(f, v): c for f in fields for v, c in zip(partial[f][0].column("v").to_pylist(),
-                                                              partial[f][0].column("c").to_pylist())}
-    return {"seconds": seconds, "rows": position, "distinct": len(base_counts), "matches": ray_counts == base_counts}
+    ray_table = [(v, c) for v, k, c in zip(freq["value"], freq["kind"], freq["frequency"]) if k == "value"]
+    base_table = [(v, -n) for v, n, k in zip(table.column("value").to_pylist(), table.column("neg").to_pylist(),
+                                             kind_col) if k == 0]
+    meta = json.loads((Path(compare) / "meta.json").read_text())
+    return {"seconds": seconds, "rows": rows, "distinct": len(base_table),
+            "matches": ray_table == base_table and all(meta["rows"][n] == written[n] for n in SPLIT_NAMES)}
+
+
+def child_idle_ray(num_cpus: int) -> dict:
+    """An idle local Ray instance as the Ray prepare starts it (its memory is measured apart)."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    time.sleep(5)
+    return {"seconds": 5.0}
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -188,15 +250,19 @@ def main() -> None:
                     help="rows per input shard (default: small size / 4, the same for both sizes, so both read "
                          "same-sized files with the same parallelism)")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--child", choices=["ray", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["ray", "baseline", "idle"], help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
+    ap.add_argument("--compare", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child == "ray":
         print(json.dumps(child_ray(args.input, args.output, args.num_cpus)))
         return
     if args.child == "baseline":
-        print(json.dumps(child_baseline(args.input, args.output)))
+        print(json.dumps(child_baseline(args.input, args.output, args.compare)))
+        return
+    if args.child == "idle":
+        print(json.dumps(child_idle_ray(args.num_cpus)))
         return
 
     from autosrh_ray.config import SyntheticConfig
@@ -209,6 +275,8 @@ def main() -> None:
                      "vocab_size": VOCAB_SIZE}
     synthetic = criteo_shape(SyntheticConfig(vocab_size=VOCAB_SIZE))
     me = [sys.executable, str(Path(__file__).resolve())]
+    _, idle_peak, _ = run_measured(me + ["--child", "idle", "--num-cpus", str(args.num_cpus)])
+    figures["ray_idle_peak_pss_mb"] = round(idle_peak, 1)
     try:
         for label, rows in sizes.items():
             raw, out = work / f"raw-{rows}", work / f"prepared-{rows}"
@@ -224,7 +292,12 @@ def main() -> None:
             figures[f"input_mb_{label}"] = round(sum(p.stat().st_size for p in raw.iterdir()) / 2**20, 1)
             ray_res, ray_peak, ray_procs = run_measured(me + ["--child", "ray", "--input", str(raw), "--output", str(out),
                                                               "--num-cpus", str(args.num_cpus)])
-            base_res, base_peak, _ = run_measured(me + ["--child", "baseline", "--input", str(raw), "--output", str(out)])
+            base_out = work / f"baseline-{rows}"
+            shutil.rmtree(base_out, ignore_errors=True)
+            base_res, base_peak, _ = run_measured(me + ["--child", "baseline", "--input", str(raw), "--output",
+                                                        str(base_out), "--compare", str(out)])
+            shutil.rmtree(base_out, ignore_errors=True)
+            above_idle = ray_peak - idle_peak
             assert ray_res["rows"] == base_res["rows"] == rows, (ray_res, base_res)
             figures.update({
                 f"ray_prepare_s_{label}": round(ray_res["seconds"], 2),
@@ -241,7 +314,9 @@ def main() -> None:
                 f"vocab_matches_baseline_{label}": bool(base_res["matches"]),
                 f"ray_speed_ratio_to_baseline_{label}": round(base_res["seconds"] / ray_res["seconds"], 3),
                 f"ray_stats_speed_ratio_to_baseline_{label}": round(base_res["seconds"] / ray_res["stats_s"], 3),
-                f"ray_mem_ratio_to_baseline_{label}": round(ray_peak / base_peak, 3),
+                f"ray_peak_above_idle_mb_{label}": round(above_idle, 1),
+                f"ray_mem_ratio_to_baseline_{label}": round(above_idle / base_peak, 3),
+                f"ray_total_mem_ratio_to_baseline_{label}": round(ray_peak / base_peak, 3),
             })
             print(f"{label}: {rows} rows  ray {figures[f'ray_rows_per_s_{label}']} rows/s "
                   f"peak {ray_peak:.0f} MiB | baseline {figures[f'baseline_rows_per_s_{label}']} rows/s "

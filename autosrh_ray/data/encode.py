@@ -89,8 +89,10 @@ def encode_and_write(chunks: Sequence[Chunk], layout: Layout, space: FeatureSpac
     the rows written so far."""
     import ray
 
+    from .chunk_dataset import chunk_dataset
+
     space_ref = ray.put(space)
-    ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    ds = chunk_dataset(chunks)
     ds = ds.map_batches(encode_batches, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         layout=layout, space_ref=space_ref, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions),
         output=str(output), synthetic_cfg=synthetic_cfg))

@@ -36,7 +36,7 @@ def field_columns(table: pa.Table, categorical: Sequence[str], numerical: Sequen
         col = table.column(name).combine_chunks()
         if numeric_mode == "bucketize":
             x = col.to_numpy(zero_copy_only=False).astype(np.float64)
-            columns[name] = pa.array(bucketize(x), type=pa.string())
+            columns[name] = bucketize(x)
             fields.append(FieldSpec(name, "categorical"))
         else:
             columns[name] = col

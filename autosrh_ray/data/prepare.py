@@ -7,7 +7,7 @@ Passes (all Ray Data over a dataset of chunk descriptors, see :mod:`.inputs`):
    rows need nothing;
 2. read, parse, split by position, and count training values / numerical sums / rows per split and skip reason
    (:mod:`.vocabulary`), one table per chunk, merged in the driver as they stream in; the driver assigns ids
-   (``FeatureSpace.from_counts``);
+   (``FeatureSpace.from_count_table``);
 3. read and parse again, encode, write ``train/ valid/ test/`` shards (:mod:`.encode`), then ``meta.json``.
 
 A directory whose ``meta.json`` has the same config hash and input fingerprint is reused as is. Ray Data tasks
@@ -23,6 +23,7 @@ from typing import Callable
 from .. import storage
 from ..config import Config
 from ..rate_line import Progress
+from .chunk_dataset import chunk_dataset
 from .encode import encode_and_write
 from .errors import DataError
 from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, describe, fingerprint, needs_counting,
@@ -64,8 +65,6 @@ def _count_lines_batch(batch):
 def plan_chunks(config: Config, layout: Layout, files: list[str], chunk_bytes: int,
                 synthetic_rows_per_chunk: int) -> list[Chunk]:
     """All chunks with their first line and position (pass 1: counting only where a file is cut)."""
-    import ray
-
     if layout.kind == "synthetic":
         return plan_synthetic_chunks(config.dataset.synthetic.rows, synthetic_rows_per_chunk)
     if layout.kind == "parquet":
@@ -74,7 +73,7 @@ def plan_chunks(config: Config, layout: Layout, files: list[str], chunk_bytes: i
     todo = needs_counting(chunks)
     if not todo:
         return chunks
-    ds = ray.data.from_items([c.to_item() for c in todo], override_num_blocks=len(todo))
+    ds = chunk_dataset(todo)
     counted = {r["index"]: r["rows"] for r in ds.map_batches(_count_lines_batch, batch_size=1,
                                                               batch_format="pyarrow").take_all()}
     return assign_positions(chunks, counted, layout.header)
@@ -111,7 +110,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")
     log(f"[prepare] {len(chunks)} chunks of {len(files) or 1} input(s)")
     fields = field_specs(layout, mode)
-    stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, ds.min_count, syn,
+    stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, syn,
                              Progress("prepare: statistics", len(chunks), log, unit="chunks").update)
     rows = stats.rows
     if rows.read == 0:

@@ -3,7 +3,7 @@
 Every read task turns its pieces into a small *statistics table* with one row per (field, value): training
 counts of categorical values (numerical fields bucketized first under ``numeric: bucketize``), partial sums of
 numerical fields, and row counters per split and per skip reason (negative field codes). The merged table (one
-row per distinct training value, never per data row) goes into :meth:`FeatureSpace.from_counts`, which fixes
+row per distinct training value, never per data row) goes into :meth:`FeatureSpace.from_count_table`, which fixes
 the global id order (descending training frequency, field, value).
 
 Each read task combines its pieces into one statistics table per chunk; the driver folds the stream of chunk
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..features import FeatureSpace, FieldSpec, NumericStats
+from .chunk_dataset import chunk_dataset
 from .inputs import Chunk
 from .local import field_columns
 from .prepared import RowCounts
@@ -144,10 +145,10 @@ class StatisticsMerger:
 
 @dataclass
 class Statistics:
-    """Merged statistics of the whole input."""
+    """Merged statistics of the whole input; ``value_counts``: one row per (categorical field, value) with its
+    training count."""
 
-    value_counts: list[Optional[dict[str, int]]]
-    oov_counts: list[int]
+    value_counts: pa.Table
     numeric_stats: list[Optional[NumericStats]]
     rows: RowCounts
     label_sum: float
@@ -155,23 +156,20 @@ class Statistics:
     skipped_by_split: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def feature_space(self, fields: Sequence[FieldSpec], min_count: int) -> FeatureSpace:
-        """Global ids in frequency order (``FeatureSpace.from_counts``)."""
-        return FeatureSpace.from_counts(fields, self.value_counts, self.numeric_stats, min_count,
-                                        oov_counts=self.oov_counts)
+        """Global ids in frequency order (``FeatureSpace.from_count_table``)."""
+        return FeatureSpace.from_count_table(fields, self.value_counts, self.numeric_stats, min_count)
 
 
-def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> Statistics:
-    """Fold the grouped statistics (an iterable of pyarrow tables) into :class:`Statistics` in the driver."""
-    fold = min_count > 1  # rare values go straight to their field's OOV count
-    counts: list[Optional[dict[str, int]]] = [{} if s.kind == "categorical" else None for s in fields]
-    oov = [0] * len(fields)
+def merge_statistics(table: pa.Table, fields: Sequence[FieldSpec]) -> Statistics:
+    """Read the merged statistics table (one row per key, :class:`StatisticsMerger`) into :class:`Statistics`
+    in the driver; the categorical counts stay an Arrow table."""
     sums: dict[int, list[float]] = {}
     counters: dict[str, int] = defaultdict(int)
     label_sum, first_bad = 0.0, None
     categorical = np.array([s.kind == "categorical" for s in fields] + [False], dtype=bool)
-    for table in batches:
-        if table.num_rows == 0:
-            continue
+    value_counts = pa.table({"field": pa.array([], pa.int32()), "value": pa.array([], pa.string()),
+                             "count": pa.array([], pa.int64())})
+    if table.num_rows:
         f = table.column("field").to_numpy()
         cnt = table.column("count").to_numpy()
         s, ss = table.column("sum").to_numpy(), table.column("sumsq").to_numpy()
@@ -189,17 +187,8 @@ def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> St
             acc[0] += int(cnt[i])
             acc[1] += float(s[i])
             acc[2] += float(ss[i])
-        idx = np.flatnonzero((f >= 0) & categorical[np.where(f >= 0, f, -1)])
-        if fold:
-            rare = idx[cnt[idx] < min_count]
-            per_field = np.bincount(f[rare], weights=cnt[rare], minlength=len(fields)).astype(np.int64)
-            for k in np.flatnonzero(per_field):
-                oov[k] += int(per_field[k])
-            idx = idx[cnt[idx] >= min_count]
-        taken = values.take(pa.array(idx)).to_pylist() if len(idx) else []
-        for i, v in zip(idx, taken):
-            d = counts[int(f[i])]
-            d[v] = d.get(v, 0) + int(cnt[i])
+        value_counts = (table.filter(pa.array((f >= 0) & categorical[np.where(f >= 0, f, -1)]))
+                        .select(["field", "value", "count"]))
     stats = [NumericStats.from_sums(*sums.get(fi, [0, 0.0, 0.0])) if spec.kind == "numerical" else None
              for fi, spec in enumerate(fields)]
     rows = RowCounts()
@@ -214,18 +203,15 @@ def merge_statistics(batches, fields: Sequence[FieldSpec], min_count: int) -> St
             setattr(rows, key, getattr(rows, key) + n)
     rows.read = rows.train + rows.valid + rows.test + rows.skipped
     rows.skipped_by_reason = dict(sorted(rows.skipped_by_reason.items()))
-    return Statistics(counts, oov, stats, rows, label_sum, first_bad,
+    return Statistics(value_counts, stats, rows, label_sum, first_bad,
                       {k: dict(sorted(v.items())) for k, v in by_split.items()})
 
 
 def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str, seed: int,
-                     fractions: Sequence[float], fields: Sequence[FieldSpec], min_count: int,
-                     synthetic_cfg=None, progress: Optional[Callable[[int], None]] = None) -> Statistics:
+                     fractions: Sequence[float], fields: Sequence[FieldSpec], synthetic_cfg=None, progress: Optional[Callable[[int], None]] = None) -> Statistics:
     """Run the statistics pass on Ray Data over all chunks and merge the result; ``progress`` gets the number of
     chunks counted so far."""
-    import ray
-
-    ds = ray.data.from_items([c.to_item() for c in chunks], override_num_blocks=len(chunks))
+    ds = chunk_dataset(chunks)
     ds = ds.map_batches(chunk_statistics, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), synthetic_cfg=synthetic_cfg))
     merger = StatisticsMerger()
@@ -233,4 +219,4 @@ def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str,
         merger.add(table)
         if progress is not None:
             progress(done)
-    return merge_statistics([merger.result()], fields, min_count)
+    return merge_statistics(merger.result(), fields)

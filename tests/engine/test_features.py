@@ -58,6 +58,6 @@ def test_blocks_are_equal_ranges_first_remainder_larger(m, l):
 
 def test_bucketize_follows_criteo_rule_without_collisions():
     x = np.array([np.nan, -1.5, 0.0, 1.0, 2.0, 3.0, 100.0])
-    out = bucketize(x).tolist()
+    out = bucketize(x).to_pylist()
     assert out == ["", "-1", "0", "1", "2", f"L{math.floor(math.log(3) ** 2)}", f"L{math.floor(math.log(100) ** 2)}"]
     assert out[3] != out[5]  # int(1) and floor(ln(3)^2) are both 1 but stay distinct tokens
