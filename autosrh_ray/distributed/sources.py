@@ -236,9 +236,18 @@ def loop_data_config(execution_options):
     from ray.train import DataConfig
 
     class LoopDataConfig(DataConfig):
-        """``streaming_split(equal=False)`` for ``valid_eval`` so every validation row is evaluated once."""
+        """``streaming_split(equal=False)`` for ``valid_eval`` so every validation row is evaluated once. A single
+        worker gets plain iterators instead: the same rows in the same order, executed in the worker itself,
+        without a split-coordinator actor (a process start, seconds on a small machine) per dataset."""
 
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+            if world_size == 1:
+                whole = {}
+                for name, ds in datasets.items():
+                    ds = ds.copy(ds)
+                    ds.context.execution_options = self._resolve_execution_options(name)
+                    whole[name] = ds.iterator()
+                return [whole]
             equal = {k: v for k, v in datasets.items() if k != VALID_EVAL}
             output = super().configure(equal, world_size, worker_handles, worker_node_ids, **kwargs)
             if VALID_EVAL in datasets:
