@@ -24,15 +24,13 @@ def load_model_state(model: EmbeddingModel, state: dict) -> None:
 def model_from_state(config, features, label_mean: float, state: dict, retrain: bool = True,
                      share: bool = False, dtype: Optional[torch.dtype] = None) -> EmbeddingModel:
     """The model ``state`` belongs to (packed once pruned), with the state loaded (into ``dtype``, if given: a
-    float64 checkpoint stays exact). ``share``: the model takes the state's tensors as they are (no copy, no
-    initialisation; for read-only use such as pruning)."""
-    if not share:
-        model = build_model(config, features, label_mean, retrain=retrain, packed=is_packed(state))
-        load_model_state(model.to(dtype=dtype) if dtype is not None else model, state)
+    float64 checkpoint stays exact). ``share``: the model takes the state's tensors as they are (no copy; for
+    read-only use such as pruning; built on the CPU, not the meta device, whose first use costs a second)."""
+    model = build_model(config, features, label_mean, retrain=retrain, packed=is_packed(state))
+    if share:
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        if missing or unexpected:
+            raise RuntimeError(f"state does not match the model: missing {missing}, unexpected {unexpected}")
         return model
-    with torch.device("meta"):
-        model = build_model(config, features, label_mean, retrain=retrain, packed=is_packed(state))
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    if missing or unexpected:
-        raise RuntimeError(f"state does not match the model: missing {missing}, unexpected {unexpected}")
+    load_model_state(model.to(dtype=dtype) if dtype is not None else model, state)
     return model
