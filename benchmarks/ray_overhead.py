@@ -5,7 +5,7 @@ Ray Train (Ray Data ingest) with 1 and 2 workers, matched torch thread counts.
 
 Start-up (process/worker-group start, first batch) and the wait for the end of the epoch's stream (after the
 last batch) are reported separately from steady-state samples/s (samples after the first batch / time from the
-first to the last batch). The trainer's wait-for-batch share shows whether Ray Data ingest is the bottleneck.
+first to the last batch). The 1-worker Ray run is repeated 3 times; its figures are the medians of the repeats. The trainer's wait-for-batch share shows whether Ray Data ingest is the bottleneck.
 
 The Ray runs stream every epoch through Ray Data (``ray.worker_cache_mb=0``); the full run adds one with the
 default worker cache (epochs after the first replayed from the worker's memory). The plain loop runs before and
@@ -106,7 +106,7 @@ def ray_epochs(config, prepared, epochs: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="240k rows instead of 800k (about 70 s on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="240k rows instead of 800k (about 2 minutes on 2 cores)")
     parser.add_argument("--json", help="write the flat JSON object here")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per variant (median steady state)")
@@ -132,7 +132,8 @@ def main() -> None:
 
     threads = plan_resources(config(1, "plain").ray, cluster_cpus()).torch_threads
     before = plain_epochs(config(1, "plain"), prepared, threads, e)
-    one = ray_epochs(config(1, "w1"), prepared, e)
+    ones = [ray_epochs(config(1, f"w1-{r}"), prepared, e) for r in range(3)]  # 3 repeats: medians
+    one = {k: statistics.median(r[k] for r in ones) for k in ones[0]}
     two = ray_epochs(config(2, "w2"), prepared, e)
     # the default worker cache: epoch 1 streams, later epochs replay the worker's rows from memory
     cached = None if args.quick else ray_epochs(config(1, "c1", 1024), prepared, e)
@@ -143,6 +144,9 @@ def main() -> None:
     out["plain_after_steady_samples_per_s"] = after["steady_samples_per_s"]
     for prefix, r in (("plain", plain), ("ray1", one), ("ray2", two), ("ray1_cached", cached)):
         out.update({f"{prefix}_{k}": v for k, v in (r or {}).items()})
+    for r, run in enumerate(ones):
+        out[f"ray1_repeat{r}_total_s"] = run["total_s"]
+        out[f"ray1_repeat{r}_steady_samples_per_s"] = run["steady_samples_per_s"]
     out["ratio_ray1_time_vs_plain_steady"] = plain["steady_samples_per_s"] / one["steady_samples_per_s"]
     out["ratio_ray2_time_vs_plain_steady"] = plain["steady_samples_per_s"] / two["steady_samples_per_s"]
     out["ratio_ray1_total_vs_plain_total"] = one["total_s"] / plain["total_s"]

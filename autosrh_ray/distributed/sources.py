@@ -231,17 +231,21 @@ def steps_per_epoch(rows: int, global_batch: int, world: int) -> int:
     return (rows // world) // (global_batch // world)
 
 
-def loop_data_config(execution_options):
-    """A :class:`ray.train.DataConfig` splitting ``train``/``valid`` equally and ``valid_eval`` without drops."""
+def loop_data_config(execution_options, local: bool = False):
+    """A :class:`ray.train.DataConfig` splitting ``train``/``valid`` equally and ``valid_eval`` without drops;
+    ``local``: a single worker iterates every dataset itself (see :class:`LoopDataConfig`)."""
     from ray.train import DataConfig
 
     class LoopDataConfig(DataConfig):
-        """``streaming_split(equal=False)`` for ``valid_eval`` so every validation row is evaluated once. A single
-        worker gets plain iterators instead: the same rows in the same order, executed in the worker itself,
-        without a split-coordinator actor (a process start, seconds on a small machine) per dataset."""
+        """``streaming_split(equal=False)`` for ``valid_eval`` so every validation row is evaluated once.
+
+        With ``local`` and one worker, the worker gets plain iterators: the same rows in the same order, executed
+        in the worker itself, without a split-coordinator actor per dataset (a process start each, seconds on a
+        small machine). Meant for splits the worker keeps after their first pass: a stream executed in the
+        worker every epoch shares the training loop's GIL (measured: 6% of the steady-state rate on 2 CPUs)."""
 
         def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
-            if world_size == 1:
+            if world_size == 1 and local:
                 whole = {}
                 for name, ds in datasets.items():
                     ds = ds.copy(ds)

@@ -29,6 +29,7 @@ from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
 from ..runtime import connect
 from ..training import FitResult, StopRule
 from . import checkpoint as ckpt
+from .cache import RowCache
 from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, PruneThenRetrain, pruned_state, train_loop
 from .progress import LiveLines
 from .resources import ResourcePlan, cluster_cpus, data_execution_options, describe, plan_resources
@@ -161,8 +162,8 @@ class RayTrainExecutor:
                                  callbacks=[*callbacks, *([self.live.callback(_label(stage))] if self.live else [])]),
             datasets=datasets,
             # blocks in order: the same rows in the same order run to run (reproducible metrics)
-            dataset_config=(loop_data_config(data_execution_options(self.plan, preserve_order=True)) if datasets
-                            else None),
+            dataset_config=(loop_data_config(data_execution_options(self.plan, preserve_order=True),
+                                             local=self._kept_after_first_pass(spec)) if datasets else None),
         )
         result = trainer.fit()
         if self.live is not None:
@@ -173,6 +174,13 @@ class RayTrainExecutor:
             raise RuntimeError(f"Train run {self.name}-{stage} finished without a checkpoint")
         with result.checkpoint.as_directory() as d:
             return ckpt.read_state(Path(d))
+
+    def _kept_after_first_pass(self, spec: LoopSpec) -> bool:
+        """Whether a single worker keeps its train rows after the first pass (the worker cache holds them), so
+        its datasets can be iterated in the worker itself (:func:`~.sources.loop_data_config`)."""
+        rows = spec.train_rows  # 0 when not known in advance (α's slice of train): streamed every pass
+        return (self.plan.num_workers == 1 and rows > 0
+                and RowCache.nbytes(rows, self.shape.num_fields) <= spec.cache_bytes)
 
     def _period_rows(self, rule: StopRule, alpha_rows: Optional[str]) -> int:
         """Training rows between two evaluations (for progress): a pass over Θ's rows, or eval_every_steps."""
