@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 PORTS = ("port", "node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
          "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
-TINY = ["dataset.synthetic.rows=12000", "train.batch_size=512", "search.max_epochs=6", "search.patience=6",
-        "train.max_epochs=8",
-        "train.patience=8",  # many short evaluations: each stage lasts seconds, so live lines can be told apart
+# Many evaluations of small batches: after its first epoch each stage still trains for seconds (`ray job logs`
+# delivers lines about once a second), so lines printed live arrive apart from the stage's last line.
+TINY = ["dataset.synthetic.rows=30000", "train.batch_size=64", "search.max_epochs=6", "search.patience=6",
+        "train.max_epochs=8", "train.patience=8",
         "report.reference=none", "report.plots=false"]
 
 
