@@ -71,7 +71,7 @@ def first_line(path: str) -> str:
 class Chunk:
     """One unit of reading. ``kind`` text: bytes [start, end) of ``path`` (end -1: to EOF, gzip); parquet:
     row group ``start``; synthetic: generated rows [start, end). ``first_line`` is the 1-based line (or row)
-    number of the chunk's first data row in its file, ``first_position`` its global position."""
+    number of the chunk's first data row in its file, ``first_position`` its position (:func:`position`)."""
 
     index: int
     kind: Literal["text", "parquet", "synthetic"]

@@ -2,7 +2,7 @@
 
 Each dataset is a :class:`Layout` (Criteo dac, Avazu, KDD12 track 2, MovieLens, Amazon, ``tabular``, synthetic).
 :func:`parse_text` / :func:`parse_parquet` / :func:`parse_synthetic` turn one piece of input into a
-:class:`Parsed`: the good rows' label and raw field columns with their global positions, and every bad row's
+:class:`Parsed`: the good rows' label and raw field columns with their positions (file, line), and every bad row's
 position, line and reason. Malformed rows are never dropped silently: they come back as bad rows.
 """
 from __future__ import annotations
@@ -150,7 +150,7 @@ def input_files(config: Config) -> list[str]:
 
 @dataclass
 class Parsed:
-    """Good rows of one piece (field columns by field name, labels, global positions) and its bad rows."""
+    """Good rows of one piece (field columns by field name, labels, positions) and its bad rows."""
 
     path: str
     columns: dict[str, pa.Array]
@@ -158,7 +158,7 @@ class Parsed:
     positions: np.ndarray
     bad_positions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     bad_reasons: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
-    first_bad: Optional[tuple[int, str]] = None  # (global position, "file:line: reason (detail)")
+    first_bad: Optional[tuple[int, str]] = None  # (position, "file:line: reason (detail)")
 
     @property
     def num_rows(self) -> int:
