@@ -15,7 +15,7 @@ from torch import nn
 
 from .embedding import FirstOrder
 from .models import EmbeddingModel, build_backbone
-from .packed import PackedEmbedding, pack
+from .packed import PackedEmbedding
 
 FORMAT_VERSION = 2
 
@@ -23,18 +23,13 @@ FORMAT_VERSION = 2
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
                dropout: float) -> int:
     """Write the compact artifact; returns its size in bytes."""
-    emb = model.embedding
-    if isinstance(emb, PackedEmbedding):
-        counts, dims, values = emb.kept_per_feature(), emb.dims.cpu(), emb.folded_values().float().cpu()
-    else:  # a uniform model keeps every entry
-        indptr, dims, values = pack(emb.selected_weight().float().cpu(), torch.ones(emb.num_features, emb.dim,
-                                                                                   dtype=torch.bool))
-        counts = indptr[1:] - indptr[:-1]
+    emb = model.embedding  # packed once pruned; a uniform model keeps every entry
     payload = {
         "format_version": FORMAT_VERSION,
         "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
-        "embedding": {"counts": counts.cpu().to(torch.uint8), "dims": dims, "values": values,
-                      "num_features": emb.num_features, "dim": emb.dim},
+        "embedding": {"counts": emb.kept_per_feature().cpu().to(torch.uint8), "dims": emb.kept_dims().cpu(),
+                      "values": emb.folded_values().float().cpu(), "num_features": emb.num_features,
+                      "dim": emb.dim},
         "first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
         **_projection(model.embedding),
         "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},

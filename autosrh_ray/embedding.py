@@ -45,6 +45,10 @@ class EmbeddingTable(nn.Module):
         """(M,) kept dimensions per feature: all K."""
         return torch.full((self.num_features,), self.dim, dtype=torch.long)
 
+    def kept_dims(self) -> torch.Tensor:
+        """(M·K,) uint8: the dimension of every kept entry, feature by feature (all of them: 0..K-1 each)."""
+        return torch.arange(self.dim, dtype=torch.uint8).repeat(self.num_features)
+
 
 class SoftSelectionEmbedding(EmbeddingTable):
     """E (M×K) with optional soft selection α (L×K) shared by frequency blocks.
@@ -92,12 +96,12 @@ class SoftSelectionEmbedding(EmbeddingTable):
         return out * values.unsqueeze(-1)
 
     @torch.no_grad()
-    def selected_weight(self) -> torch.Tensor:
-        """The output embedding matrix Ẽ = E ⊙ α[block], shape (M, K)."""
+    def folded_values(self) -> torch.Tensor:
+        """Ẽ = E ⊙ α[block] flattened feature by feature (every entry is kept): what inference needs."""
         out = self.weight.detach().clone()
         if self.alpha is not None:
             out = out * self.alpha.detach()[self.block_of]
-        return out
+        return out.reshape(-1)
 
     @torch.no_grad()
     def pruning_scores(self) -> torch.Tensor:
@@ -128,9 +132,6 @@ class CandidatePrefixes(EmbeddingTable):
     def candidate_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, F, N, K): candidate n of each looked-up row keeps its first d_n dimensions."""
         return self.embedding(ids).unsqueeze(2) * self.candidate_mask
-
-    def selected_weight(self) -> torch.Tensor:
-        return self.weight.detach().clone()
 
 
 def project_by_block(rows: torch.Tensor, blocks: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:

@@ -76,10 +76,13 @@ class PackedEmbedding(nn.Module):
         """(M,) kept dimensions of every feature (the sizes of the mixed dimension scheme D)."""
         return (self.indptr[1:] - self.indptr[:-1]).long()
 
+    def kept_dims(self) -> torch.Tensor:
+        """(nnz,) uint8: the dimension of every kept entry, feature by feature."""
+        return self.dims
+
     def feature_of_entry(self) -> torch.Tensor:
         """(nnz,) the feature of every kept entry."""
-        return torch.repeat_interleave(torch.arange(self.num_features, device=self.indptr.device),
-                                       self.kept_per_feature(), output_size=self.kept_count())
+        return entry_features(self.indptr, self.kept_count())
 
     def forward(self, ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """ids (B, F) long, values (B, F) float → (B, F, K). The rows of the batch's distinct ids are built once
@@ -188,11 +191,18 @@ def pack(weight: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.
     return indptr, dims, values
 
 
-def gather_kept(weight: torch.Tensor, indptr: torch.Tensor, dims: torch.Tensor) -> torch.Tensor:
-    """``weight`` (M, K) at the kept positions of a packed layout, in its order (e.g. the initial values)."""
-    rows = torch.repeat_interleave(torch.arange(indptr.shape[0] - 1), (indptr[1:] - indptr[:-1]).long(),
-                                   output_size=int(dims.shape[0]))
-    return weight[rows, dims.long()]
+def entry_features(indptr: torch.Tensor, nnz: int) -> torch.Tensor:
+    """(nnz,) the feature of every entry of a CSR layout with row pointers ``indptr``."""
+    return torch.repeat_interleave(torch.arange(indptr.shape[0] - 1, device=indptr.device),
+                                   (indptr[1:] - indptr[:-1]).long(), output_size=nnz)
+
+
+def with_kept_values_of(state: dict, weight: torch.Tensor) -> dict:
+    """A packed state whose kept values are taken from the dense ``weight`` (M, K) at the same positions (e.g. the
+    initial values, to rewind)."""
+    dims = state[PREFIX + DIMS]
+    rows = entry_features(state[PREFIX + INDPTR], int(dims.shape[0]))
+    return {**state, PREFIX + VALUES: weight[rows, dims.long()].reshape(-1, 1)}
 
 
 def packed_state(state: dict, keep: torch.Tensor) -> dict:

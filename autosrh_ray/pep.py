@@ -51,10 +51,6 @@ class ThresholdEmbedding(SoftSelectionEmbedding):
     def kept_count(self) -> int:
         return int((self.margin() > 0).sum())
 
-    @torch.no_grad()
-    def selected_weight(self) -> torch.Tensor:
-        return self.thresholded().detach().clone()
-
     def pruning_scores(self) -> torch.Tensor:
         """What the budget's mask ranks by: the margin (kept entries first, then the nearest to their threshold)."""
         return self.margin()

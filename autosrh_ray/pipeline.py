@@ -40,7 +40,7 @@ from .metrics import validation_loss
 from .model_state import cpu_state, model_from_state
 from .models import EmbeddingModel, build_model
 from .mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
-from .packed import gather_kept, kept_of, packed_state
+from .packed import kept_of, packed_state, with_kept_values_of
 from .prune import Budget, budgets, pruned_state
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
@@ -48,7 +48,6 @@ from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
 Log = Callable[[str], None]
 EMBEDDING = "embedding.embedding.weight"
 ALPHA = "embedding.alpha"
-KEPT_VALUES = "embedding.kept.weight"
 
 # The config key that caps each training stage (named in the warning when a stage hits it).
 CAP_KEYS = {"search": "search.max_epochs", "pep": "search.max_epochs", "uniform": "train.max_epochs",
@@ -91,9 +90,7 @@ class StageResult:
 
 def rewound(pruned: dict, initial: dict) -> dict:
     """``prune.retrain_from: rewound``: kept embedding entries back to their initial values, α to ones."""
-    out = dict(pruned)
-    out[KEPT_VALUES] = gather_kept(initial[EMBEDDING], pruned["embedding.indptr"],
-                                   pruned["embedding.dims"]).reshape(-1, 1)
+    out = with_kept_values_of(pruned, initial[EMBEDDING])
     if ALPHA in out:
         out[ALPHA] = torch.ones_like(out[ALPHA])
     return out

@@ -61,13 +61,9 @@ def run_directory(model: Path) -> tuple[Path, Path]:
 
 
 def _chunks(layout, files):
-    from .data.inputs import (assign_positions, count_chunk_lines, needs_counting, plan_parquet_chunks,
-                              plan_text_chunks)
+    from .data.inputs import placed_text_chunks, plan_parquet_chunks
 
-    if layout.kind == "parquet":
-        return plan_parquet_chunks(files)
-    chunks = plan_text_chunks(files, layout.header)
-    return assign_positions(chunks, {c.index: count_chunk_lines(c) for c in needs_counting(chunks)}, layout.header)
+    return plan_parquet_chunks(files) if layout.kind == "parquet" else placed_text_chunks(files, layout.header)
 
 
 SCHEMA = pa.schema([("position", pa.int64()), ("label", pa.float32()), ("score", pa.float64())])

@@ -53,7 +53,6 @@ from .data.prepared import PreparedData, split_from_columns
 from .metrics import reported_metrics, task_metrics
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
-from .packed import PackedEmbedding
 from .pipeline import StageResult, run_all_in_process
 
 Log = Callable[[str], None]
@@ -67,12 +66,8 @@ def _write_dims(model: EmbeddingModel, prepared: PreparedData, path: Path) -> No
     """Per-feature kept dimension indices (the mixed dimension scheme D) with field and frequency."""
     emb = model.embedding
     kept = emb.kept_per_feature().cpu().numpy()
-    if isinstance(emb, PackedEmbedding):
-        dims = pa.ListArray.from_arrays(pa.array(emb.indptr.cpu().numpy().astype(np.int64)),
-                                        pa.array(emb.dims.cpu().numpy().astype(np.int16)))
-    else:  # a uniform model keeps all K dimensions of every feature
-        dims = pa.ListArray.from_arrays(pa.array(np.arange(0, emb.num_features * emb.dim + 1, emb.dim)),
-                                        pa.array(np.tile(np.arange(emb.dim, dtype=np.int16), emb.num_features)))
+    dims = pa.ListArray.from_arrays(pa.array(np.concatenate([[0], np.cumsum(kept)])),
+                                    pa.array(emb.kept_dims().cpu().numpy().astype(np.int16)))
     feats = prepared.features
     table = pa.table({
         "id": pa.array(np.arange(feats.num_features)),

@@ -159,6 +159,13 @@ def count_chunk_lines(chunk: Chunk) -> int:
     return sum(count_lines(data) for data, _ in iter_pieces(chunk))
 
 
+def placed_text_chunks(files: Sequence[str], header: bool, chunk_bytes: int = CHUNK_BYTES) -> list[Chunk]:
+    """:func:`plan_text_chunks` with the cut files' lines counted in this process (Ray Data counts them in
+    ``prepare``)."""
+    chunks = plan_text_chunks(files, header, chunk_bytes)
+    return assign_positions(chunks, {c.index: count_chunk_lines(c) for c in needs_counting(chunks)}, header)
+
+
 def assign_positions(chunks: Sequence[Chunk], counted: dict[int, int], header: bool) -> list[Chunk]:
     """Give the later chunks of cut files their first line and position from the line counts of the chunks
     before them in the file (``counted``: chunk index → data lines); other chunks are left as they are."""

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from autosrh_ray.data.inputs import (LINE_BITS, assign_positions, count_chunk_lines, needs_counting,
-                                    plan_text_chunks)
+                                    placed_text_chunks, plan_text_chunks)
 from autosrh_ray.data.readers import Layout, input_files, layout_for, parse_chunk
 from tests.conftest import shared_sample
 
@@ -19,8 +19,7 @@ def read_all(cfg, chunk_bytes: int = 1 << 18):
     """Every parsed row of a text dataset via the project's readers, chunked small so pieces meet."""
     files = input_files(cfg)
     layout = layout_for(cfg, files)
-    chunks = plan_text_chunks(files, layout.header, chunk_bytes)
-    chunks = assign_positions(chunks, {c.index: count_chunk_lines(c) for c in needs_counting(chunks)}, layout.header)
+    chunks = placed_text_chunks(files, layout.header, chunk_bytes)
     parts = [p for c in chunks for p in parse_chunk(layout, c)]
     columns = {k: pa.concat_arrays([p.columns[k] for p in parts]) for k in parts[0].columns}
     labels = np.concatenate([p.labels for p in parts])

@@ -8,8 +8,8 @@ import torch
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.pep import ThresholdEmbedding
-from autosrh_ray.packed import gather_kept, kept_of
-from autosrh_ray.pipeline import EMBEDDING, KEPT_VALUES as KEPT, InProcessExecutor, initial_state, run_graph
+from autosrh_ray.packed import kept_of
+from autosrh_ray.pipeline import EMBEDDING, InProcessExecutor, initial_state, run_graph
 from autosrh_ray.prune import kept_count
 
 
@@ -27,6 +27,8 @@ def test_soft_threshold_reparameterisation():
     assert torch.allclose(emb.penalty(ids), 0.5 * emb.thresholded(rows).pow(2).sum())
     emb.penalty(ids).backward()
     assert emb.threshold.grad is not None  # the thresholds learn
+
+KEPT = "embedding.kept.weight"  # the packed state's kept values
 
 
 class RecordingExecutor(InProcessExecutor):
@@ -54,7 +56,8 @@ def test_pep_reaches_the_budget_then_retrains_the_rewound_kept_entries(tmp_path)
     assert pep.stop_reason == "budget"  # the thresholds pruned down to the budget before patience ran out
     assert kept_of(final) == budget == result.budget.kept
     (stage, start), = [(s, st) for s, st in executor.starts if s == "retrain"]
-    kept_initial = gather_kept(initial[EMBEDDING], start["embedding.indptr"], start["embedding.dims"])
+    rows = torch.repeat_interleave(torch.arange(start["embedding.indptr"].numel() - 1), start["embedding.indptr"].diff())
+    kept_initial = initial[EMBEDDING][rows, start["embedding.dims"].long()]
     assert torch.equal(start[KEPT].view(-1), kept_initial)  # lottery-ticket rewind of the kept entries
     assert "embedding.threshold" not in start and "embedding.embedding.weight" not in start
     assert torch.equal(final["embedding.indptr"], start["embedding.indptr"])  # the retrain keeps the layout
