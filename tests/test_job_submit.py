@@ -28,9 +28,9 @@ RAY = str(Path(sys.executable).with_name("ray"))
 PORTS = ("port", "node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
          "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
 # Many evaluations of small batches: after its first epoch each stage still trains for seconds (`ray job logs`
-# delivers lines about once a second), so lines printed live arrive apart from the stage's last line.
+# delivers lines about once a second), so lines printed live arrive in an earlier delivery than the stage's last.
 TINY = ["dataset.synthetic.rows=30000", "train.batch_size=64", "search.max_epochs=6", "search.patience=6",
-        "train.max_epochs=8", "train.patience=8",
+        "train.max_epochs=16", "train.patience=16",
         "report.reference=none", "report.plots=false"]
 
 
@@ -133,9 +133,10 @@ def test_job_submit_runs_the_quickstart_with_live_progress(ray_head, tmp_path):
     def first(text: str) -> float:
         return next(t for t, line in arrived if text in line)
 
-    # Live, not in a burst when the stage ends: each stage's first epoch line came well before its last line.
-    assert first("[search] stopped by") - first("[search] epoch 0") > 1.0, logs[-4000:]
-    assert first("[retrain cr10] stopped by") - first("[retrain cr10] epoch 0") > 1.0, logs[-4000:]
+    # Live, not in a burst when the stage ends: each stage's first epoch line came in an earlier delivery than its
+    # last line (deliveries are ~1 s apart; lines of one delivery arrive microseconds apart).
+    assert first("[search] stopped by") - first("[search] epoch 0") > 0.5, logs[-4000:]
+    assert first("[retrain cr10] stopped by") - first("[retrain cr10] epoch 0") > 0.5, logs[-4000:]
     assert first("[search] stopped by") < first("[retrain cr10] epoch 0")
 
     report = json.loads((output / "report.json").read_text())  # where --output said, not in the job's copy
