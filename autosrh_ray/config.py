@@ -383,9 +383,6 @@ def validate(config: Config) -> None:
     _positive("train.eval_every_steps", config.train.eval_every_steps, minimum=0)
     _positive("dataset.min_count", ds.min_count)
     _positive("ray.num_workers", config.ray.num_workers, minimum=0)
-    if config.ray.num_workers == 0 and config.tune.enabled:
-        raise ConfigError("ray.num_workers", "0 (in-process training) is not available with a study "
-                                             "(tune.enabled); use 1 or more Ray Train workers")
     _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:

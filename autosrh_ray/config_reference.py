@@ -84,8 +84,9 @@ MEANING = {
                             "epoch); 0 keeps the input order",
     "ray.address": "local: a private Ray of the run's own (inside a Ray job: the job's cluster); auto: the running "
                    "cluster; else a cluster address",
-    "ray.num_workers": "Ray Train data-parallel workers; 0: every training stage in the driver process on "
-                       "in-memory splits (small data: no Train start-up, same stage graph)",
+    "ray.num_workers": "Ray Train data-parallel workers; 0: every training stage in the driver process (a study's "
+                       "trials: each in its own Tune actor) on in-memory splits (small data: no Train start-up, "
+                       "same stage graph)",
     "ray.cpus_per_worker": "CPUs per worker (default: what is left after Ray Data's share, split evenly)",
     "ray.gpus_per_worker": "GPUs per worker (0: CPU training)",
     "ray.data_cpus": "CPUs kept for Ray Data (default max(1, CPUs/8)); never given to the workers",

@@ -330,8 +330,10 @@ class InProcessExecutor:
     """The engine's loops in this process on in-memory splits (deterministic for a given ``train.seed``)."""
 
     def __init__(self, config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-                 log: Log = print, evaluate_pruned: bool = False):
-        self.config, self.prepared, self.log = config, prepared, log
+                 log: Log = print, evaluate_pruned: bool = False,
+                 on_epoch: Optional[Callable[[str, int, dict], None]] = None):
+        """``on_epoch(stage, evaluation, metrics)`` after every evaluation (a study trial reports to Tune)."""
+        self.config, self.prepared, self.log, self.on_epoch = config, prepared, log, on_epoch
         self.evaluate_pruned = evaluate_pruned
         self.pruned_valid: dict[int, dict] = {}  # kept entries → validation metrics right after pruning
         self.train_batches = epoch_loader(config, train, True, 1)
@@ -348,8 +350,12 @@ class InProcessExecutor:
     def _model(self, state: dict, retrain: bool = True, share: bool = False) -> EmbeddingModel:
         return model_from_state(self.config, self.prepared.features, self.prepared.label_mean, state, retrain, share)
 
-    def _epoch_log(self, stage: str):
-        return lambda epoch, metrics: self.log(epoch_line(stage, epoch, metrics))
+    def _epoch_log(self, stage: str) -> Callable[[int, dict], None]:
+        def after(epoch: int, metrics: dict) -> None:
+            self.log(epoch_line(stage, epoch, metrics))
+            if self.on_epoch:
+                self.on_epoch(stage, epoch, metrics)
+        return after
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
         config, model = self.config, self._model(state, retrain=stage not in ("search", "pep"))
@@ -392,10 +398,11 @@ def run_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, 
 
 
 def run_all_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-                       log: Log = print, evaluate_pruned: bool = False) -> list[StageResult]:
-    """The stage graph in this process: one model per budget."""
+                       log: Log = print, evaluate_pruned: bool = False,
+                       searched: Optional[tuple[FitResult, dict]] = None) -> list[StageResult]:
+    """The stage graph in this process: one model per budget (from an already ``searched`` state if given)."""
     executor = InProcessExecutor(config, prepared, train, valid, log, evaluate_pruned)
-    results = built(config, prepared, run_graph(config, executor, initial_state(config, prepared), log))
+    results = built(config, prepared, run_graph(config, executor, initial_state(config, prepared), log, searched))
     for result in results:
         result.pruned_valid = executor.pruned_valid.get(result.budget.kept) if result.budget else None
     return results

@@ -9,6 +9,10 @@ Each trial is a driver function (Train V2's pattern) that runs one Ray Train run
    (:func:`~autosrh_ray.prune.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
    reporting the pruned model's validation metric; its best is the trial's score.
 
+With ``ray.num_workers: 0`` (small data) a trial instead runs the engine's loops in its own Tune actor on the
+splits in memory (:class:`InProcessTrial`), a search then pruning and the retrain, with a whole CPU per trial and
+no Train start-up.
+
 The scheduler (ASHA by default) compares trials on what they reported at the same iteration, so it may stop a
 trial during its search on the soft model's metric; only finished trials have a score at the budget, and the
 best of those is chosen. Trials run as many at a time as the cluster's CPUs hold (one at a time on 2 CPUs): the
@@ -135,7 +139,8 @@ def trial_stages(config: Config, prepared: PreparedData, runner, budget: int,
 
 def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str, study: str, budget: int,
               cpus: float) -> None:
-    """One trial (runs in Tune's trial actor): :func:`trial_stages` with every evaluation reported to Tune."""
+    """One trial (runs in Tune's trial actor): :func:`trial_stages` with every evaluation reported to Tune.
+    ``cpus``: the trial's share of the cluster its Train runs plan on (in process: its own CPUs, torch threads)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -145,10 +150,13 @@ def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str
     config = with_overrides(config_from_dict(base), overrides)
     prepared = PreparedData.load(prepared_dir)
     name = f"{study}-t{trial_key(overrides)}"
-    runner = make_runner(config, prepared, log=lambda _: None, storage=storage, name=name, cpus=cpus,
-                         callbacks=(TuneReportCallback(),))
     start = time.perf_counter()
-    search, retrain, keep = trial_stages(config, prepared, runner, budget)
+    if config.ray.num_workers == 0:
+        runner = InProcessTrial(config, prepared, storage, name, threads=max(1, int(cpus)))
+    else:
+        runner = make_runner(config, prepared, log=lambda _: None, storage=storage, name=name, cpus=cpus,
+                             callbacks=(TuneReportCallback(),))
+    search, retrain, keep = trial_stages(config, prepared, runner, budget, separate=config.ray.num_workers == 0)
     metric, _ = metric_name(config)
     seconds = time.perf_counter() - start
     tune.report({metric: retrain.best_valid[metric.removeprefix("valid_")], FINISHED: 1,
@@ -158,6 +166,51 @@ def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str
                  "fixed_seconds": seconds - search.loop_seconds - retrain.loop_seconds})
 
 
+class InProcessTrial:
+    """A trial's stages in its own Tune actor (``ray.num_workers: 0``): the engine's loops on the splits in memory,
+    every evaluation reported to Tune. Each finished stage is saved as ``<storage>/<trial>-<stage>/stage.pt``, as
+    the Ray Train runner saves it, so a restored study reuses it and the workflow finishes from the best trial's
+    search."""
+
+    def __init__(self, config: Config, prepared: PreparedData, storage: str, name: str, threads: int):
+        import torch
+
+        from .pipeline import InProcessExecutor
+
+        torch.set_num_threads(threads)
+        self.storage, self.name = storage, name
+        self.executor = InProcessExecutor(config, prepared, prepared.load_split("train"),
+                                          prepared.load_split("valid"), log=lambda _: None, on_epoch=_report_epoch)
+
+    def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
+        from .distributed.stages import STAGE_FILE, load_stage, save_stage
+
+        path = storage_module.join(self.storage, f"{self.name}-{f'{stage}-{tag}' if tag else stage}", STAGE_FILE)
+        if storage_module.is_file(path):
+            return load_stage(path)
+        result, best = self.executor.train(stage, state, rule)
+        save_stage(path, result, best)
+        return result, best
+
+    def prune(self, state: dict, keep: int) -> dict:
+        return self.executor.prune(state, keep)
+
+
+def _report_epoch(stage: str, epoch: int, metrics: dict) -> None:
+    """An in-process trial's evaluation, reported to Tune under the names a Train run reports."""
+    from ray import tune
+
+    from .training import reported_metrics
+
+    tune.report({"epoch": epoch + 1, **reported_metrics(metrics)})
+
+
+def trial_cpus(config: Config) -> float:
+    """CPUs a trial's own actor asks for: a whole CPU (or ``ray.cpus_per_worker``) when it trains in process,
+    else a hundredth (it only waits on its Train runs)."""
+    return (config.ray.cpus_per_worker or 1.0) if config.ray.num_workers == 0 else TRIAL_CPU
+
+
 def concurrency(config: Config, cluster_cpus: float) -> int:
     """Trials at a time: ``tune.max_concurrent_trials``, else as many as the cluster's CPUs hold with a whole CPU
     per worker and one for Ray Data (one at a time on 2 CPUs). A trial plans its Train runs on its share of the
@@ -165,6 +218,8 @@ def concurrency(config: Config, cluster_cpus: float) -> int:
     if config.tune.max_concurrent_trials:
         return config.tune.max_concurrent_trials
     r = config.ray
+    if r.num_workers == 0:
+        return max(1, int(cluster_cpus // trial_cpus(config)))
     return max(1, int(cluster_cpus // (r.num_workers * (r.cpus_per_worker or 1.0) + (r.data_cpus or 1.0))))
 
 
@@ -193,10 +248,12 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     budget = study_budget(config.prune, prepared.num_features, config.search.K)
     cpus = cluster_cpus()
     parallel = concurrency(config, cpus)
+    own = trial_cpus(config)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config.to_dict(), prepared_dir=str(prepared.directory),
-                             storage=storage, study=name, budget=budget, cpus=cpus / parallel - TRIAL_CPU),
-        {"CPU": TRIAL_CPU})
+                             storage=storage, study=name, budget=budget,
+                             cpus=own if config.ray.num_workers == 0 else cpus / parallel - own),
+        {"CPU": own})
     max_t = config.search.max_epochs + config.tune.retrain_epochs + 1
     scheduler = (ASHAScheduler(max_t=max_t, grace_period=config.tune.grace_period,
                                reduction_factor=config.tune.reduction_factor)

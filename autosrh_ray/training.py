@@ -143,6 +143,15 @@ class FitResult:
                 "stop_reason": self.stop_reason, "seconds": self.seconds, "loop_seconds": self.loop_seconds}
 
 
+NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "end_of_stream_seconds",
+                  "train_samples")
+
+
+def reported_metrics(metrics: dict) -> dict:
+    """An evaluation's metrics as reported (Ray Train, Tune): validation metrics prefixed ``valid_``."""
+    return {k if k in NOT_VALIDATION or k.startswith("replica") else f"valid_{k}": v for k, v in metrics.items()}
+
+
 def cycle(epoch_batches: EpochBatches,
           empty_error: str = "the validation split is empty; the search needs validation batches") -> Iterator[Batch]:
     """Batches without end (the α validation stream): restart with the next epoch whenever one runs out."""

@@ -250,10 +250,11 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
         study = run_study(config, prepared, train_storage, log)
         final_config, searched = study.best_config, study.searched
         log(f"study: best {study.best.overrides} ({study.metric} {study.best.score:.5f}); finishing from its search")
-    def train(run_config: Config, **kwargs) -> list[StageResult]:
+    def train(run_config: Config, searched: Optional[tuple] = None, name: Optional[str] = None) -> list[StageResult]:
         if run_config.ray.num_workers == 0:  # in this process, on the splits in memory (small data)
-            return run_all_in_process(run_config, prepared, *in_memory(), log=log)
-        return run_on_ray_train(run_config, prepared, log, output=destination, options=loop_options, **kwargs)
+            return run_all_in_process(run_config, prepared, *in_memory(), log=log, searched=searched)
+        return run_on_ray_train(run_config, prepared, log, output=destination, options=loop_options,
+                                searched=searched, name=name)
 
     results = train(final_config, searched=searched, name=f"{Path(study.directory).name}-best" if study else None)
     reference = None

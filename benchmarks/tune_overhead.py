@@ -7,6 +7,8 @@
   its search, pruning and retrain in one Train run);
 * **back to back, one run each**: the trials' own one-Train-run stages in the driver, without Tune — what Tune
   itself adds;
+* **study in process** (``ray.num_workers: 0``): the same study with each trial's loops in its own Tune actor
+  (no Train run) — what small data gains by skipping Ray Train;
 
 and each trial's fixed cost: its wall time outside the training loops (Train start-up, pruning, reporting).
 The three are run in alternating rounds and the median round is reported. Target: the study no slower than
@@ -57,6 +59,7 @@ def back_to_back(config, prepared, ks, storage: str, round_: int, separate: bool
 
 
 def study(config, prepared, storage: str) -> tuple[float, list[float]]:
+    """The study through :func:`run_study`; (seconds, fixed seconds per trial)."""
     start = time.perf_counter()
     result = run_study(config, prepared, storage, log=lambda _: None)
     return time.perf_counter() - start, [t.fixed_seconds for t in result.trials]
@@ -72,7 +75,9 @@ def main() -> int:
     ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     figures: dict = {"trials": trials, "rows": rows, "rounds": rounds, "cluster_cpus": cluster_cpus()}
-    times: dict[str, list[float]] = {"back_to_back": [], "study": [], "one_run_back_to_back": []}
+    times: dict[str, list[float]] = {"back_to_back": [], "study": [], "one_run_back_to_back": [],
+                                     "study_in_process": []}
+    in_process = with_overrides(config, {"ray.num_workers": 0})
     fixed: dict[str, list[float]] = {k: [] for k in times}
     with tempfile.TemporaryDirectory(prefix="autosrh-tune-") as work:
         prepared = prepare_synthetic(config, Path(work) / "data")
@@ -80,7 +85,8 @@ def main() -> int:
             runs = {"back_to_back": lambda: back_to_back(config, prepared, ks, f"{work}/b2b{r}", r, True),
                     # a fresh storage per round: a restored study would not run its finished trials again
                     "study": lambda: study(config, prepared, f"{work}/study{r}"),
-                    "one_run_back_to_back": lambda: back_to_back(config, prepared, ks, f"{work}/one{r}", r, False)}
+                    "one_run_back_to_back": lambda: back_to_back(config, prepared, ks, f"{work}/one{r}", r, False),
+                    "study_in_process": lambda: study(in_process, prepared, f"{work}/inproc{r}")}
             for kind, go in runs.items():
                 seconds, per_trial = go()
                 times[kind].append(seconds)
@@ -91,13 +97,16 @@ def main() -> int:
         figures[f"{kind}_fixed_seconds_median"] = statistics.median(fixed[kind])
     figures["ratio_study_vs_back_to_back"] = figures["study_seconds"] / figures["back_to_back_seconds"]
     figures["ratio_study_vs_one_run_back_to_back"] = figures["study_seconds"] / figures["one_run_back_to_back_seconds"]
+    figures["ratio_study_in_process_vs_study"] = figures["study_in_process_seconds"] / figures["study_seconds"]
     print(f"\n{trials} trials, {rows} rows, median of {rounds} rounds")
     print("| | wall s | fixed s per trial (median) |\n|---|---|---|")
     for kind, label in (("back_to_back", "back to back (as the workflow runs a config)"),
-                        ("study", "study (FIFO)"), ("one_run_back_to_back", "back to back, a trial's one run each")):
+                        ("study", "study (FIFO)"), ("one_run_back_to_back", "back to back, a trial's one run each"),
+                        ("study_in_process", "study, trials in process (ray.num_workers: 0)")):
         print(f"| {label} | {figures[kind + '_seconds']:.1f} | {figures[kind + '_fixed_seconds_median']:.1f} |")
     print(f"study ÷ back to back: {figures['ratio_study_vs_back_to_back']:.2f}×; what Tune adds: "
-          f"{figures['ratio_study_vs_one_run_back_to_back']:.2f}×")
+          f"{figures['ratio_study_vs_one_run_back_to_back']:.2f}×; in process ÷ study: "
+          f"{figures['ratio_study_in_process_vs_study']:.2f}×")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
     return 0

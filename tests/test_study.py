@@ -145,3 +145,38 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
                               "stage.pt", weights_only=False)
         assert (state["embedding.alpha"].shape[1], state["embedding.dims"].numel()) == (t["config"]["search.K"],
                                                                                        PARAMS)
+
+
+def test_an_in_process_study_reports_every_evaluation_and_finishes_from_the_best_trials_search(ray_cluster,
+                                                                                                 tmp_path):
+    """``ray.num_workers: 0``: each trial runs the engine's loops in its own Tune actor (no Train run), reports
+    every evaluation to Tune, saves its stages as a Train trial does; the final model starts from the best
+    trial's searched α."""
+    import numpy as np
+
+    from autosrh_ray.distributed.stages import load_stage
+
+    config = load_config(None, [*STUDY, "ray.num_workers=0"])
+    lines: list[str] = []
+    report = workflow.run(config, tmp_path, log=lines.append)
+    assert not [line for line in lines if line.startswith("[search]")]  # not searched again after the study
+    study = report["study"]
+    trials, best = study["trials"], study["best"]
+    assert len(trials) == 4
+    finished = [t for t in trials if t["score"] is not None]
+    assert finished and best["score"] == min(t["score"] for t in finished)
+    assert report["K"] == best["config"]["search.K"]
+
+    directory = Path(study["directory"])
+    runs = directory.parent / f"{directory.name}-t{trial_key(best['config'])}-search"
+    assert [p.name for p in runs.iterdir()] == ["stage.pt"]  # saved as a Train trial saves it; no Train run
+    searched, state = load_stage(str(runs / "stage.pt"))
+    assert report["stages"]["search"]["epochs"] == searched.epochs == best["epochs"]
+    assert np.array_equal(np.load(tmp_path / report["artifacts"]["alpha"]), state["embedding.alpha"].numpy())
+
+    scalars = tensorboard_scalars(directory)
+    losses = [v for t, v in scalars.items() if t.endswith("valid_logloss")]
+    assert losses and max(len(v) for v in losses) > 2  # every evaluation, not only the trial's score
+    m, k = report["num_features"], report["K"]
+    expected = {"cr5": kept_count(m, k, 5), "cr20": kept_count(m, k, 20), f"params{PARAMS}": PARAMS}
+    assert {e["budget"]: e["params"]["kept"] for e in report["models"]} == expected

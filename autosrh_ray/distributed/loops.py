@@ -35,7 +35,7 @@ from ..metrics import task_metrics
 from ..model_state import cpu_state, model_from_state
 from ..models import EmbeddingModel
 from ..search import BiLevelSearch
-from ..training import StopRule, Trainer, predict
+from ..training import StopRule, Trainer, predict, reported_metrics
 from . import checkpoint as ckpt
 from .resources import set_torch_threads
 from .cache import Budget
@@ -170,16 +170,9 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
                      delete_local_checkpoint_after_upload=True)
 
 
-_NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "end_of_stream_seconds",
-                   "train_samples")
-
-
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
-    out = {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch,
-           "resumed_from_step": state.resumes[-1] if state.resumes else -1}
-    out.update({k if k in _NOT_VALIDATION or k.startswith("replica") else f"valid_{k}": v
-                for k, v in metrics.items()})
-    return out
+    return {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch,
+            "resumed_from_step": state.resumes[-1] if state.resumes else -1, **reported_metrics(metrics)}
 
 
 def _phase(spec: LoopSpec, index: int) -> tuple[str, StopRule]:
