@@ -20,10 +20,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import storage
+from .feature_encoder import LARGE_VOCAB, MISSING_TOKEN, FeatureEncoder, FieldCodes
 
 OOV_VALUE = "<OOV>"  # the value string of a field's OOV feature (used for ordering ties and in frequencies files)
-MISSING_TOKEN = ""  # a missing categorical value is its own token
-LARGE_VOCAB = 100_000  # fields with more kept values look values up in a hash index built once and kept
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class FeatureSpace:
     field_of: np.ndarray
     feature_values: list[str]
     large_vocab: int = field(default=LARGE_VOCAB, compare=False)
-    _lookups: dict = field(default_factory=dict, repr=False, compare=False)  # field index → pandas Index
+    _encoder: Optional[FeatureEncoder] = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_features(self) -> int:
@@ -182,7 +181,7 @@ class FeatureSpace:
             ids = order[bounds[f]:bounds[f + 1]]
             if spec.kind == "categorical":
                 values = ids[kind[ids] == 0]
-                vocabs.append(FieldVocab(keys.column("value").take(pa.array(values)).to_pylist(), values.astype(np.int64),
+                vocabs.append(FieldVocab([feature_values[i] for i in values], values.astype(np.int64),
                                          int(ids[kind[ids] == 1][0])))
             else:
                 vocabs.append(None)
@@ -198,49 +197,24 @@ class FeatureSpace:
         )
 
     # -- encoding -----------------------------------------------------------------------------------------------
-    def encode_column(self, f: int, column) -> tuple[np.ndarray, np.ndarray]:
-        """Encode one field's column to (global ids int64, values float32), both shape (N,).
-
-        Categorical columns hold strings (null = missing token); unseen values map to the field's OOV id.
-        Numerical columns hold floats (NaN/null = missing → value 0 after standardisation).
-        """
-        spec = self.fields[f]
-        if spec.kind == "categorical":
-            vocab = self.vocabs[f]
-            arr = pa.array(column) if not isinstance(column, (pa.Array, pa.ChunkedArray)) else column
-            pos = self._positions(f, pc.fill_null(pc.cast(arr, pa.string()), MISSING_TOKEN))
-            ids = np.full(len(pos), vocab.oov_id, dtype=np.int64)
-            found = pos >= 0
-            ids[found] = vocab.ids[pos[found]]
-            return ids, np.ones(len(ids), dtype=np.float32)
-        stats = self.numeric_stats[f]
-        x = np.asarray(pa.array(column).to_numpy(zero_copy_only=False) if isinstance(column, (pa.Array, pa.ChunkedArray))
-                       else column, dtype=np.float64)
-        values = np.where(np.isnan(x), 0.0, (x - stats.mean) / stats.std).astype(np.float32)
-        return np.full(len(x), self.numeric_ids[f], dtype=np.int64), values
-
-    def _positions(self, f: int, text) -> np.ndarray:
-        """Position of each value in field f's kept values, -1 if not kept.
-
-        ``pc.index_in`` rebuilds its hash table on every call, which dominates for large vocabularies (Criteo
-        has fields with millions of values): those get a pandas index built once and kept on this object (so a
-        worker that holds the feature space builds it once)."""
-        values = self.vocabs[f].values
-        if len(values) <= self.large_vocab:
-            pos = pc.index_in(text, value_set=pa.array(values, type=pa.string()))
-            return pc.fill_null(pos, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-        if f not in self._lookups:
-            import pandas as pd
-
-            self._lookups[f] = pd.Index(np.asarray(values, dtype=object))
-        return self._lookups[f].get_indexer(text.to_numpy(zero_copy_only=False)).astype(np.int64)
+    def encoder(self) -> FeatureEncoder:
+        """What encoding needs of this space (compact, built once and kept): what data tasks receive."""
+        if self._encoder is None:
+            codes = []
+            for f, spec in enumerate(self.fields):
+                vocab = self.vocabs[f]
+                if vocab is not None:
+                    codes.append(FieldCodes(vocab.oov_id, pa.array(vocab.values, pa.string()), vocab.ids))
+                else:
+                    stats = self.numeric_stats[f]
+                    codes.append(FieldCodes(int(self.numeric_ids[f]), mean=stats.mean, std=stats.std))
+            self._encoder = FeatureEncoder([spec.name for spec in self.fields], codes, self.large_vocab)
+        return self._encoder
 
     def encode(self, columns: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
-        """Encode a table given as {field name: column} to ids (N, F) int64 and values (N, F) float32."""
-        pairs = [self.encode_column(f, columns[spec.name]) for f, spec in enumerate(self.fields)]
-        ids = np.stack([p[0] for p in pairs], axis=1)
-        values = np.stack([p[1] for p in pairs], axis=1)
-        return ids, values
+        """Encode a table given as {field name: column} to ids (N, F) int64 and values (N, F) float32
+        (:class:`~autosrh_ray.feature_encoder.FeatureEncoder`)."""
+        return self.encoder().encode(columns)
 
     # -- persistence --------------------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> dict[str, str]:

@@ -3,9 +3,12 @@
 files: read, split by (file, line) position, count training values of all 39 fields (numerical ones bucketized),
 order the ids, read again, encode and write Parquet per split.
 
-For each run it reports rows/s and the peak memory of the whole process tree (sum of PSS over the process and
-all its descendants — Ray's GCS, raylet and workers included — so the object store's shared memory is counted
-once), sampled every 0.1 s from /proc (Linux). Each run is a fresh subprocess, so peaks are independent. An idle
+For each path and size it reports rows/s — the median of ``--repeats`` alternating runs (Ray, baseline, Ray …)
+— and, from one more run each, the peak memory of the whole process tree (sum of PSS over the process and all
+its descendants — Ray's GCS, raylet and workers included — so the object store's shared memory is counted once),
+sampled every 0.1 s from /proc (Linux). Timed runs are not sampled: reading every process's smaps costs CPU in
+proportion to the process count, which on 2 cores slowed the Ray path (13 processes) and not the baseline (one).
+Each run is a fresh subprocess, so peaks are independent. An idle
 Ray instance (``ray.init`` and nothing else) is measured apart; Ray's memory ratio to the baseline is its peak
 above that idle instance ÷ the baseline's peak.
 
@@ -74,19 +77,21 @@ def tree_pss_mb(root: int) -> tuple[float, int]:
     return sum(_pss_kb(p) for p in seen) / 1024.0, len(seen)
 
 
-def run_measured(args: list[str]) -> tuple[dict, float, int]:
-    """Run a child command; returns its JSON result (last stdout line), peak tree PSS (MiB), peak process count."""
+def run_measured(args: list[str], sample: bool = True) -> tuple[dict, float, int]:
+    """Run a child command; returns its JSON result (last stdout line), peak tree PSS (MiB), peak process count
+    (0, 0 unless ``sample``: a sample reads every process's smaps, ~30 ms for Ray's 13 processes, which would
+    slow a timed run on 2 cores by more the more processes it has — so times come from runs without sampling)."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     peak, procs = [0.0], [0]
     done = threading.Event()
 
-    def sample():
+    def sample_tree():
         while not done.is_set():
             mb, n = tree_pss_mb(proc.pid)
             peak[0], procs[0] = max(peak[0], mb), max(procs[0], n)
             done.wait(0.1)
 
-    thread = threading.Thread(target=sample, daemon=True)
+    thread = threading.Thread(target=sample_tree if sample else done.wait, daemon=True)
     thread.start()
     out, err = proc.communicate()
     done.set()
@@ -250,6 +255,7 @@ def main() -> None:
                     help="rows per input shard (default: small size / 4, the same for both sizes, so both read "
                          "same-sized files with the same parallelism)")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per path and size (the median is reported)")
     ap.add_argument("--child", choices=["ray", "baseline", "idle"], help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--output", help=argparse.SUPPRESS)
@@ -290,13 +296,26 @@ def main() -> None:
             figures[f"rows_{label}"] = rows
             figures[f"input_shards_{label}"] = shards
             figures[f"input_mb_{label}"] = round(sum(p.stat().st_size for p in raw.iterdir()) / 2**20, 1)
-            ray_res, ray_peak, ray_procs = run_measured(me + ["--child", "ray", "--input", str(raw), "--output", str(out),
-                                                              "--num-cpus", str(args.num_cpus)])
             base_out = work / f"baseline-{rows}"
+            ray_child = me + ["--child", "ray", "--input", str(raw), "--output", str(out), "--num-cpus",
+                              str(args.num_cpus)]
+            base_child = me + ["--child", "baseline", "--input", str(raw), "--output", str(base_out), "--compare",
+                               str(out)]
+
+            def run(child: list[str], sample: bool) -> tuple[dict, float, int]:
+                for d in (out, base_out) if child is ray_child else (base_out,):
+                    shutil.rmtree(d, ignore_errors=True)  # a finished prepare would be reused
+                return run_measured(child, sample)
+
+            # times: the median of alternating unsampled runs; peaks: one sampled run each
+            timed = [(run(ray_child, False)[0], run(base_child, False)[0]) for _ in range(args.repeats)]
+            ray_res = sorted((r for r, _ in timed), key=lambda r: r["seconds"])[len(timed) // 2]
+            base_res = sorted((b for _, b in timed), key=lambda b: b["seconds"])[len(timed) // 2]
+            _, ray_peak, ray_procs = run(ray_child, True)
+            base_mem, base_peak, _ = run(base_child, True)
             shutil.rmtree(base_out, ignore_errors=True)
-            base_res, base_peak, _ = run_measured(me + ["--child", "baseline", "--input", str(raw), "--output",
-                                                        str(base_out), "--compare", str(out)])
-            shutil.rmtree(base_out, ignore_errors=True)
+            figures[f"ray_prepare_s_runs_{label}"] = ",".join(f"{r['seconds']:.2f}" for r, _ in timed)
+            figures[f"baseline_s_runs_{label}"] = ",".join(f"{b['seconds']:.2f}" for _, b in timed)
             above_idle = ray_peak - idle_peak
             assert ray_res["rows"] == base_res["rows"] == rows, (ray_res, base_res)
             figures.update({
@@ -311,7 +330,7 @@ def main() -> None:
                 f"baseline_s_{label}": round(base_res["seconds"], 2),
                 f"baseline_rows_per_s_{label}": round(rows / base_res["seconds"]),
                 f"baseline_peak_pss_mb_{label}": round(base_peak, 1),
-                f"vocab_matches_baseline_{label}": bool(base_res["matches"]),
+                f"vocab_matches_baseline_{label}": bool(base_res["matches"] and base_mem["matches"]),
                 f"ray_speed_ratio_to_baseline_{label}": round(base_res["seconds"] / ray_res["seconds"], 3),
                 f"ray_stats_speed_ratio_to_baseline_{label}": round(base_res["seconds"] / ray_res["stats_s"], 3),
                 f"ray_peak_above_idle_mb_{label}": round(above_idle, 1),

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import storage
+from ..feature_encoder import FeatureEncoder
 from ..features import FeatureSpace
 from .inputs import Chunk
 from .prepared import encoded_table
@@ -22,25 +23,25 @@ from .readers import Layout, parse_chunk
 from .split import SPLIT_NAMES, split_of
 from .vocabulary import encode_fields
 
-_SPACES: dict = {}
+_ENCODERS: dict = {}
 
 
-def _space(ref) -> FeatureSpace:
-    """The feature space behind an object ref, fetched once per worker process (its value lookups stay built)."""
+def _encoder(ref) -> FeatureEncoder:
+    """The feature encoder behind an object ref, fetched once per worker process (its value lookups stay built)."""
     import ray
 
     key = ref.hex() if hasattr(ref, "hex") else id(ref)
-    if key not in _SPACES:
-        _SPACES.clear()
-        _SPACES[key] = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
-    return _SPACES[key]
+    if key not in _ENCODERS:
+        _ENCODERS.clear()
+        _ENCODERS[key] = ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref
+    return _ENCODERS[key]
 
 
 def shard_name(split: str, chunk_index: int) -> str:
     return f"{split}/part-{chunk_index:06d}.parquet"
 
 
-def encode_chunk(chunk: Chunk, layout: Layout, space: FeatureSpace, numeric_mode: str, seed: int,
+def encode_chunk(chunk: Chunk, layout: Layout, encoder: FeatureEncoder, numeric_mode: str, seed: int,
                  fractions: Sequence[float], output: str, synthetic_cfg=None) -> list[dict]:
     """Encode one chunk's good rows and write them per split; returns one summary dict per written shard."""
     writers: dict[str, pq.ParquetWriter] = {}
@@ -51,7 +52,7 @@ def encode_chunk(chunk: Chunk, layout: Layout, space: FeatureSpace, numeric_mode
                 continue
             split = split_of(parsed.positions, seed, fractions)
             _, columns = encode_fields(parsed, layout, numeric_mode)
-            ids, values = space.encode(columns)
+            ids, values = encoder.encode(columns)
             for code, name in enumerate(SPLIT_NAMES):
                 idx = np.flatnonzero(split == code)
                 if not len(idx):
@@ -70,14 +71,15 @@ def encode_chunk(chunk: Chunk, layout: Layout, space: FeatureSpace, numeric_mode
             for name in SPLIT_NAMES if name in writers]
 
 
-def encode_batches(batch: pa.Table, layout: Layout, space_ref, numeric_mode: str, seed: int,
+def encode_batches(batch: pa.Table, layout: Layout, encoder_ref, numeric_mode: str, seed: int,
                    fractions: list[float], output: str, synthetic_cfg=None) -> pa.Table:
     """Ray Data ``map_batches`` body: chunk descriptors in, shard summaries out."""
-    space = _space(space_ref)
+    encoder = _encoder(encoder_ref)
     out: list[dict] = []
     for item in batch.to_pylist():
-        out += encode_chunk(Chunk.from_item(item), layout, space, numeric_mode, seed, fractions, output,
+        out += encode_chunk(Chunk.from_item(item), layout, encoder, numeric_mode, seed, fractions, output,
                             synthetic_cfg)
+    pa.default_memory_pool().release_unused()
     schema = pa.schema([("chunk", pa.int64()), ("split", pa.string()), ("path", pa.string()), ("rows", pa.int64())])
     return pa.Table.from_pylist(out, schema=schema)
 
@@ -91,10 +93,10 @@ def encode_and_write(chunks: Sequence[Chunk], layout: Layout, space: FeatureSpac
 
     from .chunk_dataset import chunk_dataset
 
-    space_ref = ray.put(space)
+    encoder_ref = ray.put(space.encoder())  # not the space: its Python strings cost every worker memory
     ds = chunk_dataset(chunks)
     ds = ds.map_batches(encode_batches, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
-        layout=layout, space_ref=space_ref, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions),
+        layout=layout, encoder_ref=encoder_ref, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions),
         output=str(output), synthetic_cfg=synthetic_cfg))
     summary, written = [], 0
     for row in ds.iter_rows():  # streamed as chunks finish

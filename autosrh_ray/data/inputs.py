@@ -23,7 +23,7 @@ from .errors import DataError
 
 CHUNK_BYTES = 64 << 20  # byte range per read task (plain text)
 LINE_BITS = 40  # a position's line part: up to 2^40 data lines per file
-PIECE_BYTES = 16 << 20  # bytes parsed at once inside a task (bounds a task's memory, gzip included)
+PIECE_BYTES = 8 << 20  # bytes parsed at once inside a task (bounds a task's memory, gzip included)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 

@@ -105,7 +105,10 @@ def chunk_statistics(batch: pa.Table, layout: Layout, numeric_mode: str, seed: i
         merger = StatisticsMerger()
         for parsed in parse_chunk(layout, Chunk.from_item(item), synthetic_cfg):
             merger.add(piece_statistics(parsed, layout, numeric_mode, seed, fractions))
-        yield merger.result()
+        result = merger.result()
+        del merger
+        pa.default_memory_pool().release_unused()
+        yield result
 
 
 def reduce_statistics(table: pa.Table) -> pa.Table:

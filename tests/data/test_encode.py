@@ -24,5 +24,5 @@ def test_large_vocabulary_index_equals_index_in():
     for _ in range(2):  # the second call reuses the built index
         ids, values = indexed.encode(columns)
         assert np.array_equal(ids, want_ids) and np.array_equal(values, want_values)
-    assert set(indexed._lookups) == {1}  # field a was looked up through the kept index (b has no values)
+    assert set(indexed.encoder()._lookups) == {1}  # field a was looked up through the kept index (b has no values)
     assert len(set(ids[:, 2])) == 1  # a field with an empty vocabulary maps everything to its OOV id
