@@ -94,7 +94,8 @@ def piece_statistics(parsed: Parsed, layout: Layout, numeric_mode: str, seed: in
         counter_counts += cnt.tolist()
     parts.append(_rows([ROWS_FIELD] * len(counter_values), counter_values, counter_counts))
     if parsed.first_bad is not None:
-        parts.append(_rows([BAD_FIELD], [parsed.first_bad[1]], [1], [float(parsed.first_bad[0])]))
+        # the position rides in the int64 count (exact for every (file, line); a float64 sum is not past 2^53)
+        parts.append(_rows([BAD_FIELD], [parsed.first_bad[1]], [int(parsed.first_bad[0])]))
     return pa.concat_tables(parts)
 
 
@@ -183,8 +184,8 @@ def merge_statistics(table: pa.Table, fields: Sequence[FieldSpec]) -> Statistics
                 counters[v] += int(cnt[i])
             elif f[i] == LABEL_FIELD:
                 label_sum += float(s[i])
-            elif f[i] == BAD_FIELD and (first_bad is None or s[i] < first_bad[0]):
-                first_bad = (int(s[i]), v)
+            elif f[i] == BAD_FIELD and (first_bad is None or cnt[i] < first_bad[0]):
+                first_bad = (int(cnt[i]), v)
         for i in np.flatnonzero((f >= 0) & ~categorical[np.where(f >= 0, f, -1)]):
             acc = sums.setdefault(int(f[i]), [0, 0.0, 0.0])
             acc[0] += int(cnt[i])

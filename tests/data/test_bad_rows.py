@@ -111,3 +111,29 @@ def test_parquet_bad_label_names_row(ray_cluster, tmp_path):
         prepare(config(*base), tmp_path / "out")
     prepared = prepare(config(*base, "dataset.on_bad_rows=skip"), tmp_path / "out2")
     assert prepared.rows.skipped_by_reason == {BAD_LABEL: 1} and prepared.rows.read == 4
+
+
+def test_the_first_bad_row_is_exact_past_float64_positions():
+    """Positions are file·2^40 + line: past file 8192 neighbouring lines differ by less than a float64 can tell apart.
+    The statistics merge still names the earlier bad row, whichever chunk's table comes first."""
+    import pyarrow as pa
+
+    from autosrh_ray.data.inputs import position
+    from autosrh_ray.data.readers import Layout, Parsed
+    from autosrh_ray.data.vocabulary import FieldSpec, StatisticsMerger, merge_statistics, piece_statistics
+
+    layout = Layout(name="t", kind="text", columns=("label", "c"), categorical=("c",))
+    first, second = int(position(1 << 20, 1)), int(position(1 << 20, 2))
+    assert float(first) == float(second)  # what a float64 comparison would have lost
+
+    def piece(bad: int) -> pa.Table:
+        parsed = Parsed("f", {"c": pa.array(["a", "b"])}, np.zeros(2), np.array([first - 10, first - 9]),
+                        first_bad=(bad, f"line {bad}"))
+        return piece_statistics(parsed, layout, "bucketize", 2026, [0.8, 0.1, 0.1])
+
+    for order in ((second, first), (first, second)):
+        merger = StatisticsMerger()
+        for bad in order:
+            merger.add(piece(bad))
+        stats = merge_statistics(merger.result(), [FieldSpec("c", "categorical")])
+        assert stats.first_bad == (first, f"line {first}")
