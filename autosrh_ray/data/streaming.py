@@ -6,9 +6,11 @@ only slices ready batches: the worker's own CPU time goes to the training step (
 """
 from __future__ import annotations
 
+import threading
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -42,11 +44,32 @@ def split_datasets(prepared: PreparedData, file_shuffle_seed: Optional[int] = No
             # One directory path, not the list of shards: Ray 2.60 resolves a list of paths in threads, and
             # that import-races on fsspec's HTTP filesystem when aiohttp is absent (ImportError). The split's
             # directory holds exactly its shards (prepare clears it first); file names sort in input order.
-            out[name] = ray.data.read_parquet(storage.join(prepared.directory, name), file_extensions=["parquet"],
-                                              shuffle=shuffle, num_cpus=task_cpus)
+            with parquet_datasource_v1():
+                out[name] = ray.data.read_parquet(storage.join(prepared.directory, name),
+                                                  file_extensions=["parquet"], shuffle=shuffle, num_cpus=task_cpus)
         else:
             out[name] = ray.data.from_arrow(shard_schema(prepared.features.num_fields).empty_table())
     return out
+
+
+_DATA_CONTEXT = threading.Lock()
+
+
+@contextmanager
+def parquet_datasource_v1() -> Iterator[None]:
+    """``ray.data.read_parquet`` through Ray Data's V1 Parquet datasource inside this block (the flag is read
+    when the dataset is created). Ray 2.60's default V2 datasource starts footer-reader actors (a process each)
+    and kills them on every execution: ~0.9 s before the first batch of every pass over a split on 2 CPUs
+    (a 192k-row shard: V2 1.0 s to its first batch, V1 0.07 s; ``benchmarks/ray_overhead.py``)."""
+    from ray.data import DataContext
+
+    with _DATA_CONTEXT:
+        context = DataContext.get_current()
+        before, context.use_datasource_v2 = context.use_datasource_v2, False
+        try:
+            yield
+        finally:
+            context.use_datasource_v2 = before
 
 
 @dataclass(frozen=True)
