@@ -281,8 +281,9 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     pick = min if mode == "min" else max
     best = pick(finished, key=lambda t: t.score)
     for t in trials:
-        log(f"study: trial {t.overrides} → {metric} {t.score if t.score is not None else '–'} ({t.stop_reason}, "
-            f"{t.epochs} search evaluations, {t.seconds:.0f} s){'  ← best' if t is best else ''}")
+        score = "–" if t.score is None else f"{t.score:.5f}"
+        log(f"study: trial {t.overrides} → {metric} {score} ({t.stop_reason}, {t.epochs} search evaluations, "
+            f"{t.seconds:.0f} s){'  ← best' if t is best else ''}")
     return StudyResult(trials, best, with_overrides(config, best.overrides), _searched(best.search_run), metric,
                        mode, budget, time.perf_counter() - start, path)
 

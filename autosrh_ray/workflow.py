@@ -259,7 +259,8 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     results = train(final_config, searched=searched, name=f"{Path(study.directory).name}-best" if study else None)
     reference = None
     if config.report.reference == "uniform" and config.search.method != "uniform":
-        uniform_config = with_overrides(config, {"search.method": "uniform"})
+        # the reference is one plain UE run, never a study of its own
+        uniform_config = with_overrides(config, {"search.method": "uniform", "tune.enabled": False})
         reference = (uniform_config, train(uniform_config)[0])
 
     # the first and only read of the test split, for every final model at once

@@ -156,7 +156,8 @@ def test_an_in_process_study_reports_every_evaluation_and_finishes_from_the_best
 
     from autosrh_ray.distributed.stages import load_stage
 
-    config = load_config(None, [*STUDY, "ray.num_workers=0"])
+    # with the default UE reference (the other tests leave it out): a plain run after the study, not a study
+    config = load_config(None, [*[o for o in STUDY if o != "report.reference=none"], "ray.num_workers=0"])
     lines: list[str] = []
     report = workflow.run(config, tmp_path, log=lines.append)
     assert not [line for line in lines if line.startswith("[search]")]  # not searched again after the study
@@ -180,3 +181,4 @@ def test_an_in_process_study_reports_every_evaluation_and_finishes_from_the_best
     m, k = report["num_features"], report["K"]
     expected = {"cr5": kept_count(m, k, 5), "cr20": kept_count(m, k, 20), f"params{PARAMS}": PARAMS}
     assert {e["budget"]: e["params"]["kept"] for e in report["models"]} == expected
+    assert report["reference"]["method"] == "uniform" and report["reference"]["test"]["auc"] > 0.5
