@@ -56,8 +56,9 @@ class FeatureEncoder:
             found = pos >= 0
             ids[found] = codes.ids[pos[found]]
             return ids, np.ones(len(ids), dtype=np.float32)
-        x = np.asarray(pa.array(column).to_numpy(zero_copy_only=False) if isinstance(column, (pa.Array, pa.ChunkedArray))
-                       else column, dtype=np.float64)
+        if isinstance(column, (pa.Array, pa.ChunkedArray)):
+            column = column.to_numpy(zero_copy_only=False)
+        x = np.asarray(column, dtype=np.float64)
         values = np.where(np.isnan(x), 0.0, (x - codes.mean) / codes.std).astype(np.float32)
         return np.full(len(x), codes.id, dtype=np.int64), values
 
