@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import ray
 
 from autosrh_ray.config import load_config, with_overrides
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.distributed.resources import cluster_cpus
 from autosrh_ray.distributed.stages import make_runner
 from autosrh_ray.prune import study_budget
+from autosrh_ray.runtime import connect
 from autosrh_ray.study import run_study, trial_stages
 
 
@@ -72,8 +71,7 @@ def main() -> int:
     args = parser.parse_args()
     trials, rows, rounds = (2, 20_000, 3) if args.quick else (4, 60_000, 3)
     config, ks = base_config(rows, trials)
-    ray.init(address="local", logging_level=logging.ERROR, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    connect(config.ray)  # a private local Ray, started as the workflow starts it
     figures: dict = {"trials": trials, "rows": rows, "rounds": rounds, "cluster_cpus": cluster_cpus()}
     times: dict[str, list[float]] = {"back_to_back": [], "study": [], "one_run_back_to_back": [],
                                      "study_in_process": []}
