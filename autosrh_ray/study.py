@@ -183,9 +183,9 @@ class InProcessTrial:
                                           prepared.load_split("valid"), log=lambda _: None, on_epoch=_report_epoch)
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        from .distributed.stages import STAGE_FILE, load_stage, save_stage
+        from .distributed.stages import load_stage, run_name, save_stage, stage_path
 
-        path = storage_module.join(self.storage, f"{self.name}-{f'{stage}-{tag}' if tag else stage}", STAGE_FILE)
+        path = stage_path(self.storage, self.name, run_name(stage, tag))
         if storage_module.is_file(path):
             return load_stage(path)
         result, best = self.executor.train(stage, state, rule)
@@ -200,9 +200,9 @@ def _report_epoch(stage: str, epoch: int, metrics: dict) -> None:
     """An in-process trial's evaluation, reported to Tune under the names a Train run reports."""
     from ray import tune
 
-    from .training import reported_metrics
+    from .training import valid_prefixed
 
-    tune.report({"epoch": epoch + 1, **reported_metrics(metrics)})
+    tune.report({"epoch": epoch + 1, **valid_prefixed(metrics)})
 
 
 def trial_cpus(config: Config) -> float:

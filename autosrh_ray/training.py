@@ -143,13 +143,13 @@ class FitResult:
                 "stop_reason": self.stop_reason, "seconds": self.seconds, "loop_seconds": self.loop_seconds}
 
 
-NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds", "end_of_stream_seconds",
-                  "train_samples")
+_NOT_VALIDATION = ("train_loss", "train_seconds", "data_wait_seconds", "first_batch_seconds",
+                   "end_of_stream_seconds", "train_samples")
 
 
-def reported_metrics(metrics: dict) -> dict:
-    """An evaluation's metrics as reported (Ray Train, Tune): validation metrics prefixed ``valid_``."""
-    return {k if k in NOT_VALIDATION or k.startswith("replica") else f"valid_{k}": v for k, v in metrics.items()}
+def valid_prefixed(metrics: dict) -> dict:
+    """An evaluation's metrics as Ray Train and Tune get them: the validation metrics prefixed ``valid_``."""
+    return {k if k in _NOT_VALIDATION or k.startswith("replica") else f"valid_{k}": v for k, v in metrics.items()}
 
 
 def cycle(epoch_batches: EpochBatches,

@@ -5,7 +5,8 @@ Ray Train (Ray Data ingest) with 1 and 2 workers, matched torch thread counts.
 
 Start-up (process/worker-group start, first batch) and the wait for the end of the epoch's stream (after the
 last batch) are reported separately from steady-state samples/s (samples after the first batch / time from the
-first to the last batch). The 1-worker Ray run is repeated 3 times; its figures are the medians of the repeats. The trainer's wait-for-batch share shows whether Ray Data ingest is the bottleneck.
+first to the last batch). The 1-worker Ray run is repeated 3 times; its figures are the medians of the repeats.
+The trainer's wait-for-batch share shows whether Ray Data ingest is the bottleneck.
 
 The Ray runs stream every epoch through Ray Data (``ray.worker_cache_mb=0``); the full run adds one with the
 default worker cache (epochs after the first replayed from the worker's memory). The plain loop runs before and

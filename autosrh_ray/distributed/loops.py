@@ -35,7 +35,7 @@ from ..metrics import task_metrics
 from ..model_state import cpu_state, model_from_state
 from ..models import EmbeddingModel
 from ..search import BiLevelSearch
-from ..training import StopRule, Trainer, predict, reported_metrics
+from ..training import StopRule, Trainer, predict, valid_prefixed
 from . import checkpoint as ckpt
 from .resources import set_torch_threads
 from .cache import Budget
@@ -172,7 +172,7 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
 
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
     return {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch,
-            "resumed_from_step": state.resumes[-1] if state.resumes else -1, **reported_metrics(metrics)}
+            "resumed_from_step": state.resumes[-1] if state.resumes else -1, **valid_prefixed(metrics)}
 
 
 def _phase(spec: LoopSpec, index: int) -> tuple[str, StopRule]:

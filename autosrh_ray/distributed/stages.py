@@ -39,6 +39,16 @@ Log = Callable[[str], None]
 STAGE_FILE = "stage.pt"  # a finished stage's FitResult and best state, beside its Train run's checkpoints
 
 
+def run_name(stage: str, tag: str = "") -> str:
+    """A stage's run name: ``retrain-cr10`` for a tagged stage, else the stage."""
+    return f"{stage}-{tag}" if tag else stage
+
+
+def stage_path(storage: str, name: str, run: str) -> str:
+    """Where run ``run`` of the runs named ``name`` keeps its finished stage (``<storage>/<name>-<run>/stage.pt``)."""
+    return storage_module.join(storage, f"{name}-{run}", STAGE_FILE)
+
+
 @dataclass
 class LoopOptions:
     """Knobs for tests and benchmarks (the workflow uses the defaults)."""
@@ -193,7 +203,7 @@ class RayTrainExecutor:
         return storage_module.join(self.storage, f"{self.name}-{run}")
 
     def _reused(self, run: str) -> Optional[tuple[FitResult, dict]]:
-        done = storage_module.join(self._run_dir(run), STAGE_FILE)
+        done = stage_path(self.storage, self.name, run)
         if not storage_module.is_file(done):
             return None
         self.log(f"[{_label(run)}] finished in an earlier run: reused {self._run_dir(run)}")
@@ -207,14 +217,14 @@ class RayTrainExecutor:
         result = fit_result(final, seconds)
         stopped_at_budget = final.stop_reason == "budget"  # PEP: the state that reached the budget
         best = final.model if stopped_at_budget or final.best.state is None else final.best.state
-        save_stage(storage_module.join(self._run_dir(run), STAGE_FILE), result, best)
+        save_stage(stage_path(self.storage, self.name, run), result, best)
         return result, best
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
         """A training stage of the graph (:class:`~autosrh_ray.pipeline.StageExecutor`): one Train run; its
         best-by-validation state. A stage that finished before (same run name, same storage) is handed back
         from its ``stage.pt`` without starting Ray Train."""
-        run = f"{stage}-{tag}" if tag else stage
+        run = run_name(stage, tag)
         reused = self._reused(run)
         if reused is not None:
             return reused
