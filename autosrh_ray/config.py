@@ -383,6 +383,9 @@ def validate(config: Config) -> None:
     _positive("train.eval_every_steps", config.train.eval_every_steps, minimum=0)
     _positive("dataset.min_count", ds.min_count)
     _positive("ray.num_workers", config.ray.num_workers, minimum=0)
+    if config.ray.num_workers and config.train.batch_size % config.ray.num_workers:  # each worker takes B/W rows
+        raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {config.ray.num_workers} "
+                                              f"(got {config.train.batch_size})")
     _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:

@@ -73,7 +73,8 @@ MEANING = {
     "prune.retrain_from": "searched (paper Alg. 4: kept entries keep their searched values) or rewound (restart "
                           "them from their initialisation)",
     "train.lr": "learning rate of Θ (embeddings and network), Adam",
-    "train.batch_size": "global batch (split across ray.num_workers)",
+    "train.batch_size": "global batch (split across ray.num_workers, so divisible by it); a split smaller than one "
+                        "batch gives one smaller batch",
     "train.max_epochs": "cap on evaluations of UE and retraining (they stop earlier by patience)",
     "train.patience": "evaluations without a better validation loss before a training stage stops (best kept)",
     "train.eval_every_steps": "0: evaluate after each pass over train; N: every N steps (for huge data)",

@@ -41,7 +41,7 @@ from .resources import set_torch_threads
 from .cache import Budget
 from .feed import PeriodFeed
 from .progress import RowsChannel
-from .sources import InMemorySource, RayDataSource, ShardSource, steps_per_epoch
+from .sources import TRAIN, VALID, InMemorySource, RayDataSource, ShardSource, rows_per_pass
 from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_object, gather_objects, world
 
 
@@ -89,6 +89,7 @@ class LoopSpec:
     use_gpu: bool = False
     memory: Optional[InMemoryData] = None
     train_rows: int = 0  # rows of the train split (the Ray Data source plans its per-rank cache from it)
+    alpha_split_rows: int = 0  # rows of α's stream when known in advance (the validation split), else 0
     cache_bytes: int = 0  # per-worker memory for replaying splits (``ray.worker_cache_mb``)
     dtype: Literal["float32", "float64"] = "float32"
     check_replicas: bool = False
@@ -120,9 +121,13 @@ def _source(spec: LoopSpec, rank: int, size: int, seed: int, device) -> ShardSou
         m = spec.memory
         return InMemorySource(m.train, m.valid, spec.global_batch, rank, size, seed, m.shuffle)
     local = spec.global_batch // size
+    # splits known to give each rank less than one full batch: their whole share is one batch from the start
+    whole = {name for name, rows in ((TRAIN, spec.train_rows), (VALID, spec.alpha_split_rows))
+             if 0 < rows // size < local}
     return RayDataSource(local, rank, seed, spec.shape.num_fields,
-                         train_rows=steps_per_epoch(spec.train_rows, spec.global_batch, size) * local,
-                         budget=Budget(spec.cache_bytes), agree=lambda ok: bool(all_min(int(ok), device)))
+                         train_rows=rows_per_pass(spec.train_rows, spec.global_batch, size),
+                         budget=Budget(spec.cache_bytes), agree=lambda ok: bool(all_min(int(ok), device)),
+                         whole=whole)
 
 
 @torch.no_grad()

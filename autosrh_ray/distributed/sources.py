@@ -13,6 +13,11 @@ number of batches and restarts its validation stream at the same step); ``valid_
 ``equal=False`` so no row is dropped (:class:`LoopDataConfig`). Rows arrive assembled and (train, valid)
 shuffled by Ray Data's tasks (:func:`train_datasets`): the worker only slices them into batches.
 
+A split smaller than one batch is not an error: when a rank's share of a split holds no full local batch, the
+whole share is one (smaller) batch — shares are equal, so every rank makes the same steps in lockstep (Ray Data:
+the rows known to fall short are streamed whole from the start, otherwise a first pass without a full batch is
+followed at once by one that keeps the short batch; in memory: one batch of the largest multiple of W rows).
+
 In memory (:class:`InMemorySource`, tests and the equivalence check): global batch g holds rows
 ``order[g·B:(g+1)·B]`` and rank r takes rows ``r::W`` of it; evaluation rows are ``r::W`` of the split.
 """
@@ -84,7 +89,8 @@ class InMemorySource:
     shuffle: bool = False
 
     def _batches(self, split: EncodedSplit, epoch: int, salt: int) -> Iterator[Batch]:
-        n, b = len(split), self.global_batch
+        n = len(split)
+        b = min(self.global_batch, n - n % self.world) or self.global_batch  # a split smaller than one batch
         order = (np.random.default_rng([self.seed, salt, epoch]).permutation(n) if self.shuffle
                  else np.arange(n))
         for start in range(0, n - n % b, b):
@@ -122,7 +128,9 @@ class RayDataSource:
     (:mod:`.cache`): train rows reshuffled per epoch (seeded by ``seed``, epoch and rank), validation rows in
     order. ``train_rows`` is the number of full-batch rows this rank streams per epoch (0: do not keep train);
     ``agree`` combines a per-rank flag across ranks (MIN all-reduce) so all ranks replay or all stream;
-    ``shard`` gives the named split's iterator (Ray Train's ``get_dataset_shard``; a plain iterator in tests)."""
+    ``shard`` gives the named split's iterator (Ray Train's ``get_dataset_shard``; a plain iterator in tests);
+    ``whole``: the splits known (from their row counts) to give this rank less than one full local batch, used
+    as one batch of the whole share; a split found so on its first pass joins them."""
 
     local_batch: int
     rank: int = 0
@@ -132,6 +140,7 @@ class RayDataSource:
     budget: Budget = field(default_factory=lambda: Budget(0))
     agree: Callable[[bool], bool] = _agree_alone
     shard: Callable[[str], Any] = _train_shard
+    whole: set = field(default_factory=set)
     _train: FirstPass = field(default_factory=FirstPass)
     _train_rows: Optional[RowCache] = None
     _eval: FirstPass = field(default_factory=FirstPass)
@@ -145,12 +154,31 @@ class RayDataSource:
         return self.shard(name).iter_batches(batch_size=batch_size, batch_format="numpy", drop_last=drop_last,
                                              prefetch_batches=2)
 
+    def _pass_columns(self, name: str) -> Iterator[dict]:
+        """One pass over a training stream (``train`` or ``valid``): full local batches, or — for a share
+        smaller than one batch — the whole share as one. A pass that finds no full batch is followed at once by
+        a pass that keeps the short one (every rank's share is equal: all ranks do the same)."""
+        short = name in self.whole
+        seen = False
+        for cols in self._columns(name, self.local_batch, not short):
+            seen = True
+            yield cols
+        if not seen and not short:
+            self.whole.add(name)
+            yield from self._columns(name, self.local_batch, False)
+
+    def _pass(self, name: str) -> Iterator[Batch]:
+        for cols in self._pass_columns(name):
+            yield Batch.from_numpy(cols[IDS], cols[VALUES], cols[LABEL])
+
     def train_epoch(self, epoch: int) -> Iterator[Batch]:
         if self._train.replaying(self.agree, self._release_train_rows):
             rng = np.random.default_rng([self.seed, 1, epoch, self.rank])
-            return in_background(self._train_rows.shuffled(self.local_batch, rng))  # the gather beside the step
+            rows = self._train_rows
+            # the gather beside the step; a share smaller than one batch is one batch
+            return in_background(rows.shuffled(min(self.local_batch, rows.filled), rng))
         if self._train.started:
-            return in_background(self._iter(TRAIN, self.local_batch, True))
+            return in_background(self._pass(TRAIN))
         self._train.started = True
         if self.train_rows and self.budget.take(RowCache.nbytes(self.train_rows, self.num_fields)):
             self._train_rows = RowCache(self.train_rows, self.num_fields)
@@ -163,7 +191,7 @@ class RayDataSource:
 
     def _train_first_pass(self) -> Iterator[Batch]:
         rows = self._train_rows
-        for cols in self._columns(TRAIN, self.local_batch, True):
+        for cols in self._pass_columns(TRAIN):
             kept = rows.add(cols[IDS], cols[VALUES], cols[LABEL]) if rows is not None else None
             yield kept if kept is not None else Batch.from_numpy(cols[IDS], cols[VALUES], cols[LABEL])
         self._train.whole = rows is not None and rows.complete
@@ -174,12 +202,12 @@ class RayDataSource:
         batch every step (~8 passes per epoch at an 8:1:1 split); beyond the budget it restarts instead (equal
         splits give every rank the same rows, so all ranks take the same branch at the same step)."""
         kept = KeptBatches(self.budget)
-        for b in self._iter(VALID, self.local_batch, True):
+        for b in self._pass(VALID):
             kept.keep(b)
             yield b
         cache = kept.batches
         if cache is None:
-            yield from cycle(lambda e: self._iter(VALID, self.local_batch, True), _NO_LOCAL_BATCH)
+            yield from cycle(lambda e: self._pass(VALID), _NO_LOCAL_BATCH)
             return
         if not cache:
             raise ValueError(_NO_LOCAL_BATCH)
@@ -229,6 +257,13 @@ def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shu
 def steps_per_epoch(rows: int, global_batch: int, world: int) -> int:
     """Full local batches per rank after ``streaming_split(equal=True)``: ⌊⌊rows/W⌋ / (B/W)⌋ = ⌊rows/B⌋."""
     return (rows // world) // (global_batch // world)
+
+
+def rows_per_pass(rows: int, global_batch: int, world: int) -> int:
+    """Rows one rank trains on per pass over a split of ``rows`` rows: its full local batches, or its whole
+    share when that holds no full batch (see the module docstring)."""
+    share, local = rows // world, global_batch // world
+    return share if share < local else steps_per_epoch(rows, global_batch, world) * local
 
 
 def loop_data_config(execution_options, local: bool = False):

@@ -154,6 +154,7 @@ class RayTrainExecutor:
                         use_gpu=self.plan.use_gpu, memory=memory,
                         # Θ's share of train under alpha_data: train is not known in advance: stream it each pass
                         train_rows=0 if alpha_rows == "train" else self.prepared.rows.train,
+                        alpha_split_rows=self.prepared.rows.valid if alpha_rows == "validation" else 0,
                         cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
                         rewrite_metrics=o.rewrite_metrics, then=then,
@@ -273,6 +274,33 @@ POLL_ENV, POLL_SECONDS = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"
 PRUNE_HERE_ENTRIES = 1 << 24  # M·K up to which the driver prunes itself (64 MiB of float32 scores)
 
 
+def check_batch_against_splits(config: Config, prepared: PreparedData, workers: int, log: Log = print) -> None:
+    """What a Train run needs of ``train.batch_size`` and the splits' rows, once they are known (after prepare).
+
+    A split smaller than one batch is fine: each worker uses its whole (equal) share as one smaller batch
+    (:mod:`.sources`), said here in one line. Only a split with fewer rows than workers cannot give every worker
+    a batch; and the batch must split evenly across the workers (also checked with the config, before prepare)."""
+    b = config.train.batch_size
+    if b % workers:
+        raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {workers} (got {b})")
+    rows = prepared.rows
+    streams = {"train split": rows.train}
+    if config.search.method in ("autosrh", "autodim", "autoemb"):  # α's stream: valid, or ~alpha_fraction of train
+        s = config.search
+        if s.alpha_data == "validation":
+            streams["valid split"] = rows.valid
+        else:  # its exact size is known only as it streams: a short slice is used whole there
+            streams["α slice of train"] = int(rows.train * s.alpha_fraction)
+    for split, n in streams.items():
+        if n < workers:
+            raise ConfigError("ray.num_workers", f"the {split} has {n} rows, fewer than the {workers} workers "
+                                                 "(each needs at least one row); lower ray.num_workers")
+        if n < b:
+            share, about = n // workers, "about " if split.startswith("α") else ""
+            log(f"note: the {split} has {about}{n} rows, fewer than train.batch_size = {b}: its batches hold "
+                f"{about}{share * workers} rows" + (f" ({share} per worker)" if workers > 1 else ""))
+
+
 def make_runner(config: Config, prepared: PreparedData, output: Optional[str | Path] = None,
                 options: Optional[LoopOptions] = None, log: Log = print, storage: Optional[str] = None,
                 name: Optional[str] = None, cpus: Optional[float] = None, callbacks: tuple = (),
@@ -285,20 +313,7 @@ def make_runner(config: Config, prepared: PreparedData, output: Optional[str | P
     os.environ.setdefault(POLL_ENV, POLL_SECONDS)
     connect(config.ray)
     plan = plan_resources(config.ray, cpus if cpus is not None else cluster_cpus())
-    if config.train.batch_size % plan.num_workers:
-        raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {plan.num_workers} "
-                                              f"(got {config.train.batch_size})")
-    rows, b = prepared.rows, config.train.batch_size
-    needed = {"train": rows.train}
-    if config.search.method in ("autosrh", "autodim", "autoemb"):  # α's stream: valid, or ~alpha_fraction of train
-        s = config.search
-        alpha = ("valid", rows.valid) if s.alpha_data == "validation" else ("α slice of train",
-                                                                             int(rows.train * s.alpha_fraction))
-        needed[alpha[0]] = alpha[1]
-    for split, n in needed.items():
-        if n < b:
-            raise ConfigError("train.batch_size", f"{b} is more than the {split} split's {n} rows "
-                                                  f"(every step needs one full {split} batch)")
+    check_batch_against_splits(config, prepared, plan.num_workers, log)
     name = name or config.run.name or default_run_name(config, prepared)
     return RayTrainExecutor(config, prepared, plan, storage or storage_path(config, output), name,
                             options or LoopOptions(), log, callbacks, live)
