@@ -4,12 +4,21 @@ The workflow prints its own progress (epoch metrics per stage), so by default Ra
 Data's progress lines and the workers' log forwarding are turned off (a bad-input error stays one line; worker
 logs stay in Ray's session log directory, and a failing worker still raises in the driver).
 ``ray.verbose: true`` brings them all back. Token authentication stays as Ray sets it.
+
+A private local Ray is private all the way down: Ray's own helpers inside it (Ray Train's placement-group
+cleaner, the state API) find "the" cluster by ``RAY_ADDRESS`` or, without it, by scanning the machine for Ray
+processes — which fails ("Found multiple active Ray instances") as soon as another Ray runs beside ours, and
+left a Tune study waiting forever for the CPUs of a trial whose placement group was never removed. So the local
+instance is started on a port chosen here, with ``RAY_ADDRESS`` naming it in the environment that every one of
+its processes inherits (:func:`start_local`).
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+import socket
+from typing import Iterator, Optional
+from contextlib import contextmanager
 
 from .config import RayConfig
 
@@ -23,6 +32,50 @@ def init_address(configured: str, environ: Optional[dict] = None) -> Optional[st
     if configured in ("", "local"):
         return None if environ.get("RAY_ADDRESS") else "local"
     return configured
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set for the duration (what ``ray.init`` hands to the processes it starts)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def start_local(attempts: int = 3, **init_kwargs) -> str:
+    """``ray.init(address="local", **init_kwargs)`` on a free port, with ``RAY_ADDRESS`` set to that port in the
+    environment its processes (GCS, raylet and so every worker and actor) inherit; returns the GCS address.
+
+    The driver's own environment is left as it was (a subprocess of the driver starts a Ray of its own, as
+    before). A port taken between choosing and binding it is retried with another."""
+    import ray
+
+    for attempt in range(attempts):
+        port = _free_port()
+        try:
+            with _environment(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"127.0.0.1:{port}"):
+                ray.init(address="local", **init_kwargs)
+            break
+        except (ConnectionError, RuntimeError):
+            if ray.is_initialized() or attempt == attempts - 1:
+                raise
+    address = ray.get_runtime_context().gcs_address
+    if not address.endswith(f":{port}"):
+        raise RuntimeError(f"the local Ray started at {address}, not on the port it was given ({port})")
+    return address
 
 
 # Ray kills idle workers above a soft limit (default: the CPU count) after a second. Every process of a Train run
@@ -46,8 +99,11 @@ def connect(ray_config: RayConfig) -> bool:
         level = logging.INFO if ray_config.verbose else logging.ERROR
         # The dashboard serves Ray's state API, which Ray Train uses to clean up after a run whose controller was
         # stopped (a Tune trial stopped by its scheduler): without it, the run's CPUs stay reserved.
-        ray.init(address=address, logging_level=level, log_to_driver=ray_config.verbose,
-                 _system_config=LOCAL_SYSTEM_CONFIG if address == "local" else None)
+        options = dict(logging_level=level, log_to_driver=ray_config.verbose)
+        if address == "local":
+            start_local(_system_config=LOCAL_SYSTEM_CONFIG, **options)
+        else:
+            ray.init(address=address, **options)
         started = True
     if not ray_config.verbose:
         logging.getLogger("ray.data").setLevel(logging.ERROR)

@@ -16,9 +16,12 @@ def ray_cluster():
     """A local Ray instance with 2 CPUs (the smallest machine we support), started once per session."""
     import ray
 
+    from autosrh_ray.runtime import start_local
+
     if not ray.is_initialized():
+        # as the workflow starts it: its processes know its address (other Ray instances may run beside it);
         # with the dashboard: Ray Train cleans up runs stopped by a Tune scheduler through its state API
-        ray.init(address="local", num_cpus=2, logging_level=logging.WARNING)
+        start_local(num_cpus=2, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     # Left running until the interpreter exits: other session-scoped users may still need it.

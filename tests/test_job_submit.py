@@ -8,25 +8,19 @@ search, then of the retrain: progress is printed as it happens, not when a stage
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from .ray_head import RAY, ray_head as start_head
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).with_name("ray"))
-PORTS = ("port", "node-manager-port", "object-manager-port", "ray-client-server-port", "dashboard-port",
-         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
 # Many evaluations of small batches: after its first epoch each stage still trains for seconds (`ray job logs`
 # delivers lines about once a second), so lines printed live arrive in an earlier delivery than the stage's last.
 TINY = ["dataset.synthetic.rows=30000", "train.batch_size=64", "search.max_epochs=6", "search.patience=6",
@@ -34,72 +28,11 @@ TINY = ["dataset.synthetic.rows=30000", "train.batch_size=64", "search.max_epoch
         "report.reference=none", "report.plots=false"]
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Live processes of the session the head was started in (Ray's workers get process groups of their own,
-    but stay in the session)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout.split()
-    return [int(p) for p, s, st in zip(out[::3], out[1::3], out[2::3]) if int(s) == sid and not st.startswith("Z")]
-
-
-def _end_session(sid: int) -> None:
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        for pid in _session_pids(sid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + wait
-        while _session_pids(sid) and time.time() < deadline:
-            time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def ray_head():
     """A head of this test's own (2 CPUs), its environment for clients (token), its dashboard address."""
-    root = Path(tempfile.mkdtemp(prefix="ar-head-", dir="/tmp"))  # short: Ray's socket paths are limited
-    temp_dir = root / "ray"
-    token = root / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    # RAY_TMPDIR: the head records its address where a plain ray.init() with the same RAY_TMPDIR looks for
-    # "the cluster on this machine" — the trap a local run must not fall into (see the last test)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(root)}
-    env.pop("RAY_ADDRESS", None)
-    ports = dict(zip(PORTS, _free_ports(len(PORTS))))
-    # workers' ports: a range below the ephemeral ports the others came from, so the two never overlap
-    low = 20_000 + secrets.randbelow(40) * 250
-    assert not any(low <= p <= low + 200 for p in ports.values())
-    command = [RAY, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={temp_dir}", "--include-dashboard=true",
-               "--dashboard-host=127.0.0.1", f"--min-worker-port={low}", f"--max-worker-port={low + 200}",
-               *[f"--{name}={port}" for name, port in ports.items()]]
-    head = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    address = f"http://127.0.0.1:{ports['dashboard-port']}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # the job agent needs a moment after the head is up
-            probe = subprocess.run([RAY, "job", "list", "--address", address], env=env, capture_output=True,
-                                   text=True)
-            if probe.returncode == 0:
-                break
-            assert head.poll() is None, head.stdout.read().decode()[-3000:]
-            time.sleep(2)
-        else:
-            pytest.fail(f"the head's job server did not answer: {probe.stderr[-2000:]}")
-        yield {"env": env, "address": address, "gcs_port": ports["port"]}
-    finally:
-        _end_session(head.pid)
-        head.wait(timeout=30)
-        assert not _session_pids(head.pid), "processes of the test's head were left running"
+    with start_head() as head:
+        yield head
 
 
 def _job(command: str, args: list[str], head: dict) -> str:

@@ -1,0 +1,77 @@
+"""Two Ray instances on one machine is ordinary use (two terminals, CI beside a developer's run). With a head of
+the test's own running beside the suite's private Ray, everything Ray starts inside ours must still find ours.
+
+The hang this guards against: Ray Train's placement-group cleaner (an actor inside our instance) asks Ray's state
+API whether its controller lives; without an address that lookup scans the machine for Ray processes, found
+two and crashed ("Found multiple active Ray instances"), so a trial the Tune scheduler stopped kept its CPUs and
+the next trial waited forever."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from autosrh_ray import workflow
+from autosrh_ray.config import load_config
+
+from .distributed.helpers import SMALL
+from .ray_head import ray_head
+from .test_study import STUDY
+
+
+@pytest.fixture(scope="module")
+def other_ray():
+    with ray_head(num_cpus=1, jobs=False) as head:
+        yield head
+
+
+def _live_placement_groups(ray, wait_s: float = 30) -> list:
+    """Placement groups not removed, after waiting up to ``wait_s`` for the last run's to go."""
+    from ray.util.state import list_placement_groups
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        live = list_placement_groups(address=ray.get_runtime_context().gcs_address,
+                                     filters=[("state", "!=", "REMOVED")], raise_on_missing_output=False)
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(1)
+
+
+def test_the_state_api_inside_our_ray_finds_our_instance(ray_cluster, other_ray):
+    ray = ray_cluster
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def ping(self) -> int:
+            return 1
+
+    @ray.remote(num_cpus=0)
+    def lookup(actor_id: str) -> str:
+        from ray.util.state import get_actor  # no address: what Ray Train's cleaner does
+
+        return get_actor(actor_id, timeout=30).state
+
+    probe = Probe.remote()
+    ray.get(probe.ping.remote())
+    assert ray.get(lookup.remote(probe._actor_id.hex()), timeout=120) == "ALIVE"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("attempt", [1, 2, 3])
+def test_a_study_whose_scheduler_stops_trials_finishes_beside_another_ray(ray_cluster, other_ray, tmp_path,
+                                                                          attempt):
+    # stall_timeout_s: were a trial's CPUs never freed, the run fails in minutes instead of hanging the suite
+    report = workflow.run(load_config(None, [*STUDY, "ray.stall_timeout_s=240"]), tmp_path, log=lambda _: None)
+    trials = report["study"]["trials"]
+    assert any(t["stop_reason"] == "scheduler" for t in trials), trials
+    assert all(t["stop_reason"] != "stalled" for t in trials), trials
+    assert not _live_placement_groups(ray_cluster)  # every Train run's CPUs were given back
+
+
+@pytest.mark.slow
+def test_a_plain_run_finishes_beside_another_ray(ray_cluster, other_ray, tmp_path):
+    report = workflow.run(load_config(None, [*SMALL, "report.reference=none", "ray.stall_timeout_s=240"]), tmp_path,
+                          log=lambda _: None)
+    assert report["stages"]["retrain"]["stop_reason"] in ("patience", "max_epochs")
+    assert not _live_placement_groups(ray_cluster)
