@@ -4,11 +4,13 @@ scale tests), ``predict`` (score raw rows with a finished run's model) and ``con
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, load_config
+from .supervise import StallError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,18 +114,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log = terminal_log if interactive() else print  # lines above the progress bars in a terminal
         if args.command == "prepare":
             prepared = workflow.prepare(config, output, log)
-            print(f"prepared {prepared.num_features} features into {output}: {prepared.rows}")
+            r = prepared.rows
+            print(f"prepared {prepared.num_features:,} features into {output}: rows read {r.read:,} = train "
+                  f"{r.train:,} + valid {r.valid:,} + test {r.test:,} + skipped {r.skipped:,}")
         else:
             report = workflow.run(config, output, log=log, fresh=args.fresh)
             for entry in report["models"] + ([report["reference"]] if "reference" in report else []):
-                print(f"{entry['method']} {entry['budget']}: test {entry['test']}, {entry['params']['kept']} kept "
-                      f"params (CR {entry['cr_achieved']:.2f})")
+                print(_model_line(entry))
             written = ["report.json"] + (["report.md"] if "report_md" in report["artifacts"] else [])
             print("wrote " + " and ".join(storage.join(output, name) for name in written))
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except KeyboardInterrupt:
+        print("autosrh-ray: interrupted. What finished is kept (prepared data, finished stages and trials, the "
+              "latest checkpoints); run the same command again to resume, or add --fresh to start over",
+              file=sys.stderr)
+        _exit_now(130)
+    except StallError as err:
         print(f"autosrh-ray: error: {err}", file=sys.stderr)
+        _exit_now(3)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"autosrh-ray: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _exit_now(code: int) -> None:
+    """End the process at once after an interrupt or a stall: the workflow's thread is still blocked inside Ray,
+    and a normal exit (Ray's shutdown beside it) can crash; the run's local Ray processes end with their driver."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _model_line(entry: dict) -> str:
+    """``autosrh 10: test auc 0.7512, logloss 0.5012; 1,234 kept params (CR 10.00)``."""
+    test = ", ".join(f"{k} {v:.4f}" for k, v in entry["test"].items())
+    return (f"{entry['method']} {entry['budget']}: test {test}; {entry['params']['kept']:,} kept params "
+            f"(CR {entry['cr_achieved']:.2f})")
+
+
+def _one_line(err: BaseException) -> str:
+    """The error a user should see: a bad-input error raised inside a Ray task arrives wrapped in Ray's task error
+    (whose text is a traceback); its cause's message is the one line."""
+    while getattr(err, "cause", None) is not None and err.cause is not err:
+        err = err.cause
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -156,6 +156,7 @@ class RayConfig:
     max_failures: int = 1
     worker_cache_mb: int = 1024  # per worker: splits that fit are streamed once, then replayed from memory
     verbose: bool = False
+    stall_timeout_s: float = 300.0  # a stage or trial that reports nothing this long fails (0: no limit)
 
 
 @dataclass
@@ -387,6 +388,8 @@ def validate(config: Config) -> None:
         raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {config.ray.num_workers} "
                                               f"(got {config.train.batch_size})")
     _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)
+    if config.ray.stall_timeout_s < 0:
+        raise ConfigError("ray.stall_timeout_s", f"must be >= 0 (0: no limit; got {config.ray.stall_timeout_s})")
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:
         raise ConfigError("train.lr", f"must be > 0 (got {config.train.lr})")

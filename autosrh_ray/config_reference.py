@@ -96,6 +96,9 @@ MEANING = {
     "ray.max_failures": "worker failures a Train run recovers from (from its last checkpoint)",
     "ray.worker_cache_mb": "per worker: splits that fit are streamed once, then replayed from memory",
     "ray.verbose": "Ray's own logs, worker output and Ray Data progress bars",
+    "ray.stall_timeout_s": "a stage or study trial that reports nothing (no rows, evaluation or chunk) for this "
+                           "long fails with one line saying what it waited for (a trial: marked failed, the study "
+                           "goes on); 0: no limit",
     "run.name": "prefix of the Train runs (default: method and a hash of the config); same name = resume",
     "tune.enabled": "run a Ray Tune study over tune.search_space before pruning; the best trial is finished",
     "tune.search_space": "dotted key -> list of values (grid or choices) or {uniform|loguniform|randint: [a, b]}",

@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Callable, Optional
 
+from .supervise import beat
+
 Log = Callable[[str], None]
 
 
@@ -73,6 +75,7 @@ class Progress:
         self._line = RateLine(label, total, log, unit, every, final_line=final_line)
 
     def update(self, done: int) -> None:
+        beat()
         if self._bar is not None:
             self._bar.update(done - self._bar.n)
             self._bar.refresh()  # updates come at most once a second: draw each one

@@ -18,6 +18,9 @@ trial during its search on the soft model's metric; only finished trials have a 
 best of those is chosen. Trials run as many at a time as the cluster's CPUs hold (one at a time on 2 CPUs): the
 trial's own actor takes a hundredth of a CPU, its Train workers and Ray Data the rest of the trial's share.
 
+Trials are printed as they report (:class:`TrialWatch`); a trial that reports nothing for ``ray.stall_timeout_s``
+is stopped and marked ``stalled`` (its line says what the cluster waited for), and the study goes on.
+
 Re-running the same study (same config, same storage) restores it: finished trials are not run again.
 """
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any, Callable, Optional
 from . import storage as storage_module
 from .config import Config, config_from_dict, with_overrides
 from .data.prepared import PreparedData
+from .supervise import doing
 from .training import FitResult, StopRule
 
 Log = Callable[[str], None]
@@ -48,7 +52,7 @@ class Trial:
     overrides: dict
     score: Optional[float]
     epochs: int  # evaluations of its search
-    stop_reason: str  # patience | max_epochs (its search) | scheduler (stopped early) | error
+    stop_reason: str  # patience | max_epochs (its search) | scheduler (stopped early) | error | stalled
     seconds: float
     last: Optional[float] = None  # the last metric it reported (a stopped trial's: its soft model's)
     search_run: Optional[str] = None  # storage directory of its search Train run
@@ -223,6 +227,14 @@ def concurrency(config: Config, cluster_cpus: float) -> int:
     return max(1, int(cluster_cpus // (r.num_workers * (r.cpus_per_worker or 1.0) + (r.data_cpus or 1.0))))
 
 
+def best_trial(trials: list[Trial], mode: str) -> Trial:
+    """The finished trial with the best score (``mode``: min or max); the earlier one on a tie."""
+    finished = [t for t in trials if t.score is not None]
+    if not finished:
+        raise ValueError("no finished trial")
+    return (min if mode == "min" else max)(finished, key=lambda t: t.score)
+
+
 def _searched(run_dir: str) -> tuple[FitResult, dict]:
     """The best trial's search: what it did and its best (α, Θ) state, as its run saved them."""
     from .distributed.stages import STAGE_FILE, load_stage
@@ -240,6 +252,7 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .distributed.resources import cluster_cpus
+    from .distributed.trial_watch import TrialWatch
     from .prune import study_budget
 
     start = time.perf_counter()
@@ -259,6 +272,8 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
                                reduction_factor=config.tune.reduction_factor)
                  if config.tune.scheduler == "asha" else FIFOScheduler())
     path = storage_module.join(storage, name)
+    watch = TrialWatch(metric, config.ray.stall_timeout_s, log)  # trial lines as they come; stalled trials
+    doing(f"the study {name} (its trials)")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the workflow prints one line per trial; Tune stays quiet
     if tune.Tuner.can_restore(path):
         log(f"study: resuming {path} (finished trials are not run again)")
@@ -272,14 +287,13 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
                                         num_samples=config.tune.num_samples, max_concurrent_trials=parallel),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0,
-                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback()]))
+                                      callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback(),
+                                                 watch]))
     grid = tuner.fit()
-    trials = [_trial(result, metric) for result in grid]
-    finished = [t for t in trials if t.score is not None]
-    if not finished:
+    trials = [_trial(result, metric, watch.stalled) for result in grid]
+    if not any(t.score is not None for t in trials):
         raise RuntimeError(f"no trial of the study finished (see {path})")
-    pick = min if mode == "min" else max
-    best = pick(finished, key=lambda t: t.score)
+    best = best_trial(trials, mode)
     for t in trials:
         score = "–" if t.score is None else f"{t.score:.5f}"
         log(f"study: trial {t.overrides} → {metric} {score} ({t.stop_reason}, {t.epochs} search evaluations, "
@@ -288,14 +302,16 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
                        mode, budget, time.perf_counter() - start, path)
 
 
-def _trial(result, metric: str) -> Trial:
-    """A Tune result as a :class:`Trial` (stopped by the scheduler when it never reported its final score)."""
+def _trial(result, metric: str, stalled: dict[str, str]) -> Trial:
+    """A Tune result as a :class:`Trial` (stopped by the scheduler when it never reported its final score;
+    ``stalled``: the trials :class:`TrialWatch` stopped, by key)."""
     m = result.metrics or {}
     overrides = dict(result.config or {})
     seconds = float(m.get("time_total_s", 0.0))
     last = float(m[metric]) if metric in m else None
     if result.error is not None:
-        return Trial(overrides, None, int(m.get("epoch", 0)), "error", seconds, last)
+        reason = "stalled" if trial_key(overrides) in stalled else "error"
+        return Trial(overrides, None, int(m.get("epoch", 0)), reason, seconds, last)
     if m.get(FINISHED):
         return Trial(overrides, float(m[metric]), int(m["search_epochs"]), str(m["search_stop"]),
                      float(m["trial_seconds"]), last, m[SEARCH_RUN], float(m["fixed_seconds"]))

@@ -19,6 +19,7 @@ from .metrics import task_metrics, validation_loss
 from .model_state import cpu_state
 from .models import EmbeddingModel
 from .search import BiLevelSearch, GradSync, ThetaOptimizer, parameter_grads
+from .supervise import beat
 
 EpochBatches = Callable[[int], Iterable[Batch]]
 
@@ -168,11 +169,18 @@ def evaluation_periods(train: EpochBatches, eval_every_steps: int = 0) -> Iterat
     """The training batches between two evaluations: whole passes (``eval_every_steps`` = 0) or runs of that many
     steps that continue across passes."""
     if eval_every_steps <= 0:
-        yield from (train(epoch) for epoch in itertools.count())
+        yield from (_beating(train(epoch)) for epoch in itertools.count())
         return
     stream = cycle(train, "the train split is empty")
     while True:
-        yield itertools.islice(stream, eval_every_steps)
+        yield _beating(itertools.islice(stream, eval_every_steps))
+
+
+def _beating(batches: Iterable[Batch]) -> Iterator[Batch]:
+    """Each training batch is progress for the workflow's stall watchdog (:mod:`.supervise`)."""
+    for b in batches:
+        beat()
+        yield b
 
 
 def train_until_stopped(step: Callable[[Batch], float], model: EmbeddingModel, train: EpochBatches,

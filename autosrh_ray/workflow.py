@@ -48,12 +48,13 @@ import yaml
 from . import atomic, storage
 from .artifact import save_model
 from .batch import Batch
-from .config import Config, validate_against_data, with_overrides
+from .config import Config, ConfigError, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
 from .metrics import reported_metrics, task_metrics
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
 from .pipeline import StageResult, run_all_in_process
+from .supervise import beating, supervised
 
 Log = Callable[[str], None]
 
@@ -209,15 +210,56 @@ def _relative(path: str, base: str) -> str:
     return path[len(prefix):] if path.startswith(prefix) else path
 
 
+def _check_output(destination: str) -> bool:
+    """A local output directory can be created and written, checked before any work (one line naming
+    ``--output`` if not); True if this call created it."""
+    if storage.is_uri(destination):
+        return False
+    path = Path(destination)
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise ConfigError("--output", f"cannot create or write {path}: {err.strerror or err}") from None
+    return created
+
+
+def _supervised(config: Config, destination: str, work: Callable[[], object]):
+    """``work()`` under the stall watchdog (``ray.stall_timeout_s``); an output directory this run created and
+    left empty (it failed or was interrupted before writing anything) is removed."""
+    from .distributed.waiting_for import ray_waiting_for
+
+    from .runtime import connect
+
+    created = _check_output(destination)
+    connect(config.ray)  # in this (usually the main) thread: Ray installs its signal handlers here
+    try:
+        return supervised(work, config.ray.stall_timeout_s, ray_waiting_for)
+    except BaseException:
+        if created and not any(Path(destination).iterdir()):
+            Path(destination).rmdir()
+        raise
+
+
 def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = None, log: Log = print,
         loop_options=None, fresh: bool = False) -> dict:
     """The whole workflow; writes ``output/report.json`` (and report.md, plots, artifacts) and returns the report.
 
-    ``loop_options`` (:class:`~autosrh_ray.distributed.stages.LoopOptions`) are test hooks for the Train loops.
+    Fails with :class:`~autosrh_ray.supervise.StallError` when a stage or trial reports nothing for
+    ``ray.stall_timeout_s``; Ctrl-C raises ``KeyboardInterrupt`` at once (what finished is kept: re-running
+    resumes). ``loop_options`` (:class:`~autosrh_ray.distributed.stages.LoopOptions`) are test hooks for the
+    Train loops.
     """
+    destination = storage.absolute(output)
+    return _supervised(config, destination,
+                       lambda: _run(config, destination, prepared, beating(log), loop_options, fresh))
+
+
+def _run(config: Config, destination: str, prepared: Optional[PreparedData], log: Log, loop_options,
+         fresh: bool) -> dict:
     from .distributed.stages import run_on_ray_train, storage_path
 
-    destination = storage.absolute(output)
     _check_paths(config, destination)
     # remote output: the driver's files are staged locally and uploaded at the end
     output = Path(tempfile.mkdtemp(prefix="autosrh-ray-output-") if storage.is_uri(destination) else destination)
@@ -290,7 +332,10 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
             np.save(f, alpha.numpy())
         report["artifacts"]["alpha"] = "alpha.npy"
     # the contract's keys; a study's own time is study.seconds (and part of total)
-    report["timings_s"] = {"prepare": t_prepare, **entries[0]["timings_s"], "total": time.perf_counter() - t0}
+    # stages reused from an earlier run count the seconds they took then: total is never less than their sum
+    wall = time.perf_counter() - t0
+    report["timings_s"] = {"prepare": t_prepare, **entries[0]["timings_s"],
+                           "total": max(wall, t_prepare + sum(entries[0]["timings_s"].values())), "this_run": wall}
     report["rows"] = {
         "read": prepared.rows.read, "train": prepared.rows.train, "valid": prepared.rows.valid,
         "test": prepared.rows.test, "skipped": prepared.rows.skipped,
@@ -319,7 +364,9 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
 
 
 def prepare(config: Config, output: str | Path, log: Log = print) -> PreparedData:
-    """The data stage on Ray Data: write (or reuse) the prepared directory for ``config``."""
+    """The data stage on Ray Data: write (or reuse) the prepared directory for ``config`` (under the stall
+    watchdog, as :func:`run`)."""
     from .data.prepare import prepare as prepare_on_ray
 
-    return prepare_on_ray(config, output, log=log)
+    destination = storage.absolute(output)
+    return _supervised(config, destination, lambda: prepare_on_ray(config, destination, log=beating(log)))

@@ -33,6 +33,7 @@ from .local import config_hash
 from .prepared import META_FILE, PreparedData
 from .readers import Layout, input_files, layout_for
 from ..runtime import connect
+from ..supervise import doing
 from .split import SPLIT_NAMES
 from .vocabulary import count_statistics, field_specs
 
@@ -130,6 +131,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     if not chunks:
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")
     log(f"[prepare] {len(chunks)} chunks of {len(files) or 1} input(s)")
+    doing("[prepare] (the statistics pass over the input chunks, Ray Data)")
     fields = field_specs(layout, mode)
     stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, syn,
                              Progress("prepare: statistics", len(chunks), log, unit="chunks").update)
@@ -147,6 +149,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     storage.makedirs(output)
     _clear(output)
     space.save(output)
+    doing("[prepare] (encoding and writing the splits, Ray Data)")
     shards = encode_and_write(chunks, layout, space, mode, ds.seed, ds.split, output, syn,
                               Progress("prepare: encode", rows.train + rows.valid + rows.test, log).update)
     for name in SPLIT_NAMES:

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from ..pipeline import epoch_line
 from ..rate_line import Progress
+from ..supervise import beat
 
 Log = Callable[[str], None]
 POLL_SECONDS = 0.25
@@ -111,6 +112,7 @@ class LiveLines:
                 self._show(item)
 
     def _show(self, item: tuple) -> None:
+        beat()
         if item[0] == LINE:
             _, label, line = item
             self._end_progress(label)

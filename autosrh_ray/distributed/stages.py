@@ -27,6 +27,7 @@ from ..data.prepared import EncodedSplit, PreparedData
 from ..data.split import in_alpha_slice
 from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
 from ..runtime import connect
+from ..supervise import doing
 from ..training import FitResult, StopRule
 from . import checkpoint as ckpt
 from .cache import RowCache
@@ -142,6 +143,7 @@ class RayTrainExecutor:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        doing(f"[{_label(stage)}] (Train run {self.name}-{stage})")
         o, train, search = self.options, self.config.train, self.config.search
         alpha_rows = search.alpha_data if kind == "search" else None
         alpha_slice = (search.alpha_fraction, train.seed)

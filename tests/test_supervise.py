@@ -1,0 +1,82 @@
+"""The stall watchdog (``ray.stall_timeout_s``) without Ray: silence fails with one line naming what was waited
+on and the key to raise; progress keeps a slow run alive; results and errors pass through; a study's trial
+that reports nothing is stopped and named while the others go on."""
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from autosrh_ray import supervise
+from autosrh_ray.study import trial_key
+from autosrh_ray.supervise import StallError, beat, doing, supervised
+
+
+def test_results_and_errors_pass_through():
+    assert supervised(lambda: 42, timeout_s=5) == 42
+    with pytest.raises(KeyError):
+        supervised(lambda: {}["missing"], timeout_s=5)
+
+
+def test_silence_fails_with_one_line_naming_the_wait_and_the_key():
+    release = threading.Event()
+
+    def stuck():
+        doing("[search] (Train run x-search)")
+        release.wait(30)
+
+    start = time.monotonic()
+    with pytest.raises(StallError) as caught:
+        supervised(stuck, timeout_s=1.0, waiting_for=lambda: "placement groups: 1 PENDING {GPU: 1}")
+    release.set()
+    assert time.monotonic() - start < 5
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("[search] (Train run x-search) reported nothing for")
+    assert "1 PENDING {GPU: 1}" in message and "ray.stall_timeout_s" in message
+
+
+def test_progress_keeps_a_slow_run_alive_and_no_limit_means_none():
+    def slow_but_beating():
+        for _ in range(12):  # 2.4 s in all, never 1 s without a beat
+            time.sleep(0.2)
+            beat()
+        return "done"
+
+    assert supervised(slow_but_beating, timeout_s=1.0) == "done"
+    assert supervised(lambda: time.sleep(1.5) or "done", timeout_s=0) == "done"
+
+
+def test_a_nested_call_runs_directly():
+    seen = []
+    supervised(lambda: seen.append(supervised(lambda: threading.current_thread().name, timeout_s=1)), timeout_s=5)
+    assert seen == ["autosrh-workflow"]  # the inner call ran in the outer worker thread
+    assert supervise._state.depth == 0
+
+
+def _trial(trial_id: str, lr: float, status: str = "RUNNING"):
+    return SimpleNamespace(trial_id=trial_id, config={"train.lr": lr}, status=status, last_result={},
+                           temporary_state=SimpleNamespace(ray_actor=None), path="/tmp/t")
+
+
+def test_a_silent_study_trial_is_stopped_and_named_the_others_go_on(monkeypatch):
+    from autosrh_ray.distributed import trial_watch
+
+    monkeypatch.setattr(trial_watch, "ray_waiting_for", lambda: "no pending task or actor")
+    lines: list[str] = []
+    watch = trial_watch.TrialWatch("valid_logloss", timeout_s=0.5, log=lines.append)
+    quiet, busy = _trial("a", 0.1), _trial("b", 0.01)
+    for t in (quiet, busy):
+        watch.on_trial_start(0, [quiet, busy], t)
+    time.sleep(0.3)
+    watch.on_trial_result(1, [quiet, busy], busy, {"valid_logloss": 0.45, "training_iteration": 1})
+    time.sleep(0.3)
+    watch.on_step_end(2, [quiet, busy])
+    assert set(watch.stalled) == {trial_key({"train.lr": 0.1})}
+    assert any("valid_logloss 0.45000" in line for line in lines)
+    assert any("study trial {'train.lr': 0.1} reported nothing" in line and "marked failed" in line
+               for line in lines)
+    watch.on_step_end(3, [quiet, busy])  # stopped once, not again
+    assert sum("marked failed" in line for line in lines) == 1
