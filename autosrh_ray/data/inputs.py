@@ -13,6 +13,7 @@ Pure Python (no Ray): the Ray Data stages in :mod:`.vocabulary` and :mod:`.encod
 from __future__ import annotations
 
 import gzip
+import zlib
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import IO, Iterator, Literal, Optional, Sequence
@@ -130,7 +131,18 @@ def needs_counting(chunks: Sequence[Chunk]) -> list[Chunk]:
 
 
 def iter_pieces(chunk: Chunk, piece_bytes: int = PIECE_BYTES) -> Iterator[tuple[bytes, int]]:
-    """Yield (line-aligned bytes, index of its first line within the chunk) for a text chunk."""
+    """Yield (line-aligned bytes, index of its first line within the chunk) for a text chunk; a truncated or
+    corrupt gzip file raises :class:`DataError` naming it and the lines read before the damage."""
+    line = 0
+    try:
+        for data, line in _pieces(chunk, piece_bytes):
+            yield data, line
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"{chunk.path}: truncated or corrupt gzip file after about line {line + 1:,} "
+                        f"({err})") from None
+
+
+def _pieces(chunk: Chunk, piece_bytes: int) -> Iterator[tuple[bytes, int]]:
     with open_binary(chunk.path) as fh:
         if chunk.skip_header:
             fh.readline()
