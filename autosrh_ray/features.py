@@ -35,21 +35,27 @@ class FieldSpec:
 
 @dataclass(frozen=True)
 class NumericStats:
-    """Training-split statistics of one numerical field (count of non-missing rows, mean, std)."""
+    """Training-split statistics of one numerical field (count of non-missing rows, mean, std, and the range
+    ``low``..``high`` of its values: None when not recorded, as in data prepared before they were)."""
 
     count: int
     mean: float
     std: float
+    low: Optional[float] = None
+    high: Optional[float] = None
 
     @staticmethod
-    def from_sums(count: int, total: float, total_sq: float) -> "NumericStats":
-        """From partial sums (mergeable across shards). std falls back to 1 for constant or empty fields."""
+    def from_sums(count: int, total: float, total_sq: float, low: Optional[float] = None,
+                  high: Optional[float] = None) -> "NumericStats":
+        """From partial sums (mergeable across shards) and the range's partial min/max. std falls back to 1 for
+        constant or empty fields."""
         if count == 0:
             return NumericStats(0, 0.0, 1.0)
         mean = total / count
         var = max(total_sq / count - mean * mean, 0.0)
         std = math.sqrt(var)
-        return NumericStats(int(count), float(mean), float(std) if std > 1e-12 else 1.0)
+        low, high = (None, None) if low is None or high is None else (float(low), float(high))
+        return NumericStats(int(count), float(mean), float(std) if std > 1e-12 else 1.0, low, high)
 
 
 @dataclass
@@ -222,7 +228,8 @@ class FeatureSpace:
         storage.makedirs(directory)
         meta = {
             "fields": [{"name": s.name, "kind": s.kind} for s in self.fields],
-            "numeric_stats": [None if s is None else [s.count, s.mean, s.std] for s in self.numeric_stats],
+            "numeric_stats": [None if s is None else [s.count, s.mean, s.std, s.low, s.high]
+                              for s in self.numeric_stats],
             "num_features": self.num_features,
         }
         storage.write_text(storage.join(directory, "features.json"), json.dumps(meta, indent=1))
@@ -252,7 +259,8 @@ class FeatureSpace:
     def load(directory: str | Path) -> "FeatureSpace":
         meta = json.loads(storage.read_text(storage.join(directory, "features.json")))
         fields = [FieldSpec(d["name"], d["kind"]) for d in meta["fields"]]
-        stats = [None if s is None else NumericStats(int(s[0]), float(s[1]), float(s[2])) for s in meta["numeric_stats"]]
+        stats = [None if s is None else NumericStats(int(s[0]), float(s[1]), float(s[2]), *s[3:5])
+                 for s in meta["numeric_stats"]]
         table = pq.read_table(storage.parquet_source(storage.join(directory, "frequencies.parquet")))
         field_of = table.column("field_index").to_numpy().astype(np.int32)
         values = table.column("value").to_pylist()

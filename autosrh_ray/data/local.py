@@ -60,7 +60,8 @@ def count_features(fields: Sequence[FieldSpec], columns: dict[str, pa.Array]):
             x = col.to_numpy(zero_copy_only=False).astype(np.float64)
             x = x[~np.isnan(x)]
             counts.append(None)
-            stats.append(NumericStats.from_sums(len(x), float(x.sum()), float((x * x).sum())))
+            stats.append(NumericStats.from_sums(len(x), float(x.sum()), float((x * x).sum()),
+                                                *((x.min(), x.max()) if len(x) else (None, None))))
     return counts, stats
 
 

@@ -1,8 +1,8 @@
 """Distributed vocabulary, frequencies and row accounting on Ray Data.
 
 Every read task turns its pieces into a small *statistics table* with one row per (field, value): training
-counts of categorical values (numerical fields bucketized first under ``numeric: bucketize``), partial sums of
-numerical fields, and row counters per split and per skip reason (negative field codes). The merged table (one
+counts of categorical values (numerical fields bucketized first under ``numeric: bucketize``), partial sums and
+ranges (min, max) of numerical fields, and row counters per split and per skip reason (negative field codes). The merged table (one
 row per distinct training value, never per data row) goes into :meth:`FeatureSpace.from_count_table`, which fixes
 the global id order (descending training frequency, field, value).
 
@@ -32,7 +32,9 @@ from .split import SPLIT_NAMES, TRAIN, split_of
 
 ROWS_FIELD, LABEL_FIELD, BAD_FIELD = -1, -2, -3  # field codes of the bookkeeping rows
 STATS_SCHEMA = pa.schema([("field", pa.int32()), ("value", pa.string()), ("count", pa.int64()),
-                          ("sum", pa.float64()), ("sumsq", pa.float64())])
+                          ("sum", pa.float64()), ("sumsq", pa.float64()),  # numerical fields: partial sums,
+                          ("min", pa.float64()), ("max", pa.float64())])   # and the partial range
+
 
 
 def field_specs(layout: Layout, numeric_mode: str) -> list[FieldSpec]:
@@ -48,13 +50,16 @@ def encode_fields(parsed: Parsed, layout: Layout, numeric_mode: str) -> tuple[li
     return field_columns(table, layout.categorical_fields, layout.numerical_fields, numeric_mode)
 
 
-def _rows(fields: list[int], values: list[str], counts: list[int], sums=None, sumsqs=None) -> pa.Table:
+def _rows(fields: list[int], values: list[str], counts: list[int], sums=None, sumsqs=None, mins=None,
+          maxs=None) -> pa.Table:
     n = len(fields)
     return pa.table({
         "field": pa.array(fields, pa.int32()), "value": pa.array(values, pa.string()),
         "count": pa.array(counts, pa.int64()),
         "sum": pa.array(sums if sums is not None else np.zeros(n), pa.float64()),
         "sumsq": pa.array(sumsqs if sumsqs is not None else np.zeros(n), pa.float64()),
+        "min": pa.array(mins if mins is not None else np.zeros(n), pa.float64()),
+        "max": pa.array(maxs if maxs is not None else np.zeros(n), pa.float64()),
     }, schema=STATS_SCHEMA)
 
 
@@ -74,11 +79,13 @@ def piece_statistics(parsed: Parsed, layout: Layout, numeric_mode: str, seed: in
             parts.append(pa.table({
                 "field": pa.array(np.full(len(vc), f, np.int32)), "value": values.cast(pa.string()),
                 "count": vc.field("counts").cast(pa.int64()),
-                "sum": pa.array(np.zeros(len(vc))), "sumsq": pa.array(np.zeros(len(vc)))}, schema=STATS_SCHEMA))
+                "sum": pa.array(np.zeros(len(vc))), "sumsq": pa.array(np.zeros(len(vc))),
+                "min": pa.array(np.zeros(len(vc))), "max": pa.array(np.zeros(len(vc)))}, schema=STATS_SCHEMA))
         else:
             x = col.to_numpy(zero_copy_only=False).astype(np.float64)
             x = x[~np.isnan(x)]
-            parts.append(_rows([f], [""], [len(x)], [float(x.sum())], [float((x * x).sum())]))
+            low, high = (float(x.min()), float(x.max())) if len(x) else (np.inf, -np.inf)
+            parts.append(_rows([f], [""], [len(x)], [float(x.sum())], [float((x * x).sum())], [low], [high]))
     labels = parsed.labels[split == TRAIN].astype(np.float64)
     parts.append(_rows([LABEL_FIELD], ["label"], [n_train], [float(labels.sum())]))
     counter_values, counter_counts = [], []
@@ -115,9 +122,9 @@ def chunk_statistics(batch: pa.Table, layout: Layout, numeric_mode: str, seed: i
 def reduce_statistics(table: pa.Table) -> pa.Table:
     """Sum statistics rows per (field, value)."""
     merged = table.group_by(["field", "value"], use_threads=False).aggregate(
-        [("count", "sum"), ("sum", "sum"), ("sumsq", "sum")])
-    merged = merged.rename_columns([{"count_sum": "count", "sum_sum": "sum", "sumsq_sum": "sumsq"}.get(c, c)
-                                    for c in merged.column_names])
+        [("count", "sum"), ("sum", "sum"), ("sumsq", "sum"), ("min", "min"), ("max", "max")])
+    merged = merged.rename_columns([{"count_sum": "count", "sum_sum": "sum", "sumsq_sum": "sumsq", "min_min": "min",
+                                     "max_max": "max"}.get(c, c) for c in merged.column_names])
     return merged.select(STATS_SCHEMA.names).cast(STATS_SCHEMA)
 
 
@@ -177,6 +184,7 @@ def merge_statistics(table: pa.Table, fields: Sequence[FieldSpec]) -> Statistics
         f = table.column("field").to_numpy()
         cnt = table.column("count").to_numpy()
         s, ss = table.column("sum").to_numpy(), table.column("sumsq").to_numpy()
+        lo, hi = table.column("min").to_numpy(), table.column("max").to_numpy()
         values = table.column("value")
         for i in np.flatnonzero(f < 0):
             v = values[int(i)].as_py()
@@ -187,13 +195,14 @@ def merge_statistics(table: pa.Table, fields: Sequence[FieldSpec]) -> Statistics
             elif f[i] == BAD_FIELD and (first_bad is None or cnt[i] < first_bad[0]):
                 first_bad = (int(cnt[i]), v)
         for i in np.flatnonzero((f >= 0) & ~categorical[np.where(f >= 0, f, -1)]):
-            acc = sums.setdefault(int(f[i]), [0, 0.0, 0.0])
+            acc = sums.setdefault(int(f[i]), [0, 0.0, 0.0, np.inf, -np.inf])
             acc[0] += int(cnt[i])
             acc[1] += float(s[i])
             acc[2] += float(ss[i])
+            acc[3], acc[4] = min(acc[3], float(lo[i])), max(acc[4], float(hi[i]))
         value_counts = (table.filter(pa.array((f >= 0) & categorical[np.where(f >= 0, f, -1)]))
                         .select(["field", "value", "count"]))
-    stats = [NumericStats.from_sums(*sums.get(fi, [0, 0.0, 0.0])) if spec.kind == "numerical" else None
+    stats = [NumericStats.from_sums(*sums.get(fi, [0, 0.0, 0.0, None, None])) if spec.kind == "numerical" else None
              for fi, spec in enumerate(fields)]
     rows = RowCounts()
     by_split: dict[str, dict[str, int]] = {name: {} for name in SPLIT_NAMES}
