@@ -92,6 +92,11 @@ def summarise(rows: Sequence[dict], task: str) -> list[dict]:
     return out
 
 
+def _mean_std(stat: dict, seeds: int) -> str:
+    """``mean ± std`` over seeds; the mean alone for one seed (a spread of one number says nothing)."""
+    return f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if seeds > 1 else "")
+
+
 def table(summary: Sequence[dict], task: str) -> str:
     """The Table-3-style Markdown summary."""
     names = reported_metrics(task)
@@ -99,7 +104,7 @@ def table(summary: Sequence[dict], task: str) -> str:
             "search s", "retrain s", "total s", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
-        metrics = [f"{e[f'test_{n}']['mean']:.4f} ± {e[f'test_{n}']['std']:.4f}" for n in names]
+        metrics = [_mean_std(e[f"test_{n}"], e["seeds"]) for n in names]
         cells = [e["method"], e["budget"], *metrics,
                  f"{e['kept']:,.0f}", f"{e['projection']:,.0f}", f"{e['cr_achieved']:.2f}", f"{e['search_s']:.1f}",
                  f"{e['retrain_s']:.1f}", f"{e['total_s']:.1f}", str(e["seeds"])]

@@ -18,8 +18,9 @@ MEANING = {
     "dataset.split": "train / valid / test fractions; each row's split is a hash of its position in the input",
     "dataset.seed": "seed of the split hash",
     "dataset.on_bad_rows": "error: stop at the first bad row (file and line); skip: count and report skipped rows",
-    "dataset.numeric": "numerical fields: scale (one field, scaled value) or bucketize (embedded by bucket); "
-                       "default bucketize for criteo, scale otherwise",
+    "dataset.numeric": "numerical fields: scale (one feature per field, its value standardised by the training "
+                       "mean and std) or bucketize (each value a categorical token: int(x) for x <= 2, "
+                       "L<floor(ln(x)^2)> for x > 2); default bucketize for criteo, scale otherwise",
     "dataset.format": "tabular: csv, tsv or parquet (default: from the file name)",
     "dataset.label": "tabular: the label column",
     "dataset.categorical": "tabular: categorical columns (one embedding row per kept value)",

@@ -112,13 +112,14 @@ def epoch_line(stage: str, epoch: int, metrics: dict) -> str:
     return f"[{stage}] epoch {epoch}: " + ", ".join(parts)
 
 
-def cap_warning(stage: str, result: FitResult) -> Optional[str]:
-    """The warning for a stage that stopped at its cap instead of by patience, naming the key to raise."""
+def cap_warning(stage: str, result: FitResult, name: str = "") -> Optional[str]:
+    """The warning for a stage that stopped at its cap instead of by patience, naming the key to raise (and the
+    run, ``name``: ``retrain cr10``)."""
     if result.stop_reason != "max_epochs":
         return None
     key = CAP_KEYS[stage]
-    return (f"warning: [{stage}] stopped at its cap {key} = {result.epochs} before the validation loss stopped "
-            f"improving (best at evaluation {result.best_epoch}); raise {key}")
+    return (f"warning: [{name or stage}] stopped at its cap {key} = {result.epochs} before the validation loss "
+            f"stopped improving (best at evaluation {result.best_epoch}); raise {key}")
 
 
 def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict, log: Log,
@@ -129,7 +130,7 @@ def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict
     name = f"{stage} {tag}".strip()
     log(f"[{name}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
         f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
-    warning = cap_warning(stage, result)
+    warning = cap_warning(stage, result, name)
     if warning:
         log(warning)
     return result, state
@@ -350,9 +351,11 @@ class InProcessExecutor:
     def _model(self, state: dict, retrain: bool = True, share: bool = False) -> EmbeddingModel:
         return model_from_state(self.config, self.prepared.features, self.prepared.label_mean, state, retrain, share)
 
-    def _epoch_log(self, stage: str) -> Callable[[int, dict], None]:
+    def _epoch_log(self, stage: str, tag: str = "") -> Callable[[int, dict], None]:
+        label = f"{stage} {tag}".strip()  # the budget too, as the Ray path's lines say it: [retrain cr10]
+
         def after(epoch: int, metrics: dict) -> None:
-            self.log(epoch_line(stage, epoch, metrics))
+            self.log(epoch_line(label, epoch, metrics))
             if self.on_epoch:
                 self.on_epoch(stage, epoch, metrics)
         return after
@@ -364,9 +367,9 @@ class InProcessExecutor:
             searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=s.lr_alpha, alpha_optimizer=s.alpha_optimizer,
                                      order=s.order, xi=config.xi, hvp=s.hvp)
             result = search(model, searcher, self.search_batches, self.alpha_batches, self.valid_eval, task, rule,
-                            self._epoch_log(stage))
+                            self._epoch_log(stage, tag))
         else:
-            result = fit(model, self.train_batches, self.valid_eval, task, tc.lr, rule, self._epoch_log(stage))
+            result = fit(model, self.train_batches, self.valid_eval, task, tc.lr, rule, self._epoch_log(stage, tag))
         return result, cpu_state(model)
 
     def prune(self, state: dict, keep: int) -> dict:

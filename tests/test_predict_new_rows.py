@@ -166,7 +166,8 @@ def test_tabular_rows_without_the_label_column_csv_and_parquet(ray_cluster, tmp_
         w.writeheader()
         w.writerows(rows)
     config = load_config(ROOT / "workflows" / "tabular-example.yaml", [
-        f"dataset.path={tmp_path / 'train.csv'}", "dataset.categorical=[user_id, category]", "dataset.numerical=[price]",
+        f"dataset.path={tmp_path / 'train.csv'}", "dataset.categorical=[user_id, category]",
+        "dataset.numerical=[price]",
         "model.hidden=[8]", *TINY])
     workflow.run(config, tmp_path / "run", log=lambda _: None)
     new = rows[:300]

@@ -2,9 +2,10 @@
 
 Every read task turns its pieces into a small *statistics table* with one row per (field, value): training
 counts of categorical values (numerical fields bucketized first under ``numeric: bucketize``), partial sums and
-ranges (min, max) of numerical fields, and row counters per split and per skip reason (negative field codes). The merged table (one
-row per distinct training value, never per data row) goes into :meth:`FeatureSpace.from_count_table`, which fixes
-the global id order (descending training frequency, field, value).
+ranges (min, max) of numerical fields, and row counters per split and per skip reason (negative field codes). The
+merged table (one row per distinct training value, never per data row) goes into
+:meth:`FeatureSpace.from_count_table`, which fixes the global id order (descending training frequency, field,
+value).
 
 Each read task combines its pieces into one statistics table per chunk; the driver folds the stream of chunk
 tables into one with pyarrow's vectorised ``group_by`` as they arrive (:class:`StatisticsMerger`), so memory is

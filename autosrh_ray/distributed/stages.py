@@ -216,7 +216,7 @@ class RayTrainExecutor:
         """The stage's result and best state, saved as ``<run>/stage.pt`` for later re-runs (and its epoch lines,
         unless they were printed live)."""
         for epoch, metrics in enumerate(final.history if self.live is None else []):
-            self.log(epoch_line(stage, epoch, metrics))
+            self.log(epoch_line(_label(run), epoch, metrics))
         result = fit_result(final, seconds)
         stopped_at_budget = final.stop_reason == "budget"  # PEP: the state that reached the budget
         best = final.model if stopped_at_budget or final.best.state is None else final.best.state

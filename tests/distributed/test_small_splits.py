@@ -123,7 +123,8 @@ def test_a_batch_that_does_not_divide_across_workers_fails_at_config_load():
         load_config(None, ["train.batch_size=1025", "ray.num_workers=2"])
     assert load_config(None, ["train.batch_size=1025", "ray.num_workers=0"]).train.batch_size == 1025
     with pytest.raises(ConfigError, match=r"^tune.search_space.train.batch_size: value 1025"):  # a trial's too
-        load_config(None, ["ray.num_workers=2", "tune.enabled=true", "tune.search_space={train.batch_size: [1024, 1025]}"])
+        load_config(None, ["ray.num_workers=2", "tune.enabled=true",
+                           "tune.search_space={train.batch_size: [1024, 1025]}"])
 
 
 def test_a_search_on_two_workers_with_a_batch_larger_than_the_validation_split(ray_cluster, tmp_path):
