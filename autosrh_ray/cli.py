@@ -14,45 +14,85 @@ from .supervise import StallError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autosrh-ray", description=__doc__)
+    # plain text for --help (the module docstring is reStructuredText)
+    description = ("AutoSrh embedding-dimension search as a Ray workflow. run: the whole workflow (prepare, search, "
+                   "prune, retrain, evaluate); prepare: the data stage; compare: several dimension methods x seeds "
+                   "on the same data; generate: the synthetic dataset as Criteo-format shards; predict: score rows "
+                   "with a finished run's model; config: every config key.")
+    epilog = "autosrh-ray COMMAND --help describes each command."
+    parser = argparse.ArgumentParser(prog="autosrh-ray", description=description, epilog=epilog)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "prepare → search → prune → retrain → evaluate; writes DIR/report.json"),
-                            ("prepare", "the data stage alone")):
-        p = sub.add_parser(name, help=help_text)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    def set_help(example: str, scope: str = "") -> str:
+        return f"override a config key{scope} (value parsed as YAML); repeatable, e.g. --set {example}"
+
+    commands = (
+        ("run", "prepare → search → prune → retrain → evaluate; writes DIR/report.json",
+         "Run the whole workflow of a YAML config: prepare the data, search (or a Ray Tune study), prune to every "
+         "budget, retrain, evaluate on the test split; writes report.json, report.md, plots and the compact "
+         "models under --output. Re-running into the same output resumes finished stages."),
+        ("prepare", "the data stage alone",
+         "Read, split, count and encode the data of a YAML config into Parquet shards under --output (what run "
+         "does first; a later run with the same config reuses it)."),
+    )
+    for name, help_text, description in commands:
+        p = sub.add_parser(name, help=help_text, description=description)
         p.add_argument("config", help="workflow YAML")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
-                       help="override a config key (value parsed as YAML); repeatable")
+                       help=set_help("prune.cr=20"))
         p.add_argument("--output", help="output directory or URI, e.g. s3://bucket/runs/x (default runs/<config stem>)")
     sub.choices["run"].add_argument("--fresh", action="store_true",
                                     help="start over instead of resuming the finished stages and trials of an "
                                          "earlier run into the same output")
     comp = sub.add_parser("compare", help="run several dimension methods × seeds on the same data; writes "
-                                          "DIR/comparison.json, comparison.md and comparison.png")
+                                          "DIR/comparison.json, comparison.md and comparison.png",
+                          description="Run every method of --methods with --seeds seeds on the same prepared data, "
+                                      "splits, backbone and stopping rule (each an ordinary run under "
+                                      "OUTPUT/<method>/seed<k>; a re-run reads finished runs back) and write "
+                                      "comparison.json, comparison.md and comparison.png.")
     comp.add_argument("config", help="workflow YAML (its search.method is replaced by each of --methods)")
-    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
+    comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
+                      help=set_help("ray.num_workers=0 (small data: train in process)", " for every run"))
     comp.add_argument("--methods", default="autosrh,uniform,magnitude,grid,random,mde,autodim,autoemb,pep",
                       help="comma-separated search.method values (default: all)")
     comp.add_argument("--seeds", type=int, default=3, help="runs per method, train.seed + 0, 1, … (default 3)")
     comp.add_argument("--output", required=True, help="directory for the comparison and every run")
-    pred = sub.add_parser("predict", help="score raw rows (the dataset's own format) with a finished run's model")
+    pred = sub.add_parser("predict", help="score raw rows (the dataset's own format) with a finished run's model",
+                          description="Score rows with a finished run's compact model: rows in the run's dataset "
+                                      "format (a synthetic run: the Criteo dac rows autosrh-ray generate writes), "
+                                      "with or without the label column, parsed and encoded as in training. "
+                                      "Prints the rows scored and skipped and, per field, values the model has "
+                                      "not seen (out-of-vocabulary values; numerical values far outside the "
+                                      "training range as a warning).")
     pred.add_argument("--model", required=True, help="the run's output directory, a model folder in it, or a model.pt")
     pred.add_argument("--input", required=True, help="rows to score: a file, a directory of shards or a glob")
-    pred.add_argument("--output", required=True, help="scores: .parquet, or .csv (position, label, score per row)")
-    pred.add_argument("--batch-size", type=int, default=8192, help="rows scored at a time (memory: rows × fields × K floats)")
+    pred.add_argument("--output", required=True,
+                      help="scores: .parquet, or .csv (position, label when the rows have one, score per row)")
+    pred.add_argument("--batch-size", type=int, default=8192,
+                      help="rows scored at a time (memory: rows × fields × K floats)")
     pred.add_argument("--ray", action="store_true",
                       help="score input chunks as Ray Data tasks side by side (big inputs); --output is then a "
                            "directory or URI of Parquet parts")
     pred.add_argument("--address", default="local", help="with --ray: the Ray to use (local, auto or an address)")
-    conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning")
-    conf.add_argument("--list", action="store_true", required=True,
-                      help="print every config key with its default, allowed values and meaning (Markdown)")
-    gen = sub.add_parser("generate", help="write the synthetic dataset as Criteo dac text shards")
+    conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning",
+                          description="Print every config key with its default, allowed values and meaning "
+                                      "(Markdown, as docs/config.md).")
+    conf.add_argument("--list", action="store_true",
+                      help="the same as no option: print the whole reference (kept for scripts that pass it)")
+    gen = sub.add_parser("generate", help="write the synthetic dataset as Criteo dac text shards",
+                         description="Write the synthetic dataset of a YAML config, in Criteo's shape (13 "
+                                     "numerical, 26 categorical fields; the config's vocabulary, signal fields "
+                                     "and seed), as Criteo dac text: label, I1-I13, C1-C26, tab-separated. Data "
+                                     "at any scale for dataset.name: criteo, or new rows to score with a "
+                                     "synthetic run's model (autosrh-ray predict reads its fields' columns).")
     gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data)")
-    gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value")
+    gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
+                     help=set_help("dataset.synthetic.seed=8 (other rows)", " of the synthetic dataset"))
     gen.add_argument("--rows", type=int, required=True, help="rows in all")
-    gen.add_argument("--shards", type=int, default=1)
-    gen.add_argument("--gzip", action="store_true")
+    gen.add_argument("--shards", type=int, default=1,
+                     help="files to split the rows into, part-00000.txt … (default 1; concatenated, they hold "
+                          "the same rows for any count)")
+    gen.add_argument("--gzip", action="store_true", help="write gzip-compressed shards (part-*.txt.gz)")
     gen.add_argument("--output", required=True, help="directory for part-*.txt[.gz]")
     return parser
 
