@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "autosrh_ray", "run", "workflows/quickstart.yaml"]
 REPO = Path(__file__).resolve().parents[1]
 # small, but a search of many evaluations: Ctrl-C lands in the middle of it
-TINY = ["dataset.synthetic.rows=30000", "train.batch_size=256", "search.max_epochs=40", "search.patience=40",
+TINY = ["dataset.synthetic.rows=30000", "train.batch_size=256", "search.max_epochs=12", "search.patience=12",
         "train.max_epochs=3", "train.patience=1", "report.reference=none", "report.plots=false"]
 
 
