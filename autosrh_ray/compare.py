@@ -112,7 +112,15 @@ def table(summary: Sequence[dict], task: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: Sequence[dict], task: str, path: Path) -> None:
+def plot_title(config: Config, seeds: int) -> str:
+    """comparison.png's title: the data, backbone, budgets and seeds."""
+    budgets = [f"CR {', '.join(f'{c:g}' for c in config.prune.crs)}"] if config.prune.crs else []
+    budgets += [f"{p:,} params" for p in config.prune.param_budgets]
+    return (f"{config.dataset.name}, {config.model.name}, K = {config.search.K}: {'; '.join(budgets)}, "
+            f"{seeds} seed{'s' if seeds != 1 else ''}, test split")
+
+
+def plot(rows: Sequence[dict], task: str, path: Path, title: Optional[str] = None) -> None:
     """Test quality against kept embedding params: one point per method and seed (grid: one per K')."""
     from .plots import comparison_plot
 
@@ -124,7 +132,8 @@ def plot(rows: Sequence[dict], task: str, path: Path) -> None:
             points += [(c["kept"], c["test"][metric]) for c in r["candidates"] if "test" in c]
         else:
             points.append((r["params"]["kept"], r["test"][metric]))
-    comparison_plot(series, f"test {metric}", path, lines={"grid"})
+    better = "higher" if metric == "auc" else "lower"
+    comparison_plot(series, f"test {metric} ({better} is better)", path, lines={"grid"}, title=title)
 
 
 def compare(config: Config, methods: Sequence[str], seeds: int, output: str | Path, log: Log = print) -> dict:
@@ -156,7 +165,7 @@ def compare(config: Config, methods: Sequence[str], seeds: int, output: str | Pa
     with atomic_path(output / "comparison.md") as tmp:
         tmp.write_text(f"# Comparison: {config.dataset.name}, {config.model.name}, K = {config.search.K}, "
                        f"{seeds} seed(s), test split\n\n" + table(summary, config.task))
-    plot(rows, config.task, output / "comparison.png")
+    plot(rows, config.task, output / "comparison.png", plot_title(config, seeds))
     log(table(summary, config.task))
     log(f"wrote {output / COMPARISON_FILE}, comparison.md and comparison.png")
     return result

@@ -1,11 +1,13 @@
 """PNG plots written next to ``report.json`` (matplotlib, headless):
 
-* ``alpha.png`` — α per frequency block (rows: blocks, most frequent first; columns: dimensions), the paper's
-  Fig. 7a;
-* ``kept_dims.png`` — kept dimensions per feature against its training frequency (Fig. 7b), with the mean per
-  frequency bin;
-* ``quality.png`` — the test metric against kept embedding parameters, one point per budget, UE as a line;
-* ``study.png`` — the study's trials: score against L, one series per K (stopped trials marked);
+* ``alpha.png`` — α per frequency block (rows: blocks, most frequent first, each labelled with its feature count
+  and frequency range; columns: dimensions), the paper's Fig. 7a;
+* ``kept_dims.png`` — kept dimensions per feature against its training frequency (Fig. 7b) at the report's first
+  budget, with the mean per frequency bin and the frequency blocks' boundaries;
+* ``quality.png`` — the test split's metric against kept embedding parameters, one point per budget, UE as a line;
+* ``study.png`` — the study's finished trials: score at the study budget against L, one series per K, the best
+  marked; trials the scheduler stopped in a panel of their own (their last number is the soft model's, not a
+  score);
 * ``comparison.png`` (``autosrh-ray compare``) — test quality against kept params, one series per method.
 """
 from __future__ import annotations
@@ -33,19 +35,39 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def alpha_heatmap(alpha: np.ndarray, path: Path) -> None:
+def _better(higher: bool) -> str:
+    return "higher is better" if higher else "lower is better"
+
+
+def alpha_heatmap(alpha: np.ndarray, path: Path, block_sizes: Optional[Sequence[int]] = None,
+                  block_frequencies: Optional[Sequence[tuple[int, int]]] = None) -> None:
+    """``block_sizes``: features per block; ``block_frequencies``: (highest, lowest) training frequency in each."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4.0, alpha.shape[1] * 0.25 + 2), max(2.0, alpha.shape[0] * 0.35 + 1)))
+    labelled = block_sizes is not None
+    fig, ax = plt.subplots(figsize=(max(4.0, alpha.shape[1] * 0.25 + 2) + (2.0 if labelled else 0.0),
+                                    max(2.0, alpha.shape[0] * 0.35 + 1)))
     image = ax.imshow(alpha, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     ax.set_xlabel("dimension k")
     ax.set_ylabel("frequency block (0 = most frequent)")
     ax.set_yticks(range(alpha.shape[0]))
+    if labelled:
+        names = []
+        for b, n in enumerate(block_sizes):
+            freq = ""
+            if block_frequencies is not None:
+                hi, lo = block_frequencies[b]
+                freq = f", freq {hi:,}" if hi == lo else f", freq {lo:,}–{hi:,}"
+            names.append(f"{b}: {n:,} features{freq}")
+        ax.set_yticklabels(names, fontsize=8)
     ax.set_title("soft selection α after the search")
     fig.colorbar(image, ax=ax, label="α")
     _save(fig, path)
 
 
-def kept_dims_vs_frequency(frequencies: np.ndarray, kept: np.ndarray, path: Path, dim: int) -> None:
+def kept_dims_vs_frequency(frequencies: np.ndarray, kept: np.ndarray, path: Path, dim: int,
+                           budget: Optional[str] = None, block_starts: Optional[Sequence[int]] = None) -> None:
+    """``frequencies``/``kept`` by feature id (ids in descending frequency); ``block_starts``: the first id of each
+    frequency block (its boundaries are drawn); ``budget``: the model's budget, for the title."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     freq = np.maximum(np.asarray(frequencies, dtype=np.float64), 1.0)
@@ -62,54 +84,98 @@ def kept_dims_vs_frequency(frequencies: np.ndarray, kept: np.ndarray, path: Path
             centres.append(np.sqrt(edges[b] * edges[b + 1]))
             means.append(kept[sel].mean())
     ax.plot(centres, means, color="C3", marker="o", label="mean per frequency bin")
+    starts = [int(s) for s in (block_starts if block_starts is not None else []) if 0 < int(s) < len(freq)]
+    cuts = [np.sqrt(freq[s - 1] * freq[s]) for s in starts]  # between a block's first feature and the one before
+    for i, at in enumerate(cuts):
+        ax.axvline(at, color="0.4", linestyle=":", linewidth=1, label="frequency block boundary" if i == 0 else None)
     ax.set_xscale("log")
-    ax.set_ylim(-0.5, dim + 0.5)
-    ax.set_xlabel("training frequency of the feature")
-    ax.set_ylabel("kept dimensions")
-    ax.set_title("mixed dimensions after pruning")
-    ax.legend(loc="upper left")
+    ax.set_ylim(-0.5, dim + 1.5)
+    if cuts:  # block numbers at the top, 0 = most frequent (where a block is wide enough to hold one)
+        edges = np.log10([freq.max() * 1.5, *cuts, max(freq.min() / 1.5, 0.5)])
+        shown = None
+        for b in range(len(edges) - 1):
+            mid = (edges[b] + edges[b + 1]) / 2
+            if shown is None or shown - mid > 0.2:
+                ax.text(10 ** mid, dim + 0.9, str(b), ha="center", va="center", fontsize=7, color="0.3")
+                shown = mid
+    ax.set_xlabel("training frequency of the feature (top: frequency block)")
+    ax.set_ylabel(f"kept dimensions (of K = {dim})")
+    ax.set_title("mixed dimensions after pruning" + (f" ({budget})" if budget else ""))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     _save(fig, path)
 
 
 def quality_vs_params(points: Sequence[tuple[str, int, float]], metric: str, path: Path,
-                      reference: Optional[tuple[int, float]] = None) -> None:
-    """``points``: (budget name, kept params, test metric); ``reference``: UE's (params, metric)."""
+                      reference: Optional[tuple[int, float]] = None, higher: Optional[bool] = None) -> None:
+    """``points``: (budget name, kept params, test metric); ``reference``: UE's (params, metric); ``higher``:
+    whether a higher metric is better (said on the axis)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", label="AutoSrh / pruned models")
-    for name, params, value in points:
-        ax.annotate(name, (params, value), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    points = sorted(points, key=lambda p: p[1])
+    ax.plot([p[1] for p in points], [p[2] for p in points], marker="o", linestyle="-" if len(points) > 1 else "none",
+            label="pruned models (one per budget)")
+    for i, (name, params, value) in enumerate(points):
+        last = i == len(points) - 1 and len(points) > 1  # the rightmost label goes left, inside the axes
+        ax.annotate(name, (params, value), textcoords="offset points", xytext=(-4 if last else 4, 4),
+                    ha="right" if last else "left", fontsize=8)
     if reference is not None:
-        ax.axhline(reference[1], color="C1", linestyle="--", label=f"UE ({reference[0]:,} params)")
+        ax.axhline(reference[1], color="C1", linestyle="--", label=f"UE, uncompressed ({reference[0]:,} params)")
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.15)
     ax.set_xlabel("kept embedding parameters")
-    ax.set_ylabel(f"test {metric}")
-    ax.set_title(f"test {metric} against size")
-    ax.legend()
-    _save(fig, path)
-
-
-def study_trials(trials: Sequence[dict], metric: str, path: Path) -> None:
-    """``trials``: dicts with ``L``, ``K``, ``score`` (None when stopped early) and ``last`` (last reported)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, k in enumerate(sorted({t["K"] for t in trials})):
-        mine = [t for t in trials if t["K"] == k]
-        done = [t for t in mine if t["score"] is not None]
-        ax.scatter([t["L"] for t in done], [t["score"] for t in done], color=f"C{i}", label=f"K={k}")
-        stopped = [t for t in mine if t["score"] is None and t.get("last") is not None]
-        if stopped:
-            ax.scatter([t["L"] for t in stopped], [t["last"] for t in stopped], color=f"C{i}", marker="x",
-                       label=f"K={k}, stopped early (last reported)")
-    ax.set_xlabel("blocks L")
-    ax.set_ylabel(f"{metric} at the study budget")
-    ax.set_title("study trials")
+    ax.set_ylabel(f"test {metric}" + (f" ({_better(higher)})" if higher is not None else ""))
+    ax.set_title(f"{metric} on the test split against size")
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
+def study_trials(trials: Sequence[dict], metric: str, path: Path, higher: bool = False,
+                 budget: Optional[int] = None) -> None:
+    """``trials``: dicts with ``L``, ``K``, ``score`` (None when stopped early), ``last`` (last reported) and
+    ``best`` (the chosen trial). Finished trials' scores (comparable: the same budget and stopping rule) on the
+    left, the best marked; trials the scheduler stopped on the right, faded: their last number is the soft
+    model's during the search, not a score."""
+    plt = _pyplot()
+    stopped = [t for t in trials if t["score"] is None and t.get("last") is not None]
+    fig, axes = plt.subplots(1, 2 if stopped else 1, figsize=(10 if stopped else 6, 4), squeeze=False,
+                             layout="constrained")
+    ax = axes[0][0]
+    ks = sorted({t["K"] for t in trials})
+    ls = sorted({t["L"] for t in trials})
+    for i, k in enumerate(ks):
+        done = [t for t in trials if t["K"] == k and t["score"] is not None]
+        if done:
+            ax.scatter([t["L"] for t in done], [t["score"] for t in done], color=f"C{i}", label=f"K={k}")
+    best = [t for t in trials if t.get("best") and t["score"] is not None]
+    if best:
+        b = best[0]
+        ax.scatter([b["L"]], [b["score"]], s=220, facecolors="none", edgecolors="C3", linewidths=2,
+                   label=f"best: L={b['L']}, K={b['K']} (finishes the run)")
+    at = f" at {budget:,} kept entries" if budget else " at the study budget"
+    ax.set_ylabel(f"{metric}{at}\n({_better(higher)})")
+    ax.set_title("finished trials: their scores", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    if stopped:
+        right = axes[0][1]
+        for i, k in enumerate(ks):
+            mine = [t for t in stopped if t["K"] == k]
+            if mine:
+                right.scatter([t["L"] for t in mine], [t["last"] for t in mine], color=f"C{i}", marker="x",
+                              alpha=0.45, label=f"K={k}")
+        right.set_ylabel(f"{metric}, last reported (soft model)")
+        right.set_title("stopped by the scheduler: not comparable with the scores", fontsize=10, color="0.35")
+        right.legend(fontsize=8)
+    for a in axes[0]:
+        a.set_xticks(ls)
+        a.set_xlim(min(ls) - 0.6, max(ls) + 0.6)
+        a.margins(y=0.2)
+        a.set_xlabel("blocks L")
+    _save(fig, path)
+
+
 def comparison_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, path: Path,
-                    lines: frozenset | set = frozenset()) -> None:
+                    lines: frozenset | set = frozenset(), title: Optional[str] = None) -> None:
     """One marker per (kept params, quality) point, one colour per method; methods in ``lines`` joined."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -120,6 +186,8 @@ def comparison_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, pat
     ax.set_xscale("log")
     ax.set_xlabel("kept embedding params")
     ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

@@ -1,10 +1,12 @@
 """``report.md``: what a user reads first — one table of every final model against the UE reference, the kept
-dimensions per field, the study's trials — with the plots (:mod:`.plots`) written beside it."""
+dimensions per field (on the planted synthetic data: which fields carry signal), the study's trials — with the
+plots (:mod:`.plots`) written beside it."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from . import atomic, plots
@@ -42,18 +44,59 @@ def model_table(report: dict) -> list[str]:
     return lines
 
 
-def field_table(prepared: PreparedData, model: EmbeddingModel) -> list[str]:
-    """Kept dimensions per field: mean (weighted by feature), min, max, and the field's share of kept params."""
+def planted_truth(output: Path, report: dict):
+    """What the synthetic generator planted (:class:`~.synthetic.SyntheticTruth`) when the run's data is the
+    embedded synthetic dataset (its ``config.yaml`` beside the report says how it was generated), else None."""
+    if report.get("dataset") != "synthetic" or not (output / "config.yaml").is_file():
+        return None
+    from .config import load_config
+    from .synthetic import SyntheticGenerator
+
+    return SyntheticGenerator(load_config(output / "config.yaml").dataset.synthetic).truth
+
+
+def _planted(name: str, truth) -> str:
+    if name in truth.signal_fields:
+        return f"signal (top {truth.signal_values:,} values)"
+    if name in truth.signal_numerical:
+        return "signal (linear)"
+    return "noise"
+
+
+def field_table(prepared: PreparedData, model: EmbeddingModel, truth=None) -> list[str]:
+    """Kept dimensions per field: mean (weighted by feature), min, max, and the field's share of kept params;
+    with ``truth`` (planted synthetic data), whether the field carries signal."""
     kept = model.embedding.kept_per_feature().cpu().numpy()
     total = kept.sum()
     field_of = prepared.features.field_of
-    lines = ["| field | features | mean kept dims | min | max | share of kept params |", "|---|---|---|---|---|---|"]
+    head = "| field | features | mean kept dims | min | max | share of kept params |"
+    lines = [head + (" planted |" if truth else ""), "|---|---|---|---|---|---|" + ("---|" if truth else "")]
     for f, spec in enumerate(prepared.features.fields):
         k = kept[field_of == f]
         if len(k):
             lines.append(f"| {spec.name} | {len(k):,} | {k.mean():.2f} | {int(k.min())} | {int(k.max())} | "
-                         f"{k.sum() / max(total, 1):.1%} |")
+                         f"{k.sum() / max(total, 1):.1%} |" + (f" {_planted(spec.name, truth)} |" if truth else ""))
     return lines
+
+
+def truth_note(truth) -> list[str]:
+    """One paragraph on the planted truth (what a good search keeps more of)."""
+    def names(fields) -> str:
+        return ", ".join(fields) if fields else "none"
+
+    return [f"Planted truth (synthetic data): the categorical fields {names(truth.signal_fields)} carry signal, "
+            f"through their {truth.signal_values:,} most frequent values only (rarer values are noise); "
+            f"{names(truth.noise_fields)} are pure noise. Numerical fields with a linear signal: "
+            f"{names(truth.signal_numerical)}; noise: {names(truth.noise_numerical)}.", ""]
+
+
+def _blocks(model: EmbeddingModel) -> Optional[np.ndarray]:
+    """The embedding's block of every feature id when blocks are contiguous id ranges (frequency blocks)."""
+    block_of = getattr(model.embedding, "block_of", None)
+    if block_of is None:
+        return None
+    block_of = block_of.cpu().numpy().astype(np.int64)
+    return block_of if len(block_of) and np.all(np.diff(block_of) >= 0) else None
 
 
 def study_table(study) -> list[str]:
@@ -69,7 +112,8 @@ def study_table(study) -> list[str]:
 def write_report_md(report: dict, prepared: PreparedData, model: EmbeddingModel, alpha: Optional[torch.Tensor],
                     output: Path, study=None) -> None:
     """Write the plots and ``report.md`` into ``output``."""
-    key, _ = _metric(report)
+    key, higher = _metric(report)
+    truth = planted_truth(output, report)
     lines = [f"# {report['method']} on {report['dataset']} ({report['model']}, K={report['K']}, L={report['L']})",
              "", *model_table(report), ""]
     if report.get("valid_optimistic"):
@@ -78,23 +122,34 @@ def write_report_md(report: dict, prepared: PreparedData, model: EmbeddingModel,
     points = [(e["budget"], e["params"]["kept"], e["test"][key]) for e in report["models"]]
     ref = report.get("reference")
     plots.quality_vs_params(points, key, output / "quality.png",
-                            (ref["params"]["kept"], ref["test"][key]) if ref else None)
-    lines += ["![test metric against kept parameters](quality.png)", "",
-              f"## Kept dimensions per field ({report['budget']})", "", *field_table(prepared, model), ""]
+                            (ref["params"]["kept"], ref["test"][key]) if ref else None, higher)
+    lines += [f"![test {key} against kept parameters](quality.png)", "",
+              f"## Kept dimensions per field ({report['budget']})", "", *field_table(prepared, model, truth), ""]
+    if truth is not None:
+        lines += truth_note(truth)
     kept = model.embedding.kept_per_feature()
+    blocks = _blocks(model)
+    starts = None if blocks is None else np.flatnonzero(np.diff(blocks, prepend=-1))
     plots.kept_dims_vs_frequency(prepared.features.frequencies, kept.cpu().numpy(), output / "kept_dims.png",
-                                 model.embedding.dim)
-    lines += ["![kept dimensions against feature frequency](kept_dims.png)", ""]
+                                 model.embedding.dim, report["budget"], starts)
+    lines += [f"![kept dimensions against feature frequency ({report['budget']})](kept_dims.png)", ""]
     if alpha is not None:
-        plots.alpha_heatmap(alpha.cpu().numpy(), output / "alpha.png")
+        alpha = alpha.cpu().numpy()
+        sizes = freqs = None
+        if blocks is not None and blocks.max() + 1 == alpha.shape[0]:
+            sizes = np.bincount(blocks, minlength=alpha.shape[0]).tolist()
+            f = np.asarray(prepared.features.frequencies)
+            freqs = [(int(f[blocks == b].max()), int(f[blocks == b].min())) for b in range(alpha.shape[0])]
+        plots.alpha_heatmap(alpha, output / "alpha.png", sizes, freqs)
         lines += ["## Soft selection α per frequency block", "", "![α per block](alpha.png)", ""]
     if study is not None:
         base = study.best_config.search  # L and K of trials that do not sweep them
         trials = [{"L": t.overrides.get("search.L", base.L), "K": t.overrides.get("search.K", base.K),
-                   "score": t.score, "last": t.last} for t in study.trials]
-        plots.study_trials(trials, study.metric, output / "study.png")
+                   "score": t.score, "last": t.last, "best": t is study.best} for t in study.trials]
+        plots.study_trials(trials, study.metric, output / "study.png", study.mode == "max", study.budget)
         lines += ["## Study", "", f"Every trial pruned to {study.budget:,} kept entries and briefly retrained; "
-                  "trials stopped by the scheduler show the last metric they reported (their soft model's during "
-                  "the search), which is not comparable with the scores.", "", *study_table(study), "",
-                  "![study trials](study.png)", ""]
+                  f"its score is its best {study.metric} there ({'higher' if study.mode == 'max' else 'lower'} is "
+                  "better). Trials stopped by the scheduler show the last metric they reported (their soft model's "
+                  "during the search), which is not comparable with the scores (plotted apart).", "",
+                  *study_table(study), "", "![study trials](study.png)", ""]
     atomic.write_text(output / "report.md", "\n".join(lines))
