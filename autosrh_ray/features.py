@@ -145,14 +145,17 @@ class FeatureSpace:
 
     @staticmethod
     def from_count_table(fields: Sequence[FieldSpec], counts: pa.Table,
-                         numeric_stats: Sequence[Optional[NumericStats]], min_count: int = 1) -> "FeatureSpace":
+                         numeric_stats: Sequence[Optional[NumericStats]], min_count: int = 1,
+                         folded: Optional[np.ndarray] = None) -> "FeatureSpace":
         """Assign global ids from a table of training counts, one row per (field, value) of a categorical field
         (columns ``field`` int, ``value`` string, ``count`` int).
 
         Ids follow (descending frequency, field, value); values seen fewer than ``min_count`` times fold into
         their field's OOV feature (value ``<OOV>``, frequency = the rows mapped to it), which every categorical
         field has; a numerical field is one feature whose frequency is its count of present values. Sorted and
-        grouped with Arrow kernels (no Python object per key but the values' strings at the end).
+        grouped with Arrow kernels (no Python object per key but the values' strings at the end). ``folded``: per
+        field, training rows of values already folded into its OOV before the table was built (they are not in
+        ``counts``).
         """
         num = len(fields)
         counts = counts.select(["field", "value", "count"])
@@ -160,6 +163,8 @@ class FeatureSpace:
         field_idx = counts.column("field").to_numpy().astype(np.int64)
         kept = count >= min_count
         oov = np.bincount(field_idx[~kept], weights=count[~kept], minlength=num).astype(np.int64)
+        if folded is not None:
+            oov += np.asarray(folded, dtype=np.int64)
         categorical = [f for f, spec in enumerate(fields) if spec.kind == "categorical"]
         numerical = [f for f, spec in enumerate(fields) if spec.kind != "categorical"]
         extra_freq = [int(oov[f]) for f in categorical] + [

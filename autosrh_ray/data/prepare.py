@@ -134,7 +134,7 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     doing("[prepare] (the statistics pass over the input chunks, Ray Data)")
     fields = field_specs(layout, mode)
     stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, syn,
-                             Progress("prepare: statistics", len(chunks), log, unit="chunks").update)
+                             Progress("prepare: statistics", len(chunks), log, unit="chunks").update, ds.min_count)
     rows = stats.rows
     if rows.read == 0:
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")

@@ -7,9 +7,11 @@ merged table (one row per distinct training value, never per data row) goes into
 :meth:`FeatureSpace.from_count_table`, which fixes the global id order (descending training frequency, field,
 value).
 
-Each read task combines its pieces into one statistics table per chunk; the driver folds the stream of chunk
-tables into one with pyarrow's vectorised ``group_by`` as they arrive (:class:`StatisticsMerger`), so memory is
-bounded by the vocabulary, not the row count. (Measured alternatives: ``groupby(["field", "value"]).sum(...)``
+Each read task combines its pieces into one statistics table per chunk. As chunk tables arrive, the driver
+routes their categorical rows by a hash of (field, value) to shard actors that merge them with pyarrow's
+vectorised ``group_by`` (:class:`StatisticsMerger`) and fold values below ``min_count`` into their field's OOV
+count before anything comes back (:mod:`.statistics_shards`): the driver holds one chunk's table and the kept
+vocabulary, never every distinct value. (Measured alternatives: ``groupby(["field", "value"]).sum(...)``
 aggregates group by group, ~100x slower on 500k statistics rows; a hash-partitioned ``groupby("part")`` reduce
 is fast but materialises every partial table first, so peak memory grew 1.4x from 200k to 1M rows.)
 """
@@ -145,6 +147,11 @@ class StatisticsMerger:
         if self._pending_rows >= max(self._merged.num_rows, self._min_pending):
             self._compact()
 
+    @property
+    def rows_held(self) -> int:
+        """Rows in memory now: the merged table and the pending ones."""
+        return self._merged.num_rows + self._pending_rows
+
     def _compact(self) -> None:
         if self._pending:
             self._merged = reduce_statistics(pa.concat_tables([self._merged, *self._pending]))
@@ -166,10 +173,13 @@ class Statistics:
     label_sum: float
     first_bad: Optional[tuple[int, str]] = None
     skipped_by_split: dict[str, dict[str, int]] = field(default_factory=dict)
+    folded: Optional[np.ndarray] = None  # per field: training rows of values already folded into its OOV
+    distinct_values: int = 0  # distinct (categorical field, value) keys in train, before min_count
+    peak_rows: int = 0  # the most statistics rows one merging process held at once
 
     def feature_space(self, fields: Sequence[FieldSpec], min_count: int) -> FeatureSpace:
         """Global ids in frequency order (``FeatureSpace.from_count_table``)."""
-        return FeatureSpace.from_count_table(fields, self.value_counts, self.numeric_stats, min_count)
+        return FeatureSpace.from_count_table(fields, self.value_counts, self.numeric_stats, min_count, self.folded)
 
 
 def merge_statistics(table: pa.Table, fields: Sequence[FieldSpec]) -> Statistics:
@@ -221,16 +231,43 @@ def merge_statistics(table: pa.Table, fields: Sequence[FieldSpec]) -> Statistics
                       {k: dict(sorted(v.items())) for k, v in by_split.items()})
 
 
+SHARD_MIN_CHUNKS = 8  # fewer chunks: one shard in the driver (the actors' start-up would cost more than it saves)
+
+
+def shard_count(chunks: int, cluster_cpus: float) -> int:
+    """Shard actors for the categorical counts: 0 (in the driver) for a few chunks, else one per 2 CPUs,
+    2 to 16."""
+    return 0 if chunks < SHARD_MIN_CHUNKS else max(2, min(16, int(cluster_cpus) // 2))
+
+
 def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str, seed: int,
-                     fractions: Sequence[float], fields: Sequence[FieldSpec], synthetic_cfg=None, progress: Optional[Callable[[int], None]] = None) -> Statistics:
+                     fractions: Sequence[float], fields: Sequence[FieldSpec], synthetic_cfg=None,
+                     progress: Optional[Callable[[int], None]] = None, min_count: int = 1,
+                     parts: Optional[int] = None) -> Statistics:
     """Run the statistics pass on Ray Data over all chunks and merge the result; ``progress`` gets the number of
-    chunks counted so far."""
+    chunks counted so far. Categorical counts are merged in ``parts`` hash shards (default
+    :func:`shard_count`) that fold values seen fewer than ``min_count`` times in train into their field's OOV
+    (:mod:`.statistics_shards`): the driver receives only the kept vocabulary."""
+    import ray
+
+    from .statistics_shards import ShardedCounts
+
     ds = chunk_dataset(chunks)
     ds = ds.map_batches(chunk_statistics, batch_size=1, batch_format="pyarrow", fn_kwargs=dict(
         layout=layout, numeric_mode=numeric_mode, seed=seed, fractions=list(fractions), synthetic_cfg=synthetic_cfg))
-    merger = StatisticsMerger()
+    categorical = np.array([s.kind == "categorical" for s in fields] + [False], dtype=bool)
+    shards = ShardedCounts(shard_count(len(chunks), ray.cluster_resources().get("CPU", 1.0))
+                           if parts is None else parts, len(fields))
+    merger = StatisticsMerger()  # numerical sums, row counters, label sums: a few rows per field
     for done, table in enumerate(ds.iter_batches(batch_format="pyarrow", batch_size=None), 1):  # as chunks finish
-        merger.add(table)
+        f = table.column("field").to_numpy()
+        is_value = pa.array(categorical[np.where(f >= 0, f, -1)])
+        shards.add(table.filter(is_value))
+        merger.add(table.filter(pc.invert(is_value)))
         if progress is not None:
             progress(done)
-    return merge_statistics(merger.result(), fields)
+    counts = shards.fold(min_count)
+    stats = merge_statistics(merger.result(), fields)
+    stats.value_counts, stats.folded = counts.kept, counts.folded
+    stats.distinct_values, stats.peak_rows = counts.distinct, max(counts.peak_rows, merger.rows_held)
+    return stats

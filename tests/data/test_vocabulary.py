@@ -136,3 +136,54 @@ def test_avazu_vocabulary_equals_brute_force(ray_cluster, tmp_path):
     ids = encode_rows(toks, value_ids, oov_ids)
     assert np.array_equal(prepared.load_split("test").ids, ids[split == 2])
     assert prepared.load_split("train").labels.tolist() == [float(r[click]) for r, s in zip(rows, split) if s == 0]
+
+
+def test_hash_partitions_put_each_key_in_one_place_and_spread_keys():
+    import pyarrow as pa
+
+    from autosrh_ray.data.statistics_shards import partition_of
+
+    rng = np.random.default_rng(0)
+    values = [f"{x:08x}" for x in rng.integers(0, 2**31, 20_000)] + ["", "é", "a" * 300]
+    fields = rng.integers(0, 26, len(values)).astype(np.int32)
+    parts = partition_of(fields, pa.array(values), 5)
+    again = partition_of(fields[::-1].copy(), pa.array(values[::-1]), 5)[::-1]  # another chunk, other order
+    assert np.array_equal(parts, again)
+    assert parts.min() >= 0 and parts.max() < 5
+    assert np.bincount(parts[:20_000], minlength=5).min() > 0.8 * 20_000 / 5  # about even
+    same_value_other_field = partition_of(np.array([0, 1], np.int32), pa.array(["x", "x"]), 1 << 20)
+    assert same_value_other_field[0] != same_value_other_field[1]
+
+
+@pytest.mark.parametrize("parts", [0, 3])
+def test_sharded_counts_fold_min_count_as_one_count_of_everything(ray_cluster, parts):
+    """Chunk tables with overlapping keys, merged in 3 shard actors (or in this process): the kept rows are the
+    keys whose total reaches min_count with their totals, the folded rows per field the rest's totals."""
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from autosrh_ray.data.statistics_shards import ShardedCounts
+    from autosrh_ray.data.vocabulary import STATS_SCHEMA
+
+    rng = np.random.default_rng(1)
+    total: Counter = Counter()
+    shards = ShardedCounts(parts, num_fields=4)
+    for _ in range(6):  # chunks
+        keys = Counter(zip(rng.integers(0, 4, 3000).tolist(), [f"v{x}" for x in rng.zipf(1.5, 3000) % 500]))
+        total.update(keys)
+        fields, values = zip(*keys)
+        n = len(keys)
+        shards.add(pa.table({"field": pa.array(fields, pa.int32()), "value": pa.array(values),
+                             "count": pa.array(list(keys.values()), pa.int64()), **{
+                                 c: pa.array(np.zeros(n)) for c in ("sum", "sumsq", "min", "max")}},
+                            schema=STATS_SCHEMA))
+    folded = shards.fold(min_count=4)
+    kept = {(f, v): c for f, v, c in zip(*(folded.kept.column(c).to_pylist() for c in ("field", "value", "count")))}
+    assert kept == {k: c for k, c in total.items() if c >= 4}
+    expected = np.zeros(4, np.int64)
+    for (f, _), c in total.items():
+        if c < 4:
+            expected[f] += c
+    assert np.array_equal(folded.folded, expected) and expected.sum() > 0
+    assert folded.distinct == len(total)
