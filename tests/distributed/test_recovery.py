@@ -1,20 +1,25 @@
 """Failure recovery: a worker SIGKILLed mid-search resumes from the last checkpoint and the workflow writes its
 report; re-running with the same ray.storage_path and run.name hands the finished stages back instead of
-training again."""
+training again; a loop resumed from a checkpoint ends with exactly the uninterrupted run's weights and optimiser
+moments."""
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+import torch
 
 from autosrh_ray import workflow
+from autosrh_ray.data.prepared import EncodedSplit
 from autosrh_ray.distributed import checkpoint as ckpt
 from autosrh_ray.distributed.loops import FaultSpec, InMemoryData
 from autosrh_ray.distributed.stages import LoopOptions
 
-from .helpers import prepared_small, small_config
+from .helpers import initial_state, prepared_small, small_config
 
 OVERRIDES = ["ray.num_workers=2", "ray.max_failures=1", "run.name=killed", "search.max_epochs=2",
              "train.max_epochs=2", "report.reference=none"]
@@ -69,3 +74,87 @@ def test_rerun_with_same_storage_and_name_reuses_the_finished_stages(killed_run)
     first, rerun = killed_run["report"], killed_run["rerun"]
     assert rerun["valid"] == first["valid"] and rerun["test"] == first["test"]
     assert rerun["stages"] == first["stages"]
+
+
+class _Killed(Exception):
+    pass
+
+
+class _Restored:
+    """What ``ray.train.get_checkpoint()`` hands a restarted worker: its checkpoint directory."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def as_directory(self):
+        return nullcontext(str(self.directory))
+
+
+def _assert_identical(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_identical(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_identical(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
+# fit: Θ's Adam alone, shuffled passes; search: Θ's and α's Adam, α's stream one validation batch (on resume the
+# stream starts again at its first batch, so a longer one would give α other batches than the uninterrupted run)
+@pytest.mark.parametrize("stage, shuffle, valid_rows", [("fit", True, None), ("search", False, 100)])
+def test_a_resumed_loop_restores_the_optimiser_and_ends_as_the_uninterrupted_one(tmp_path, monkeypatch, stage,
+                                                                                 shuffle, valid_rows):
+    """The Train loop's resume code on one worker in this process (float64): killed at step 2 of evaluation
+    period 1 and restarted from period 0's checkpoint, it ends with exactly the uninterrupted run's weights,
+    optimiser moments and best state."""
+    import ray.train
+
+    from autosrh_ray.distributed import loops
+    from autosrh_ray.training import StopRule
+
+    config, prepared = prepared_small(tmp_path / "data")
+    v = prepared.load_split("valid")
+    memory = InMemoryData(prepared.load_split("train"),
+                          EncodedSplit(v.ids[:valid_rows], v.values[:valid_rows], v.labels[:valid_rows]), shuffle)
+    spec = loops.LoopSpec(stage=stage, config=config.to_dict(),
+                          shape=loops.ModelShape(prepared.num_features, prepared.features.num_fields),
+                          label_mean=prepared.label_mean, init_state=initial_state(config, prepared),
+                          rule=StopRule(max_epochs=3, patience=3), global_batch=config.train.batch_size,
+                          torch_threads=torch.get_num_threads(), memory=memory, dtype="float64")
+    checkpoints: list[Path] = []
+
+    def report(state, rank, metrics):  # writes the checkpoint as loops._report does, kept here instead of by Ray
+        directory = Path(tempfile.mkdtemp(prefix="checkpoint-", dir=tmp_path))
+        ckpt.write(directory, rank, state)
+        checkpoints.append(directory)
+
+    def kill(spec, rank, phase, epoch, step):
+        if (epoch, step) == (1, 2):
+            raise _Killed
+
+    def run(restore=None, fault=lambda *args: None) -> ckpt.LoopState:
+        monkeypatch.setattr(ray.train, "get_checkpoint", lambda: restore and _Restored(restore))
+        monkeypatch.setattr(loops, "_maybe_fault", fault)
+        loops.train_loop({"spec": spec})
+        return ckpt.read_state(checkpoints[-1])
+
+    monkeypatch.setattr(loops, "_report", report)
+    uninterrupted = run()
+    checkpoints.clear()
+    with pytest.raises(_Killed):
+        run(fault=kill)
+    assert len(checkpoints) == 1  # period 0's
+    resumed = run(restore=checkpoints[0])
+    steps = len(memory.train) // config.train.batch_size
+    assert resumed.resumes == [steps] and resumed.step == uninterrupted.step == 3 * steps
+    theta = uninterrupted.optimizer["theta"] if stage == "search" else uninterrupted.optimizer
+    assert theta[0]["state"][0]["exp_avg_sq"].dtype == torch.float64  # Adam's moments, in float64
+    _assert_identical(resumed.model, uninterrupted.model, "model")
+    _assert_identical(resumed.optimizer, uninterrupted.optimizer, "optimizer")
+    _assert_identical(resumed.best.state, uninterrupted.best.state, "best")

@@ -1,5 +1,6 @@
 """Stopping rules of the in-process loops: a scripted validation-loss sequence decides the stop epoch, the reason
-and the state the model ends in; evaluation periods of N steps continue across passes."""
+and the state the model ends in (a tie keeps the earlier evaluation); evaluation periods of N steps continue
+across passes."""
 import itertools
 
 import pytest
@@ -47,6 +48,21 @@ def test_scripted_validation_losses_decide_stop_and_restore_the_best_state(monke
         assert torch.equal(final[key], value), key
     if best < stop_epochs - 1:  # not simply the last state
         assert any(not torch.equal(final[k], v) for k, v in snapshots[-1].items())
+
+
+def test_a_tie_keeps_the_earlier_evaluation_and_does_not_reset_patience(monkeypatch):
+    """Only a strictly lower validation loss is "better" (StopRule): a later equal loss is no improvement."""
+    losses = [0.9, 0.6, 0.6, 0.7, 0.5]
+    _scripted(monkeypatch, losses)
+    model = tiny_model("fm")
+    snapshots = []
+    on_epoch = lambda epoch, m: snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+    result = train_until_stopped(Trainer(model, "classification", lr=0.05).step, model, _batches, _batches,
+                                 "classification", StopRule(max_epochs=len(losses), patience=2), on_epoch)
+    assert (result.best_epoch, result.epochs, result.stop_reason) == (1, 4, "patience")
+    final = model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in snapshots[1].items())
+    assert any(not torch.equal(final[k], v) for k, v in snapshots[2].items())
 
 
 def test_evaluation_periods_of_n_steps_continue_across_passes():

@@ -1,5 +1,5 @@
 """The stage graph's options past the paper: rewinding before retraining, α fitted on a hashed slice of train,
-and the warning when a stage stops at its cap."""
+and the warning when a stage stops at its cap; in-process runs repeat exactly for one ``train.seed``."""
 import numpy as np
 import torch
 
@@ -82,3 +82,26 @@ def test_cap_warning_names_the_key_to_raise():
     text = cap_warning("search", FitResult(epochs=5, best_epoch=4, stop_reason="max_epochs"))
     assert "search.max_epochs" in text and "raise" in text
     assert "train.max_epochs" in cap_warning("uniform", FitResult(epochs=5, stop_reason="max_epochs"))
+
+
+def test_in_process_runs_repeat_exactly_for_one_seed_and_differ_for_another(tmp_path):
+    """Every batch order of the in-process loops (Θ's, α's, the retrain's shuffles) comes from ``train.seed``."""
+    from autosrh_ray.config import load_config, with_overrides
+    from autosrh_ray.data.local import prepare_synthetic
+    from autosrh_ray.pipeline import run_in_process
+
+    config = load_config(overrides=["dataset.synthetic.rows=3000", "model.name=fm", "search.K=8", "search.L=3",
+                                    "train.batch_size=128", "search.max_epochs=2", "train.max_epochs=2"])
+    prepared = prepare_synthetic(config, tmp_path)
+    train, valid = prepared.load_split("train"), prepared.load_split("valid")
+
+    def histories(seed: int) -> dict:
+        result = run_in_process(with_overrides(config, {"train.seed": seed}), prepared, train, valid,
+                                log=lambda _: None)
+        return {stage: [{k: v for k, v in h.items() if not k.endswith("_seconds")} for h in fit.history]
+                for stage, fit in result.stages.items()}
+
+    first = histories(3)
+    assert set(first) == {"search", "retrain"} and all(len(h) == 2 for h in first.values())
+    assert histories(3) == first
+    assert histories(4) != first
