@@ -1,4 +1,8 @@
-"""TorchDistributedSync on a real 2-process gloo group (torch.multiprocessing; no Ray, a few seconds)."""
+"""TorchDistributedSync on a real 2-process gloo group (torch.multiprocessing; no Ray, a few seconds).
+
+Sparse gradients go through the row-sparse exchange (all-gathers of padded, equal-size tensors: the code path
+NCCL runs too); every case is compared with the dense all-reduce of the densified gradients, averaged.
+"""
 from __future__ import annotations
 
 import os
@@ -9,7 +13,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import autosrh_ray.distributed.sync as sync_module
 from autosrh_ray.distributed.sync import TorchDistributedSync, all_min, gather_objects
+
+K = 4
 
 
 def _free_port() -> int:
@@ -26,20 +33,117 @@ def _grads(rank: int) -> list[torch.Tensor]:
     return [dense, torch.sparse_coo_tensor(rows, vals, (7, 4))]
 
 
+# Each case: (M, rank 0's touched rows, rank 1's touched rows), uncoalesced (repeats are summed by coalesce).
+CASES = {
+    "both_ranks_and_repeats": (7, [0, 2, 2], [2, 5]),
+    "rank1_touched_nothing": (9, [1, 3, 3, 8], []),
+    "rank0_touched_nothing": (9, [], [4, 0, 4]),
+    "counts_differ": (9, [4], [0, 1, 2, 3, 4, 5, 6, 7, 8, 5]),
+    "nobody_touched": (5, [], []),
+    "cancelling_row": (6, [3, 1], [3]),  # row 3's contributions cancel: still in the union, value 0
+}
+
+
+def _case_grad(name: str, rank: int) -> torch.Tensor:
+    m, *rows = CASES[name]
+    ids = torch.tensor(rows[rank], dtype=torch.int64).reshape(1, -1)
+    gen = torch.Generator().manual_seed(1000 * rank + len(name))
+    vals = torch.randn(ids.shape[1], K, generator=gen, dtype=torch.float64)
+    if name == "cancelling_row":
+        vals[0] = torch.arange(1.0, K + 1, dtype=torch.float64) * (1 if rank == 0 else -1)
+    return torch.sparse_coo_tensor(ids, vals, (m, K))
+
+
+def _random_grad(rank: int, m: int = 1000, n: int = 600, k: int = 8) -> torch.Tensor:
+    """Heavy-tailed ids (many repeats, many shared rows), different counts per rank."""
+    gen = torch.Generator().manual_seed(7 + rank)
+    ids = (torch.rand(n - 100 * rank, generator=gen, dtype=torch.float64) ** 4 * m).long().reshape(1, -1)
+    return torch.sparse_coo_tensor(ids, torch.randn(ids.shape[1], k, generator=gen, dtype=torch.float64), (m, k))
+
+
+def _adam_grads(step: int, rank: int) -> torch.Tensor:
+    """Two steps of an M = 12 table: overlap, repeats, a cancelling row (3 on step 0), rank 1 idle on step 1."""
+    rows = {(0, 0): [0, 3, 3, 7], (0, 1): [7, 3, 10], (1, 0): [1, 7, 11, 11], (1, 1): []}[step, rank]
+    ids = torch.tensor(rows, dtype=torch.int64).reshape(1, -1)
+    gen = torch.Generator().manual_seed(50 + 10 * step + rank)
+    vals = torch.randn(ids.shape[1], 3, generator=gen, dtype=torch.float64)
+    if step == 0:  # row 3: rank 0 sends a + a (repeated), rank 1 sends -2a
+        a = torch.tensor([0.5, -1.25, 2.0], dtype=torch.float64)
+        vals[1] = vals[2] = a if rank == 0 else vals[1]
+        if rank == 1:
+            vals[1] = -2 * a
+    return torch.sparse_coo_tensor(ids, vals, (12, 3))
+
+
+class _Recorder:
+    """Stands in for ``torch.distributed`` inside the sync module: records each collective's tensors."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def __getattr__(self, name):
+        fn = getattr(dist, name)
+        if name in ("all_gather", "all_reduce", "broadcast", "reduce_scatter", "all_to_all") or "object" in name:
+            def wrapped(*args, **kwargs):
+                if name == "all_gather":
+                    self.calls.append((name, tuple(args[1].shape), [tuple(t.shape) for t in args[0]]))
+                elif "object" in name:
+                    self.calls.append((name,))
+                else:
+                    self.calls.append((name, tuple(args[0].shape)))
+                return fn(*args, **kwargs)
+            return wrapped
+        return fn
+
+
+def _dense_then_sparse_over_union(sync: TorchDistributedSync, grad: torch.Tensor) -> torch.Tensor:
+    """The reference: dense all-reduce of the densified gradient, made sparse over the rows any rank touched."""
+    dense = sync._dense(grad.to_dense())
+    touched = torch.zeros(grad.shape[0], dtype=dense.dtype)
+    touched[grad.coalesce()._indices()[0]] = 1
+    dist.all_reduce(touched)
+    rows = torch.nonzero(touched).flatten()
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), dense[rows], grad.shape).coalesce()
+
+
+def _sparse_adam(sync: TorchDistributedSync, reduce) -> dict:
+    weight = torch.nn.Parameter(torch.randn(12, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    opt = torch.optim.SparseAdam([weight], lr=0.1)
+    grads = []
+    for step in range(2):
+        weight.grad = reduce(sync, _adam_grads(step, sync.rank))
+        grads.append(sorted(weight.grad.coalesce()._indices()[0].tolist()))
+        opt.step()
+    state = opt.state[weight]
+    return {"weight": weight.detach().clone(), "exp_avg": state["exp_avg"].clone(),
+            "exp_avg_sq": state["exp_avg_sq"].clone(), "grad_rows": grads}
+
+
 def _worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        results = {}
-        for via_dense in (False, True):
-            sync = TorchDistributedSync(sparse_via_dense=via_dense)
-            dense, sparse = sync.theta(_grads(rank))
-            results[via_dense] = (dense, sparse.to_dense(), sorted(sparse.coalesce()._indices()[0].tolist()))
+        sync = TorchDistributedSync()
+        dense, sparse = sync.theta(_grads(rank))
+        recorder = _Recorder()
+        sync_module.dist = recorder  # record the exchange's collectives (the module's ``dist`` only)
+        try:
+            cases = {}
+            for name in [*CASES, "random"]:
+                grad = _case_grad(name, rank) if name != "random" else _random_grad(rank)
+                start = len(recorder.calls)
+                out = sync.theta([grad])[0]
+                calls = recorder.calls[start:]
+                cases[name] = {"sparse": out, "calls": calls, "dense_allreduce": sync._dense(grad.to_dense())}
+        finally:
+            sync_module.dist = dist
+        adam = {"exchange": _sparse_adam(sync, lambda s, g: s.theta([g])[0]),
+                "dense": _sparse_adam(sync, _dense_then_sparse_over_union)}
         alpha = TorchDistributedSync().alpha(torch.full((2, 3), float(rank + 1)))
         steps = all_min(5 + rank)
         gathered = gather_objects(rank * 10)
-        torch.save({"results": results, "alpha": alpha, "steps": steps, "gathered": gathered},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save({"dense": dense, "sparse": sparse, "cases": cases, "adam": adam, "alpha": alpha,
+                    "steps": steps, "gathered": gathered}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -51,24 +155,79 @@ def synced(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
+def _touched(grads: list[torch.Tensor]) -> list[int]:
+    return sorted(set().union(*(g.coalesce()._indices()[0].tolist() for g in grads)))
+
+
 def test_dense_and_sparse_theta_grads_are_averaged(synced):
     g0, g1 = _grads(0), _grads(1)
-    expected_dense = (g0[0] + g1[0]) / 2
-    expected_sparse = (g0[1].to_dense() + g1[1].to_dense()) / 2
-    for via_dense in (False, True):
+    for rank in range(2):
+        torch.testing.assert_close(synced[rank]["dense"], (g0[0] + g1[0]) / 2, rtol=0, atol=1e-12)
+        sparse = synced[rank]["sparse"]
+        assert sparse.is_coalesced() and sparse._indices()[0].tolist() == [0, 2, 5]  # the union of touched rows
+        torch.testing.assert_close(sparse.to_dense(), (g0[1].to_dense() + g1[1].to_dense()) / 2, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", [*CASES, "random"])
+def test_row_sparse_exchange_equals_the_dense_allreduce(synced, name):
+    grads = [_case_grad(name, r) if name != "random" else _random_grad(r) for r in range(2)]
+    expected = (grads[0].to_dense() + grads[1].to_dense()) / 2
+    union = _touched(grads)
+    for rank in range(2):
+        case = synced[rank]["cases"][name]
+        sparse = case["sparse"]
+        assert sparse.is_sparse and sparse.is_coalesced() and sparse.shape == grads[0].shape
+        assert sparse._indices()[0].tolist() == union  # every row any rank touched, each once, sorted
+        torch.testing.assert_close(case["dense_allreduce"], expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(sparse.to_dense(), case["dense_allreduce"], rtol=0, atol=1e-12)
+    a, b = synced[0]["cases"][name]["sparse"], synced[1]["cases"][name]["sparse"]
+    assert torch.equal(a._indices(), b._indices()) and torch.equal(a._values(), b._values())  # bitwise, every rank
+
+
+def test_cancelling_row_stays_in_the_union_with_value_zero(synced):
+    sparse = synced[0]["cases"]["cancelling_row"]["sparse"]
+    assert sparse._indices()[0].tolist() == [1, 3]
+    assert torch.equal(sparse._values()[1], torch.zeros(K, dtype=torch.float64))
+
+
+def test_exchange_sends_equal_size_tensors_proportional_to_touched_rows(synced):
+    """NCCL's constraints on the gloo run: all-gathers of equal-size tensors only, no object collectives; the
+    messages are padded to the largest count of unique rows, never M rows."""
+    for name in [*CASES, "random"]:
+        grads = [_case_grad(name, r) if name != "random" else _random_grad(r) for r in range(2)]
+        most = max(g.coalesce()._indices().shape[1] for g in grads)
         for rank in range(2):
-            dense, sparse, rows = synced[rank]["results"][via_dense]
-            torch.testing.assert_close(dense, expected_dense, rtol=1e-15, atol=0)
-            torch.testing.assert_close(sparse, expected_sparse, rtol=1e-15, atol=1e-17)
-            assert rows == [0, 2, 5]  # the union of touched rows, coalesced
+            calls = synced[rank]["cases"][name]["calls"]
+            assert all(c[0] == "all_gather" for c in calls), calls
+            for _, sent, received in calls:
+                assert received == [sent, sent]
+            assert calls[0][1] == (1,)  # the counts
+            if most == 0:
+                assert len(calls) == 1
+            else:
+                k = grads[0].shape[1]
+                assert [c[1] for c in calls[1:]] == [(1, most), (most, k)]  # ids, rows
+    assert max(g.coalesce()._indices().shape[1] for g in [_random_grad(0), _random_grad(1)]) < 1000 // 2
+
+
+def test_sparse_adam_updates_the_same_rows_to_the_same_values(synced):
+    for rank in range(2):
+        ex, ref = synced[rank]["adam"]["exchange"], synced[rank]["adam"]["dense"]
+        assert ex["grad_rows"] == ref["grad_rows"] == [[0, 3, 7, 10], [1, 7, 11]]
+        initial = torch.randn(12, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+        changed = lambda w: sorted(torch.nonzero((w != initial).any(dim=1)).flatten().tolist())  # noqa: E731
+        assert changed(ex["weight"]) == changed(ref["weight"]) == [0, 1, 7, 10, 11]  # row 3's gradient is 0
+        for key in ("weight", "exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(ex[key], ref[key], rtol=0, atol=1e-12)
+    for key in ("weight", "exp_avg", "exp_avg_sq"):
+        assert torch.equal(synced[0]["adam"]["exchange"][key], synced[1]["adam"]["exchange"][key])
 
 
 def test_every_rank_gets_bitwise_identical_results(synced):
-    for via_dense in (False, True):
-        a, b = synced[0]["results"][via_dense], synced[1]["results"][via_dense]
-        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert torch.equal(synced[0]["alpha"], synced[1]["alpha"])
-    assert torch.equal(synced[0]["alpha"], torch.full((2, 3), 1.5))
+    a, b = synced
+    assert torch.equal(a["dense"], b["dense"]) and torch.equal(a["sparse"].to_dense(), b["sparse"].to_dense())
+    assert torch.equal(a["alpha"], b["alpha"])
+    assert torch.equal(a["alpha"], torch.full((2, 3), 1.5))
 
 
 def test_helpers(synced):
