@@ -138,9 +138,9 @@ class TrainConfig:
     batch_size: int = 4096
     max_epochs: int = 500
     patience: int = 3
-    eval_every_steps: int = 0  # 0: evaluate after each pass over the train split; N: every N steps
+    eval_every_steps: int = 0  # N: every N steps; 0: after each pass (4 times per pass when it is long)
     seed: int = 0
-    embedding_optimizer: Literal["adam", "sparse_adam"] = "adam"
+    embedding_optimizer: Literal["auto", "adam", "sparse_adam"] = "auto"  # auto: sparse_adam for large tables
     init_std: float = 0.01
     shuffle_window: int = 65_536  # Ray path: rows permuted together by Ray Data (+ file order per epoch); 0 = input order
 
@@ -508,6 +508,49 @@ def _validate_dataset_source(ds: DatasetConfig) -> None:
             raise ConfigError("dataset.label", "required for dataset tabular")
         if not ds.categorical and not ds.numerical:
             raise ConfigError("dataset.categorical", "tabular needs at least one categorical or numerical column")
+
+
+# Defaults that depend on the data (resolved once its size is known: :func:`sized_for_data`).
+LONG_PASS_STEPS = 2000  # a pass over train longer than this many steps is evaluated several times ...
+EVALS_PER_LONG_PASS = 4  # ... this many (a pass over Criteo's 36M training rows at batch 4096 is 8.8k steps)
+SPARSE_FROM_ENTRIES = 1 << 23  # M·K from which `auto` picks sparse_adam (1.67x dense Adam at M·K = 16M on CPU,
+#                                even at 3.2M: benchmarks/engine_throughput.py)
+
+
+def evaluation_steps(config: Config, train_rows: int) -> int:
+    """``train.eval_every_steps`` as set; when 0, every pass (0) unless a pass has more than
+    :data:`LONG_PASS_STEPS` steps, then :data:`EVALS_PER_LONG_PASS` evaluations per pass."""
+    if config.train.eval_every_steps:
+        return config.train.eval_every_steps
+    steps = -(-train_rows // config.train.batch_size)
+    return -(-steps // EVALS_PER_LONG_PASS) if steps > LONG_PASS_STEPS else 0
+
+
+def sparse_embedding(config: Config, num_features: int) -> bool:
+    """Whether the embedding table gets sparse gradients and SparseAdam: ``train.embedding_optimizer`` as set;
+    ``auto``: for tables of at least :data:`SPARSE_FROM_ENTRIES` entries (the dense optimiser updates all M·K
+    entries every step), except for the double-backward second-order search, which needs dense gradients."""
+    choice = config.train.embedding_optimizer
+    if choice != "auto":
+        return choice == "sparse_adam"
+    s = config.search
+    return num_features * s.K >= SPARSE_FROM_ENTRIES and not (s.order == "second" and s.hvp == "double_backward")
+
+
+def sized_for_data(config: Config, train_rows: int, num_features: int) -> tuple[Config, list[str]]:
+    """The config with ``train.eval_every_steps`` made explicit for the data, and a line for each data-dependent
+    default chosen (``train.embedding_optimizer: auto`` stays as it is: each model decides by its own M·K, so a
+    study's trials with another K decide for themselves)."""
+    notes = []
+    every = evaluation_steps(config, train_rows)
+    if every != config.train.eval_every_steps:
+        notes.append(f"a pass over train is {-(-train_rows // config.train.batch_size):,} steps: evaluating every "
+                     f"{every:,} steps (train.eval_every_steps)")
+        config = with_overrides(config, {"train.eval_every_steps": every})
+    if config.train.embedding_optimizer == "auto" and sparse_embedding(config, num_features):
+        notes.append(f"M·K = {num_features * config.search.K:,} embedding entries: sparse gradients and SparseAdam "
+                     f"(train.embedding_optimizer)")
+    return config, notes
 
 
 def validate_against_data(config: Config, num_features: int) -> None:

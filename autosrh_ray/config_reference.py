@@ -78,9 +78,11 @@ MEANING = {
                         "batch gives one smaller batch",
     "train.max_epochs": "cap on evaluations of UE and retraining (they stop earlier by patience)",
     "train.patience": "evaluations without a better validation loss before a training stage stops (best kept)",
-    "train.eval_every_steps": "0: evaluate after each pass over train; N: every N steps (for huge data)",
+    "train.eval_every_steps": "N: evaluate every N steps; 0: after each pass over train, or 4 times per pass when a "
+                              "pass is longer than 2,000 steps (huge data)",
     "train.seed": "seed of initialisation, shuffles and α's slice",
-    "train.embedding_optimizer": "adam (dense) or sparse_adam (sparse gradients; faster for large tables on CPU)",
+    "train.embedding_optimizer": "adam (dense), sparse_adam (sparse gradients, row-wise updates: faster for large "
+                                 "tables) or auto (sparse_adam from M·K = 8,388,608 entries, else adam)",
     "train.init_std": "standard deviation of the embedding initialisation",
     "train.shuffle_window": "Ray path: rows permuted together in Ray Data (files also come in a new order each "
                             "epoch); 0 keeps the input order",

@@ -48,7 +48,7 @@ import yaml
 from . import atomic, storage
 from .artifact import save_model
 from .batch import Batch
-from .config import Config, ConfigError, validate_against_data, with_overrides
+from .config import Config, ConfigError, sized_for_data, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
 from .metrics import reported_metrics, task_metrics
 from .mixed_dims import projection_params
@@ -272,6 +272,9 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
         prepared = prepare(config, storage.join(destination, "data"), log)
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
+    config, notes = sized_for_data(config, prepared.rows.train, prepared.num_features)
+    for note in notes:
+        log(f"note: {note}")
     splits: list = []
 
     def in_memory() -> list:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, sparse_embedding
 from .. import autodim, autoemb
 from ..autodim import AutoDimEmbedding
 from ..autoemb import AutoEmbEmbedding
@@ -91,7 +91,7 @@ def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
     blocked = method in BLOCKED_METHODS
     blocks = config.search.L if blocked else 1
     block_of = torch.from_numpy(block_index(m, blocks, config.search.block_boundaries if blocked else None))
-    sparse = config.train.embedding_optimizer == "sparse_adam"
+    sparse = sparse_embedding(config, m)
     embedding: nn.Module
     s = config.search
     if method == "autodim" and not retrain:
