@@ -157,6 +157,6 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
         if written != getattr(rows, name):
             raise AssertionError(f"{name}: counted {getattr(rows, name)} rows, wrote {written}")
     prepared = PreparedData(output, space, config.task, stats.label_sum / rows.train, rows, chash,
-                            {name: [p for p, _ in shards[name]] for name in SPLIT_NAMES}, fp)
+                            {name: [p for p, _ in shards[name]] for name in SPLIT_NAMES}, fp, stats.summary())
     prepared.write_meta()
     return prepared

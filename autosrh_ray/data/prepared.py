@@ -89,6 +89,7 @@ class PreparedData:
     config_hash: str
     shards: dict[str, list[str]]
     input_fingerprint: str = ""  # hash of the input files' paths, sizes and mtimes ("" for generated data)
+    statistics: dict = field(default_factory=dict)  # the statistics pass: distinct and kept values, peak rows/bytes
 
     @property
     def num_features(self) -> int:
@@ -124,6 +125,7 @@ class PreparedData:
             "frequencies": "frequencies.parquet",
             "vocab_sizes": self.vocab_sizes(),
             "input_fingerprint": self.input_fingerprint,
+            "statistics": self.statistics,
         }
         storage.write_text(storage.join(self.directory, META_FILE), json.dumps(meta, indent=1))
 
@@ -140,4 +142,5 @@ class PreparedData:
             config_hash=meta["config_hash"],
             shards={k: list(meta["shards"].get(k, [])) for k in SPLIT_NAMES},
             input_fingerprint=meta.get("input_fingerprint", ""),
+            statistics=meta.get("statistics", {}),
         )

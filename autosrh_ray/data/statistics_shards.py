@@ -53,6 +53,7 @@ class FoldedCounts:
     folded: np.ndarray  # per field: training rows of values below min_count (they map to the field's OOV)
     distinct: int  # distinct (field, value) keys it merged
     peak_rows: int  # the most rows it held at once (merged + pending)
+    peak_bytes: int  # the most Arrow bytes it held at once
 
 
 class StatisticsShard:
@@ -62,11 +63,12 @@ class StatisticsShard:
         from .vocabulary import StatisticsMerger
 
         self.merger = StatisticsMerger()
-        self.peak_rows = 0
+        self.peak_rows = self.peak_bytes = 0
 
     def add(self, table: pa.Table) -> None:
         self.merger.add(table)
         self.peak_rows = max(self.peak_rows, self.merger.rows_held)
+        self.peak_bytes = max(self.peak_bytes, self.merger.bytes_held)
 
     def fold(self, min_count: int, num_fields: int) -> FoldedCounts:
         merged = self.merger.result()
@@ -75,7 +77,7 @@ class StatisticsShard:
         field = merged.column("field").to_numpy().astype(np.int64)
         folded = np.bincount(field[~keep], weights=count[~keep], minlength=num_fields).astype(np.int64)
         kept = merged.filter(pa.array(keep)).select(["field", "value", "count"])
-        return FoldedCounts(kept, folded, merged.num_rows, self.peak_rows)
+        return FoldedCounts(kept, folded, merged.num_rows, self.peak_rows, self.peak_bytes)
 
 
 class ShardedCounts:
@@ -118,7 +120,7 @@ class ShardedCounts:
 
     def fold(self, min_count: int) -> FoldedCounts:
         """Every shard's kept rows (one table), folded training rows per field, distinct keys, and the largest
-        shard's peak rows."""
+        shard's peak rows and bytes."""
         if self.local:
             results = [self.shards[0].fold(min_count, self.num_fields)]
         else:
@@ -130,4 +132,5 @@ class ShardedCounts:
                 ray.kill(shard)
         return FoldedCounts(pa.concat_tables([r.kept for r in results]),
                             np.sum([r.folded for r in results], axis=0).astype(np.int64),
-                            sum(r.distinct for r in results), max(r.peak_rows for r in results))
+                            sum(r.distinct for r in results), max(r.peak_rows for r in results),
+                            max(r.peak_bytes for r in results))

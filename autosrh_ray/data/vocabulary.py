@@ -152,6 +152,11 @@ class StatisticsMerger:
         """Rows in memory now: the merged table and the pending ones."""
         return self._merged.num_rows + self._pending_rows
 
+    @property
+    def bytes_held(self) -> int:
+        """Arrow bytes in memory now: the merged table and the pending ones."""
+        return self._merged.nbytes + sum(t.nbytes for t in self._pending)
+
     def _compact(self) -> None:
         if self._pending:
             self._merged = reduce_statistics(pa.concat_tables([self._merged, *self._pending]))
@@ -176,6 +181,12 @@ class Statistics:
     folded: Optional[np.ndarray] = None  # per field: training rows of values already folded into its OOV
     distinct_values: int = 0  # distinct (categorical field, value) keys in train, before min_count
     peak_rows: int = 0  # the most statistics rows one merging process held at once
+    peak_bytes: int = 0  # ... and the most Arrow bytes
+
+    def summary(self) -> dict:
+        """What the prepared data's meta keeps of the statistics pass."""
+        return {"distinct_values": self.distinct_values, "kept_values": self.value_counts.num_rows,
+                "peak_rows": self.peak_rows, "peak_bytes": self.peak_bytes}
 
     def feature_space(self, fields: Sequence[FieldSpec], min_count: int) -> FeatureSpace:
         """Global ids in frequency order (``FeatureSpace.from_count_table``)."""
@@ -269,5 +280,7 @@ def count_statistics(chunks: Sequence[Chunk], layout: Layout, numeric_mode: str,
     counts = shards.fold(min_count)
     stats = merge_statistics(merger.result(), fields)
     stats.value_counts, stats.folded = counts.kept, counts.folded
-    stats.distinct_values, stats.peak_rows = counts.distinct, max(counts.peak_rows, merger.rows_held)
+    stats.distinct_values = counts.distinct
+    stats.peak_rows, stats.peak_bytes = max(counts.peak_rows, merger.rows_held), max(counts.peak_bytes,
+                                                                                    merger.bytes_held)
     return stats
