@@ -44,11 +44,13 @@ def _job(command: str, args: list[str], head: dict) -> str:
 
 def test_job_submit_runs_the_quickstart_with_live_progress(ray_head, tmp_path):
     output = tmp_path / "out"
-    submit = _job("submit", ["--no-wait", "--working-dir", str(REPO), "--", sys.executable, "-m", "autosrh_ray",
-                             "run", "workflows/quickstart.yaml", "--output", str(output),
+    # as README documents it: the workflows folder as the working directory (no packaging notices from Ray)
+    submit = _job("submit", ["--no-wait", "--working-dir", str(REPO / "workflows"), "--", sys.executable, "-m",
+                             "autosrh_ray", "run", "quickstart.yaml", "--output", str(output),
                              *[a for o in TINY for a in ("--set", o)]], ray_head)
     ids = [w.strip("'\"`") for w in submit.split() if w.strip("'\"`").startswith("raysubmit_")]
     assert ids, submit[-3000:]
+    assert "is now ignored by default" not in submit and "Ignoring upload" not in submit, submit[-3000:]
     job_id = ids[0]
 
     # `ray job logs --follow` streams the job's output until it ends; stamp each line as it arrives
