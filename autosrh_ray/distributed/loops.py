@@ -16,7 +16,9 @@ One function, :func:`train_loop`, serves both stages (``LoopSpec.stage``); per w
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
 import os
 import signal
 import tempfile
@@ -255,6 +257,10 @@ def _run_phase(spec: LoopSpec, kind: str, rule: StopRule, state: ckpt.LoopState,
     """Evaluation periods of one stage until ``rule`` stops it, a report with a checkpoint after each."""
     task = config_from_dict(spec.config).task
     alpha_stream = source.valid_stream() if kind == "search" else None
+    if alpha_stream is not None and state.step:
+        # resumed: α's stream goes on where the checkpoint left it (one validation batch per search step), so α
+        # sees the batches the uninterrupted run would have given it
+        collections.deque(itertools.islice(alpha_stream, state.step), maxlen=0)
     feed = PeriodFeed(source, rule.eval_every_steps, state.data_epoch, state.position,
                       lambda ok: bool(all_min(ok, device)))
     while state.epoch < rule.max_epochs and not state.stopped:

@@ -105,9 +105,10 @@ def _assert_identical(a, b, where: str) -> None:
         assert a == b, where
 
 
-# fit: Θ's Adam alone, shuffled passes; search: Θ's and α's Adam, α's stream one validation batch (on resume the
-# stream starts again at its first batch, so a longer one would give α other batches than the uninterrupted run)
-@pytest.mark.parametrize("stage, shuffle, valid_rows", [("fit", True, None), ("search", False, 100)])
+# fit: Θ's Adam alone; search: Θ's and α's Adam, α's stream of several shuffled validation batches (resumed, it
+# goes on where the checkpoint left it); one batch of validation rows, where only the optimisers could differ
+@pytest.mark.parametrize("stage, shuffle, valid_rows", [("fit", True, None), ("search", True, None),
+                                                        ("search", False, 100)])
 def test_a_resumed_loop_restores_the_optimiser_and_ends_as_the_uninterrupted_one(tmp_path, monkeypatch, stage,
                                                                                  shuffle, valid_rows):
     """The Train loop's resume code on one worker in this process (float64): killed at step 2 of evaluation
