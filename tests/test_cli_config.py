@@ -35,7 +35,7 @@ def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, overrid
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert key in lines[0]
-    assert "[search]" not in proc.stdout and "[retrain]" not in proc.stdout
+    assert "[search]" not in proc.stdout and "[retrain" not in proc.stdout  # no training started
     assert not (tmp_path / "out" / "report.json").exists()
 
 
