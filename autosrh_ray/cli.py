@@ -84,8 +84,12 @@ def _parser() -> argparse.ArgumentParser:
                                      "numerical, 26 categorical fields; the config's vocabulary, signal fields "
                                      "and seed), as Criteo dac text: label, I1-I13, C1-C26, tab-separated. Data "
                                      "at any scale for dataset.name: criteo, or new rows to score with a "
-                                     "synthetic run's model (autosrh-ray predict reads its fields' columns).")
-    gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data)")
+                                     "synthetic run's model (autosrh-ray predict reads its fields' columns). "
+                                     "With the word criteo instead of a config: Criteo Kaggle's profile (each "
+                                     "categorical field's distinct count at 45M rows, heavy-tailed, about 25% "
+                                     "positives, planted signal).")
+    gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data), or criteo: "
+                                    "the Criteo-profile data (autosrh_ray/data/criteo_profile.py)")
     gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
                      help=set_help("dataset.synthetic.seed=8 (other rows)", " of the synthetic dataset"))
     gen.add_argument("--rows", type=int, required=True, help="rows in all")
@@ -94,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                           "the same rows for any count)")
     gen.add_argument("--gzip", action="store_true", help="write gzip-compressed shards (part-*.txt.gz)")
     gen.add_argument("--output", required=True, help="directory for part-*.txt[.gz]")
+    gen.add_argument("--processes", type=int, default=None,
+                     help="shards written at once, one process each (default: the shard count, at most the CPUs)")
+    gen.add_argument("--seed", type=int, default=0, help="with criteo: the generator's seed (default 0)")
     return parser
 
 
@@ -128,6 +135,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"autosrh-ray: error: {err}", file=sys.stderr)
             return 2
         return 0
+    if args.command == "generate" and args.config == "criteo":
+        from .data.generate import write_criteo_profile_shards
+
+        try:
+            if args.overrides:
+                raise ConfigError("--set", "sets keys of a workflow YAML; generate criteo takes --seed")
+            paths = write_criteo_profile_shards(args.output, args.rows, args.shards, gzip=args.gzip,
+                                                processes=_processes(args), seed=args.seed)
+        except ConfigError as err:
+            print(f"autosrh-ray: error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.rows} Criteo-profile rows in {len(paths)} shards under {args.output}")
+        return 0
     try:
         config = load_config(args.config, args.overrides)
         from . import workflow
@@ -143,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .data.generate import criteo_shape, write_criteo_shards
 
             paths = write_criteo_shards(criteo_shape(config.dataset.synthetic), args.output, args.rows, args.shards,
-                                        gzip=args.gzip)
+                                        gzip=args.gzip, processes=_processes(args))
             print(f"wrote {args.rows} rows in {len(paths)} Criteo-format shards under {args.output}")
             return 0
         from . import storage
@@ -175,6 +195,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"autosrh-ray: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _processes(args) -> int:
+    """generate's --processes, by default the shard count capped at the CPUs."""
+    return args.processes if args.processes is not None else max(1, min(args.shards, os.cpu_count() or 1))
 
 
 def _exit_now(code: int) -> None:

@@ -4,6 +4,9 @@ empty = missing) in N shards, so the Criteo reader and the whole prepare path ar
 The synthetic config's numerical fields fill I1..In and its categorical fields C1..Cc; the remaining Criteo
 columns are written empty (missing). Row r is the generator's row r whatever the shard count, so the
 concatenated shards are identical for any ``shards``. Ray-free; memory is bounded by one block of rows.
+
+:func:`write_criteo_profile_shards` writes the Criteo-profile data instead (:mod:`.criteo_profile`: Criteo Kaggle's
+per-field cardinalities at 45M rows, heavy-tailed, planted signal), with the same shard layout and guarantees.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import pyarrow.csv as pacsv
 
 from ..config import ConfigError, SyntheticConfig
 from ..synthetic import BLOCK_ROWS, SyntheticGenerator
+from .criteo_profile import CriteoProfile
 
 CRITEO_NUMERICAL, CRITEO_CATEGORICAL = 13, 26
 WRITE_ROWS = 4 * BLOCK_ROWS
@@ -75,14 +79,40 @@ def write_criteo_shards(synthetic_cfg: SyntheticConfig, out_dir: str | Path, row
     for key, value in (("rows", rows), ("shards", shards), ("processes", processes)):
         if value < 1:
             raise ConfigError(key, f"must be >= 1 (got {value})")
+    return _write_shards(_write_shard, synthetic_cfg, out_dir, rows, shards, gzip, processes)
+
+
+def _write_shards(write, source, out_dir: str | Path, rows: int, shards: int, gzip: bool,
+                  processes: int) -> list[Path]:
+    """``write(source, path, rows, start, stop, gzip)`` for each shard's row range, up to ``processes`` at once."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bounds = np.linspace(0, rows, shards + 1).astype(np.int64)
-    jobs = [(synthetic_cfg, out / f"part-{s:05d}.txt{'.gz' if gzip else ''}", rows, int(bounds[s]),
+    jobs = [(source, out / f"part-{s:05d}.txt{'.gz' if gzip else ''}", rows, int(bounds[s]),
              int(bounds[s + 1]), gzip) for s in range(shards)]
     if processes == 1 or shards == 1:
-        return [_write_shard(*job) for job in jobs]
+        return [write(*job) for job in jobs]
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(min(processes, shards)) as pool:
-        return list(pool.map(_write_shard, *zip(*jobs)))
+        return list(pool.map(write, *zip(*jobs)))
+
+
+def _write_profile_shard(seed: int, path: Path, rows: int, start: int, stop: int, gzip: bool) -> Path:
+    gen = CriteoProfile(seed)
+    opener = gzip_module.open(path, "wb", compresslevel=1) if gzip else open(path, "wb")
+    with opener as fh:
+        for _, block in gen.blocks(start, stop):
+            fh.write(memoryview(gen.line_bytes(block)))
+    return path
+
+
+def write_criteo_profile_shards(out_dir: str | Path, rows: int, shards: int = 1, gzip: bool = False,
+                                processes: int = 1, seed: int = 0) -> list[Path]:
+    """Write ``rows`` Criteo-profile rows (:class:`.criteo_profile.CriteoProfile` with ``seed``) as ``shards``
+    dac files ``part-00000.txt[.gz]`` in ``out_dir``, up to ``processes`` shards at once; the concatenated
+    shards are the same bytes for any ``shards`` and ``processes``. Raises ``ConfigError`` if a size is < 1."""
+    for key, value in (("rows", rows), ("shards", shards), ("processes", processes)):
+        if value < 1:
+            raise ConfigError(key, f"must be >= 1 (got {value})")
+    return _write_shards(_write_profile_shard, seed, out_dir, rows, shards, gzip, processes)
