@@ -80,3 +80,9 @@ def test_a_silent_study_trial_is_stopped_and_named_the_others_go_on(monkeypatch)
                for line in lines)
     watch.on_step_end(3, [quiet, busy])  # stopped once, not again
     assert sum("marked failed" in line for line in lines) == 1
+    busy.last_result = {"valid_logloss": 0.44, "training_iteration": 2}
+    watch.on_trial_complete(4, [quiet, busy], busy)
+    assert "stopped by the scheduler after 2 evaluations (last valid_logloss 0.44000)" in lines[-1]
+    busy.last_result = {"valid_logloss": 0.43, "trial_finished": 1}
+    watch.on_trial_complete(5, [quiet, busy], busy)
+    assert lines[-1].endswith("finished: valid_logloss 0.43000 at the study budget")

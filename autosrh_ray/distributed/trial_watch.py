@@ -44,9 +44,14 @@ class TrialWatch(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._heard(trial)
-        score = (trial.last_result or {}).get(self.metric)
-        self.log(f"study: trial {_overrides(trial)} finished: {self.metric} "
-                 f"{'–' if score is None else format(score, '.5f')}")
+        last = trial.last_result or {}
+        score = last.get(self.metric)
+        shown = "–" if score is None else format(score, ".5f")
+        if FINISHED in last:
+            self.log(f"study: trial {_overrides(trial)} finished: {self.metric} {shown} at the study budget")
+        else:  # the scheduler stopped it: its last number is the soft (unpruned) model's
+            self.log(f"study: trial {_overrides(trial)} stopped by the scheduler after "
+                     f"{last.get('training_iteration', '?')} evaluations (last {self.metric} {shown})")
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._heard(trial)
