@@ -140,7 +140,9 @@ def run_one(bench: Bench, prepared: PreparedData, overrides: tuple, seed: int, d
             "soft": search.best_valid.get(key, float("nan")) if search else float("nan"),
             "pruned": (result.pruned_valid or {}).get(key, float("nan")),
             "retrained": result.retrain.best_valid[key],
-            "stages": {n: (r.epochs, r.stop_reason, r.seconds) for n, r in result.stages.items()}}
+            "stages": {n: (r.epochs, r.stop_reason, r.seconds) for n, r in result.stages.items()},
+            "searched_alpha": result.searched_alpha,  # (L, K) as the search left it; None but for AutoSrh
+            "kept_per_feature": result.model.embedding.kept_per_feature()}
 
 
 def _ms(values) -> str:
