@@ -1,0 +1,250 @@
+"""Criteo at scale, end to end: generated rows with Criteo Kaggle's per-field cardinality profile
+(``autosrh-ray generate criteo``), prepared on Ray Data, then UE, the AutoSrh search, pruning to CR 10 and 20,
+the retrains and the test evaluation on Ray Train — the paper's Criteo setting (FM, K 64, L 6, ``min_count`` 10),
+the train split streamed every pass (``ray.worker_cache_mb: 0``), four evaluations per pass.
+
+Reports per stage: seconds, rows/s (and per core), evaluations and stop reason; the peak RSS of the driver, of
+each kind of Ray process and of all of them together (this process and its descendants — Ray's GCS, raylet and
+workers — sampled every 2 s from /proc, RSS so shared memory counts once per process); the statistics pass's
+distinct and kept values and the most rows/bytes one merging process held; the shards' bytes on disk; test AUC
+and log loss of UE and of AutoSrh at each CR; and whether the vocabulary equals a single-process count of the
+same rows (an independent pyarrow pass, :func:`single_process_ids`).
+
+    python benchmarks/scale.py --quick --json scale-2m.json          # 2M rows
+    python benchmarks/scale.py --rows 10000000 --json scale-10m.json  # end to end, no cap
+    python benchmarks/scale.py --rows 45000000 --max-passes 1         # every stage capped at one pass
+
+Generated data is cached by its arguments under ``--cache`` (default ``~/.cache/autosrh_ray/scale``); each run
+writes its output under ``--output`` (default: a temporary directory, removed at the end).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+QUICK_ROWS = 2_000_000
+EVALS_PER_PASS = 4
+SAMPLE_SECONDS = 2.0
+
+
+# ------------------------------------------------------------------------------------------------ memory
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children[int(stat[stat.rindex(")") + 2:].split()[1])].append(int(entry))
+    out, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        out.append(pid)
+        stack.extend(children.get(pid, []))
+    return out
+
+
+def _rss_mib_and_name(pid: int) -> tuple[float, str]:
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except (OSError, IndexError, ValueError):
+        return 0.0, ""
+    name = name.split("/")[-1] if not name.startswith("ray::") else name.split(" ")[0]
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, name
+
+
+class TreeMemory:
+    """Peak RSS of this process, of each process name below it and of the whole tree (a daemon sampler)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.by_name: dict[str, float] = defaultdict(float)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            total = 0.0
+            for pid in _descendants(os.getpid()):
+                mib, name = _rss_mib_and_name(pid)
+                total += mib
+                key = "driver" if pid == os.getpid() else name
+                self.by_name[key] = max(self.by_name[key], mib)
+            self.total = max(self.total, total)
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def generated(rows: int, shards: int, cache: Path) -> Path:
+    """Criteo-profile rows as ``shards`` dac text files, generated once per (rows, shards)."""
+    directory = cache / f"criteo-{rows}-s{shards}"
+    done = cache / f"criteo-{rows}-s{shards}.done"  # beside, not inside: every file inside is input
+    if done.exists():
+        return directory
+    shutil.rmtree(directory, ignore_errors=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "autosrh_ray", "generate", "criteo", "--rows", str(rows), "--output",
+                    str(directory), "--shards", str(shards), "--processes", str(os.cpu_count() or 1)],
+                   check=True, cwd=REPO)
+    done.write_text(f"{time.perf_counter() - start:.1f} s\n")
+    return directory
+
+
+def single_process_ids(input_path: Path, fields: list, seed: int, fractions: list[float],
+                       min_count: int) -> list[tuple]:
+    """The id table (field, value, kind, frequency) counted again in this process by the project's reader and
+    per-piece counting, merged with one pyarrow ``group_by`` and folded by ``min_count`` by hand — no Ray, no
+    shards — to compare with what the distributed pass wrote (``frequencies.parquet``)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from autosrh_ray.config import load_config
+    from autosrh_ray.data.inputs import list_files, plan_text_chunks
+    from autosrh_ray.data.readers import layout_for, parse_chunk
+    from autosrh_ray.data.vocabulary import StatisticsMerger, merge_statistics, piece_statistics
+    from autosrh_ray.features import FeatureSpace
+
+    config = load_config(REPO / "workflows" / "criteo.yaml", [f"dataset.path={input_path}"])
+    files = list_files(str(input_path))
+    layout = layout_for(config, files)
+    merger = StatisticsMerger()
+    chunks = plan_text_chunks(files, layout.header, chunk_bytes=1 << 62)  # one chunk per file
+    for chunk in chunks:
+        for parsed in parse_chunk(layout, chunk, None):
+            merger.add(piece_statistics(parsed, layout, config.numeric_mode, seed, fractions))
+    stats = merge_statistics(merger.result(), fields)
+    count = stats.value_counts.column("count").to_numpy()
+    keep = count >= min_count
+    folded = np.bincount(stats.value_counts.column("field").to_numpy()[~keep], weights=count[~keep],
+                         minlength=len(fields)).astype(np.int64)
+    space = FeatureSpace.from_count_table(fields, stats.value_counts.filter(pa.array(keep)), stats.numeric_stats,
+                                          min_count, folded)
+    return [(int(f), v, int(n)) for f, v, n in zip(space.field_of, space.feature_values, space.frequencies)]
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def stage_rows(entry: dict, batch: int, cores: int) -> dict:
+    """Per stage of one model: seconds, evaluations, stop reason, rows/s and rows/s per core."""
+    out = {}
+    for name, s in entry["stages"].items():
+        rate = s["steps"] * batch / max(s["loop_seconds"] or s["seconds"], 1e-9)
+        out[name] = {"seconds": round(s["seconds"], 1), "evaluations": s["epochs"], "stop": s["stop_reason"],
+                     "rows_per_s": round(rate), "rows_per_s_per_core": round(rate / cores)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS:,} rows")
+    ap.add_argument("--max-passes", type=int, default=0, help="cap every stage at this many passes (0: no cap)")
+    ap.add_argument("--shards", type=int, default=0, help="input files (default: one per 2M rows, at least 2)")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "autosrh_ray" / "scale")
+    ap.add_argument("--output", type=Path, help="the run's output directory (default: temporary, removed)")
+    ap.add_argument("--skip-vocab-check", action="store_true", help="no single-process count (saves its time)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    rows = QUICK_ROWS if args.quick else args.rows
+    shards = args.shards or max(2, rows // 2_000_000)
+    cores = os.cpu_count() or 1
+
+    from autosrh_ray import workflow
+    from autosrh_ray.config import evaluation_steps, load_config
+
+    t_gen = time.perf_counter()
+    data = generated(rows, shards, args.cache)
+    generate_s = time.perf_counter() - t_gen
+    output = args.output or Path(tempfile.mkdtemp(prefix="autosrh-scale-"))
+    overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "ray.worker_cache_mb=0", "report.plots=false"]
+    base = load_config(REPO / "workflows" / "criteo.yaml", overrides)
+    steps_per_pass = -(-int(rows * base.dataset.split[0]) // base.train.batch_size)
+    every = max(1, evaluation_steps(base, 0) or steps_per_pass // EVALS_PER_PASS)
+    overrides.append(f"train.eval_every_steps={every}")
+    if args.max_passes:
+        cap = args.max_passes * max(1, steps_per_pass // every)
+        overrides += [f"search.max_epochs={cap}", f"train.max_epochs={cap}"]
+    config = load_config(REPO / "workflows" / "criteo.yaml", overrides)
+    print(f"scale: {rows:,} rows in {shards} files ({data}); {steps_per_pass:,} steps per pass, evaluating every "
+          f"{every:,}; output {output}", flush=True)
+    start = time.perf_counter()
+    with TreeMemory() as memory:
+        report = workflow.run(config, output, log=lambda line: print(line, flush=True))
+    wall = time.perf_counter() - start
+    prepared_dir = output / report["artifacts"]["prepared"]
+    meta = json.loads((prepared_dir / "meta.json").read_text())
+    shard_bytes = sum(p.stat().st_size for p in prepared_dir.rglob("*.parquet"))
+
+    figures = {"rows": rows, "shards": shards, "wall_s": round(wall, 1), "generate_s": round(generate_s, 1),
+               "prepare_s": round(report["timings_s"]["prepare"], 1), "cores": cores,
+               "peak_rss_total_mib": round(memory.total), "driver_peak_rss_mib": round(memory.by_name["driver"]),
+               "num_features": report["num_features"], "distinct_values": meta["statistics"].get("distinct_values"),
+               "kept_values": meta["statistics"].get("kept_values"),
+               "statistics_peak_rows": meta["statistics"].get("peak_rows"),
+               "statistics_peak_mib": round(meta["statistics"].get("peak_bytes", 0) / 2**20, 1),
+               "shard_mib": round(shard_bytes / 2**20, 1), "eval_every_steps": every,
+               "ue_test_auc": report["reference"]["test"]["auc"],
+               "ue_test_logloss": report["reference"]["test"]["logloss"]}
+    for entry in report["models"]:
+        tag = entry["budget"]
+        figures[f"autosrh_{tag}_test_auc"] = entry["test"]["auc"]
+        figures[f"autosrh_{tag}_test_logloss"] = entry["test"]["logloss"]
+        figures[f"autosrh_{tag}_delta_auc_vs_ue"] = round(entry["test"]["auc"] - figures["ue_test_auc"], 5)
+    stages = {"ue": stage_rows(report["reference"], config.train.batch_size, cores)}
+    for entry in report["models"]:
+        stages[f"autosrh_{entry['budget']}"] = stage_rows(entry, config.train.batch_size, cores)
+    for model, per_stage in stages.items():
+        for stage, values in per_stage.items():
+            for key, value in values.items():
+                figures[f"{model}_{stage}_{key}"] = value
+    for name, mib in sorted(memory.by_name.items()):
+        if name != "driver":
+            figures[f"peak_rss_mib[{name}]"] = round(mib)
+    figures["stopped_at_cap"] = " ".join(sorted(f"{m}.{s}" for m, per in stages.items() for s, v in per.items()
+                                                if v["stop"] == "max_epochs"))
+    if not args.skip_vocab_check:
+        from autosrh_ray.data.prepared import PreparedData
+
+        prepared = PreparedData.load(prepared_dir)
+        t = time.perf_counter()
+        single = single_process_ids(data, prepared.features.fields, config.dataset.seed,
+                                    list(config.dataset.split), config.dataset.min_count)
+        ours = [(int(f), v, int(n)) for f, v, n in zip(prepared.features.field_of, prepared.features.feature_values,
+                                                       prepared.features.frequencies)]
+        figures["vocab_equal_single_process"] = single == ours
+        figures["vocab_check_s"] = round(time.perf_counter() - t, 1)
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(figures))
+    if args.output is None:
+        shutil.rmtree(output, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
