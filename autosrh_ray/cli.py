@@ -174,9 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log = terminal_log if interactive() else print  # lines above the progress bars in a terminal
         if args.command == "prepare":
             prepared = workflow.prepare(config, output, log)
-            r = prepared.rows
-            print(f"prepared {prepared.num_features:,} features into {output}: rows read {r.read:,} = train "
-                  f"{r.train:,} + valid {r.valid:,} + test {r.test:,} + skipped {r.skipped:,}")
+            print(f"prepared {prepared.num_features:,} features into {output}: {prepared.rows.describe()}")
         else:
             report = workflow.run(config, output, log=log, fresh=args.fresh)
             for entry in report["models"] + ([report["reference"]] if "reference" in report else []):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Iterator, Optional
 from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from .config import RayConfig
 

@@ -281,10 +281,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
         if not splits:
             splits.extend(prepared.load_split(name) for name in ("train", "valid"))
         return splits
-    r = prepared.rows
-    log(f"prepared: {prepared.num_features:,} features; rows read {r.read:,} = train {r.train:,} + valid "
-        f"{r.valid:,} + test {r.test:,} + skipped {r.skipped:,}"
-        + (f" ({', '.join(f'{k}: {v:,}' for k, v in r.skipped_by_reason.items())})" if r.skipped else ""))
+    log(f"prepared: {prepared.num_features:,} features; {prepared.rows.describe()}")
 
     study, final_config, searched = None, config, None
     if config.tune.enabled:

@@ -35,7 +35,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 QUICK_ROWS = 2_000_000
-EVALS_PER_PASS = 4
 SAMPLE_SECONDS = 2.0
 
 
@@ -176,7 +175,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
 
     from autosrh_ray import workflow
-    from autosrh_ray.config import evaluation_steps, load_config
+    from autosrh_ray.config import EVALS_PER_LONG_PASS, load_config
 
     t_gen = time.perf_counter()
     data = generated(rows, shards, args.cache)
@@ -185,7 +184,8 @@ def main() -> None:
     overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "ray.worker_cache_mb=0", "report.plots=false"]
     base = load_config(REPO / "workflows" / "criteo.yaml", overrides)
     steps_per_pass = -(-int(rows * base.dataset.split[0]) // base.train.batch_size)
-    every = max(1, evaluation_steps(base, 0) or steps_per_pass // EVALS_PER_PASS)
+    # as the workflow evaluates a long pass, also for a pass under its 2,000-step threshold
+    every = base.train.eval_every_steps or max(1, steps_per_pass // EVALS_PER_LONG_PASS)
     overrides.append(f"train.eval_every_steps={every}")
     if args.max_passes:
         cap = args.max_passes * max(1, steps_per_pass // every)

@@ -74,10 +74,11 @@ plain text (~266 bytes a row) and 180k rows/s gzipped (~95 bytes a row) in under
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+
+from ..synthetic import SyntheticTruth
 
 BLOCK_ROWS = 65_536
 KAGGLE_ROWS = 45_840_617  # Criteo Kaggle train.txt (7 days), where TARGET_DISTINCT was counted
@@ -200,17 +201,6 @@ _HEX_PAIRS = np.stack([_HEX[np.arange(256) >> 4], _HEX[np.arange(256) & 15]], ax
 _POW10 = (10 ** np.arange(1, 10)).astype(np.uint32)
 
 
-@dataclass(frozen=True)
-class ProfileTruth:
-    """What the generator planted: signal and noise fields, and how many top ranks of a signal field carry it."""
-
-    signal_fields: tuple[str, ...]
-    noise_fields: tuple[str, ...]
-    signal_numerical: tuple[str, ...]
-    noise_numerical: tuple[str, ...]
-    signal_values: int
-
-
 class CriteoProfile:
     """Deterministic generator of Criteo-profile rows: ``text(start, stop)`` is rows [start, stop) as dac lines,
     the same bytes whichever ranges they are generated in."""
@@ -242,7 +232,7 @@ class CriteoProfile:
         self._missing = np.array(NUMERIC_MISSING)
         self.offset = 0.0
         self.offset = self._solve_offset()
-        self.truth = ProfileTruth(
+        self.truth = SyntheticTruth(
             signal_fields=SIGNAL_FIELDS,
             noise_fields=tuple(f for f in CATEGORICAL if f not in SIGNAL_FIELDS),
             signal_numerical=SIGNAL_NUMERICAL,

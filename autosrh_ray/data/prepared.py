@@ -38,6 +38,12 @@ class RowCounts:
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     skipped_by_split: dict[str, dict[str, int]] = field(default_factory=dict)  # {split: {reason: count}}
 
+    def describe(self) -> str:
+        """``rows read 120,000 = train 95,770 + valid 12,190 + test 12,040 + skipped 0`` (and the skip reasons)."""
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in self.skipped_by_reason.items())
+        return (f"rows read {self.read:,} = train {self.train:,} + valid {self.valid:,} + test {self.test:,} + "
+                f"skipped {self.skipped:,}" + (f" ({reasons})" if self.skipped else ""))
+
     def check(self) -> None:
         kept = self.train + self.valid + self.test
         if self.read != kept + self.skipped or self.skipped != sum(self.skipped_by_reason.values()):

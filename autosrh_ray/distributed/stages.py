@@ -281,10 +281,8 @@ def check_batch_against_splits(config: Config, prepared: PreparedData, workers: 
 
     A split smaller than one batch is fine: each worker uses its whole (equal) share as one smaller batch
     (:mod:`.sources`), said here in one line. Only a split with fewer rows than workers cannot give every worker
-    a batch; and the batch must split evenly across the workers (also checked with the config, before prepare)."""
+    a batch. (That the batch splits evenly across the workers is a config check, before prepare.)"""
     b = config.train.batch_size
-    if b % workers:
-        raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {workers} (got {b})")
     rows = prepared.rows
     streams = {"train split": rows.train}
     if config.search.method in ("autosrh", "autodim", "autoemb"):  # α's stream: valid, or ~alpha_fraction of train
