@@ -252,6 +252,7 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from .distributed.resources import cluster_cpus
+    from .distributed.orphan_groups import OrphanSweeper
     from .distributed.trial_watch import TrialWatch
     from .prune import study_budget
 
@@ -272,7 +273,9 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
                                reduction_factor=config.tune.reduction_factor)
                  if config.tune.scheduler == "asha" else FIFOScheduler())
     path = storage_module.join(storage, name)
-    watch = TrialWatch(metric, config.ray.stall_timeout_s, log)  # trial lines as they come; stalled trials
+    # trial lines as they come; stalled trials stopped; what Train runs of stopped trials left behind removed
+    sweeper = OrphanSweeper(log, spare=[{"CPU": own}]) if config.ray.num_workers > 0 else None
+    watch = TrialWatch(metric, config.ray.stall_timeout_s, log, sweeper)
     doing(f"the study {name} (its trials)")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the workflow prints one line per trial; Tune stays quiet
     if tune.Tuner.can_restore(path):
@@ -290,6 +293,8 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), TBXLoggerCallback(),
                                                  watch]))
     grid = tuner.fit()
+    if sweeper is not None:
+        sweeper.sweep_after()  # the final stages need every CPU the trials had
     trials = [_trial(result, metric, watch.stalled) for result in grid]
     if not any(t.score is not None for t in trials):
         raise RuntimeError(f"no trial of the study finished (see {path})")

@@ -10,7 +10,9 @@ a prepared chunk — calls :func:`beat`; code about to wait on something names i
   the main thread, never see it, so an interrupted study is never taken for a finished one.
 
 The helper thread is a daemon: after a stall or an interrupt the process ends (the CLI's job) and Ray's shutdown
-ends the run's Ray processes. Pure Python: no Ray import here (the Ray side of the diagnosis is passed in).
+ends the run's Ray processes. A caller that goes on in the same process (a notebook, a test) gets the run's
+resources back after a stall (``release()`` is called before the error is raised), and after either
+:func:`abandoned` tells the run's own loops (the study's Tune callback) to stop. Pure Python: no Ray import here (the Ray side is passed in).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class _State:
         self.last = time.monotonic()
         self.what = "the workflow"
         self.depth = 0  # nested supervised() calls run their work directly
+        self.abandoned = False
 
 
 _state = _State()
@@ -56,14 +59,21 @@ def beating(log: Callable[[str], None]) -> Callable[[str], None]:
     return logged
 
 
+def abandoned() -> bool:
+    """True once the supervised run was given up (stall or Ctrl-C): loops of the run still going should stop."""
+    return _state.abandoned
+
+
 def supervised(call: Callable[[], T], timeout_s: Optional[float],
-               waiting_for: Callable[[], str] = lambda: "") -> T:
+               waiting_for: Callable[[], str] = lambda: "", release: Callable[[], None] = lambda: None) -> T:
     """``call()`` in a daemon thread, waited on here: its result or exception; :class:`StallError` after
     ``timeout_s`` without a beat (``None`` or ≤ 0: no limit); ``KeyboardInterrupt`` at once on Ctrl-C.
-    ``waiting_for()`` describes what the run waits on (pending resources) for the stall's message."""
+    ``waiting_for()`` describes what the run waits on (pending resources) for the stall's message; ``release()``
+    frees what the stalled run holds, before the error is raised."""
     if _state.depth:
         return call()
     outcome: dict = {}
+    _state.abandoned = False
 
     def work() -> None:
         try:
@@ -80,12 +90,25 @@ def supervised(call: Callable[[], T], timeout_s: Optional[float],
             worker.join(POLL_SECONDS)
             silent = time.monotonic() - _state.last
             if worker.is_alive() and timeout_s and timeout_s > 0 and silent > timeout_s:
-                raise StallError(stall_message(_state.what, silent, waiting_for()))
+                message = stall_message(_state.what, silent, waiting_for())
+                _give_up(release)
+                raise StallError(message)
+    except KeyboardInterrupt:  # at once: the CLI exits now (Ray's shutdown ends the run's processes)
+        _state.abandoned = True
+        raise
     finally:
         _state.depth -= 1
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _give_up(release: Callable[[], None]) -> None:
+    _state.abandoned = True
+    try:
+        release()
+    except Exception:  # best effort: the error being raised is what the caller must see
+        pass
 
 
 def stall_message(what: str, silent: float, waiting_for: str) -> str:

@@ -228,14 +228,14 @@ def _check_output(destination: str) -> bool:
 def _supervised(config: Config, destination: str, work: Callable[[], object]):
     """``work()`` under the stall watchdog (``ray.stall_timeout_s``); an output directory this run created and
     left empty (it failed or was interrupted before writing anything) is removed."""
+    from .distributed.orphan_groups import release_job_groups
     from .distributed.waiting_for import ray_waiting_for
-
     from .runtime import connect
 
     created = _check_output(destination)
     connect(config.ray)  # in this (usually the main) thread: Ray installs its signal handlers here
     try:
-        return supervised(work, config.ray.stall_timeout_s, ray_waiting_for)
+        return supervised(work, config.ray.stall_timeout_s, ray_waiting_for, release_job_groups)
     except BaseException:
         if created and not any(Path(destination).iterdir()):
             Path(destination).rmdir()

@@ -28,10 +28,14 @@ def test_silence_fails_with_one_line_naming_the_wait_and_the_key():
         release.wait(30)
 
     start = time.monotonic()
+    released = []
     with pytest.raises(StallError) as caught:
-        supervised(stuck, timeout_s=1.0, waiting_for=lambda: "placement groups: 1 PENDING {GPU: 1}")
+        supervised(stuck, timeout_s=1.0, waiting_for=lambda: "placement groups: 1 PENDING {GPU: 1}",
+                   release=lambda: released.append(supervise.abandoned()))
     release.set()
     assert time.monotonic() - start < 5
+    assert released == [True]  # the stalled run's resources were given back, its loops told to stop
+    assert supervised(lambda: supervise.abandoned(), timeout_s=5) is False  # the next run starts anew
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("[search] (Train run x-search) reported nothing for")

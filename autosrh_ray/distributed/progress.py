@@ -138,7 +138,11 @@ class LiveLines:
         return RowsChannel(self.queue, stage, period_rows)
 
     def _drain(self) -> None:
+        import ray
+
         while not self._closed.wait(POLL_SECONDS):
+            if not ray.is_initialized():  # Ray shut down (a run abandoned after a stall): a call would start one
+                return
             try:
                 self.flush()
             except Exception:  # the queue's actor is gone (Ray shut down): nothing more to print

@@ -1,19 +1,22 @@
 """The study's eyes in the driver (a Ray Tune callback, pickled with the experiment so a restored study keeps it):
 every trial's reports printed as they arrive, the workflow's watchdog fed, and a trial that reports nothing for
-``ray.stall_timeout_s`` stopped and named."""
+``ray.stall_timeout_s`` stopped and named; placement groups a stopped trial's Train run left behind are removed
+(:mod:`.orphan_groups`)."""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import ray
 from ray.tune import Callback
 
 from ..study import FINISHED, trial_key
-from ..supervise import beat, stall_message
+from ..supervise import abandoned, beat, stall_message
+from .orphan_groups import OrphanSweeper
 from .waiting_for import ray_waiting_for
 
 Log = Callable[[str], None]
+SWEEP_EVERY_S = 5.0
 
 
 class TrialWatch(Callback):
@@ -21,10 +24,11 @@ class TrialWatch(Callback):
     watchdog, and stops a running trial that reports nothing for ``timeout_s`` (its actor is killed: Tune marks
     it failed, frees its resources and goes on; :attr:`stalled` keeps the one-line reason by trial key)."""
 
-    def __init__(self, metric: str, timeout_s: float, log: Log):
-        self.metric, self.timeout_s, self.log = metric, timeout_s, log
+    def __init__(self, metric: str, timeout_s: float, log: Log, sweeper: Optional[OrphanSweeper] = None):
+        self.metric, self.timeout_s, self.log, self.sweeper = metric, timeout_s, log, sweeper
         self.stalled: dict[str, str] = {}
         self._last: dict[str, float] = {}
+        self._swept = 0.0
 
     def setup(self, **info) -> None:
         self._last = {}  # a restored study starts its clocks anew
@@ -59,9 +63,14 @@ class TrialWatch(Callback):
             self.log(f"study: trial {_overrides(trial)} failed (see {getattr(trial, 'path', 'its trial directory')})")
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if abandoned():  # the workflow gave up (a stall, Ctrl-C) and its caller goes on: end the study's loop
+            raise RuntimeError("the study was given up by its workflow")
+        now = time.monotonic()
+        if self.sweeper is not None and now - self._swept >= SWEEP_EVERY_S:
+            self._swept = now
+            self.sweeper.sweep()
         if not self.timeout_s:
             return
-        now = time.monotonic()
         for trial in trials:
             key = trial_key(_overrides(trial))
             if trial.status != "RUNNING" or key in self.stalled:
