@@ -12,6 +12,17 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
+def other_ray():
+    """A Ray head of the suite's own beside the private one (its own temp dir, ports and session; ended by its
+    PIDs): from the first test that asks for it to the end of the session, everything after runs beside another
+    Ray instance, as on a shared machine."""
+    from .ray_head import ray_head
+
+    with ray_head(num_cpus=1, jobs=False) as head:
+        yield head
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray instance with 2 CPUs (the smallest machine we support), started once per session."""
     import ray

@@ -90,3 +90,16 @@ def ray_head(num_cpus: int = 2, jobs: bool = True) -> Iterator[dict]:
         end_session(head.pid)
         head.wait(timeout=30)
         assert not session_pids(head.pid), "processes of the test's head were left running"
+
+
+def live_placement_groups(ray, wait_s: float = 30) -> list:
+    """Placement groups of the connected Ray not removed, after waiting up to ``wait_s`` for the last run's to go."""
+    from ray.util.state import list_placement_groups
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        live = list_placement_groups(address=ray.get_runtime_context().gcs_address,
+                                     filters=[("state", "!=", "REMOVED")], raise_on_missing_output=False)
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(1)

@@ -4,10 +4,13 @@ the test's own running beside the suite's private Ray, everything Ray starts ins
 The hang this guards against: Ray Train's placement-group cleaner (an actor inside our instance) asks Ray's state
 API whether its controller lives; without an address that lookup scans the machine for Ray processes, found
 two and crashed ("Found multiple active Ray instances"), so a trial the Tune scheduler stopped kept its CPUs and
-the next trial waited forever."""
-from __future__ import annotations
+the next trial waited forever. Seen next (in CI): Tune stopped a trial while its Train controller was restarting
+the worker group; the new placement group never reached Ray Train's cleaner and held the next run's CPUs — the
+study now removes such groups (``distributed/orphan_groups.py``).
 
-import time
+The other instance is the suite's ``other_ray`` (session-scoped): it keeps running for the rest of the session,
+so test_study.py's module study is the third study in a row beside it (two here, then that one)."""
+from __future__ import annotations
 
 import pytest
 
@@ -15,27 +18,8 @@ from autosrh_ray import workflow
 from autosrh_ray.config import load_config
 
 from .distributed.helpers import SMALL
-from .ray_head import ray_head
+from .ray_head import live_placement_groups
 from .test_study import STUDY
-
-
-@pytest.fixture(scope="module")
-def other_ray():
-    with ray_head(num_cpus=1, jobs=False) as head:
-        yield head
-
-
-def _live_placement_groups(ray, wait_s: float = 30) -> list:
-    """Placement groups not removed, after waiting up to ``wait_s`` for the last run's to go."""
-    from ray.util.state import list_placement_groups
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        live = list_placement_groups(address=ray.get_runtime_context().gcs_address,
-                                     filters=[("state", "!=", "REMOVED")], raise_on_missing_output=False)
-        if not live or time.monotonic() > deadline:
-            return live
-        time.sleep(1)
 
 
 def test_the_state_api_inside_our_ray_finds_our_instance(ray_cluster, other_ray):
@@ -58,7 +42,7 @@ def test_the_state_api_inside_our_ray_finds_our_instance(ray_cluster, other_ray)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("attempt", [1, 2, 3])
+@pytest.mark.parametrize("attempt", [1, 2])
 def test_a_study_whose_scheduler_stops_trials_finishes_beside_another_ray(ray_cluster, other_ray, tmp_path,
                                                                           attempt):
     # stall_timeout_s: were a trial's CPUs never freed, the run fails in minutes instead of hanging the suite;
@@ -68,7 +52,7 @@ def test_a_study_whose_scheduler_stops_trials_finishes_beside_another_ray(ray_cl
     trials = report["study"]["trials"]
     assert any(t["stop_reason"] == "scheduler" for t in trials), trials
     assert all(t["stop_reason"] != "stalled" for t in trials), trials
-    assert not _live_placement_groups(ray_cluster)  # every Train run's CPUs were given back
+    assert not live_placement_groups(ray_cluster)  # every Train run's CPUs were given back
 
 
 @pytest.mark.slow
@@ -76,4 +60,4 @@ def test_a_plain_run_finishes_beside_another_ray(ray_cluster, other_ray, tmp_pat
     report = workflow.run(load_config(None, [*SMALL, "report.reference=none", "ray.stall_timeout_s=240"]), tmp_path,
                           log=lambda _: None)
     assert report["stages"]["retrain"]["stop_reason"] in ("patience", "max_epochs")
-    assert not _live_placement_groups(ray_cluster)
+    assert not live_placement_groups(ray_cluster)

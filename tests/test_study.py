@@ -18,6 +18,7 @@ from autosrh_ray.prune import kept_count
 from autosrh_ray.study import trial_key
 
 from .distributed.helpers import SMALL
+from .ray_head import live_placement_groups
 
 pytestmark = pytest.mark.slow  # Ray Tune studies end to end (minutes)
 
@@ -49,9 +50,10 @@ def tensorboard_scalars(directory: Path) -> dict[str, list[float]]:
 
 
 @pytest.fixture(scope="module")
-def study_run(ray_cluster, tmp_path_factory):
+def study_run(ray_cluster, other_ray, tmp_path_factory):
+    # beside another Ray instance: the third scheduler-stop study in a row (test_beside_another_ray.py ran two)
     out = tmp_path_factory.mktemp("study")
-    config = load_config(None, STUDY)
+    config = load_config(None, [*STUDY, "ray.stall_timeout_s=240"])
     report = workflow.run(config, out, log=lambda _: None)
     return out, config, report
 
@@ -66,6 +68,12 @@ def test_the_scheduler_stops_a_trial_and_the_best_finished_trial_is_chosen(study
     best = report["study"]["best"]
     assert best["score"] == min(t["score"] for t in finished)  # valid_logloss: lower is better
     assert report["K"] == best["config"]["search.K"]  # the workflow finished from the best trial's config
+
+
+def test_the_study_beside_another_ray_gave_every_cpu_back(study_run, ray_cluster):
+    _, _, report = study_run
+    assert all(t["stop_reason"] != "stalled" for t in report["study"]["trials"])
+    assert not live_placement_groups(ray_cluster)  # every Train run's placement group is gone
 
 
 def test_tensorboard_has_the_reported_metric_for_the_chosen_trial(study_run):
