@@ -251,8 +251,8 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .distributed.resources import cluster_cpus
     from .distributed.orphan_groups import OrphanSweeper
+    from .distributed.resources import cluster_cpus
     from .distributed.trial_watch import TrialWatch
     from .prune import study_budget
 

@@ -12,7 +12,8 @@ a prepared chunk — calls :func:`beat`; code about to wait on something names i
 The helper thread is a daemon: after a stall or an interrupt the process ends (the CLI's job) and Ray's shutdown
 ends the run's Ray processes. A caller that goes on in the same process (a notebook, a test) gets the run's
 resources back after a stall (``release()`` is called before the error is raised), and after either
-:func:`abandoned` tells the run's own loops (the study's Tune callback) to stop. Pure Python: no Ray import here (the Ray side is passed in).
+:func:`abandoned` tells the run's own loops (the study's Tune callback) to stop. Pure Python: no Ray import here
+(the Ray side is passed in).
 """
 from __future__ import annotations
 
