@@ -28,7 +28,7 @@ def _live_groups(address: str, job_id: str, unused_only: bool, spare: Optional[l
         actors = list_actors(address=address, filters=[("state", "!=", "DEAD")], detail=True, limit=10_000,
                              raise_on_missing_output=False)
         used = {a.placement_group_id for a in actors if getattr(a, "placement_group_id", None)}
-    return {g.placement_group_id: sum(b.get("unit_resources", {}).get("CPU", 0.0) for b in g.bundles or [])
+    return {g.placement_group_id: sum(b.get("CPU", 0.0) for b in _bundles(g))
             for g in groups if g.creator_job_id == job_id and g.placement_group_id not in used
             and (not unused_only or (g.state == "CREATED" and _bundles(g) != spare))}
 
