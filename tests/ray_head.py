@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +39,9 @@ def session_pids(sid: int) -> list[int]:
 
 
 def end_session(sid: int) -> None:
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+    # Ray's workers and agents outlive SIGTERM for many seconds (the suite waited 20 s for them at every head):
+    # a short grace for the head to stop cleanly, then SIGKILL for whatever is left
+    for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
         for pid in session_pids(sid):
             try:
                 os.kill(pid, sig)
@@ -90,6 +93,7 @@ def ray_head(num_cpus: int = 2, jobs: bool = True) -> Iterator[dict]:
         end_session(head.pid)
         head.wait(timeout=30)
         assert not session_pids(head.pid), "processes of the test's head were left running"
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def live_placement_groups(ray, wait_s: float = 30) -> list:

@@ -17,6 +17,7 @@ from autosrh_ray.data.split import SPLIT_NAMES, split_of
 from autosrh_ray.metrics import task_metrics
 
 from .conftest import shared_sample
+from .ray_head import live_placement_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["search.max_epochs=3", "train.max_epochs=3", "search.K=8", "train.batch_size=512", "report.reference=none",
@@ -24,11 +25,15 @@ TINY = ["search.max_epochs=3", "train.max_epochs=3", "search.K=8", "train.batch_
 
 
 @pytest.fixture(scope="module")
-def criteo_run(ray_cluster, tmp_path_factory):
+def criteo_run(ray_cluster, other_ray, tmp_path_factory):
+    """A plain run on Ray Train beside another Ray instance (the suite's ``other_ray``): it must finish and give
+    every CPU back (see test_beside_another_ray.py)."""
     base = tmp_path_factory.mktemp("predict")
     raw = shared_sample("criteo/dac_sample.txt")
-    config = load_config(ROOT / "workflows" / "criteo.yaml", [f"dataset.path={raw}", *TINY])
+    config = load_config(ROOT / "workflows" / "criteo.yaml",
+                         [f"dataset.path={raw}", *TINY, "ray.stall_timeout_s=240"])
     report = workflow.run(config, base / "run", log=lambda _: None)
+    assert not live_placement_groups(ray_cluster)  # every Train run's placement group is gone
     lines = raw.read_text().splitlines()
     split = split_of(np.arange(len(lines)), config.dataset.seed, config.dataset.split)
     test_lines = [line for line, s in zip(lines, split) if s == SPLIT_NAMES.index("test")]
