@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 
+from ..allocator import keep_large_blocks
 from ..batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
@@ -209,6 +210,7 @@ def train_loop(loop_config: dict) -> None:
     spec: LoopSpec = loop_config["spec"]
     rank, size = world()
     set_torch_threads(spec.torch_threads)
+    keep_large_blocks()  # a step's batch-sized tensors stay in the heap: no page faults every step
     config = config_from_dict(spec.config)
     seed = config.train.seed
     device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
