@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+from autosrh_ray.allocator import keep_large_blocks
 from autosrh_ray.batch import Batch
 from autosrh_ray.config import load_config
 from autosrh_ray.features import FeatureSpace, FieldSpec
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    keep_large_blocks()  # as every training loop of the workflow does (allocator.py: glibc's large blocks)
     num_features, rounds, steps = (200_000, 3, 3) if args.quick else (1_000_000, 5, 5)
     num_fields, batch_size = 26, 4096
     overrides = ["model.name=deepfm", "model.hidden=[400, 400, 400]", "search.K=16", "search.L=6"]
