@@ -5,7 +5,8 @@ the train split streamed every pass (``ray.worker_cache_mb: 0``), four evaluatio
 
 Reports per stage: seconds, rows/s (and per core), evaluations and stop reason; the peak RSS of the driver, of
 each kind of Ray process and of all of them together (this process and its descendants — Ray's GCS, raylet and
-workers — sampled every 2 s from /proc, RSS so shared memory counts once per process); the statistics pass's
+workers — sampled every 2 s from /proc: summed RSS, where shared memory counts once per process, and summed PSS,
+where it counts once); the statistics pass's
 distinct and kept values and the most rows/bytes one merging process held; the shards' bytes on disk; test AUC
 and log loss of UE and of AutoSrh at each CR; and whether the vocabulary equals a single-process count of the
 same rows (an independent pyarrow pass, :func:`single_process_ids`).
@@ -58,6 +59,18 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
+def _pss_mib(pid: int) -> float:
+    """Proportional set size: each shared page (the object store's, a library's) split among the processes mapping
+    it, so a sum over processes counts it once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0.0
+
+
 def _rss_mib_and_name(pid: int) -> tuple[float, str]:
     try:
         pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
@@ -69,23 +82,28 @@ def _rss_mib_and_name(pid: int) -> tuple[float, str]:
 
 
 class TreeMemory:
-    """Peak RSS of this process, of each process name below it and of the whole tree (a daemon sampler)."""
+    """Peak RSS of this process and of each process name below it; peak of the whole tree's summed RSS (shared
+    pages once per process: an upper bound) and summed PSS (shared pages once: the tree's memory) — a daemon
+    sampler."""
 
     def __init__(self) -> None:
         self.total = 0.0
+        self.total_pss = 0.0
         self.by_name: dict[str, float] = defaultdict(float)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
-            total = 0.0
+            total = total_pss = 0.0
             for pid in _descendants(os.getpid()):
                 mib, name = _rss_mib_and_name(pid)
                 total += mib
+                total_pss += _pss_mib(pid)
                 key = "driver" if pid == os.getpid() else name
                 self.by_name[key] = max(self.by_name[key], mib)
             self.total = max(self.total, total)
+            self.total_pss = max(self.total_pss, total_pss)
 
     def __enter__(self) -> "TreeMemory":
         self._thread.start()
@@ -203,7 +221,8 @@ def main() -> None:
 
     figures = {"rows": rows, "shards": shards, "wall_s": round(wall, 1), "generate_s": round(generate_s, 1),
                "prepare_s": round(report["timings_s"]["prepare"], 1), "cores": cores,
-               "peak_rss_total_mib": round(memory.total), "driver_peak_rss_mib": round(memory.by_name["driver"]),
+               "peak_rss_total_mib": round(memory.total), "peak_pss_total_mib": round(memory.total_pss),
+               "driver_peak_rss_mib": round(memory.by_name["driver"]),
                "num_features": report["num_features"], "distinct_values": meta["statistics"].get("distinct_values"),
                "kept_values": meta["statistics"].get("kept_values"),
                "statistics_peak_rows": meta["statistics"].get("peak_rows"),
