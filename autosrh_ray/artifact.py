@@ -1,41 +1,144 @@
-"""The compact model artifact: folded kept embedding values + their dimension indices (the CSR layout of
-:mod:`autosrh_ray.packed`; the row pointers are stored as per-feature kept counts, uint8, and rebuilt on load).
+"""The compact model artifact: the kept embedding entries as a deployed table stores them, and what it costs in bytes.
 
-Stores ``E ⊙ α[block]`` at kept positions only (so inference needs no α), the per-feature dimension indices
-(uint8, the mixed dimension scheme D), the never-pruned first-order weights and the backbone's weights.
-:func:`load_model` rebuilds a model that predicts the same as the pruned in-memory model.
+Per feature only what it keeps (the CSR layout of :mod:`autosrh_ray.packed`), ``E ⊙ α[block]`` folded (inference
+needs no α), with
+
+* which features keep anything: a bitmap over the M feature ids (M/8 bytes; a feature that keeps nothing costs
+  one bit, not a row pointer); the kept rows are the set bits in order (their rank);
+* which dimensions each kept row keeps — whichever index is smaller for the table: ``dims`` (a uint8 count per
+  kept row and a uint8 dimension per entry) or ``mask`` (a K-bit mask per kept row; at K = 64 cheaper once rows
+  keep more than 7 dimensions on average);
+* the values at ``precision`` (:mod:`autosrh_ray.quantize`: fp32, fp16, or int8/int4 codes with an fp16 scale
+  and bias per kept row);
+
+then the never-pruned first-order weights, the projections (if any) and the backbone's weights.
+:func:`save_model` returns the bytes of each part, counted from the tensors it writes; :func:`load_model` rebuilds a
+model that predicts as the stored values read back.
 """
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from .embedding import FirstOrder
 from .models import EmbeddingModel, build_backbone
 from .packed import PackedEmbedding
+from .quantize import QuantizedValues, dequantize, quantize
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (bounds the (rows, K) transients)
+
+
+@dataclass(frozen=True)
+class ArtifactBytes:
+    """What an artifact holds, in bytes: ``embedding`` (values, scales and biases, the kept-row bitmap and the
+    index), ``other`` (first-order weights, projections, backbone), ``file`` (on disk, with torch's framing)."""
+
+    embedding: int
+    other: int
+    file: int
+
+
+def tensor_bytes(tree) -> int:
+    """Bytes of every tensor in a (nested) dict or list."""
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(tensor_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tree)
+    return 0
+
+
+def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Tensor, dim: int,
+                      precision: str = "fp32") -> dict:
+    """The artifact's embedding section for kept entries given per feature: ``counts`` (M,) kept dims of every
+    feature, ``dims`` (nnz,) uint8 and ``values`` (nnz,) feature by feature, ascending dimension."""
+    counts = counts.long()
+    rows = counts > 0
+    kept_counts = counts[rows]
+    bitmap = torch.from_numpy(np.packbits(rows.numpy(), bitorder="little"))
+    indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
+    torch.cumsum(kept_counts, 0, out=indptr[1:])
+    stored = quantize(values, indptr, precision)
+    n_rows, nnz, mask_bytes = int(kept_counts.numel()), int(dims.numel()), (dim + 7) // 8
+    section = {"num_features": int(counts.numel()), "dim": int(dim), "rows": bitmap,
+               "precision": precision, "values": stored.data}
+    if stored.scale is not None:
+        section.update(scale=stored.scale, bias=stored.bias)
+    if n_rows * mask_bytes < n_rows + nnz:
+        section.update(index="mask", masks=_masks(indptr, dims, dim))
+    else:
+        section.update(index="dims", counts=kept_counts.to(torch.uint8), dims=dims.to(torch.uint8))
+    return section
+
+
+def _masks(indptr: torch.Tensor, dims: torch.Tensor, dim: int) -> torch.Tensor:
+    """(rows, ceil(K/8)) uint8: bit d of a row's mask (little-endian bytes) set where the row keeps dimension d."""
+    n_rows = indptr.numel() - 1
+    out = np.zeros((n_rows, (dim + 7) // 8), dtype=np.uint8)
+    for lo in range(0, n_rows, MASK_ROWS):
+        hi = min(lo + MASK_ROWS, n_rows)
+        a, b = int(indptr[lo]), int(indptr[hi])
+        local = torch.repeat_interleave(torch.arange(hi - lo), (indptr[lo + 1:hi + 1] - indptr[lo:hi]),
+                                        output_size=b - a)
+        dense = np.zeros((hi - lo, dim), dtype=bool)
+        dense[local.numpy(), dims[a:b].long().numpy()] = True
+        out[lo:hi] = np.packbits(dense, axis=1, bitorder="little")
+    return torch.from_numpy(out)
+
+
+def _kept_layout(section: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(counts per feature (M,), kept-row row pointers, dims per entry uint8) from the embedding section."""
+    m, dim = int(section["num_features"]), int(section["dim"])
+    rows = torch.from_numpy(np.unpackbits(section["rows"].numpy(), count=m, bitorder="little").astype(bool))
+    if section["index"] == "dims":
+        kept_counts, dims = section["counts"].long(), section["dims"]
+    else:
+        masks = section["masks"].numpy()
+        counts_parts, dims_parts = [], []
+        for lo in range(0, masks.shape[0], MASK_ROWS):
+            dense = np.unpackbits(masks[lo:lo + MASK_ROWS], axis=1, count=dim, bitorder="little")
+            counts_parts.append(dense.sum(axis=1))
+            dims_parts.append(np.nonzero(dense)[1].astype(np.uint8))  # row-major: by row, ascending dimension
+        kept_counts = torch.from_numpy(np.concatenate(counts_parts or [np.zeros(0, np.int64)])).long()
+        dims = torch.from_numpy(np.concatenate(dims_parts or [np.zeros(0, np.uint8)]))
+    counts = torch.zeros(m, dtype=torch.long)
+    counts[rows] = kept_counts
+    indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
+    torch.cumsum(kept_counts, 0, out=indptr[1:])
+    return counts, indptr, dims
+
+
+def stored_values(section: dict, indptr: torch.Tensor) -> torch.Tensor:
+    """The kept values as the section stores them, read back in float32 (nnz,)."""
+    nnz = int(indptr[-1])
+    q = QuantizedValues(section["precision"], section["values"], nnz, section.get("scale"), section.get("bias"))
+    return dequantize(q, indptr)
 
 
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
-               dropout: float) -> int:
-    """Write the compact artifact; returns its size in bytes."""
+               dropout: float, precision: str = "fp32") -> ArtifactBytes:
+    """Write the compact artifact with its kept values at ``precision``; its bytes per part."""
     emb = model.embedding  # packed once pruned; a uniform model keeps every entry
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
-        "embedding": {"counts": emb.kept_per_feature().cpu().to(torch.uint8), "dims": emb.kept_dims().cpu(),
-                      "values": emb.folded_values().float().cpu(), "num_features": emb.num_features,
-                      "dim": emb.dim},
+    section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
+                                emb.folded_values().float().cpu(), emb.dim, precision)
+    rest = {
         "first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
         **_projection(model.embedding),
         "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
     }
+    payload = {"format_version": FORMAT_VERSION,
+               "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
+               "embedding": section, **rest}
     torch.save(payload, path)
-    return Path(path).stat().st_size
+    return ArtifactBytes(tensor_bytes(section), tensor_bytes(rest), Path(path).stat().st_size)
 
 
 def _projection(embedding: nn.Module) -> dict:
@@ -48,16 +151,19 @@ def _projection(embedding: nn.Module) -> dict:
                            "by": embedding.projection_by}}
 
 
-def load_model(path: str | os.PathLike) -> EmbeddingModel:
-    """Rebuild an inference model from the artifact: a :class:`~autosrh_ray.packed.PackedEmbedding` over the folded
-    kept entries (no α, no dense M×K table; row pointers in int32 while they fit), the first-order weights and the
-    backbone."""
+def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
+    """Rebuild an inference model from the artifact: a :class:`~autosrh_ray.packed.PackedEmbedding` over the stored
+    kept values read back in float32 (no α, no dense M×K table; row pointers in int32 while they fit), the
+    first-order weights and the backbone."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported artifact format {payload.get('format_version')!r}")
+        raise ValueError(f"{path}: artifact format {payload.get('format_version')!r}, this version reads "
+                         f"{FORMAT_VERSION}: re-run the workflow into its output to rewrite it")
     e = payload["embedding"]
-    counts = e.pop("counts")
-    dtype = torch.int32 if e["values"].numel() < torch.iinfo(torch.int32).max else torch.int64
+    counts, kept_indptr, dims = _kept_layout(e)
+    values = stored_values(e, kept_indptr)
+    del kept_indptr
+    dtype = torch.int32 if values.numel() < torch.iinfo(torch.int32).max else torch.int64
     indptr = torch.zeros(int(e["num_features"]) + 1, dtype=dtype)
     torch.cumsum(counts, 0, dtype=dtype, out=indptr[1:])
     del counts
@@ -70,7 +176,7 @@ def load_model(path: str | os.PathLike) -> EmbeddingModel:
     backbone.load_state_dict(payload["backbone"])
     projection = payload.get("projection") or {}
     groups = projection.get("groups", torch.zeros(0, dtype=torch.uint8))  # only a projection reads the groups
-    lookup = PackedEmbedding(indptr, e["dims"], e["values"], dim, groups, None, projection.get("weights"),
+    lookup = PackedEmbedding(indptr, dims, values, dim, groups, None, projection.get("weights"),
                              projection.get("by"))
     lookup.requires_grad_(False)
     return EmbeddingModel(lookup, first_order, backbone).eval()

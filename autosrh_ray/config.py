@@ -97,6 +97,7 @@ class PruneConfig:
     cr: Union[float, list[float]] = 10.0  # one budget per entry: kept = round(M·K / cr)
     params: Optional[Union[int, list[int]]] = None  # absolute budgets: kept embedding entries
     retrain_from: Literal["searched", "rewound"] = "searched"  # rewound: kept entries restart from their init
+    precision: Literal["fp32", "fp16", "int8", "int4"] = "fp32"  # the artifact's kept values (row-wise int8/int4)
 
     @property
     def crs(self) -> list[float]:

@@ -71,6 +71,8 @@ MEANING = {
     "search.alpha_fraction": "alpha_data: train — the share of train rows held for α",
     "prune.cr": "compression ratio(s): keep round(M x K / cr) entries of |E ⊙ α|; a list gives one model each",
     "prune.params": "absolute budget(s): kept embedding entries (with cr, both lists are used)",
+    "prune.precision": "how the artifact stores the kept values: fp32, fp16, or int8 / int4 codes with an fp16 "
+                       "scale and bias per feature (post-training; the reported metrics are the stored model's)",
     "prune.retrain_from": "searched (paper Alg. 4: kept entries keep their searched values) or rewound (restart "
                           "them from their initialisation)",
     "train.lr": "learning rate of Θ (embeddings and network), Adam",

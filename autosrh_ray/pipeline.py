@@ -127,13 +127,18 @@ def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict
     """One training stage by its stop rule (the stage's own unless ``rule``), with its summary line (and a warning
     if it hit its cap)."""
     result, state = executor.train(stage, state, rule or StopRule.for_stage(config, stage), tag)
+    stage_summary(stage, result, log, tag)
+    return result, state
+
+
+def stage_summary(stage: str, result: FitResult, log: Log, tag: str = "") -> None:
+    """``[stage] stopped by … after N evaluations …``, and a warning if the stage hit its cap."""
     name = f"{stage} {tag}".strip()
     log(f"[{name}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
         f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
     warning = cap_warning(stage, result, name)
     if warning:
         log(warning)
-    return result, state
 
 
 def side_by_side(work: Callable, items: list, parallel: int) -> list:
@@ -165,6 +170,21 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
     if config.search.method == "pep":
         return run_pep(config, executor, initial, log, parallel)
     stage = first_stage(config)
+    chained = getattr(executor, "search_then_retrain", None)
+    todo = budgets(config.prune, *initial[EMBEDDING].shape)
+    if searched is None and chained is not None and len(todo) == 1 and config.prune.retrain_from != "rewound" \
+            and not (stage == "search" and config.search.alpha_data == "train"):
+        # one budget: the first stage, pruning and the retrain in one run (one start-up; Ray Train); not where
+        # Θ's search streams only its share of train (alpha_data: train) while the retrain needs all of it
+        budget = todo[0]
+        (first, first_state), (retrain, state) = chained(
+            initial, StopRule.for_stage(config, stage), budget.kept, StopRule.for_stage(config, "retrain"),
+            budget.tag, first=stage, run=f"{stage}-then-retrain-{budget.tag}")
+        stage_summary(stage, first, log)
+        stage_summary("retrain", retrain, log, budget.tag)
+        timings = {"search": first.seconds, "prune": 0.0, "retrain": retrain.seconds}  # pruning: in the run
+        return [(state, StageResult(None, {stage: first, "retrain": retrain}, timings, budget,
+                                    first_state.get(ALPHA)))]
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
     weight = searched_state[EMBEDDING]
 

@@ -31,15 +31,22 @@ def _bytes(entry: dict) -> str:
     return f"{entry['artifact_bytes']['compact_model'] / 1024:,.0f} KiB"
 
 
+def _embedding_bytes(entry: dict) -> str:
+    b = entry["bytes"]
+    return f"{b['embedding'] / 1024:,.0f} KiB {entry['precision']} ({b['bytes_cr']:.1f}×)"
+
+
 def model_table(report: dict) -> list[str]:
     key, higher = _metric(report)
     ref = report.get("reference")
     ref_value = ref["test"][key] if ref else None
-    lines = [f"| method | budget | kept params | model file | test {key} | Δ vs UE |", "|---|---|---|---|---|---|"]
+    lines = [f"| method | budget | kept params | embedding bytes (× fewer than UE's fp32 table) | model file | "
+             f"test {key} | Δ vs UE |", "|---|---|---|---|---|---|---|"]
     rows = list(report["models"]) + ([ref] if ref else [])
     for e in rows:
         budget = "none (UE)" if e["budget"] == "uniform" else f"{e['budget']} (CR {e['cr_achieved']:.1f})"
-        lines.append(f"| {e['method']} | {budget} | {e['params']['kept']:,} | {_bytes(e)} | {e['test'][key]:.4f} | "
+        lines.append(f"| {e['method']} | {budget} | {e['params']['kept']:,} | {_embedding_bytes(e)} | {_bytes(e)} | "
+                     f"{e['test'][key]:.4f} | "
                      f"{'reference' if e is ref else _delta(e['test'][key], ref_value, higher)} |")
     return lines
 

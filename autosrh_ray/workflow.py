@@ -46,7 +46,7 @@ import torch
 import yaml
 
 from . import atomic, storage
-from .artifact import save_model
+from .artifact import ArtifactBytes, load_model, save_model
 from .batch import Batch
 from .config import Config, ConfigError, sized_for_data, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
@@ -92,7 +92,7 @@ def _projection_params(emb, prepared: PreparedData) -> int:
 
 
 def model_entry(config: Config, prepared: PreparedData, stages: StageResult, test_metrics: dict,
-                artifacts: dict, artifact_bytes: int) -> dict:
+                artifacts: dict, stored: ArtifactBytes, precision: str) -> dict:
     """The report's description of one final model (the same fields at the top level and under ``models``)."""
     m, k = prepared.num_features, config.search.K
     method = config.search.method
@@ -118,7 +118,11 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "valid_optimistic": method in ("autosrh", "autodim", "autoemb") and config.search.alpha_data == "validation",
         "timings_s": dict(stages.timings),
         "artifacts": artifacts,
-        "artifact_bytes": {"compact_model": artifact_bytes, "dense_embedding": m * k * 4},
+        "artifact_bytes": {"compact_model": stored.file, "dense_embedding": m * k * 4},
+        # as the artifact stores it, counted from its tensors; bytes_cr: UE's dense fp32 table over this model's
+        "precision": precision,
+        "bytes": {"embedding": stored.embedding, "dense_fp32": m * k * 4, "other": stored.other,
+                  "bytes_cr": m * k * 4 / max(stored.embedding, 1)},
         "stages": {name: result.summary() for name, result in stages.stages.items()},
         "epochs": {"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
         "history": {"search": first.history if first else [], "retrain": stages.retrain.history},
@@ -170,13 +174,16 @@ def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingMode
     return model_from_state(config, prepared.features, prepared.label_mean, state)
 
 
-def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path, folder: str) -> tuple:
+def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path, folder: str,
+                precision: str = "fp32") -> tuple[dict, ArtifactBytes, EmbeddingModel]:
+    """The model's artifact (its kept values at ``precision``) and its dims table; with the model to evaluate:
+    below fp32 the one the artifact loads as (what is evaluated is what is stored), else ``result.model``."""
     artifacts = {"model": f"{folder}model.pt", "dims": f"{folder}dims.parquet"}
     with atomic.atomic_path(output / artifacts["model"]) as tmp:
-        size = save_model(result.model, tmp, config.model.name, prepared.features.num_fields, config.model.hidden,
-                          config.model.dropout)
+        stored = save_model(result.model, tmp, config.model.name, prepared.features.num_fields, config.model.hidden,
+                            config.model.dropout, precision)
     _write_dims(result.model, prepared, output / artifacts["dims"])
-    return artifacts, size
+    return artifacts, stored, load_model(output / artifacts["model"]) if precision != "fp32" else result.model
 
 
 def _forget(train_storage: str, log: Log) -> None:
@@ -305,20 +312,20 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
         uniform_config = with_overrides(config, {"search.method": "uniform", "tune.enabled": False})
         reference = (uniform_config, train(uniform_config)[0])
 
-    # the first and only read of the test split, for every final model at once
+    precision = final_config.prune.precision
+    saved = [_save_model(final_config, prepared, result, output, "" if i == 0 else f"models/{result.budget.tag}/",
+                         precision) for i, result in enumerate(results)]
+    # the first and only read of the test split, for every final model at once, each as its artifact stores it
     # grid: every K' is also evaluated (each a point at its own size), in the same pass
     extra = [(i, name, _built(final_config, prepared, state)) for i, r in enumerate(results)
              for name, state in (r.candidate_states or {}).items()]
-    models = [r.model for r in results] + [model for *_, model in extra] + ([reference[1].model] if reference else [])
+    models = [stored for *_, stored in saved] + [model for *_, model in extra] + ([reference[1].model] if reference else [])
     tests = evaluate_on_test(models, prepared, config.task, config.train.batch_size)
     for (i, name, _), metrics in zip(extra, tests[len(results):]):
         next(c for c in results[i].candidates if c["name"] == name)["test"] = metrics
 
-    entries = []
-    for i, result in enumerate(results):
-        folder = "" if i == 0 else f"models/{result.budget.tag}/"
-        artifacts, size = _save_model(final_config, prepared, result, output, folder)
-        entries.append(model_entry(final_config, prepared, result, tests[i], artifacts, size))
+    entries = [model_entry(final_config, prepared, result, tests[i], *saved[i][:2], precision)
+               for i, result in enumerate(results)]
     report = dict(entries[0])
     # what `autosrh-ray predict` needs beside a model: the run's config (how to read raw rows) and the vocabulary
     atomic.write_text(output / CONFIG_FILE, yaml.safe_dump(final_config.to_dict(), sort_keys=False))
@@ -346,8 +353,8 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     report["models"] = entries
     if reference:
         uniform_config, result = reference
-        artifacts, size = _save_model(uniform_config, prepared, result, output, "reference/")
-        report["reference"] = model_entry(uniform_config, prepared, result, tests[-1], artifacts, size)
+        artifacts, stored, _ = _save_model(uniform_config, prepared, result, output, "reference/")
+        report["reference"] = model_entry(uniform_config, prepared, result, tests[-1], artifacts, stored, "fp32")
     if study:
         report["study"] = study.to_json()
     if config.report.plots:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from autosrh_ray.artifact import FORMAT_VERSION
+from autosrh_ray.artifact import FORMAT_VERSION, compact_embedding
 from autosrh_ray.embedding import FirstOrder
 from autosrh_ray.models import build_backbone
 
@@ -53,8 +53,8 @@ def write_artifact(path: Path, num_features: int) -> int:
     payload = {
         "format_version": FORMAT_VERSION,
         "model": {"name": "fm", "num_fields": FIELDS, "hidden": [], "dropout": 0.0},
-        "embedding": {"counts": counts, "dims": torch.randint(0, K, (nnz,), generator=g, dtype=torch.uint8),
-                      "values": torch.randn(nnz, generator=g) * 0.01, "num_features": num_features, "dim": K},
+        "embedding": compact_embedding(counts, torch.randint(0, K, (nnz,), generator=g, dtype=torch.uint8),
+                                       torch.randn(nnz, generator=g) * 0.01, K),
         "first_order": FirstOrder(num_features).state_dict(),
         "backbone": build_backbone("fm", FIELDS, K, [], 0.0).state_dict(),
     }

@@ -9,18 +9,10 @@ the worker group; the new placement group never reached Ray Train's cleaner and 
 study now removes such groups (``distributed/orphan_groups.py``).
 
 The other instance is the suite's ``other_ray`` (session-scoped): it keeps running for the rest of the session,
-so every test after this module runs beside it — test_study.py's module study is the second scheduler-stop study
-in a row beside it, and the plain runs of test_predict.py (in this process, checked to give every CPU back),
-test_compare.py, test_quickstart.py and the others run beside it too."""
+so every test after this module runs beside it — test_study.py's module study (a scheduler-stop study, checked
+to finish with no stalled trial and to give every placement group back) and the plain runs of test_predict.py
+(in this process, checked to give every CPU back), test_compare.py, test_quickstart.py and the others."""
 from __future__ import annotations
-
-import pytest
-
-from autosrh_ray import workflow
-from autosrh_ray.config import load_config
-
-from .ray_head import live_placement_groups
-from .test_study import STUDY
 
 
 def test_the_state_api_inside_our_ray_finds_our_instance(ray_cluster, other_ray):
@@ -40,15 +32,3 @@ def test_the_state_api_inside_our_ray_finds_our_instance(ray_cluster, other_ray)
     probe = Probe.remote()
     ray.get(probe.ping.remote())
     assert ray.get(lookup.remote(probe._actor_id.hex()), timeout=120) == "ALIVE"
-
-
-@pytest.mark.slow
-def test_a_study_whose_scheduler_stops_trials_finishes_beside_another_ray(ray_cluster, other_ray, tmp_path):
-    # stall_timeout_s: were a trial's CPUs never freed, the run fails in minutes instead of hanging the suite;
-    # one budget: the final stages after the study are not what this test is about
-    config = load_config(None, [*STUDY, "prune.cr=[5]", "prune.params=null", "ray.stall_timeout_s=240"])
-    report = workflow.run(config, tmp_path, log=lambda _: None)
-    trials = report["study"]["trials"]
-    assert any(t["stop_reason"] == "scheduler" for t in trials), trials
-    assert all(t["stop_reason"] != "stalled" for t in trials), trials
-    assert not live_placement_groups(ray_cluster)  # every Train run's CPUs were given back

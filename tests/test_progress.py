@@ -60,7 +60,8 @@ def test_rows_of_an_epoch_show_as_a_bar_until_its_line_arrives(monkeypatch, caps
     fake = FakeQueue()
     live = LiveLines(shown.append, queue=fake)
     try:
-        channel: RowsChannel = live.rows_channel("search", period_rows=1000)
+        # a run's two phases: the search, then (pruned in the same run) the retrain, each labelled as its own
+        channel: RowsChannel = live.rows_channel(("search", "retrain cr10"), period_rows=(1000, 500))
         ticker = channel.ticker(epoch=2)  # rank 0's side
         ticker.tick(250)
         ticker.tick(600)
@@ -70,5 +71,22 @@ def test_rows_of_an_epoch_show_as_a_bar_until_its_line_arrives(monkeypatch, caps
         fake.put_nowait((LINE, "search", "[search] epoch 2: valid auc=0.7"))
         live.flush()
         assert shown == ["[search] epoch 2: valid auc=0.7"] and live._progress == {}  # the bar made way for it
+        retrain = channel.ticker(epoch=0, phase=1)
+        retrain.tick(100)
+        live.flush()
+        assert live._progress["retrain cr10"][0] == 0 and live._progress["retrain cr10"][1].total == 500
     finally:
         live.close()
+
+
+def test_epoch_lines_name_the_phase_of_the_run_they_come_from():
+    from autosrh_ray.distributed.progress import _callback_class
+
+    fake = FakeQueue()
+    lines = _callback_class()(fake, ("search", "retrain cr10"))
+    lines.after_report(None, [{"epoch": 3, "phase": 0, "valid_auc": 0.7}], None)
+    lines.after_report(None, [{"epoch": 1, "phase": 1, "valid_auc": 0.75}], None)
+    lines.after_report(None, [{"epoch": 1, "phase": 1, "valid_auc": 0.75, "replayed": 1}], None)
+    got = fake.get_nowait_batch(fake.qsize())
+    assert [(label, line.split(":")[0]) for _, label, line in got] == [("search", "[search] epoch 2"),
+                                                                      ("retrain cr10", "[retrain cr10] epoch 0")]

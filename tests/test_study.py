@@ -29,7 +29,7 @@ PARAMS = 600  # the study budget: every trial keeps exactly this many entries
 STUDY = [*SMALL, "model.name=fm", "train.lr=0.01", "train.patience=2", "search.patience=2", "search.max_epochs=6",
          "tune.enabled=true", "tune.search_space={search.K: [4, 8], train.lr: [0.01, 0.00001]}",
          "tune.scheduler=asha", "tune.grace_period=1", "tune.reduction_factor=2", "tune.retrain_epochs=2",
-         "prune.cr=[5, 20]", f"prune.params={PARAMS}", "report.reference=none"]
+         "prune.cr=[20]", f"prune.params={PARAMS}", "report.reference=none"]
 
 
 def tensorboard_scalars(directory: Path) -> dict[str, list[float]]:
@@ -51,7 +51,7 @@ def tensorboard_scalars(directory: Path) -> dict[str, list[float]]:
 
 @pytest.fixture(scope="module")
 def study_run(ray_cluster, other_ray, tmp_path_factory):
-    # beside another Ray instance: the second scheduler-stop study in a row (test_beside_another_ray.py ran one)
+    # beside another Ray instance (other_ray): the study that hung when Ray's placement-group cleaner found two
     out = tmp_path_factory.mktemp("study")
     config = load_config(None, [*STUDY, "ray.stall_timeout_s=240"])
     report = workflow.run(config, out, log=lambda _: None)
@@ -87,7 +87,7 @@ def test_tensorboard_has_the_reported_metric_for_the_chosen_trial(study_run):
 def test_final_models_keep_exactly_their_budgets(study_run):
     out, _, report = study_run
     m, k = report["num_features"], report["K"]
-    expected = {"cr5": kept_count(m, k, 5), "cr20": kept_count(m, k, 20), f"params{PARAMS}": PARAMS}
+    expected = {"cr20": kept_count(m, k, 20), f"params{PARAMS}": PARAMS}
     assert {e["budget"]: e["params"]["kept"] for e in report["models"]} == expected
     for entry in report["models"]:
         dims = pq.read_table(out / entry["artifacts"]["dims"])
@@ -104,8 +104,8 @@ def _finished_trials(study_dir: Path) -> int:
 
 
 def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluster, tmp_path):
-    """SIGKILL the workflow's driver (its whole process group) once two trials have finished, run it again: those
-    two trials' Train runs are not touched, the others finish, and the report is complete."""
+    """SIGKILL the workflow's driver (its whole process group) once a trial has finished, run it again: that
+    trial's Train runs are not touched, the other finishes, and the report is complete."""
     import os
     import signal
     import subprocess
@@ -118,7 +118,7 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
     overrides = [o for o in STUDY if not o.startswith(("tune.search_space", "tune.scheduler"))]
     # one final budget, the study's own: what comes after the study is not what this test is about
     overrides = [o for o in overrides if not o.startswith("prune.cr")]
-    overrides += ["tune.search_space={search.K: [4, 6, 8]}", "tune.scheduler=fifo", "prune.cr=[]"]
+    overrides += ["tune.search_space={search.K: [4, 8]}", "tune.scheduler=fifo", "prune.cr=[]"]
     config_file = tmp_path / "study.yaml"
     config_file.write_text(yaml.safe_dump({}))
     command = [sys.executable, "-m", "autosrh_ray", "run", str(config_file), "--output", str(out),
@@ -129,7 +129,7 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
     while time.time() < deadline and proc.poll() is None:
         # the study's own directory (its trials' Train runs sit beside it as <study>-t<key>-<run>)
         studies = [d for d in (out / "ray_results").glob("study-*") if re.fullmatch(r"study-[0-9a-f]+", d.name)]
-        if studies and _finished_trials(studies[0]) >= 2:
+        if studies and _finished_trials(studies[0]) >= 1:
             break
         time.sleep(1)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -137,7 +137,7 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
     proc.wait()
     study = studies[0]
     done_before = {p: p.stat().st_mtime_ns for p in (out / "ray_results").glob(f"{study.name}-t*/stage.pt")}
-    assert len(done_before) >= 2  # the two finished trials' stages (search and retrain each)
+    assert len(done_before) >= 2  # the finished trial's stages (search and retrain)
 
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -146,7 +146,7 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
         assert path.stat().st_mtime_ns == mtime, f"{path} was written again"
     report = json.loads((out / "report.json").read_text())
     trials = report["study"]["trials"]
-    assert len(trials) == 3 and all(t["score"] is not None for t in trials)
+    assert len(trials) == 2 and all(t["score"] is not None for t in trials)
     assert report["models"] and report["test"]["auc"] > 0.5
 
     # Trials compete at equal size: every K kept exactly the study budget (counted from each trial's kept entries).
@@ -189,6 +189,6 @@ def test_an_in_process_study_reports_every_evaluation_and_finishes_from_the_best
     losses = [v for t, v in scalars.items() if t.endswith("valid_logloss")]
     assert losses and max(len(v) for v in losses) > 2  # every evaluation, not only the trial's score
     m, k = report["num_features"], report["K"]
-    expected = {"cr5": kept_count(m, k, 5), "cr20": kept_count(m, k, 20), f"params{PARAMS}": PARAMS}
+    expected = {"cr20": kept_count(m, k, 20), f"params{PARAMS}": PARAMS}
     assert {e["budget"]: e["params"]["kept"] for e in report["models"]} == expected
     assert report["reference"]["method"] == "uniform" and report["reference"]["test"]["auc"] > 0.5

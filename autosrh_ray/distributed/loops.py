@@ -98,14 +98,15 @@ class LoopSpec:
     check_replicas: bool = False
     fault: Optional[FaultSpec] = None
     rewrite_metrics: Optional[Callable[[int, dict], dict]] = None  # test hook: (evaluation, metrics) → metrics
-    then: Optional["PruneThenRetrain"] = None  # a study trial: after the search, prune and retrain in this run
+    then: Optional["PruneThenRetrain"] = None  # after the first stage, prune and retrain in this same run
     rows: Optional[RowsChannel] = None  # rank 0 sends its rows done per evaluation period (live progress)
 
 
 @dataclass(frozen=True)
 class PruneThenRetrain:
-    """A study trial's tail, run in the same Train run as its search (one worker-group start-up instead of
-    two): prune the search's best state to ``keep`` entries, then retrain it until ``rule`` stops."""
+    """The tail of a one-budget run or a study trial, in the same Train run as its first stage (one worker-group
+    start-up instead of two): prune that stage's best state to ``keep`` entries, then retrain it until ``rule``
+    stops."""
 
     keep: int
     rule: StopRule
@@ -179,12 +180,12 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
 
 
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
-    return {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch,
+    return {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch, "phase": state.phase,
             "resumed_from_step": state.resumes[-1] if state.resumes else -1, **valid_prefixed(metrics)}
 
 
 def _phase(spec: LoopSpec, index: int) -> tuple[str, StopRule]:
-    """Phase ``index`` of the run: its own stage, then (a study trial's) the retrain after pruning."""
+    """Phase ``index`` of the run: its own stage, then (with ``then``) the retrain after pruning."""
     return (spec.stage, spec.rule) if index == 0 else ("fit", spec.then.rule)
 
 
@@ -248,7 +249,7 @@ def train_loop(loop_config: dict) -> None:
             _run_phase(spec, kind, rule, state, model, engine, source, rank, size, device, dtype)
             if spec.then is None or state.phase == 1:
                 return
-        # a study trial: prune the search's best state and retrain it in this same run (one Train start-up)
+        # prune the first stage's best state and retrain it in this same run (one Train start-up)
         start = pruned_state(config, spec.shape, spec.label_mean, state.best.state, spec.then.keep)
         searched = dataclasses.replace(state, model={}, optimizer=None)
         state = ckpt.LoopState(phase=1, searched=searched)
@@ -269,7 +270,7 @@ def _run_phase(spec: LoopSpec, kind: str, rule: StopRule, state: ckpt.LoopState,
         start = time.perf_counter()
         epoch = state.epoch
         losses, replica = [], 0.0
-        ticker = spec.rows.ticker(epoch) if spec.rows is not None and rank == 0 and state.phase == 0 else None
+        ticker = spec.rows.ticker(epoch, state.phase) if spec.rows is not None and rank == 0 else None
         for batch in feed.period():
             _maybe_fault(spec, rank, state.phase, epoch, len(losses))
             batch = batch.to(device, dtype)

@@ -27,14 +27,15 @@ LINE, ROWS = "line", "rows"
 
 @dataclass(frozen=True)
 class RowsChannel:
-    """Where rank 0 sends its rows done: the queue, the stage's label and the rows of an evaluation period."""
+    """Where rank 0 sends its rows done: the queue, and per phase of the run (its stage, then a retrain after
+    pruning in the same run) the stage's label and the rows of an evaluation period."""
 
     queue: Any
-    label: str
-    period_rows: int
+    labels: tuple[str, ...]
+    period_rows: tuple[int, ...]
 
-    def ticker(self, epoch: int) -> "RowTicker":
-        return RowTicker(self.queue, self.label, epoch, self.period_rows)
+    def ticker(self, epoch: int, phase: int = 0) -> "RowTicker":
+        return RowTicker(self.queue, self.labels[phase], epoch, self.period_rows[phase])
 
 
 class RowTicker:
@@ -58,23 +59,25 @@ class RowTicker:
 def _unflattened(metrics: dict) -> dict:
     """A report's metrics as the history keeps them (``valid_auc`` → ``auc``), counters left out."""
     return {k.removeprefix("valid_"): v for k, v in metrics.items()
-            if k not in ("epoch", "step", "best_epoch", "resumed_from_step", "replayed")}
+            if k not in ("epoch", "step", "best_epoch", "phase", "resumed_from_step", "replayed")}
 
 
 def _callback_class():
     from ray.train import UserCallback
 
     class EpochLines(UserCallback):
-        """Puts ``[stage] epoch N: …`` on ``queue`` after every report of rank 0 (in the Train controller)."""
+        """Puts ``[stage] epoch N: …`` on ``queue`` after every report of rank 0 (in the Train controller);
+        ``stages``: the label of each phase of the run (its stage, then a retrain in the same run)."""
 
-        def __init__(self, queue, stage: str):
-            self.queue, self.stage = queue, stage
+        def __init__(self, queue, stages: tuple[str, ...]):
+            self.queue, self.stages = queue, stages
 
         def after_report(self, run_context, metrics, checkpoint) -> None:
             m = metrics[0] if metrics else {}
             if "epoch" in m and not m.get("replayed"):  # a finished run handing its result back: nothing new
-                line = epoch_line(self.stage, int(m["epoch"]) - 1, _unflattened(m))
-                self.queue.put_nowait((LINE, self.stage, line))
+                stage = self.stages[min(int(m.get("phase", 0)), len(self.stages) - 1)]
+                line = epoch_line(stage, int(m["epoch"]) - 1, _unflattened(m))
+                self.queue.put_nowait((LINE, stage, line))
 
     return EpochLines
 
@@ -100,9 +103,9 @@ class LiveLines:
         self._thread = threading.Thread(target=self._drain, name="autosrh-live-lines", daemon=True)
         self._thread.start()
 
-    def callback(self, stage: str):
-        """A Ray Train callback that sends ``stage``'s epoch lines here."""
-        return _callback_class()(self.queue, stage)
+    def callback(self, *stages: str):
+        """A Ray Train callback that sends the epoch lines of a run's ``stages`` (one label per phase) here."""
+        return _callback_class()(self.queue, stages)
 
     def flush(self) -> None:
         """Print every line queued so far (call after a Train run returns, before its summary line)."""
@@ -133,9 +136,9 @@ class LiveLines:
             if found is not None:
                 found[1].close()
 
-    def rows_channel(self, stage: str, period_rows: int) -> "RowsChannel":
-        """What rank 0 of ``stage``'s Train run needs to send its rows (travels in the run's spec)."""
-        return RowsChannel(self.queue, stage, period_rows)
+    def rows_channel(self, stages: tuple[str, ...], period_rows: tuple[int, ...]) -> "RowsChannel":
+        """What rank 0 of a Train run needs to send its rows, per phase (travels in the run's spec)."""
+        return RowsChannel(self.queue, stages, period_rows)
 
     def _drain(self) -> None:
         import ray

@@ -1,7 +1,8 @@
 """The stage graph (:mod:`autosrh_ray.pipeline`) on Ray Train: :class:`RayTrainExecutor` runs each training stage
 as one ``TorchTrainer`` run named ``<run.name>-<stage>`` under ``ray.storage_path``; re-running with the same two
 resumes every stage from its latest checkpoint (a finished stage hands its result straight back). Pruning runs
-once, as a Ray task, between the two Train runs.
+once, as a Ray task, between the two Train runs — except with one budget (and in a study trial), where the first
+stage, pruning and the retrain are one Train run (:meth:`RayTrainExecutor.search_then_retrain`: one start-up).
 
 ``ray.storage_path`` defaults to ``<output>/ray_results`` (or a fresh temporary directory without ``output``);
 ``run.name`` defaults to ``<method>-<hash of the config without the ray/run sections and the data>``.
@@ -63,11 +64,12 @@ class LoopOptions:
 
 def default_run_name(config: Config, prepared: PreparedData) -> str:
     """Deterministic: the method and a hash of everything that shapes its training stages — not ray/run, the
-    study or the report, and not the budgets (each budget's retrain is a run of its own, tagged by budget)."""
+    study or the report, not the budgets (each budget's retrain is a run of its own, tagged by budget) and not how
+    the artifact stores the values (``prune.precision``: after training)."""
     d = config.to_dict()
     for section in ("ray", "run", "tune", "report"):
         d.pop(section)
-    d["prune"].pop("cr"), d["prune"].pop("params")
+    d["prune"].pop("cr"), d["prune"].pop("params"), d["prune"].pop("precision")
     digest = hashlib.sha256(json.dumps([d, prepared.config_hash], sort_keys=True).encode()).hexdigest()[:12]
     return f"{config.search.method}-{digest}"
 
@@ -135,17 +137,20 @@ class RayTrainExecutor:
         return ModelShape(f.num_features, f.num_fields)
 
     def run(self, stage: str, kind: str, init_state: dict, rule: StopRule, callbacks: tuple = (),
-            then: Optional[PruneThenRetrain] = None) -> ckpt.LoopState:
+            then: Optional[PruneThenRetrain] = None, labels: tuple[str, ...] = ()) -> ckpt.LoopState:
         """One Train run named ``<run.name>-<stage>``; returns the final :class:`~.checkpoint.LoopState` read from
-        its last checkpoint. ``callbacks``: Ray Train callbacks (a study's ``TuneReportCallback``); ``then``: a
-        search followed by pruning and a retrain in the same run (a study trial)."""
+        its last checkpoint. ``callbacks``: Ray Train callbacks (a study's ``TuneReportCallback``); ``then``:
+        pruning and a retrain after the first stage, in the same run; ``labels``: how log lines name each phase
+        (default: the run's stage, then ``retrain``)."""
         import ray
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        doing(f"[{_label(stage)}] (Train run {self.name}-{stage})")
+        labels = labels or (_label(stage), *(["retrain"] if then else []))
+        doing(f"[{labels[0]}] (Train run {self.name}-{stage})")
         o, train, search = self.options, self.config.train, self.config.search
         alpha_rows = search.alpha_data if kind == "search" else None
+        periods = (self._period_rows(rule, alpha_rows), *([self._period_rows(then.rule, None)] if then else []))
         alpha_slice = (search.alpha_fraction, train.seed)
         memory = o.memory
         if memory is not None and alpha_rows == "train":
@@ -160,8 +165,7 @@ class RayTrainExecutor:
                         cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
                         rewrite_metrics=o.rewrite_metrics, then=then,
-                        rows=self.live.rows_channel(_label(stage), self._period_rows(rule, alpha_rows))
-                        if self.live else None)
+                        rows=self.live.rows_channel(labels, periods) if self.live else None)
         datasets = (None if memory is not None else
                     train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice,
                                    self.plan.data_task_cpus))
@@ -172,7 +176,7 @@ class RayTrainExecutor:
             run_config=RunConfig(name=f"{self.name}-{stage}", storage_path=self.storage,
                                  failure_config=FailureConfig(max_failures=self.config.ray.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                 callbacks=[*callbacks, *([self.live.callback(_label(stage))] if self.live else [])]),
+                                 callbacks=[*callbacks, *([self.live.callback(*labels)] if self.live else [])]),
             datasets=datasets,
             # blocks in order: the same rows in the same order run to run (reproducible metrics)
             dataset_config=(loop_data_config(data_execution_options(self.plan, preserve_order=True),
@@ -236,19 +240,24 @@ class RayTrainExecutor:
         return self._finish(run, stage, final, time.perf_counter() - start)
 
     def search_then_retrain(self, state: dict, search_rule: StopRule, keep: int, retrain_rule: StopRule,
-                            tag: str) -> tuple[tuple[FitResult, dict], tuple[FitResult, dict]]:
-        """A study trial in one Train run named ``<name>-trial`` (one start-up instead of two): the search, pruning
-        of its best state to ``keep`` entries, a retrain. Its stages are saved (and reused) as the separate
-        stages ``search`` and ``retrain-<tag>`` would be; ((search, searched state), (retrain, retrained state))."""
-        search, retrain = self._reused("search"), self._reused(f"retrain-{tag}")
-        if search is not None and retrain is not None:
-            return search, retrain
+                            tag: str, first: str = "search",
+                            run: str = "trial") -> tuple[tuple[FitResult, dict], tuple[FitResult, dict]]:
+        """Stage ``first`` (the search, or UE for magnitude pruning), pruning of its best state to ``keep`` entries
+        and a retrain in one Train run named ``<name>-<run>`` (one start-up instead of two: a study trial, a
+        one-budget run). Its stages are saved (and reused) as the separate stages ``<first>`` and
+        ``retrain-<tag>`` would be; ((first, its best state), (retrain, retrained state)). A first stage that
+        finished in an earlier run is reused and only the retrain runs."""
+        done, retrain = self._reused(first), self._reused(f"retrain-{tag}")
+        if done is not None:
+            return done, retrain or self.train("retrain", self.prune(done[1], keep), retrain_rule, tag)
         start = time.perf_counter()
-        final = self.run("trial", "search", state, search_rule, self.callbacks, PruneThenRetrain(keep, retrain_rule))
+        kind = "search" if first == "search" else "fit"
+        final = self.run(run, kind, state, search_rule, self.callbacks, PruneThenRetrain(keep, retrain_rule),
+                         (first, _label(f"retrain-{tag}")))
         seconds = time.perf_counter() - start
-        first = final.searched
-        share = first.seconds / max(first.seconds + final.seconds, 1e-9)  # start-up split by loop time
-        return (self._finish("search", "search", first, seconds * share),
+        ended = final.searched
+        share = ended.seconds / max(ended.seconds + final.seconds, 1e-9)  # start-up split by loop time
+        return (self._finish(first, first, ended, seconds * share),
                 self._finish(f"retrain-{tag}", "retrain", final, seconds * (1 - share)))
 
     def prune(self, state: dict, keep: int) -> dict:

@@ -50,6 +50,10 @@ def test_quickstart_two_workers_on_two_cpus_finishes_and_reproduces(ray_cluster,
     assert report["method"] == "autosrh" and report["epochs"] == {"search": 2, "retrain": 1}
     assert 0.5 < report["valid"]["auc"] <= 1.0 and report["test"]["auc"] > 0.5
     assert report["history"]["search"][0]["rows"] == report["rows"]["valid"]  # whole split evaluated on 2 ranks
+    # one budget: search, pruning and retrain in one Train run; the stages saved apart (reused by later runs)
+    runs = {p.name.split("-", 2)[-1]: p for p in (tmp_path / "first" / "ray").iterdir()}
+    assert sorted(runs) == ["retrain-cr10", "search", "search-then-retrain-cr10"], sorted(runs)
+    assert [p.name for p in runs["search"].iterdir()] == [p.name for p in runs["retrain-cr10"].iterdir()] == ["stage.pt"]
 
     again = _run(tmp_path, "second", 2)
     for key in ("valid", "test", "params"):

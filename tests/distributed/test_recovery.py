@@ -25,10 +25,15 @@ OVERRIDES = ["ray.num_workers=2", "ray.max_failures=1", "run.name=killed", "sear
              "train.max_epochs=2", "report.reference=none"]
 
 
-def _latest_state(storage: Path, run: str) -> ckpt.LoopState:
-    checkpoints = sorted(p for p in (storage / run).glob("checkpoint_*") if p.is_dir())
-    assert checkpoints, f"no checkpoint under {storage / run}"
-    return ckpt.read_state(checkpoints[-1])
+def _latest_search(storage: Path) -> ckpt.LoopState:
+    """How the search ended, from the last checkpoint of the one-budget run's Train run (search, pruning and the
+    retrain in one run)."""
+    run = storage / "killed-search-then-retrain-cr10"
+    checkpoints = sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
+    assert checkpoints, f"no checkpoint under {run}"
+    state = ckpt.read_state(checkpoints[-1])
+    assert state.phase == 1 and state.searched is not None
+    return state.searched
 
 
 def _distributed_run(config, prepared, output: Path, options: LoopOptions) -> dict:
@@ -45,14 +50,14 @@ def killed_run(ray_cluster, tmp_path_factory):
     marker = base / "killed.txt"
     options = LoopOptions(memory=memory, fault=FaultSpec(str(marker), rank=1, epoch=1, step=2))
     report = _distributed_run(config, prepared, base / "out", options)
-    first = _latest_state(base / "ray", "killed-search")
+    first = _latest_search(base / "ray")
     written = json.loads((base / "out" / "report.json").read_text())
     start = time.perf_counter()
     rerun = _distributed_run(config, prepared, base / "out", options)
     rerun_seconds = time.perf_counter() - start
     steps = len(memory.train) // config.train.batch_size
     return dict(base=base, marker=marker, report=report, written=written, first=first, rerun=rerun, steps=steps,
-                rerun_seconds=rerun_seconds, second=_latest_state(base / "ray", "killed-search"))
+                rerun_seconds=rerun_seconds, second=_latest_search(base / "ray"))
 
 
 def test_killed_worker_resumes_from_the_checkpoint_and_the_report_is_written(killed_run):

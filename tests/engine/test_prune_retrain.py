@@ -97,4 +97,4 @@ def test_compact_artifact_round_trip_predicts_identically(tmp_path):
     kept = lookup.kept_per_feature()
     assert (kept == 0).any() and (kept > 1).any()
     assert torch.equal(kept, emb.kept_per_feature())
-    assert size > 0
+    assert size.file > size.embedding > 0 and size.other > 0

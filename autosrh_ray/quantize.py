@@ -1,0 +1,120 @@
+"""Row-wise quantisation of kept embedding values, as FBGEMM stores serving tables: per feature (row) an fp16
+scale and bias, the row's values as 8- or 4-bit codes (int4: two codes per byte, the lower nibble first), or the
+values themselves in fp16 or fp32.
+
+A value ``x`` of row ``r`` is stored as ``code = round((x - bias[r]) / scale[r])`` and read back as
+``bias[r] + code · scale[r]``. The fp16 bias is rounded *down* from the row's minimum and the fp16 scale *up* from
+``(max - bias) / (levels - 1)``, so the codes cover the row and every value reads back within ``scale[r] / 2``.
+
+Rows are given by row pointers over the entries (``indptr``, as :mod:`autosrh_ray.packed` lays them out); a row
+with no entries gets a scale and bias all the same (callers that drop empty rows pass the pointers of the others).
+Pure PyTorch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+LEVELS = {"int8": 256, "int4": 16}
+FP16_MAX = 65504.0
+
+
+@dataclass
+class QuantizedValues:
+    """Kept values at one precision: ``data`` (fp32/fp16 values, or uint8 codes; int4 packs two per byte) and,
+    for the integer precisions, the per-row fp16 ``scale`` and ``bias``."""
+
+    precision: str
+    data: torch.Tensor
+    count: int  # entries stored
+    scale: Optional[torch.Tensor] = None
+    bias: Optional[torch.Tensor] = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored tensors (values or codes, scales and biases)."""
+        return sum(t.numel() * t.element_size() for t in (self.data, self.scale, self.bias) if t is not None)
+
+
+def entry_rows(indptr: torch.Tensor, count: int) -> torch.Tensor:
+    """(count,) the row of every entry under row pointers ``indptr``."""
+    return torch.repeat_interleave(torch.arange(indptr.shape[0] - 1), (indptr[1:] - indptr[:-1]).long(),
+                                   output_size=count)
+
+
+def fp16_toward(x: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """fp16 ``x`` moved one step (ulp) towards -inf where ``down``, towards +inf elsewhere (finite values)."""
+    bits = x.view(torch.int16).long()
+    bits = torch.where(bits == -32768, 0, bits)  # -0 as +0
+    away = torch.where(bits < 0, down, ~down)  # the step moves away from zero: the magnitude's bits grow
+    stepped = torch.where(away, bits + 1, bits - 1)
+    stepped = torch.where(bits == 0, torch.where(down, -32767, 1), stepped)  # ± the smallest subnormal
+    return stepped.to(torch.int16).view(torch.float16)
+
+
+def _row_range(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lo = torch.zeros(n_rows).scatter_reduce(0, rows, values, "amin", include_self=False)
+    hi = torch.zeros(n_rows).scatter_reduce(0, rows, values, "amax", include_self=False)
+    return lo, hi
+
+
+def quantize(values: torch.Tensor, indptr: torch.Tensor, precision: str) -> QuantizedValues:
+    """``values`` (nnz,) in rows given by ``indptr`` (R+1,), stored at ``precision`` (one of :data:`PRECISIONS`)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    values = values.detach().float().reshape(-1)
+    n = values.numel()
+    if precision == "fp32":
+        return QuantizedValues(precision, values.clone(), n)
+    if n and float(values.abs().max()) > FP16_MAX:
+        raise ValueError(f"{precision}: a kept value exceeds the fp16 range ({float(values.abs().max()):.3g})")
+    if precision == "fp16":
+        return QuantizedValues(precision, values.half(), n)
+    levels = LEVELS[precision]
+    n_rows = indptr.shape[0] - 1
+    rows = entry_rows(indptr, n)
+    lo, hi = _row_range(values, rows, n_rows)
+    bias = lo.half()
+    bias = torch.where(bias.float() > lo, fp16_toward(bias, torch.ones_like(lo, dtype=torch.bool)), bias)
+    step = (hi - bias.float()) / (levels - 1)
+    scale = step.half()
+    scale = torch.where(scale.float() < step, fp16_toward(scale, torch.zeros_like(lo, dtype=torch.bool)), scale)
+    scale = torch.where(scale.float() > 0, scale, torch.ones_like(scale))  # a constant row: any scale reads it
+    codes = torch.round((values - bias.float()[rows]) / scale.float()[rows]).clamp_(0, levels - 1).to(torch.uint8)
+    data = pack_int4(codes) if precision == "int4" else codes
+    return QuantizedValues(precision, data, n, scale, bias)
+
+
+def codes_at(q: QuantizedValues, entries: torch.Tensor) -> torch.Tensor:
+    """The integer codes of ``entries`` (long, (n,)) of an int8/int4 ``q``."""
+    if q.precision == "int8":
+        return q.data[entries].long()
+    byte = q.data[entries >> 1].long()
+    return (byte >> ((entries & 1) * 4)) & 15
+
+
+def values_at(q: QuantizedValues, entries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Float32 values of ``entries`` whose rows are ``rows``, read back from ``q`` (only those entries)."""
+    if q.precision in ("fp32", "fp16"):
+        return q.data[entries].float()
+    return q.bias[rows].float() + codes_at(q, entries).float() * q.scale[rows].float()
+
+
+def dequantize(q: QuantizedValues, indptr: torch.Tensor) -> torch.Tensor:
+    """Every stored value read back (float32, (nnz,))."""
+    entries = torch.arange(q.count)
+    return values_at(q, entries, entry_rows(indptr, q.count) if q.scale is not None else entries)
+
+
+def pack_int4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes in [0, 15] → ceil(n/2) bytes, entry 2i in the lower nibble of byte i, 2i+1 in the upper."""
+    padded = torch.cat([codes, codes.new_zeros(codes.numel() % 2)])
+    return padded[0::2] | (padded[1::2] << 4)
+
+
+def unpack_int4(packed: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` codes :func:`pack_int4` packed."""
+    return torch.stack([packed & 15, packed >> 4], dim=1).reshape(-1)[:count]

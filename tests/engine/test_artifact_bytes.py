@@ -1,0 +1,73 @@
+"""The artifact counts its own bytes: the kept-row bitmap, the cheaper of the two indexes, values at their precision
+— counted from the tensors in the file, the file's size within 5 % of them (plus torch's framing), and a model
+loaded at each precision reading its values back within the quantisation bound."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autosrh_ray.artifact import _kept_layout, compact_embedding, load_model, save_model, tensor_bytes
+
+from .helpers import pruned_model, random_batch, tiny_model
+
+
+def kept_entries(counts: list[int], dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """counts per feature, ascending dims per feature (random), values."""
+    g = torch.Generator().manual_seed(seed)
+    dims = [torch.sort(torch.randperm(dim, generator=g)[:c]).values for c in counts]
+    nnz = sum(counts)
+    return (torch.tensor(counts), torch.cat(dims).to(torch.uint8) if dims else torch.zeros(0, dtype=torch.uint8),
+            torch.randn(nnz, generator=g))
+
+
+@pytest.mark.parametrize("counts, dim, index", [
+    ([0, 3, 1, 0, 0, 2, 1] * 50, 64, "dims"),  # few dims per kept row: a byte per entry beats 8 bytes per row
+    ([0, 40, 64, 12, 0, 9] * 50, 64, "mask"),  # many: the 64-bit mask per row is cheaper
+])
+def test_the_cheaper_index_is_chosen_and_reads_back_exactly(counts, dim, index):
+    c, dims, values = kept_entries(counts, dim)
+    section = compact_embedding(c, dims, values, dim)
+    rows, nnz = sum(1 for n in counts if n), sum(counts)
+    assert section["index"] == index
+    index_bytes = {"dims": rows + nnz, "mask": rows * math.ceil(dim / 8)}  # counts + dims, or one mask per row
+    assert index_bytes[index] == min(index_bytes.values())
+    assert tensor_bytes(section) == math.ceil(len(counts) / 8) + index_bytes[index] + 4 * nnz  # bitmap, index, fp32
+    got_counts, _, got_dims = _kept_layout(section)
+    assert torch.equal(got_counts, c) and torch.equal(got_dims, dims)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
+def test_bytes_are_counted_from_the_file_and_the_loaded_model_reads_its_values_back(tmp_path, precision):
+    model = pruned_model(tiny_model("deepfm", m=400, k=16, dtype=torch.float32), cr=5)
+    path = tmp_path / "model.pt"
+    stored = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision)
+    payload = torch.load(path, weights_only=True)
+    assert stored.embedding == tensor_bytes(payload["embedding"])
+    assert stored.other == tensor_bytes({k: v for k, v in payload.items() if k not in ("embedding", "model")})
+    assert stored.file == path.stat().st_size <= 1.05 * (stored.embedding + stored.other) + 64 * 1024
+    loaded = load_model(path).embedding
+    emb = model.embedding
+    folded = emb.dense() * emb.alpha[emb.block_of]
+    error = (loaded.dense() - folded).abs()
+    if precision == "fp32":
+        assert error.max() == 0
+    elif precision == "fp16":
+        assert (error <= folded.abs() * 2.0 ** -11).all()
+    else:  # per kept row: at most half its scale
+        rows = emb.kept_per_feature() > 0
+        scale = payload["embedding"]["scale"].float()
+        kept = emb.dense() != 0
+        assert (error[rows] <= torch.where(kept[rows], scale[:, None] / 2 + 1e-6, torch.zeros(1))).all()
+    batch = random_batch(n=32, m=400, seed=3, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.isfinite(load_model(path)(batch.ids, batch.values)).all()
+
+
+def test_lower_precision_is_fewer_bytes():
+    model = pruned_model(tiny_model("fm", m=400, k=16, dtype=torch.float32), cr=2)
+    emb = model.embedding
+    sizes = [tensor_bytes(compact_embedding(emb.kept_per_feature(), emb.kept_dims(), emb.folded_values(), 16, p))
+             for p in ("fp32", "fp16", "int8", "int4")]
+    assert sizes == sorted(sizes, reverse=True) and sizes[3] < sizes[0] / 3

@@ -1,0 +1,40 @@
+"""``prune.precision``: the workflow stores the kept values at that precision, reports the bytes its artifact
+holds (counted from the file), and reports the test metric of the model as stored — the artifact, loaded and
+scored independently here, gives the same numbers."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from autosrh_ray import workflow
+from autosrh_ray.artifact import load_model, tensor_bytes
+from autosrh_ray.metrics import task_metrics
+
+from .distributed.helpers import prepared_small
+
+
+def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(tmp_path):
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "prune.precision=int8")
+    report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
+    path = tmp_path / "out" / report["artifacts"]["model"]
+    payload = torch.load(path, weights_only=True)
+    assert report["precision"] == "int8" and payload["embedding"]["precision"] == "int8"
+    b = report["bytes"]
+    assert b["embedding"] == tensor_bytes(payload["embedding"]) and b["dense_fp32"] == report["num_features"] * \
+        report["K"] * 4
+    assert b["bytes_cr"] == b["dense_fp32"] / b["embedding"]
+    e = payload["embedding"]
+    fp32 = b["embedding"] - tensor_bytes([e["values"], e["scale"], e["bias"]]) + 4 * report["params"]["kept"]
+    assert b["embedding"] < fp32  # one byte per value and 4 per kept row instead of 4 per value
+    assert path.stat().st_size <= 1.05 * (b["embedding"] + b["other"]) + 64 * 1024
+    ref = report["reference"]
+    assert ref["precision"] == "fp32" and ref["bytes"]["bytes_cr"] < 1.0  # UE: every entry, plus its index
+
+    model = load_model(path)
+    test = prepared.load_split("test")
+    with torch.no_grad():
+        scores = model(torch.from_numpy(test.ids), torch.from_numpy(test.values)).double().numpy()
+    expected = task_metrics(config.task, test.labels.astype(np.float64), scores)
+    for key, value in report["test"].items():
+        assert abs(value - expected[key]) < 1e-6, key
