@@ -97,7 +97,12 @@ class PruneConfig:
     cr: Union[float, list[float]] = 10.0  # one budget per entry: kept = round(M·K / cr)
     params: Optional[Union[int, list[int]]] = None  # absolute budgets: kept embedding entries
     retrain_from: Literal["searched", "rewound"] = "searched"  # rewound: kept entries restart from their init
-    precision: Literal["fp32", "fp16", "int8", "int4"] = "fp32"  # the artifact's kept values (row-wise int8/int4)
+    # budgets in the artifact's embedding bytes: UE's dense fp32 table (M·K·4) ÷ bytes_cr, or absolute bytes
+    bytes_cr: Optional[Union[float, list[float]]] = None
+    bytes: Optional[Union[int, list[int]]] = None
+    # the artifact's kept values (int8/int4 row-wise); auto: fp32 for cr/params budgets, and for byte budgets the
+    # precision whose model (as many entries as fit at it) validation prefers
+    precision: Literal["auto", "fp32", "fp16", "int8", "int4"] = "auto"
 
     @property
     def crs(self) -> list[float]:
@@ -105,9 +110,22 @@ class PruneConfig:
 
     @property
     def param_budgets(self) -> list[int]:
-        if self.params is None:
-            return []
-        return list(self.params) if isinstance(self.params, list) else [self.params]
+        return _listed(self.params)
+
+    @property
+    def bytes_crs(self) -> list[float]:
+        return _listed(self.bytes_cr)
+
+    @property
+    def byte_budgets(self) -> list[int]:
+        return _listed(self.bytes)
+
+
+def _listed(value) -> list:
+    """A budget key's entries: none, one value or a list."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 @dataclass
@@ -376,8 +394,14 @@ def validate(config: Config) -> None:
         _positive(f"prune.cr[{i}]" if isinstance(config.prune.cr, list) else "prune.cr", cr)
     for i, p in enumerate(config.prune.param_budgets):
         _positive(f"prune.params[{i}]" if isinstance(config.prune.params, list) else "prune.params", p)
-    if not config.prune.crs and not config.prune.param_budgets:
-        raise ConfigError("prune.cr", "needs at least one budget (prune.cr or prune.params)")
+    for key, entries in (("prune.bytes_cr", config.prune.bytes_crs), ("prune.bytes", config.prune.byte_budgets)):
+        for i, b in enumerate(entries):
+            _positive(f"{key}[{i}]" if len(entries) > 1 else key, b)
+        if entries and s.method not in ("autosrh", "magnitude"):
+            raise ConfigError(key, f"byte budgets are for search.method autosrh or magnitude (got {s.method})")
+    if not (config.prune.crs or config.prune.param_budgets or config.prune.bytes_crs or config.prune.byte_budgets):
+        raise ConfigError("prune.cr", "needs at least one budget (prune.cr, prune.params, prune.bytes_cr or "
+                                      "prune.bytes)")
     _validate_tune(config)
     _positive("train.batch_size", config.train.batch_size)
     _positive("train.max_epochs", config.train.max_epochs)

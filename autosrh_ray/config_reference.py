@@ -72,7 +72,11 @@ MEANING = {
     "prune.cr": "compression ratio(s): keep round(M x K / cr) entries of |E ⊙ α|; a list gives one model each",
     "prune.params": "absolute budget(s): kept embedding entries (with cr, both lists are used)",
     "prune.precision": "how the artifact stores the kept values: fp32, fp16, or int8 / int4 codes with an fp16 "
-                       "scale and bias per feature (post-training; the reported metrics are the stored model's)",
+                       "scale and bias per feature (post-training; the reported metrics are the stored model's); "
+                       "auto: fp32 for cr/params budgets, and for a byte budget the precision validation prefers",
+    "prune.bytes_cr": "byte budgets (a number or a list): the artifact's embedding at most UE's dense fp32 table "
+                      "(M·K·4 bytes) ÷ this, index included; the first budgets of the run",
+    "prune.bytes": "byte budgets in bytes of the artifact's embedding (a number or a list), as prune.bytes_cr",
     "prune.retrain_from": "searched (paper Alg. 4: kept entries keep their searched values) or rewound (restart "
                           "them from their initialisation)",
     "train.lr": "learning rate of Θ (embeddings and network), Adam",

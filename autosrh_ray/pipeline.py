@@ -131,11 +131,16 @@ def train_stage(executor: StageExecutor, config: Config, stage: str, state: dict
     return result, state
 
 
+def summary_line(name: str, stop_reason: str, epochs: int, steps: int, seconds: float, best_epoch: int) -> str:
+    """``[name] stopped by patience after N evaluations (S steps, T s); best at evaluation B``."""
+    return (f"[{name}] stopped by {stop_reason} after {epochs} evaluations ({steps} steps, {seconds:.1f} s); "
+            f"best at evaluation {best_epoch}")
+
+
 def stage_summary(stage: str, result: FitResult, log: Log, tag: str = "") -> None:
     """``[stage] stopped by … after N evaluations …``, and a warning if the stage hit its cap."""
     name = f"{stage} {tag}".strip()
-    log(f"[{name}] stopped by {result.stop_reason} after {result.epochs} evaluations ({result.steps} steps, "
-        f"{result.seconds:.1f} s); best at evaluation {result.best_epoch}")
+    log(summary_line(name, result.stop_reason, result.epochs, result.steps, result.seconds, result.best_epoch))
     warning = cap_warning(stage, result, name)
     if warning:
         log(warning)
@@ -172,21 +177,29 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
     stage = first_stage(config)
     chained = getattr(executor, "search_then_retrain", None)
     todo = budgets(config.prune, *initial[EMBEDDING].shape)
-    if searched is None and chained is not None and len(todo) == 1 and config.prune.retrain_from != "rewound" \
-            and not (stage == "search" and config.search.alpha_data == "train"):
-        # one budget: the first stage, pruning and the retrain in one run (one start-up; Ray Train); not where
-        # Θ's search streams only its share of train (alpha_data: train) while the retrain needs all of it
+    # one budget: the first stage, pruning and the retrain in one run (one start-up; Ray Train); not for a byte
+    # budget (its kept entries depend on the searched scores), nor where Θ's search streams only its share of
+    # train (alpha_data: train) while the retrain needs all of it
+    streams_share = stage == "search" and config.search.alpha_data == "train"
+    if searched is None and chained is not None and len(todo) == 1 and todo[0].bytes is None \
+            and config.prune.retrain_from != "rewound" and not streams_share:
         budget = todo[0]
         (first, first_state), (retrain, state) = chained(
             initial, StopRule.for_stage(config, stage), budget.kept, StopRule.for_stage(config, "retrain"),
             budget.tag, first=stage, run=f"{stage}-then-retrain-{budget.tag}")
-        stage_summary(stage, first, log)
+        if not getattr(executor, "summarised_live", lambda _: False)(stage):  # else printed as the retrain began
+            stage_summary(stage, first, log)
         stage_summary("retrain", retrain, log, budget.tag)
         timings = {"search": first.seconds, "prune": 0.0, "retrain": retrain.seconds}  # pruning: in the run
         return [(state, StageResult(None, {stage: first, "retrain": retrain}, timings, budget,
                                     first_state.get(ALPHA)))]
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
-    weight = searched_state[EMBEDDING]
+    if any(b.bytes is not None for b in todo):  # byte budgets: as many of the best entries as fit each
+        prepared = executor.prepared
+        scores = model_from_state(config, prepared.features, prepared.label_mean, searched_state, retrain=False,
+                                  share=True).embedding.pruning_scores()
+        todo = [b.resolved(scores) for b in todo]
+        del scores
 
     def finish(budget: Budget) -> tuple[dict, StageResult]:
         start = time.perf_counter()
@@ -199,7 +212,7 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         return state, StageResult(None, {stage: search_result, "retrain": retrain}, timings, budget,
                                   searched_state.get(ALPHA))
 
-    return side_by_side(finish, budgets(config.prune, weight.shape[0], weight.shape[1]), parallel)
+    return side_by_side(finish, todo, parallel)
 
 
 FIXED_DIMS = ("grid", "random", "mde")

@@ -5,7 +5,7 @@ round(M·K / CR) entries: the highest scores, ties broken by flat index (lower f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -51,26 +51,51 @@ def pruned_state(model: torch.nn.Module, keep: int) -> dict:
 
 @dataclass(frozen=True)
 class Budget:
-    """One pruning budget: a name (``cr10``, ``params50000``), the kept entries and the CR it asks for."""
+    """One pruning budget: a name (``cr10``, ``params50000``, ``bytes_cr40-int8``), the kept entries and the CR it
+    asks for, and how its artifact stores the values. A byte budget (``bytes``: embedding bytes) is one candidate
+    per precision, grouped under ``group``; its kept entries are known once the scores are (:meth:`resolved`)."""
 
     name: str
     kept: int
     cr: float
+    precision: str = "fp32"
+    bytes: Optional[int] = None
+    group: str = ""
 
     @property
     def tag(self) -> str:
         """Path-safe name (Train run names, artifact folders)."""
         return self.name.replace(".", "_")
 
+    def resolved(self, scores: torch.Tensor) -> "Budget":
+        """A byte budget with its kept entries: as many of the best ``scores`` (M, K) as fit its bytes."""
+        if self.bytes is None:
+            return self
+        from .bytes_budget import kept_for_bytes
+
+        kept = max(1, kept_for_bytes(scores, self.bytes, self.precision))
+        return replace(self, kept=kept, cr=scores.numel() / kept)
+
+
+BYTE_PRECISIONS = ("fp32", "fp16", "int8", "int4")  # the candidates of a byte budget under precision: auto
+
 
 def budgets(prune_config: PruneConfig, num_features: int, dim: int) -> list[Budget]:
-    """``prune.cr`` entries (relative to M·K of this model), then ``prune.params`` entries (absolute, capped at
-    M·K: a table smaller than the budget keeps everything)."""
+    """Byte budgets first (``prune.bytes_cr``: UE's dense fp32 table M·K·4 ÷ it, then ``prune.bytes``; one
+    candidate per precision under ``prune.precision: auto``), then ``prune.cr`` entries (relative to M·K of this
+    model), then ``prune.params`` entries (absolute, capped at M·K: a table smaller than the budget keeps
+    everything)."""
     uniform = num_features * dim
-    out = [Budget(f"cr{cr:g}", kept_count(num_features, dim, cr), cr) for cr in prune_config.crs]
+    stored = "fp32" if prune_config.precision == "auto" else prune_config.precision
+    precisions = BYTE_PRECISIONS if prune_config.precision == "auto" else (prune_config.precision,)
+    out = []
+    for group, size in ([(f"bytes_cr{c:g}", int(uniform * 4 / c)) for c in prune_config.bytes_crs]
+                        + [(f"bytes{b}", b) for b in prune_config.byte_budgets]):
+        out += [Budget(f"{group}-{p}", 0, 0.0, p, size, group) for p in precisions]
+    out += [Budget(f"cr{cr:g}", kept_count(num_features, dim, cr), cr, stored) for cr in prune_config.crs]
     for params in prune_config.param_budgets:
         kept = min(params, uniform)
-        out.append(Budget(f"params{params}", kept, uniform / kept))
+        out.append(Budget(f"params{params}", kept, uniform / kept, stored))
     return out
 
 

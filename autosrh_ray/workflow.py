@@ -36,6 +36,7 @@ import json
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -50,7 +51,7 @@ from .artifact import ArtifactBytes, load_model, save_model
 from .batch import Batch
 from .config import Config, ConfigError, sized_for_data, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
-from .metrics import reported_metrics, task_metrics
+from .metrics import reported_metrics, task_metrics, validation_loss
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
 from .pipeline import StageResult, run_all_in_process
@@ -92,7 +93,7 @@ def _projection_params(emb, prepared: PreparedData) -> int:
 
 
 def model_entry(config: Config, prepared: PreparedData, stages: StageResult, test_metrics: dict,
-                artifacts: dict, stored: ArtifactBytes, precision: str) -> dict:
+                artifacts: dict, stored: ArtifactBytes) -> dict:
     """The report's description of one final model (the same fields at the top level and under ``models``)."""
     m, k = prepared.num_features, config.search.K
     method = config.search.method
@@ -107,7 +108,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "task": config.task,
         "K": k,
         "L": config.search.L if method in BLOCKED_METHODS else 1,
-        "budget": stages.budget.name if stages.budget else "uniform",
+        "budget": (stages.budget.group or stages.budget.name) if stages.budget else "uniform",
         "cr_target": stages.budget.cr if stages.budget else 1,
         "cr_achieved": uniform / kept,
         "num_features": m,
@@ -120,7 +121,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "artifacts": artifacts,
         "artifact_bytes": {"compact_model": stored.file, "dense_embedding": m * k * 4},
         # as the artifact stores it, counted from its tensors; bytes_cr: UE's dense fp32 table over this model's
-        "precision": precision,
+        "precision": stages.budget.precision if stages.budget else "fp32",
         "bytes": {"embedding": stored.embedding, "dense_fp32": m * k * 4, "other": stored.other,
                   "bytes_cr": m * k * 4 / max(stored.embedding, 1)},
         "stages": {name: result.summary() for name, result in stages.stages.items()},
@@ -152,20 +153,62 @@ def iter_split_batches(prepared: PreparedData, split: str, batch_size: int) -> I
             yield Batch.from_numpy(encoded.ids, encoded.values, encoded.labels)
 
 
-@torch.no_grad()
 def evaluate_on_test(models: list[EmbeddingModel], prepared: PreparedData, task: str,
                      batch_size: int) -> list[dict]:
     """Every final model's metrics over the whole test split, read once (one pass feeds all models)."""
+    return evaluate_on_split(models, prepared, "test", task, batch_size)
+
+
+@torch.no_grad()
+def evaluate_on_split(models: list[EmbeddingModel], prepared: PreparedData, split: str, task: str,
+                      batch_size: int) -> list[dict]:
+    """Every model's metrics over the whole ``split``, streamed in the driver once for all of them."""
     outputs: list[list[np.ndarray]] = [[] for _ in models]
     labels = []
     for model in models:
         model.eval()
-    for batch in iter_split_batches(prepared, "test", batch_size):
+    for batch in iter_split_batches(prepared, split, batch_size):
         labels.append(batch.labels.double().numpy())
         for i, model in enumerate(models):
             outputs[i].append(model(batch.ids, batch.values).double().numpy())
     y = np.concatenate(labels) if labels else np.zeros(0)
     return [task_metrics(task, y, np.concatenate(o) if o else np.zeros(0)) for o in outputs]
+
+
+@dataclass
+class ByteBudgetChoices:
+    """Which results become the report's models (``in``: every result but the byte-budget candidates validation
+    did not choose) and, per byte budget, its candidates' rows (the index of their result kept for the test)."""
+
+    kept: set[int]
+    groups: dict[str, list[dict]]
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.kept
+
+
+def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared: PreparedData, task: str,
+                        batch_size: int) -> ByteBudgetChoices:
+    """Per byte budget, the candidate (a precision and as many entries as fit at it) whose stored model has the
+    lowest validation loss; the validation split is read once for all candidates."""
+    members: dict[str, list[int]] = {}
+    for i, r in enumerate(results):
+        if r.budget is not None and r.budget.group:
+            members.setdefault(r.budget.group, []).append(i)
+    if not members:
+        return ByteBudgetChoices(set(range(len(results))), {})
+    indices = [i for group in members.values() for i in group]
+    valid = dict(zip(indices, evaluate_on_split([saved[i][2] for i in indices], prepared, "valid", task,
+                                                batch_size)))
+    groups, not_chosen = {}, set()
+    for group, candidates in members.items():
+        best = min(candidates, key=lambda i: validation_loss(task, valid[i]))
+        not_chosen |= set(candidates) - {best}
+        groups[group] = [{"name": results[i].budget.name, "precision": results[i].budget.precision,
+                          "kept": results[i].budget.kept, "bytes": saved[i][1].embedding,
+                          "valid": valid[i], "model": saved[i][0]["model"], "chosen": i == best, "index": i}
+                         for i in candidates]
+    return ByteBudgetChoices(set(range(len(results))) - not_chosen, groups)
 
 
 def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingModel:
@@ -309,12 +352,16 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     reference = None
     if config.report.reference == "uniform" and config.search.method != "uniform":
         # the reference is one plain UE run, never a study of its own
-        uniform_config = with_overrides(config, {"search.method": "uniform", "tune.enabled": False})
+        uniform_config = with_overrides(config, {"search.method": "uniform", "tune.enabled": False,
+                                                 "prune.bytes_cr": None, "prune.bytes": None})
         reference = (uniform_config, train(uniform_config)[0])
 
-    precision = final_config.prune.precision
-    saved = [_save_model(final_config, prepared, result, output, "" if i == 0 else f"models/{result.budget.tag}/",
-                         precision) for i, result in enumerate(results)]
+    # the first budget's model at the top level (a byte budget's candidates each in models/<tag>/)
+    top = not (results[0].budget and results[0].budget.group)
+    saved = [_save_model(final_config, prepared, result, output,
+                         "" if i == 0 and top else f"models/{result.budget.tag}/",
+                         result.budget.precision if result.budget else "fp32") for i, result in enumerate(results)]
+    chosen = byte_budget_choices(results, saved, prepared, config.task, config.train.batch_size)
     # the first and only read of the test split, for every final model at once, each as its artifact stores it
     # grid: every K' is also evaluated (each a point at its own size), in the same pass
     extra = [(i, name, _built(final_config, prepared, state)) for i, r in enumerate(results)
@@ -324,9 +371,17 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     for (i, name, _), metrics in zip(extra, tests[len(results):]):
         next(c for c in results[i].candidates if c["name"] == name)["test"] = metrics
 
-    entries = [model_entry(final_config, prepared, result, tests[i], *saved[i][:2], precision)
-               for i, result in enumerate(results)]
+    entries = [model_entry(final_config, prepared, result, tests[i], *saved[i][:2])
+               for i, result in enumerate(results) if i in chosen]
+    for entry in entries:
+        if entry["budget"] in chosen.groups:  # a byte budget: the precision validation chose, every candidate
+            entry["candidates"] = [{**row, "test": tests[row.pop("index")]} for row in chosen.groups[entry["budget"]]]
     report = dict(entries[0])
+    if not top:  # the chosen candidate of the first (byte) budget: its artifacts at the top level too
+        report["artifacts"] = {"model": "model.pt", "dims": "dims.parquet"}
+        for key, path in report["artifacts"].items():
+            with atomic.atomic_path(output / path) as tmp:
+                shutil.copyfile(output / entries[0]["artifacts"][key], tmp)
     # what `autosrh-ray predict` needs beside a model: the run's config (how to read raw rows) and the vocabulary
     atomic.write_text(output / CONFIG_FILE, yaml.safe_dump(final_config.to_dict(), sort_keys=False))
     report["artifacts"] = {**report["artifacts"], "config": CONFIG_FILE,
@@ -354,7 +409,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     if reference:
         uniform_config, result = reference
         artifacts, stored, _ = _save_model(uniform_config, prepared, result, output, "reference/")
-        report["reference"] = model_entry(uniform_config, prepared, result, tests[-1], artifacts, stored, "fp32")
+        report["reference"] = model_entry(uniform_config, prepared, result, tests[-1], artifacts, stored)
     if study:
         report["study"] = study.to_json()
     if config.report.plots:

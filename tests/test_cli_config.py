@@ -64,6 +64,23 @@ def test_budgets_take_a_value_or_a_list():
     assert load_config(overrides=["prune.cr=10"]).prune.crs == [10.0]
     c = load_config(overrides=["prune.cr=[5, 20]", "prune.params=[1000, 2000]"])
     assert c.prune.crs == [5.0, 20.0] and c.prune.param_budgets == [1000, 2000]
+    c = load_config(overrides=["prune.bytes_cr=[40, 100]", "prune.bytes=5000", "prune.cr=10"])
+    assert c.prune.bytes_crs == [40.0, 100.0] and c.prune.byte_budgets == [5000]
+
+
+def test_byte_budgets_come_first_one_candidate_per_precision_unless_one_is_set():
+    from autosrh_ray.prune import budgets
+
+    c = load_config(overrides=["prune.bytes_cr=40", "prune.bytes=5000", "prune.cr=10"])
+    got = [(b.name, b.group, b.precision, b.bytes) for b in budgets(c.prune, 1000, 16)]
+    assert got[:4] == [(f"bytes_cr40-{p}", "bytes_cr40", p, 1000 * 16 * 4 // 40) for p in ("fp32", "fp16", "int8", "int4")]
+    assert got[4:8] == [(f"bytes5000-{p}", "bytes5000", p, 5000) for p in ("fp32", "fp16", "int8", "int4")]
+    assert got[8] == ("cr10", "", "fp32", None)
+    c = load_config(overrides=["prune.bytes_cr=40", "prune.precision=int4"])
+    assert [(b.name, b.precision) for b in budgets(c.prune, 1000, 16)] == [("bytes_cr40-int4", "int4"),
+                                                                           ("cr10", "int4")]
+    with pytest.raises(ConfigError, match="^prune.bytes_cr: byte budgets are for search.method autosrh or magnitude"):
+        load_config(overrides=["prune.bytes_cr=40", "search.method=pep"])
 
 
 @pytest.mark.parametrize("space, key", [

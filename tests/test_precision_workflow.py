@@ -38,3 +38,26 @@ def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(t
     expected = task_metrics(config.task, test.labels.astype(np.float64), scores)
     for key, value in report["test"].items():
         assert abs(value - expected[key]) < 1e-6, key
+
+
+def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_validation_prefers(tmp_path):
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "report.reference=none", "prune.bytes_cr=30", "prune.cr=10")
+    out = tmp_path / "out"
+    report = workflow.run(config, out, prepared=prepared, log=lambda _: None)
+    first, cr10 = report["models"]
+    assert report["budget"] == first["budget"] == "bytes_cr30" and cr10["budget"] == "cr10"
+    budget = first["bytes"]["dense_fp32"] // 30
+    rows = first["candidates"]
+    assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8", "int4"]
+    for row in rows:
+        section = torch.load(out / row["model"], weights_only=True)["embedding"]
+        assert section["precision"] == row["precision"] and tensor_bytes(section) == row["bytes"] <= budget
+        assert "auc" in row["test"]
+    assert [r["kept"] for r in rows[:2]] == sorted(r["kept"] for r in rows[:2])  # fp16 fits more than fp32
+    best = min(rows, key=lambda r: r["valid"]["logloss"])
+    assert best["chosen"] and sum(r["chosen"] for r in rows) == 1
+    assert first["precision"] == best["precision"] and first["params"]["kept"] == best["kept"]
+    assert first["bytes"]["embedding"] == best["bytes"] and first["bytes"]["bytes_cr"] >= 30
+    assert (out / "model.pt").read_bytes() == (out / best["model"]).read_bytes()  # the top level's model
+    assert cr10["precision"] == "fp32" and "candidates" not in cr10

@@ -6,7 +6,7 @@ import queue
 
 from autosrh_ray import rate_line
 from autosrh_ray.distributed import progress
-from autosrh_ray.distributed.progress import LINE, LiveLines, RowsChannel
+from autosrh_ray.distributed.progress import LINE, SUMMARY, LiveLines, RowsChannel
 from autosrh_ray.rate_line import Progress
 
 
@@ -85,8 +85,19 @@ def test_epoch_lines_name_the_phase_of_the_run_they_come_from():
     fake = FakeQueue()
     lines = _callback_class()(fake, ("search", "retrain cr10"))
     lines.after_report(None, [{"epoch": 3, "phase": 0, "valid_auc": 0.7}], None)
-    lines.after_report(None, [{"epoch": 1, "phase": 1, "valid_auc": 0.75}], None)
-    lines.after_report(None, [{"epoch": 1, "phase": 1, "valid_auc": 0.75, "replayed": 1}], None)
+    ended = {"first_stop_reason": "patience", "first_epochs": 3, "first_steps": 30, "first_seconds": 1.25,
+             "first_best_epoch": 1}
+    lines.after_report(None, [{"epoch": 1, "phase": 1, "valid_auc": 0.75, **ended}], None)
+    lines.after_report(None, [{"epoch": 2, "phase": 1, "valid_auc": 0.76}], None)
+    lines.after_report(None, [{"epoch": 2, "phase": 1, "valid_auc": 0.76, "replayed": 1}], None)
     got = fake.get_nowait_batch(fake.qsize())
-    assert [(label, line.split(":")[0]) for _, label, line in got] == [("search", "[search] epoch 2"),
-                                                                      ("retrain cr10", "[retrain cr10] epoch 0")]
+    assert [(kind, label, line.split(":")[0]) for kind, label, line in got] == [
+        (LINE, "search", "[search] epoch 2"),
+        (SUMMARY, "search", "[search] stopped by patience after 3 evaluations (30 steps, 1.2 s); best at evaluation 1"),
+        (LINE, "retrain cr10", "[retrain cr10] epoch 0"), (LINE, "retrain cr10", "[retrain cr10] epoch 1")]
+    assert "first" not in got[2][2]  # the summary's numbers are not shown as the retrain's metrics
+    live = LiveLines(lambda _: None, queue=fake)
+    for item in got:
+        fake.put_nowait(item)
+    live.close()
+    assert live.summarised == {"search"}

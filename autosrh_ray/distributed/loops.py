@@ -180,8 +180,13 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
 
 
 def _flat_metrics(state: ckpt.LoopState, metrics: dict) -> dict:
-    return {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch, "phase": state.phase,
-            "resumed_from_step": state.resumes[-1] if state.resumes else -1, **valid_prefixed(metrics)}
+    out = {"epoch": state.epoch, "step": state.step, "best_epoch": state.best.epoch, "phase": state.phase,
+           "resumed_from_step": state.resumes[-1] if state.resumes else -1, **valid_prefixed(metrics)}
+    first = state.searched
+    if first is not None and state.epoch == 1:  # the retrain's first report says how the first phase ended
+        out.update(first_stop_reason=first.stop_reason, first_epochs=first.epoch, first_steps=first.step,
+                   first_seconds=first.seconds, first_best_epoch=first.best.epoch)
+    return out
 
 
 def _phase(spec: LoopSpec, index: int) -> tuple[str, StopRule]:

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..pipeline import epoch_line
+from ..pipeline import epoch_line, summary_line
 from ..rate_line import Progress
 from ..supervise import beat
 
 Log = Callable[[str], None]
 POLL_SECONDS = 0.25
 TICK_SECONDS = 1.0
-LINE, ROWS = "line", "rows"
+LINE, ROWS, SUMMARY = "line", "rows", "summary"
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ class RowTicker:
 def _unflattened(metrics: dict) -> dict:
     """A report's metrics as the history keeps them (``valid_auc`` → ``auc``), counters left out."""
     return {k.removeprefix("valid_"): v for k, v in metrics.items()
-            if k not in ("epoch", "step", "best_epoch", "phase", "resumed_from_step", "replayed")}
+            if k not in ("epoch", "step", "best_epoch", "phase", "resumed_from_step", "replayed")
+            and not k.startswith("first_")}
 
 
 def _callback_class():
@@ -76,6 +77,10 @@ def _callback_class():
             m = metrics[0] if metrics else {}
             if "epoch" in m and not m.get("replayed"):  # a finished run handing its result back: nothing new
                 stage = self.stages[min(int(m.get("phase", 0)), len(self.stages) - 1)]
+                if "first_stop_reason" in m:  # the retrain began: how the first stage ended, before its lines
+                    self.queue.put_nowait((SUMMARY, self.stages[0], summary_line(
+                        self.stages[0], m["first_stop_reason"], int(m["first_epochs"]), int(m["first_steps"]),
+                        float(m["first_seconds"]), int(m["first_best_epoch"]))))
                 line = epoch_line(stage, int(m["epoch"]) - 1, _unflattened(m))
                 self.queue.put_nowait((LINE, stage, line))
 
@@ -97,6 +102,7 @@ class LiveLines:
     def __init__(self, log: Log, queue: Any = None):
         self.log = log
         self._progress: dict[str, tuple[int, Progress]] = {}  # stage label → (evaluation period, its progress)
+        self.summarised: set[str] = set()  # stages whose summary line was printed live
         self.queue = queue if queue is not None else _ray_queue()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -116,8 +122,10 @@ class LiveLines:
 
     def _show(self, item: tuple) -> None:
         beat()
-        if item[0] == LINE:
+        if item[0] in (LINE, SUMMARY):
             _, label, line = item
+            if item[0] == SUMMARY:
+                self.summarised.add(label)
             self._end_progress(label)
             self.log(line)
             return

@@ -192,6 +192,10 @@ class RayTrainExecutor:
         with result.checkpoint.as_directory() as d:
             return ckpt.read_state(Path(d))
 
+    def summarised_live(self, stage: str) -> bool:
+        """Whether ``stage``'s summary line was printed as the retrain after it began (a one-budget run)."""
+        return self.live is not None and stage in self.live.summarised
+
     def _kept_after_first_pass(self, spec: LoopSpec) -> bool:
         """Whether a single worker keeps its train rows after the first pass (the worker cache holds them), so
         its datasets can be iterated in the worker itself (:func:`~.sources.loop_data_config`)."""
