@@ -1,7 +1,8 @@
 """Criteo at scale, end to end: generated rows with Criteo Kaggle's per-field cardinality profile
 (``autosrh-ray generate criteo``), prepared on Ray Data, then UE, the AutoSrh search, pruning to CR 10 and 20,
 the retrains and the test evaluation on Ray Train — the paper's Criteo setting (FM, K 64, L 6, ``min_count`` 10),
-the train split streamed every pass (``ray.worker_cache_mb: 0``), four evaluations per pass.
+the train split streamed every pass and the validation split kept in the workers' memory after its first pass
+(``ray.worker_cache_mb`` sized for it, :func:`validation_cache_mb`), four evaluations per pass.
 
 Reports per stage: seconds, rows/s (and per core), evaluations and stop reason; the peak RSS of the driver, of
 each kind of Ray process and of all of them together (this process and its descendants — Ray's GCS, raylet and
@@ -182,6 +183,21 @@ def stage_rows(entry: dict, batch: int, cores: int) -> dict:
     return out
 
 
+def validation_cache_mb(rows: int, config) -> int:
+    """``ray.worker_cache_mb`` that keeps a worker's share of the validation split in memory — twice: α's stream
+    and the evaluation's — but not its train share (a train share is 8× larger and is taken whole or not at all,
+    first): train streams every pass, validation is read once."""
+    from autosrh_ray.distributed.cache import RowCache
+
+    fields = 13 + 26  # Criteo's numeric and categorical fields
+    share = -(-int(rows * config.dataset.split[1]) // max(1, config.ray.num_workers))
+    train_share = int(rows * config.dataset.split[0]) // max(1, config.ray.num_workers)
+    cache = 2 * RowCache.nbytes(share, fields) * 11 // 10
+    if cache >= RowCache.nbytes(train_share, fields):
+        raise ValueError("the validation cache would hold the train split: check dataset.split")
+    return -(-cache // 2**20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -204,8 +220,9 @@ def main() -> None:
     data = generated(rows, shards, args.cache)
     generate_s = time.perf_counter() - t_gen
     output = args.output or Path(tempfile.mkdtemp(prefix="autosrh-scale-"))
-    overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "ray.worker_cache_mb=0", "report.plots=false"]
+    overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "report.plots=false"]
     base = load_config(REPO / "workflows" / "criteo.yaml", overrides)
+    overrides.append(f"ray.worker_cache_mb={validation_cache_mb(rows, base)}")
     steps_per_pass = -(-int(rows * base.dataset.split[0]) // base.train.batch_size)
     # as the workflow evaluates a long pass, also for a pass under its 2,000-step threshold
     every = base.train.eval_every_steps or max(1, steps_per_pass // EVALS_PER_LONG_PASS)
