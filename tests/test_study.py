@@ -118,7 +118,9 @@ def test_a_killed_study_resumes_without_running_finished_trials_again(ray_cluste
     overrides = [o for o in STUDY if not o.startswith(("tune.search_space", "tune.scheduler"))]
     # one final budget, the study's own: what comes after the study is not what this test is about
     overrides = [o for o in overrides if not o.startswith("prune.cr")]
-    overrides += ["tune.search_space={search.K: [4, 8]}", "tune.scheduler=fifo", "prune.cr=[]"]
+    # trials in their Tune actors (ray.num_workers: 0): what is resumed here is Tune's study, the same for trials
+    # on Ray Train (the module study above runs those; test_trial_run.py resumes one inside its Train run)
+    overrides += ["tune.search_space={search.K: [4, 8]}", "tune.scheduler=fifo", "prune.cr=[]", "ray.num_workers=0"]
     config_file = tmp_path / "study.yaml"
     config_file.write_text(yaml.safe_dump({}))
     command = [sys.executable, "-m", "autosrh_ray", "run", str(config_file), "--output", str(out),
