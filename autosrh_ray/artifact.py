@@ -38,7 +38,8 @@ MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (b
 @dataclass(frozen=True)
 class ArtifactBytes:
     """What an artifact holds, in bytes: ``embedding`` (values, scales and biases, the kept-row bitmap and the
-    index), ``other`` (first-order weights, projections, backbone), ``file`` (on disk, with torch's framing)."""
+    index, and the projections of the methods that have them — AutoDim, AutoEmb, MDE), ``other`` (first-order
+    weights, backbone), ``file`` (on disk, with torch's framing)."""
 
     embedding: int
     other: int
@@ -129,16 +130,22 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
     emb = model.embedding  # packed once pruned; a uniform model keeps every entry
     section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
                                 emb.folded_values().float().cpu(), emb.dim, precision)
-    rest = {
-        "first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
-        **_projection(model.embedding),
-        "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()},
-    }
+    projection = _projection(model.embedding)
+    rest = {"first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
+            "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()}}
     payload = {"format_version": FORMAT_VERSION,
                "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
-               "embedding": section, **rest}
+               "embedding": section, **projection, **rest}
     torch.save(payload, path)
-    return ArtifactBytes(tensor_bytes(section), tensor_bytes(rest), Path(path).stat().st_size)
+    return ArtifactBytes(tensor_bytes([section, projection]), tensor_bytes(rest), Path(path).stat().st_size)
+
+
+def embedding_bytes_of(model: EmbeddingModel, precision: str = "fp32") -> int:
+    """The embedding bytes :func:`save_model` would write for ``model`` (projections included)."""
+    emb = model.embedding
+    section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
+                                emb.folded_values().float().cpu(), emb.dim, precision)
+    return tensor_bytes([section, _projection(emb)])
 
 
 def _projection(embedding: nn.Module) -> dict:

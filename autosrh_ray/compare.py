@@ -9,7 +9,7 @@ stages). Then::
     DIR/comparison.json   one entry per method × seed × budget (metrics, params, times), and per method × budget
                           the mean ± std over seeds
     DIR/comparison.md     the Table-3-style summary
-    DIR/comparison.png    test quality against kept embedding params, one point per method and seed (grid: per K')
+    DIR/comparison.png    test quality against embedding bytes, one point per method and seed (grid: per K')
 
 Compare at the achieved size: methods that cannot hit the budget exactly report ``cr_achieved``.
 """
@@ -57,14 +57,16 @@ def _finished(directory: Path, config: Config) -> Optional[dict]:
         return None
     if config_from_dict(yaml.safe_load(saved.read_text())).to_dict() != config.to_dict():
         return None
-    return json.loads(report.read_text())
+    finished = json.loads(report.read_text())
+    return finished if all("bytes" in e for e in finished["models"]) else None  # older runs: no bytes, run again
 
 
 def _rows(method: str, seed: int, report: dict) -> list[dict]:
     out = []
     for entry in report["models"]:
         out.append({"method": method, "seed": seed, "budget": entry["budget"], "test": entry["test"],
-                    "valid": entry["valid"], "params": entry["params"], "cr_target": entry["cr_target"],
+                    "valid": entry["valid"], "params": entry["params"], "bytes": entry["bytes"],
+                    "precision": entry["precision"], "cr_target": entry["cr_target"],
                     "cr_achieved": entry["cr_achieved"], "timings_s": entry["timings_s"],
                     "total_s": report["timings_s"]["total"],
                     **({"candidates": entry["candidates"]} if "candidates" in entry else {})})
@@ -72,7 +74,7 @@ def _rows(method: str, seed: int, report: dict) -> list[dict]:
 
 
 def summarise(rows: Sequence[dict], task: str) -> list[dict]:
-    """Mean ± std over seeds per method and budget (metrics, kept params, stage times)."""
+    """Mean ± std over seeds per method and budget (metrics, kept params, embedding bytes, stage times)."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["budget"]), []).append(r)
@@ -84,6 +86,8 @@ def summarise(rows: Sequence[dict], task: str) -> list[dict]:
             entry[f"test_{name}"] = {"mean": float(values.mean()), "std": float(values.std())}
         for key in ("kept", "projection"):
             entry[key] = float(np.mean([g["params"].get(key, 0) for g in group]))
+        for key in ("embedding", "bytes_cr"):
+            entry[f"bytes_{key}" if key == "embedding" else key] = float(np.mean([g["bytes"][key] for g in group]))
         entry["cr_achieved"] = float(np.mean([g["cr_achieved"] for g in group]))
         for stage in ("search", "retrain"):
             entry[f"{stage}_s"] = float(np.mean([g["timings_s"][stage] for g in group]))
@@ -101,12 +105,13 @@ def table(summary: Sequence[dict], task: str) -> str:
     """The Table-3-style Markdown summary."""
     names = reported_metrics(task)
     head = ["method", "budget", *[f"test {n}" for n in names], "kept params", "projection", "CR achieved",
-            "search s", "retrain s", "total s", "seeds"]
+            "embedding KiB", "bytes CR", "search s", "retrain s", "total s", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for e in summary:
         metrics = [_mean_std(e[f"test_{n}"], e["seeds"]) for n in names]
         cells = [e["method"], e["budget"], *metrics,
-                 f"{e['kept']:,.0f}", f"{e['projection']:,.0f}", f"{e['cr_achieved']:.2f}", f"{e['search_s']:.1f}",
+                 f"{e['kept']:,.0f}", f"{e['projection']:,.0f}", f"{e['cr_achieved']:.2f}",
+                 f"{e['bytes_embedding'] / 1024:,.1f}", f"{e['bytes_cr']:.2f}", f"{e['search_s']:.1f}",
                  f"{e['retrain_s']:.1f}", f"{e['total_s']:.1f}", str(e["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -121,7 +126,8 @@ def plot_title(config: Config, seeds: int) -> str:
 
 
 def plot(rows: Sequence[dict], task: str, path: Path, title: Optional[str] = None) -> None:
-    """Test quality against kept embedding params: one point per method and seed (grid: one per K')."""
+    """Test quality against the artifact's embedding bytes (index, scales and projections included, every method
+    counted alike): one point per method and seed (grid: one per K')."""
     from .plots import comparison_plot
 
     metric = reported_metrics(task)[0]
@@ -129,9 +135,9 @@ def plot(rows: Sequence[dict], task: str, path: Path, title: Optional[str] = Non
     for r in rows:
         points = series.setdefault(r["method"], [])
         if r.get("candidates") and r["method"] == "grid":
-            points += [(c["kept"], c["test"][metric]) for c in r["candidates"] if "test" in c]
+            points += [(c["bytes"], c["test"][metric]) for c in r["candidates"] if "test" in c]
         else:
-            points.append((r["params"]["kept"], r["test"][metric]))
+            points.append((r["bytes"]["embedding"], r["test"][metric]))
     better = "higher" if metric == "auc" else "lower"
     comparison_plot(series, f"test {metric} ({better} is better)", path, lines={"grid"}, title=title)
 

@@ -4,11 +4,11 @@
   and frequency range; columns: dimensions), the paper's Fig. 7a;
 * ``kept_dims.png`` — kept dimensions per feature against its training frequency (Fig. 7b) at the report's first
   budget, with the mean per frequency bin and the frequency blocks' boundaries;
-* ``quality.png`` — the test split's metric against kept embedding parameters, one point per budget, UE as a line;
+* ``quality.png`` — the test split's metric against the artifact's embedding bytes, one point per budget, UE as a line;
 * ``study.png`` — the study's finished trials: score at the study budget against L, one series per K, the best
   marked; trials the scheduler stopped in a panel of their own (their last number is the soft model's, not a
   score);
-* ``comparison.png`` (``autosrh-ray compare``) — test quality against kept params, one series per method.
+* ``comparison.png`` (``autosrh-ray compare``) — test quality against embedding bytes, one series per method.
 """
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def kept_dims_vs_frequency(frequencies: np.ndarray, kept: np.ndarray, path: Path
     _save(fig, path)
 
 
-def quality_vs_params(points: Sequence[tuple[str, int, float]], metric: str, path: Path,
+def quality_vs_bytes(points: Sequence[tuple[str, int, float]], metric: str, path: Path,
                       reference: Optional[tuple[int, float]] = None, higher: Optional[bool] = None) -> None:
-    """``points``: (budget name, kept params, test metric); ``reference``: UE's (params, metric); ``higher``:
+    """``points``: (budget name, embedding bytes, test metric); ``reference``: UE's (bytes, metric); ``higher``:
     whether a higher metric is better (said on the axis)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -119,10 +119,11 @@ def quality_vs_params(points: Sequence[tuple[str, int, float]], metric: str, pat
         ax.annotate(name, (params, value), textcoords="offset points", xytext=(-4 if last else 4, 4),
                     ha="right" if last else "left", fontsize=8)
     if reference is not None:
-        ax.axhline(reference[1], color="C1", linestyle="--", label=f"UE, uncompressed ({reference[0]:,} params)")
+        ax.axhline(reference[1], color="C1", linestyle="--",
+                   label=f"UE, uncompressed ({reference[0] / 1024:,.0f} KiB)")
     ax.set_xscale("log")
     ax.margins(x=0.15, y=0.15)
-    ax.set_xlabel("kept embedding parameters")
+    ax.set_xlabel("embedding bytes in the artifact (index included)")
     ax.set_ylabel(f"test {metric}" + (f" ({_better(higher)})" if higher is not None else ""))
     ax.set_title(f"{metric} on the test split against size")
     ax.legend(fontsize=8)
@@ -176,7 +177,7 @@ def study_trials(trials: Sequence[dict], metric: str, path: Path, higher: bool =
 
 def comparison_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, path: Path,
                     lines: frozenset | set = frozenset(), title: Optional[str] = None) -> None:
-    """One marker per (kept params, quality) point, one colour per method; methods in ``lines`` joined."""
+    """One marker per (embedding bytes, quality) point, one colour per method; methods in ``lines`` joined."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, (method, points) in enumerate(series.items()):
@@ -184,7 +185,7 @@ def comparison_plot(series: dict[str, list[tuple[int, float]]], ylabel: str, pat
         style = "osD^vPX*h"[i % 9] + ("--" if method in lines else "")
         ax.plot(x, y, style, color=f"C{i}", label=method, alpha=0.8)
     ax.set_xscale("log")
-    ax.set_xlabel("kept embedding params")
+    ax.set_xlabel("embedding bytes in the artifact (index included)")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)

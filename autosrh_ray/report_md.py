@@ -126,11 +126,11 @@ def write_report_md(report: dict, prepared: PreparedData, model: EmbeddingModel,
     if report.get("valid_optimistic"):
         lines += ["Read quality from test: α was fitted on the validation split, so AutoSrh's validation metrics "
                   "are optimistic.", ""]
-    points = [(e["budget"], e["params"]["kept"], e["test"][key]) for e in report["models"]]
+    points = [(e["budget"], e["bytes"]["embedding"], e["test"][key]) for e in report["models"]]
     ref = report.get("reference")
-    plots.quality_vs_params(points, key, output / "quality.png",
-                            (ref["params"]["kept"], ref["test"][key]) if ref else None, higher)
-    lines += [f"![test {key} against kept parameters](quality.png)", "",
+    plots.quality_vs_bytes(points, key, output / "quality.png",
+                            (ref["bytes"]["embedding"], ref["test"][key]) if ref else None, higher)
+    lines += [f"![test {key} against embedding bytes](quality.png)", "",
               f"## Kept dimensions per field ({report['budget']})", "", *field_table(prepared, model, truth), ""]
     if truth is not None:
         lines += truth_note(truth)

@@ -47,7 +47,7 @@ import torch
 import yaml
 
 from . import atomic, storage
-from .artifact import ArtifactBytes, load_model, save_model
+from .artifact import ArtifactBytes, embedding_bytes_of, load_model, save_model
 from .batch import Batch
 from .config import Config, ConfigError, sized_for_data, validate_against_data, with_overrides
 from .data.prepared import PreparedData, split_from_columns
@@ -368,8 +368,9 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
              for name, state in (r.candidate_states or {}).items()]
     models = [stored for *_, stored in saved] + [model for *_, model in extra] + ([reference[1].model] if reference else [])
     tests = evaluate_on_test(models, prepared, config.task, config.train.batch_size)
-    for (i, name, _), metrics in zip(extra, tests[len(results):]):
-        next(c for c in results[i].candidates if c["name"] == name)["test"] = metrics
+    for (i, name, model), metrics in zip(extra, tests[len(results):]):
+        row = next(c for c in results[i].candidates if c["name"] == name)
+        row.update(test=metrics, bytes=embedding_bytes_of(model))  # each K' at its own size, counted alike
 
     entries = [model_entry(final_config, prepared, result, tests[i], *saved[i][:2])
                for i, result in enumerate(results) if i in chosen]

@@ -1,6 +1,6 @@
 """``autosrh-ray compare`` end to end on a small synthetic table (in-process training, ``ray.num_workers: 0``):
 every method × seed is a workflow run under DIR/<method>/seed<k>, the comparison lists each with its metrics,
-params and times, summarises mean ± std, plots quality against kept params, and a re-run reads finished runs
+params, bytes and times, summarises mean ± std, plots quality against embedding bytes, and a re-run reads finished runs
 back instead of training again."""
 from __future__ import annotations
 
@@ -47,10 +47,19 @@ def test_every_method_and_seed_is_a_run_with_metrics_params_and_times(comparison
     assert by[("mde", 0)]["params"]["projection"] > 0 and by[("random", 0)]["params"]["projection"] == 0
     assert by[("autodim", 0)]["budget"] == by[("autoemb", 0)]["budget"] == "searched"  # no budget: their own size
     assert by[("pep", 0)]["params"]["kept"] == by[("autosrh", 0)]["params"]["kept"]  # PEP meets the budget exactly
+    # bytes counted alike, from each artifact: MDE's projections are part of its embedding bytes
+    import torch
+
+    from autosrh_ray.artifact import tensor_bytes
+
+    stored = torch.load(out / "mde" / "seed0" / "model.pt", weights_only=True)
+    assert by[("mde", 0)]["bytes"]["embedding"] == tensor_bytes([stored["embedding"], stored["projection"]])
+    assert all(r["bytes"]["bytes_cr"] == pytest.approx(r["bytes"]["dense_fp32"] / r["bytes"]["embedding"]) for r in runs)
     assert by[("autosrh", 0)]["test"] != by[("autosrh", 1)]["test"]  # the seeds are different runs
     grid = by[("grid", 0)]
     assert [c["name"] for c in grid["candidates"]] == ["K1", "K2", "K8"]
     assert all("test" in c for c in grid["candidates"])  # every K' a point of its own
+    assert sorted(c["bytes"] for c in grid["candidates"]) == [c["bytes"] for c in grid["candidates"]]  # its own size
 
 
 def test_summary_table_and_plot(comparison):

@@ -37,7 +37,7 @@ def _inside(fig, artist, ax) -> bool:
 
 def test_quality_names_the_test_split_and_keeps_labels_inside(figures, tmp_path):
     points = [("cr20", 7_000, 0.678), ("cr5", 31_000, 0.674), ("cr10", 15_000, 0.676)]
-    plots.quality_vs_params(points, "auc", tmp_path / "q.png", (155_000, 0.666), higher=True)
+    plots.quality_vs_bytes(points, "auc", tmp_path / "q.png", (155_000, 0.666), higher=True)
     fig = figures[-1]
     ax = fig.axes[0]
     assert "test" in ax.get_ylabel() and "higher is better" in ax.get_ylabel() and "test" in ax.get_title()
@@ -45,7 +45,7 @@ def test_quality_names_the_test_split_and_keeps_labels_inside(figures, tmp_path)
     assert sorted(t.get_text() for t in labels) == ["cr10", "cr20", "cr5"]
     assert all(_inside(fig, t, ax) for t in labels), [t.get_text() for t in labels if not _inside(fig, t, ax)]
     assert ax.lines[0].get_linestyle() == "-"  # several budgets: joined
-    plots.quality_vs_params([("cr10", 15_000, 0.676)], "mse", tmp_path / "q1.png", higher=False)
+    plots.quality_vs_bytes([("cr10", 15_000, 0.676)], "mse", tmp_path / "q1.png", higher=False)
     one = figures[-1].axes[0]
     assert one.lines[0].get_linestyle() == "None" and "lower is better" in one.get_ylabel()
 
@@ -95,11 +95,12 @@ def test_comparison_has_a_title_with_data_budgets_and_seeds(figures, tmp_path):
     from autosrh_ray.config import load_config
 
     config = load_config(ROOT / "workflows" / "quickstart.yaml", ["prune.cr=[5, 10]"])
-    rows = [{"method": "autosrh", "params": {"kept": 1000}, "test": {"auc": 0.74}},
-            {"method": "uniform", "params": {"kept": 10000}, "test": {"auc": 0.72}}]
+    rows = [{"method": "autosrh", "bytes": {"embedding": 6000}, "test": {"auc": 0.74}},
+            {"method": "uniform", "bytes": {"embedding": 41000}, "test": {"auc": 0.72}}]
     plot(rows, "classification", tmp_path / "c.png", plot_title(config, 1))
-    title = figures[-1].axes[0].get_title()
-    assert "synthetic" in title and "CR 5, 10" in title and "1 seed," in title
+    ax = figures[-1].axes[0]
+    assert "synthetic" in ax.get_title() and "CR 5, 10" in ax.get_title() and "1 seed," in ax.get_title()
+    assert "bytes" in ax.get_xlabel() and [tuple(line.get_xdata()) for line in ax.lines] == [(6000,), (41000,)]
 
 
 def test_report_md_on_planted_synthetic_data_says_which_fields_carry_signal(ray_cluster, tmp_path):

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from autosrh_ray.artifact import _kept_layout, compact_embedding, load_model, save_model, tensor_bytes
+from autosrh_ray.artifact import (_kept_layout, compact_embedding, embedding_bytes_of, load_model, save_model,
+                                  tensor_bytes)
 
 from .helpers import pruned_model, random_batch, tiny_model
 
@@ -45,7 +46,8 @@ def test_bytes_are_counted_from_the_file_and_the_loaded_model_reads_its_values_b
     stored = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision)
     payload = torch.load(path, weights_only=True)
     assert stored.embedding == tensor_bytes(payload["embedding"])
-    assert stored.other == tensor_bytes({k: v for k, v in payload.items() if k not in ("embedding", "model")})
+    assert stored.other == tensor_bytes([payload["first_order"], payload["backbone"]])
+    assert embedding_bytes_of(model, precision) == stored.embedding
     assert stored.file == path.stat().st_size <= 1.05 * (stored.embedding + stored.other) + 64 * 1024
     loaded = load_model(path).embedding
     emb = model.embedding
