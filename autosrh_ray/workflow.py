@@ -177,14 +177,15 @@ def evaluate_on_split(models: list[EmbeddingModel], prepared: PreparedData, spli
 
 @dataclass
 class ByteBudgetChoices:
-    """Which results become the report's models (``in``: every result but the byte-budget candidates validation
-    did not choose) and, per byte budget, its candidates' rows (the index of their result kept for the test)."""
+    """Which results become the report's models (``reported``: every result but the byte-budget candidates
+    validation did not choose; ``index in choices`` asks it) and, per byte budget, its candidates' rows (each with
+    the index of its result, for its test metrics)."""
 
-    kept: set[int]
+    reported: set[int]
     groups: dict[str, list[dict]]
 
     def __contains__(self, index: int) -> bool:
-        return index in self.kept
+        return index in self.reported
 
 
 def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared: PreparedData, task: str,
