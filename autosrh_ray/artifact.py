@@ -127,10 +127,7 @@ def stored_values(section: dict, indptr: torch.Tensor) -> torch.Tensor:
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
                dropout: float, precision: str = "fp32") -> ArtifactBytes:
     """Write the compact artifact with its kept values at ``precision``; its bytes per part."""
-    emb = model.embedding  # packed once pruned; a uniform model keeps every entry
-    section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
-                                emb.folded_values().float().cpu(), emb.dim, precision)
-    projection = _projection(model.embedding)
+    section, projection = _embedding_parts(model.embedding, precision)
     rest = {"first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
             "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()}}
     payload = {"format_version": FORMAT_VERSION,
@@ -142,10 +139,15 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
 
 def embedding_bytes_of(model: EmbeddingModel, precision: str = "fp32") -> int:
     """The embedding bytes :func:`save_model` would write for ``model`` (projections included)."""
-    emb = model.embedding
+    return tensor_bytes(_embedding_parts(model.embedding, precision))
+
+
+def _embedding_parts(emb: nn.Module, precision: str) -> tuple[dict, dict]:
+    """The embedding section and the projections (if any) of an embedding (packed once pruned; a uniform model's
+    keeps every entry)."""
     section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
                                 emb.folded_values().float().cpu(), emb.dim, precision)
-    return tensor_bytes([section, _projection(emb)])
+    return section, _projection(emb)
 
 
 def _projection(embedding: nn.Module) -> dict:
