@@ -4,14 +4,16 @@ The bytes are the artifact's (:func:`autosrh_ray.artifact.compact_embedding`): a
 cheaper index (a uint8 count per kept row and a uint8 dimension per entry, or a K-bit mask per kept row) and the
 values at their precision (:mod:`autosrh_ray.quantize`: fp32 4 B, fp16 2 B, int8 1 B, int4 ½ B per value; int8
 and int4 4 B of fp16 scale and bias per kept row). They depend on how many features keep anything, so the count
-is found on the scores themselves: the largest ``n`` whose top-``n`` entries (as :func:`~autosrh_ray.prune.
-topk_mask` keeps them) fit. Pure PyTorch.
+is found on the scores themselves: the largest ``n`` whose top-``n`` entries (as
+:func:`~autosrh_ray.prune.topk_mask` keeps them) fit. Pure PyTorch.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+
+from .prune import topk_mask
 
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias per kept row
@@ -25,18 +27,8 @@ def embedding_bytes(kept: int, rows: int, num_features: int, dim: int, precision
 
 
 def kept_rows(scores: torch.Tensor, keep: int) -> int:
-    """Features (rows of ``scores``, (M, K)) with at least one of the ``keep`` highest scores (ties: lower flat
-    index first, as :func:`~autosrh_ray.prune.topk_mask`)."""
-    flat = scores.detach().flatten()
-    keep = min(max(keep, 0), flat.numel())
-    if keep == 0:
-        return 0
-    threshold = torch.kthvalue(flat.cpu(), flat.numel() - keep + 1).values
-    rows_above = scores.detach().amax(dim=1) > threshold
-    need = keep - int((flat > threshold).sum())
-    ties = torch.nonzero(flat == threshold).flatten()[:need] // scores.shape[1]
-    rows_above[ties] = True
-    return int(rows_above.sum())
+    """Features (rows of ``scores``, (M, K)) with at least one of the ``keep`` entries pruning keeps."""
+    return int(topk_mask(scores, keep).any(dim=1).sum())
 
 
 def kept_for_bytes(scores: torch.Tensor, budget: int, precision: str) -> int:
