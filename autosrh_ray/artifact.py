@@ -9,7 +9,8 @@ needs no α), with
   kept row and a uint8 dimension per entry) or ``mask`` (a K-bit mask per kept row; at K = 64 cheaper once rows
   keep more than 7 dimensions on average);
 * the values at ``precision`` (:mod:`autosrh_ray.quantize`: fp32, fp16, or int8/int4 codes with an fp16 scale
-  and bias per kept row);
+  and bias per kept row) — one precision, or one per frequency block (:mod:`autosrh_ray.precision_plan`): a
+  segment per run of blocks at one precision, from its first feature id;
 
 then the never-pruned first-order weights, the projections (if any) and the backbone's weights.
 :func:`save_model` returns the bytes of each part, counted from the tensors it writes; :func:`load_model` rebuilds a
@@ -21,6 +22,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -29,9 +31,10 @@ from torch import nn
 from .embedding import FirstOrder
 from .models import EmbeddingModel, build_backbone
 from .packed import PackedEmbedding
+from .precision_plan import Precision, reported, segments
 from .quantize import QuantizedValues, dequantize, quantize
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (bounds the (rows, K) transients)
 
 
@@ -58,26 +61,49 @@ def tensor_bytes(tree) -> int:
 
 
 def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Tensor, dim: int,
-                      precision: str = "fp32") -> dict:
+                      precision: Precision = "fp32", block_starts: Sequence[int] = (0,)) -> dict:
     """The artifact's embedding section for kept entries given per feature: ``counts`` (M,) kept dims of every
-    feature, ``dims`` (nnz,) uint8 and ``values`` (nnz,) feature by feature, ascending dimension."""
+    feature, ``dims`` (nnz,) uint8 and ``values`` (nnz,) feature by feature, ascending dimension; the values at
+    ``precision`` (one, or one per frequency block starting at ``block_starts``), one stored segment per run of
+    equal precisions."""
     counts = counts.long()
     rows = counts > 0
     kept_counts = counts[rows]
     bitmap = torch.from_numpy(np.packbits(rows.numpy(), bitorder="little"))
     indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
     torch.cumsum(kept_counts, 0, out=indptr[1:])
-    stored = quantize(values, indptr, precision)
     n_rows, nnz, mask_bytes = int(kept_counts.numel()), int(dims.numel()), (dim + 7) // 8
     section = {"num_features": int(counts.numel()), "dim": int(dim), "rows": bitmap,
-               "precision": precision, "values": stored.data}
-    if stored.scale is not None:
-        section.update(scale=stored.scale, bias=stored.bias)
+               "precision": reported(precision),
+               "segments": _segments(values, indptr, _row_ranks(rows),
+                                     segments(precision, block_starts, int(counts.numel())))}
     if n_rows * mask_bytes < n_rows + nnz:
         section.update(index="mask", masks=_masks(indptr, dims, dim))
     else:
         section.update(index="dims", counts=kept_counts.to(torch.uint8), dims=dims.to(torch.uint8))
     return section
+
+
+def _row_ranks(rows: torch.Tensor) -> torch.Tensor:
+    """(M+1,) kept rows before each feature id (the bitmap's rank)."""
+    ranks = torch.zeros(rows.numel() + 1, dtype=torch.int64)
+    torch.cumsum(rows.long(), 0, out=ranks[1:])
+    return ranks
+
+
+def _segments(values: torch.Tensor, indptr: torch.Tensor, ranks: torch.Tensor,
+              spans: list[tuple[int, int, str]]) -> list[dict]:
+    """Each span of feature ids (first, end, precision) quantised on its own: its kept rows' values."""
+    out = []
+    for first, end, p in spans:
+        r0, r1 = int(ranks[first]), int(ranks[end])
+        local = indptr[r0:r1 + 1] - indptr[r0]
+        stored = quantize(values[int(indptr[r0]):int(indptr[r1])], local, p)
+        segment = {"first": first, "precision": p, "values": stored.data}
+        if stored.scale is not None:
+            segment.update(scale=stored.scale, bias=stored.bias)
+        out.append(segment)
+    return out
 
 
 def _masks(indptr: torch.Tensor, dims: torch.Tensor, dim: int) -> torch.Tensor:
@@ -117,17 +143,27 @@ def _kept_layout(section: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return counts, indptr, dims
 
 
-def stored_values(section: dict, indptr: torch.Tensor) -> torch.Tensor:
-    """The kept values as the section stores them, read back in float32 (nnz,)."""
-    nnz = int(indptr[-1])
-    q = QuantizedValues(section["precision"], section["values"], nnz, section.get("scale"), section.get("bias"))
-    return dequantize(q, indptr)
+def stored_values(section: dict, counts: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
+    """The kept values as the section stores them, read back in float32 (nnz,); ``counts`` (M,) and ``indptr``
+    (kept rows + 1) from :func:`_kept_layout`."""
+    ranks = _row_ranks(counts > 0)
+    m = int(section["num_features"])
+    parts = []
+    firsts = [int(s["first"]) for s in section["segments"]]
+    for segment, first, end in zip(section["segments"], firsts, [*firsts[1:], m]):
+        r0, r1 = int(ranks[first]), int(ranks[end])
+        local = indptr[r0:r1 + 1] - indptr[r0]
+        q = QuantizedValues(segment["precision"], segment["values"], int(local[-1]), segment.get("scale"),
+                            segment.get("bias"))
+        parts.append(dequantize(q, local))
+    return torch.cat(parts) if parts else torch.zeros(0)
 
 
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
-               dropout: float, precision: str = "fp32") -> ArtifactBytes:
-    """Write the compact artifact with its kept values at ``precision``; its bytes per part."""
-    section, projection = _embedding_parts(model.embedding, precision)
+               dropout: float, precision: Precision = "fp32", block_starts: Sequence[int] = (0,)) -> ArtifactBytes:
+    """Write the compact artifact with its kept values at ``precision`` (one, or one per frequency block starting
+    at ``block_starts``); its bytes per part."""
+    section, projection = _embedding_parts(model.embedding, precision, block_starts)
     rest = {"first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
             "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()}}
     payload = {"format_version": FORMAT_VERSION,
@@ -137,16 +173,17 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
     return ArtifactBytes(tensor_bytes([section, projection]), tensor_bytes(rest), Path(path).stat().st_size)
 
 
-def embedding_bytes_of(model: EmbeddingModel, precision: str = "fp32") -> int:
+def embedding_bytes_of(model: EmbeddingModel, precision: Precision = "fp32",
+                       block_starts: Sequence[int] = (0,)) -> int:
     """The embedding bytes :func:`save_model` would write for ``model`` (projections included)."""
-    return tensor_bytes(_embedding_parts(model.embedding, precision))
+    return tensor_bytes(_embedding_parts(model.embedding, precision, block_starts))
 
 
-def _embedding_parts(emb: nn.Module, precision: str) -> tuple[dict, dict]:
+def _embedding_parts(emb: nn.Module, precision: Precision, block_starts: Sequence[int]) -> tuple[dict, dict]:
     """The embedding section and the projections (if any) of an embedding (packed once pruned; a uniform model's
     keeps every entry)."""
     section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
-                                emb.folded_values().float().cpu(), emb.dim, precision)
+                                emb.folded_values().float().cpu(), emb.dim, precision, block_starts)
     return section, _projection(emb)
 
 
@@ -170,7 +207,7 @@ def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
                          f"{FORMAT_VERSION}: re-run the workflow into its output to rewrite it")
     e = payload["embedding"]
     counts, kept_indptr, dims = _kept_layout(e)
-    values = stored_values(e, kept_indptr)
+    values = stored_values(e, counts, kept_indptr)
     del kept_indptr
     dtype = torch.int32 if values.numel() < torch.iinfo(torch.int32).max else torch.int64
     indptr = torch.zeros(int(e["num_features"]) + 1, dtype=dtype)

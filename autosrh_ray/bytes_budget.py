@@ -5,25 +5,33 @@ cheaper index (a uint8 count per kept row and a uint8 dimension per entry, or a 
 values at their precision (:mod:`autosrh_ray.quantize`: fp32 4 B, fp16 2 B, int8 1 B, int4 ½ B per value; int8
 and int4 4 B of fp16 scale and bias per kept row). They depend on how many features keep anything, so the count
 is found on the scores themselves: the largest ``n`` whose top-``n`` entries (as
-:func:`~autosrh_ray.prune.topk_mask` keeps them) fit. Pure PyTorch.
+:func:`~autosrh_ray.prune.topk_mask` keeps them) fit. With a precision per frequency block, each stored segment
+pays its own values, scales and biases. Pure PyTorch.
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
+from .precision_plan import Precision, segments
 from .prune import topk_mask
 
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias per kept row
+LOSSLESS_INT8_DIMS = 4  # int8 (d + 4 B per row) takes fewer bytes than fp16 (2d) once a row keeps more dims
 
 
-def embedding_bytes(kept: int, rows: int, num_features: int, dim: int, precision: str) -> int:
-    """Bytes of an artifact's embedding with ``kept`` entries in ``rows`` kept rows (features keeping anything)."""
-    bits = VALUE_BITS[precision]
-    values = math.ceil(kept * bits / 8) + ROW_BYTES[precision] * rows
-    return math.ceil(num_features / 8) + min(rows + kept, rows * math.ceil(dim / 8)) + values
+def embedding_bytes(kept: int | Sequence[int], rows: int | Sequence[int], num_features: int, dim: int,
+                    precision: str | Sequence[str]) -> int:
+    """Bytes of an artifact's embedding with ``kept`` entries in ``rows`` kept rows (features keeping anything) —
+    or, per stored segment, ``kept``, ``rows`` and ``precision`` listed segment by segment."""
+    if isinstance(precision, str):
+        kept, rows, precision = [kept], [rows], [precision]
+    values = sum(math.ceil(n * VALUE_BITS[p] / 8) + ROW_BYTES[p] * r for n, r, p in zip(kept, rows, precision))
+    n, r = sum(kept), sum(rows)
+    return math.ceil(num_features / 8) + min(r + n, r * math.ceil(dim / 8)) + values
 
 
 def kept_rows(scores: torch.Tensor, keep: int) -> int:
@@ -31,21 +39,47 @@ def kept_rows(scores: torch.Tensor, keep: int) -> int:
     return int(topk_mask(scores, keep).any(dim=1).sum())
 
 
-def kept_for_bytes(scores: torch.Tensor, budget: int, precision: str) -> int:
-    """The most entries whose artifact embedding at ``precision`` takes at most ``budget`` bytes (0 if not even
-    the empty table fits; bytes grow with the entries kept, so a bisection finds it)."""
+def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]]) -> int:
+    counts = topk_mask(scores, keep).sum(dim=1)
+    kept = [int(counts[a:b].sum()) for a, b, _ in spans]
+    rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
+    return embedding_bytes(kept, rows, *scores.shape, [p for _, _, p in spans])
+
+
+def kept_for_bytes(scores: torch.Tensor, budget: int, precision: Precision,
+                   block_starts: Sequence[int] = (0,)) -> int:
+    """The most entries whose artifact embedding at ``precision`` (one, or one per block starting at
+    ``block_starts``) takes at most ``budget`` bytes (0 if not even the empty table fits; bytes grow with the
+    entries kept, so a bisection finds it)."""
     m, k = scores.shape
-
-    def size(n: int) -> int:
-        return embedding_bytes(n, kept_rows(scores, n), m, k, precision)
-
+    spans = segments(precision, block_starts, m)
     lo, hi = 0, m * k
-    if size(hi) <= budget:
+    if _size(scores, hi, spans) <= budget:
         return hi
     while lo < hi:  # size(lo) <= budget < size(hi + 1) once it ends
         mid = (lo + hi + 1) // 2
-        if size(mid) <= budget:
+        if _size(scores, mid, spans) <= budget:
             lo = mid
         else:
             hi = mid - 1
     return lo
+
+
+def mixed_precision(scores: torch.Tensor, budget: int, block_starts: Sequence[int], rare: str) -> tuple[str, ...]:
+    """A precision per frequency block for a byte budget, guided by the dimensions the blocks keep: at the count
+    that fits ``budget`` at fp16, a block whose kept rows average more than :data:`LOSSLESS_INT8_DIMS` dims is
+    stored at int8 (fewer bytes, error ≤ range/510 per value), else at fp16; with ``rare="int4"`` the rarer half of
+    the blocks drop to int4 where it takes fewer bytes than their fp16 (more than 8/3 dims a row)."""
+    m = scores.shape[0]
+    counts = topk_mask(scores, kept_for_bytes(scores, budget, "fp16")).sum(dim=1)
+    plan = []
+    ends = [*block_starts[1:], m]
+    for b, (first, end) in enumerate(zip(block_starts, ends)):
+        block = counts[first:end]
+        rows = int((block > 0).sum())
+        mean = float(block.sum()) / rows if rows else 0.0
+        if rare == "int4" and b >= len(block_starts) / 2 and mean * 2 > mean / 2 + ROW_BYTES["int4"]:
+            plan.append("int4")
+        else:
+            plan.append("int8" if mean > LOSSLESS_INT8_DIMS else "fp16")
+    return tuple(plan)

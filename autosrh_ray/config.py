@@ -100,9 +100,11 @@ class PruneConfig:
     # budgets in the artifact's embedding bytes: UE's dense fp32 table (M·K·4) ÷ bytes_cr, or absolute bytes
     bytes_cr: Optional[Union[float, list[float]]] = None
     bytes: Optional[Union[int, list[int]]] = None
-    # the artifact's kept values (int8/int4 row-wise); auto: fp32 for cr/params budgets, and for byte budgets the
-    # precision whose model (as many entries as fit at it) validation prefers
-    precision: Literal["auto", "fp32", "fp16", "int8", "int4"] = "auto"
+    # the artifact's kept values (int8/int4 row-wise), or a list: one per frequency block (search.L of them, most
+    # frequent first); auto: fp32 for cr/params budgets, and for byte budgets the candidate (uniform or per block)
+    # whose model (as many entries as fit at it) validation prefers
+    precision: Union[Literal["auto", "fp32", "fp16", "int8", "int4"], list[Literal["fp32", "fp16", "int8", "int4"]]] \
+        = "auto"
 
     @property
     def crs(self) -> list[float]:
@@ -174,6 +176,7 @@ class RayConfig:
     storage_path: Optional[str] = None
     max_failures: int = 1
     worker_cache_mb: int = 1024  # per worker: splits that fit are streamed once, then replayed from memory
+    object_store_mb: int = 0  # a local Ray's shared object store (0: Ray's default, 30% of the memory)
     verbose: bool = False
     stall_timeout_s: float = 300.0  # a stage or trial that reports nothing this long fails (0: no limit)
 
@@ -399,6 +402,9 @@ def validate(config: Config) -> None:
             _positive(f"{key}[{i}]" if len(entries) > 1 else key, b)
         if entries and s.method not in ("autosrh", "magnitude"):
             raise ConfigError(key, f"byte budgets are for search.method autosrh or magnitude (got {s.method})")
+    if isinstance(config.prune.precision, list) and len(config.prune.precision) != s.L:
+        raise ConfigError("prune.precision", f"a list gives one precision per frequency block: search.L = {s.L} of "
+                                             f"them, most frequent first (got {len(config.prune.precision)})")
     if not (config.prune.crs or config.prune.param_budgets or config.prune.bytes_crs or config.prune.byte_budgets):
         raise ConfigError("prune.cr", "needs at least one budget (prune.cr, prune.params, prune.bytes_cr or "
                                       "prune.bytes)")
@@ -413,6 +419,9 @@ def validate(config: Config) -> None:
         raise ConfigError("train.batch_size", f"must be divisible by ray.num_workers = {config.ray.num_workers} "
                                               f"(got {config.train.batch_size})")
     _positive("ray.worker_cache_mb", config.ray.worker_cache_mb, minimum=0)
+    if config.ray.object_store_mb and config.ray.object_store_mb < 75:
+        raise ConfigError("ray.object_store_mb", f"must be 0 (Ray's default) or >= 75, Ray's smallest object store "
+                                                 f"(got {config.ray.object_store_mb})")
     if config.ray.stall_timeout_s < 0:
         raise ConfigError("ray.stall_timeout_s", f"must be >= 0 (0: no limit; got {config.ray.stall_timeout_s})")
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)

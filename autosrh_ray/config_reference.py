@@ -72,8 +72,10 @@ MEANING = {
     "prune.cr": "compression ratio(s): keep round(M x K / cr) entries of |E ⊙ α|; a list gives one model each",
     "prune.params": "absolute budget(s): kept embedding entries (with cr, both lists are used)",
     "prune.precision": "how the artifact stores the kept values: fp32, fp16, or int8 / int4 codes with an fp16 "
-                       "scale and bias per feature (post-training; the reported metrics are the stored model's); "
-                       "auto: fp32 for cr/params budgets, and for a byte budget the precision validation prefers",
+                       "scale and bias per feature (post-training; the reported metrics are the stored model's); a "
+                       "list: one per frequency block (search.L, most frequent first); auto: fp32 for cr/params "
+                       "budgets, and for a byte budget the candidate validation prefers (each uniform precision, "
+                       "and two per-block ones guided by the dims each block keeps)",
     "prune.bytes_cr": "byte budgets (a number or a list): the artifact's embedding at most UE's dense fp32 table "
                       "(M·K·4 bytes) ÷ this, index included; the first budgets of the run",
     "prune.bytes": "byte budgets in bytes of the artifact's embedding (a number or a list), as prune.bytes_cr",
@@ -104,6 +106,9 @@ MEANING = {
                         "shared storage on a cluster",
     "ray.max_failures": "worker failures a Train run recovers from (from its last checkpoint)",
     "ray.worker_cache_mb": "per worker: splits that fit are streamed once, then replayed from memory",
+    "ray.object_store_mb": "shared object store of a local Ray (0: Ray's default, 30% of the machine's memory); Ray "
+                           "Data's streaming stays within a share of it and spills beyond; ignored when joining a "
+                           "running cluster (its own setting holds)",
     "ray.verbose": "Ray's own logs, worker output and Ray Data progress bars",
     "ray.stall_timeout_s": "a stage or study trial that reports nothing (no rows, evaluation or chunk) for this "
                            "long fails with one line saying what it waited for (a trial: marked failed, the study "
@@ -138,8 +143,9 @@ def _values(tp: Any) -> str:
     """The allowed values of a Literal (inside Optional), else the type's name."""
     args = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) is Union else [tp]
     literals = [v for a in args if get_origin(a) is Literal for v in get_args(a)]
+    listed = [a for a in args if get_origin(a) is list and get_origin(get_args(a)[0]) is Literal]
     if literals:
-        return " \\| ".join(str(v) for v in literals)
+        return " \\| ".join(str(v) for v in literals) + (" or a list of them" if listed else "")
     names = [getattr(a, "__name__", str(a)).replace("typing.", "") for a in args]
     return " or ".join(names)
 

@@ -176,7 +176,7 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         return run_pep(config, executor, initial, log, parallel)
     stage = first_stage(config)
     chained = getattr(executor, "search_then_retrain", None)
-    todo = budgets(config.prune, *initial[EMBEDDING].shape)
+    todo = run_budgets(config, initial[EMBEDDING])
     # one budget: the first stage, pruning and the retrain in one run (one start-up; Ray Train); not for a byte
     # budget (its kept entries depend on the searched scores), nor where Θ's search streams only its share of
     # train (alpha_data: train) while the retrain needs all of it
@@ -198,7 +198,7 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         prepared = executor.prepared
         scores = model_from_state(config, prepared.features, prepared.label_mean, searched_state, retrain=False,
                                   share=True).embedding.pruning_scores()
-        todo = [b.resolved(scores) for b in todo]
+        todo = distinct_candidates([b.resolved(scores) for b in todo])
         del scores
 
     def finish(budget: Budget) -> tuple[dict, StageResult]:
@@ -213,6 +213,26 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
                                   searched_state.get(ALPHA))
 
     return side_by_side(finish, todo, parallel)
+
+
+def distinct_candidates(todo: list[Budget]) -> list[Budget]:
+    """A byte budget's candidates without repeats: a per-block candidate that chose one precision for every block
+    (or the same plan as another) would retrain the same model again."""
+    seen, out = set(), []
+    for b in todo:
+        key = (b.group, b.precision) if b.group else (b.name,)
+        if key not in seen:
+            seen.add(key)
+            out.append(b)
+    return out
+
+
+def run_budgets(config: Config, weight: torch.Tensor) -> list[Budget]:
+    """The run's budgets for an (M, K) table, with the search's frequency blocks (a precision per block)."""
+    from .features import block_starts
+
+    m, k = weight.shape
+    return budgets(config.prune, m, k, block_starts(m, config.search.L, config.search.block_boundaries))
 
 
 FIXED_DIMS = ("grid", "random", "mde")
@@ -238,7 +258,7 @@ def run_pep(config: Config, executor: StageExecutor, initial: dict, log: Log,
         timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
         return state, StageResult(None, {"pep": pep, "retrain": retrain}, timings, budget)
 
-    return side_by_side(finish, budgets(config.prune, weight.shape[0], weight.shape[1]), parallel)
+    return side_by_side(finish, run_budgets(config, weight), parallel)
 
 
 def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
@@ -320,7 +340,7 @@ def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: 
     stage each, side by side), then per budget keep the best by validation loss. Selection time (the candidates
     not kept) is reported as the search."""
     weight = initial[EMBEDDING]
-    todo = budgets(config.prune, weight.shape[0], weight.shape[1])
+    todo = run_budgets(config, weight)
     features = executor.prepared.features
     per_budget = {b.name: dims_candidates(config, features, b) for b in todo}
     unique = {c.name: c for cands in per_budget.values() for c in cands}

@@ -12,6 +12,7 @@ import torch
 from . import atomic, plots
 from .data.prepared import PreparedData
 from .models import EmbeddingModel
+from .precision_plan import precision_name
 
 
 def _metric(report: dict) -> tuple[str, bool]:
@@ -33,7 +34,9 @@ def _bytes(entry: dict) -> str:
 
 def _embedding_bytes(entry: dict) -> str:
     b = entry["bytes"]
-    return f"{b['embedding'] / 1024:,.0f} KiB {entry['precision']} ({b['bytes_cr']:.1f}×)"
+    precision = entry["precision"]
+    label = precision_name(precision if isinstance(precision, str) else tuple(precision))
+    return f"{b['embedding'] / 1024:,.0f} KiB {label} ({b['bytes_cr']:.1f}×)"
 
 
 def model_table(report: dict) -> list[str]:

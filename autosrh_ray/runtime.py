@@ -101,6 +101,8 @@ def connect(ray_config: RayConfig) -> bool:
         # stopped (a Tune trial stopped by its scheduler): without it, the run's CPUs stay reserved.
         options = dict(logging_level=level, log_to_driver=ray_config.verbose)
         if address == "local":
+            if ray_config.object_store_mb:
+                options["object_store_memory"] = ray_config.object_store_mb * 2**20
             start_local(_system_config=LOCAL_SYSTEM_CONFIG, **options)
         else:
             ray.init(address=address, **options)

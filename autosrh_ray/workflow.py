@@ -54,6 +54,7 @@ from .data.prepared import PreparedData, split_from_columns
 from .metrics import reported_metrics, task_metrics, validation_loss
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
+from .precision_plan import reported
 from .pipeline import StageResult, run_all_in_process
 from .supervise import beating, supervised
 
@@ -121,7 +122,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "artifacts": artifacts,
         "artifact_bytes": {"compact_model": stored.file, "dense_embedding": m * k * 4},
         # as the artifact stores it, counted from its tensors; bytes_cr: UE's dense fp32 table over this model's
-        "precision": stages.budget.precision if stages.budget else "fp32",
+        "precision": reported(stages.budget.precision) if stages.budget else "fp32",
         "bytes": {"embedding": stored.embedding, "dense_fp32": m * k * 4, "other": stored.other,
                   "bytes_cr": m * k * 4 / max(stored.embedding, 1)},
         "stages": {name: result.summary() for name, result in stages.stages.items()},
@@ -205,7 +206,7 @@ def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared
     for group, candidates in members.items():
         best = min(candidates, key=lambda i: validation_loss(task, valid[i]))
         not_chosen |= set(candidates) - {best}
-        groups[group] = [{"name": results[i].budget.name, "precision": results[i].budget.precision,
+        groups[group] = [{"name": results[i].budget.name, "precision": reported(results[i].budget.precision),
                           "kept": results[i].budget.kept, "bytes": saved[i][1].embedding,
                           "valid": valid[i], "model": saved[i][0]["model"], "chosen": i == best, "index": i}
                          for i in candidates]
@@ -218,14 +219,16 @@ def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingMode
     return model_from_state(config, prepared.features, prepared.label_mean, state)
 
 
-def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path, folder: str,
-                precision: str = "fp32") -> tuple[dict, ArtifactBytes, EmbeddingModel]:
-    """The model's artifact (its kept values at ``precision``) and its dims table; with the model to evaluate:
-    below fp32 the one the artifact loads as (what is evaluated is what is stored), else ``result.model``."""
+def _save_model(config: Config, prepared: PreparedData, result: StageResult,
+                output: Path, folder: str) -> tuple[dict, ArtifactBytes, EmbeddingModel]:
+    """The model's artifact (its kept values at its budget's precision, fp32 without one) and its dims table; with
+    the model to evaluate: below fp32 the one the artifact loads as (what is evaluated is what is stored), else
+    ``result.model``."""
+    precision, starts = (result.budget.precision, result.budget.block_starts) if result.budget else ("fp32", (0,))
     artifacts = {"model": f"{folder}model.pt", "dims": f"{folder}dims.parquet"}
     with atomic.atomic_path(output / artifacts["model"]) as tmp:
         stored = save_model(result.model, tmp, config.model.name, prepared.features.num_fields, config.model.hidden,
-                            config.model.dropout, precision)
+                            config.model.dropout, precision, starts)
     _write_dims(result.model, prepared, output / artifacts["dims"])
     return artifacts, stored, load_model(output / artifacts["model"]) if precision != "fp32" else result.model
 
@@ -360,8 +363,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     # the first budget's model at the top level (a byte budget's candidates each in models/<tag>/)
     top = not (results[0].budget and results[0].budget.group)
     saved = [_save_model(final_config, prepared, result, output,
-                         "" if i == 0 and top else f"models/{result.budget.tag}/",
-                         result.budget.precision if result.budget else "fp32") for i, result in enumerate(results)]
+                         "" if i == 0 and top else f"models/{result.budget.tag}/") for i, result in enumerate(results)]
     chosen = byte_budget_choices(results, saved, prepared, config.task, config.train.batch_size)
     # the first and only read of the test split, for every final model at once, each as its artifact stores it
     # grid: every K' is also evaluated (each a point at its own size), in the same pass

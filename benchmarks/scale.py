@@ -206,6 +206,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=0, help="input files (default: one per 2M rows, at least 2)")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "autosrh_ray" / "scale")
     ap.add_argument("--output", type=Path, help="the run's output directory (default: temporary, removed)")
+    ap.add_argument("--object-store-mb", type=int, default=2048,
+                    help="the local Ray's object store (ray.object_store_mb; 0: Ray's default, 30%% of the memory)")
     ap.add_argument("--skip-vocab-check", action="store_true", help="no single-process count (saves its time)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -220,7 +222,8 @@ def main() -> None:
     data = generated(rows, shards, args.cache)
     generate_s = time.perf_counter() - t_gen
     output = args.output or Path(tempfile.mkdtemp(prefix="autosrh-scale-"))
-    overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "report.plots=false"]
+    overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "report.plots=false",
+                 f"ray.object_store_mb={args.object_store_mb}"]
     base = load_config(REPO / "workflows" / "criteo.yaml", overrides)
     overrides.append(f"ray.worker_cache_mb={validation_cache_mb(rows, base)}")
     steps_per_pass = -(-int(rows * base.dataset.split[0]) // base.train.batch_size)
@@ -243,6 +246,7 @@ def main() -> None:
 
     figures = {"rows": rows, "shards": shards, "wall_s": round(wall, 1), "generate_s": round(generate_s, 1),
                "prepare_s": round(report["timings_s"]["prepare"], 1), "cores": cores,
+               "object_store_mb": args.object_store_mb,
                "peak_rss_total_mib": round(memory.total), "peak_pss_total_mib": round(memory.total_pss),
                "driver_peak_rss_mib": round(memory.by_name["driver"]),
                "num_features": report["num_features"], "distinct_values": meta["statistics"].get("distinct_values"),

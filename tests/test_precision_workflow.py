@@ -4,13 +4,15 @@ scored independently here, gives the same numbers."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from autosrh_ray import workflow
 from autosrh_ray.artifact import load_model, tensor_bytes
+from autosrh_ray.config import ConfigError
 from autosrh_ray.metrics import task_metrics
 
-from .distributed.helpers import prepared_small
+from .distributed.helpers import prepared_small, small_config
 
 
 def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(tmp_path):
@@ -24,7 +26,8 @@ def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(t
     assert b["embedding"] == tensor_bytes(payload["embedding"]) and b["dense_fp32"] == report["num_features"] * \
         report["K"] * 4
     assert b["bytes_cr"] == b["dense_fp32"] / b["embedding"]
-    e = payload["embedding"]
+    (e,) = payload["embedding"]["segments"]
+    assert e["precision"] == "int8" and e["first"] == 0
     fp32 = b["embedding"] - tensor_bytes([e["values"], e["scale"], e["bias"]]) + 4 * report["params"]["kept"]
     assert b["embedding"] < fp32  # one byte per value and 4 per kept row instead of 4 per value
     assert path.stat().st_size <= 1.05 * (b["embedding"] + b["other"]) + 64 * 1024
@@ -42,14 +45,19 @@ def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(t
 
 def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_validation_prefers(tmp_path):
     config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
-                                      "report.reference=none", "prune.bytes_cr=30", "prune.cr=10")
+                                      "report.reference=none", "prune.bytes_cr=3", "prune.cr=10")
     out = tmp_path / "out"
     report = workflow.run(config, out, prepared=prepared, log=lambda _: None)
     first, cr10 = report["models"]
-    assert report["budget"] == first["budget"] == "bytes_cr30" and cr10["budget"] == "cr10"
-    budget = first["bytes"]["dense_fp32"] // 30
+    assert report["budget"] == first["budget"] == "bytes_cr3" and cr10["budget"] == "cr10"
+    budget = first["bytes"]["dense_fp32"] // 3
     rows = first["candidates"]
-    assert [r["precision"] for r in rows] == ["fp32", "fp16", "int8", "int4"]
+    assert [r["precision"] for r in rows[:4]] == ["fp32", "fp16", "int8", "int4"]
+    # a precision per block (search.L = 3) guided by the dims the blocks keep, unless it repeats another candidate
+    assert rows[4:] and {r["name"] for r in rows[4:]} <= {"bytes_cr3-mixed", "bytes_cr3-mixed-int4"}
+    for row in rows[4:]:
+        assert len(row["precision"]) == 3 and len(set(row["precision"])) > 1
+    assert len({str(r["precision"]) for r in rows}) == len(rows)
     for row in rows:
         section = torch.load(out / row["model"], weights_only=True)["embedding"]
         assert section["precision"] == row["precision"] and tensor_bytes(section) == row["bytes"] <= budget
@@ -58,6 +66,13 @@ def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_valid
     best = min(rows, key=lambda r: r["valid"]["logloss"])
     assert best["chosen"] and sum(r["chosen"] for r in rows) == 1
     assert first["precision"] == best["precision"] and first["params"]["kept"] == best["kept"]
-    assert first["bytes"]["embedding"] == best["bytes"] and first["bytes"]["bytes_cr"] >= 30
+    assert first["bytes"]["embedding"] == best["bytes"] and first["bytes"]["bytes_cr"] >= 3
     assert (out / "model.pt").read_bytes() == (out / best["model"]).read_bytes()  # the top level's model
     assert cr10["precision"] == "fp32" and "candidates" not in cr10
+
+
+def test_a_precision_per_block_is_one_per_search_block():
+    with pytest.raises(ConfigError, match="prune.precision.*search.L = 3"):
+        small_config("prune.precision=[fp16, int8]")
+    with pytest.raises(ConfigError, match=r"prune.precision\[1\]"):
+        small_config("prune.precision=[fp16, int9, int4]")

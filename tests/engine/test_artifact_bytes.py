@@ -59,7 +59,8 @@ def test_bytes_are_counted_from_the_file_and_the_loaded_model_reads_its_values_b
         assert (error <= folded.abs() * 2.0 ** -11).all()
     else:  # per kept row: at most half its scale
         rows = emb.kept_per_feature() > 0
-        scale = payload["embedding"]["scale"].float()
+        (segment,) = payload["embedding"]["segments"]
+        scale = segment["scale"].float()
         kept = emb.dense() != 0
         assert (error[rows] <= torch.where(kept[rows], scale[:, None] / 2 + 1e-6, torch.zeros(1))).all()
     batch = random_batch(n=32, m=400, seed=3, dtype=torch.float32)
@@ -73,3 +74,34 @@ def test_lower_precision_is_fewer_bytes():
     sizes = [tensor_bytes(compact_embedding(emb.kept_per_feature(), emb.kept_dims(), emb.folded_values(), 16, p))
              for p in ("fp32", "fp16", "int8", "int4")]
     assert sizes == sorted(sizes, reverse=True) and sizes[3] < sizes[0] / 3
+
+
+def test_a_precision_per_block_stores_each_run_of_blocks_on_its_own_and_reads_back_within_its_bound(tmp_path):
+    """Blocks (id ranges, most frequent first) at fp32, fp32, int4, fp16, int8: four segments (the two fp32 blocks
+    merged), each value read back exactly (fp32), within fp16's rounding, or within half its row's scale."""
+    model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
+    starts, plan = (0, 100, 200, 300, 400), ("fp32", "fp32", "int4", "fp16", "int8")
+    path = tmp_path / "model.pt"
+    stored = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=plan,
+                        block_starts=starts)
+    section = torch.load(path, weights_only=True)["embedding"]
+    assert section["precision"] == list(plan)
+    assert [(s["first"], s["precision"]) for s in section["segments"]] == [(0, "fp32"), (200, "int4"),
+                                                                           (300, "fp16"), (400, "int8")]
+    assert stored.embedding == tensor_bytes(section) == embedding_bytes_of(model, plan, starts)
+    emb = model.embedding
+    folded = emb.dense() * emb.alpha[emb.block_of]
+    error = (load_model(path).embedding.dense() - folded).abs()
+    kept = emb.dense() != 0
+    assert error[:200].max() == 0
+    assert (error[300:400] <= folded[300:400].abs() * 2.0 ** -11).all()
+    for segment, lo, hi in ((section["segments"][1], 200, 300), (section["segments"][3], 400, 500)):
+        rows = torch.nonzero(kept[lo:hi].any(1)).flatten() + lo
+        bound = segment["scale"].float()[:, None] / 2 + 1e-6
+        assert (error[rows] <= torch.where(kept[rows], bound, torch.zeros(1))).all()
+        assert (error[lo:hi][~kept[lo:hi].any(1)] == 0).all()
+    # each segment alone is what quantising its blocks' values on their own gives: the same bytes
+    alone = [tensor_bytes(compact_embedding(emb.kept_per_feature()[lo:hi], emb.kept_dims()[emb.indptr[lo]:emb.indptr[hi]],
+                                            emb.folded_values()[emb.indptr[lo]:emb.indptr[hi]], 16, p)["segments"])
+             for lo, hi, p in ((0, 200, "fp32"), (200, 300, "int4"), (300, 400, "fp16"), (400, 500, "int8"))]
+    assert tensor_bytes(section["segments"]) == sum(alone)

@@ -41,3 +41,43 @@ def test_the_count_for_a_budget_is_the_largest_that_fits(precision):
     for budget in (sizes[0] - 1, sizes[0], sizes[37], sizes[37] + 1, 300, sizes[-1], sizes[-1] + 10):
         expected = max((n for n, b in enumerate(sizes) if b <= budget), default=0)
         assert kept_for_bytes(s, budget, precision) == expected, budget
+
+
+PLAN, STARTS = ("fp16", "int8", "int8", "int4"), (0, 10, 25, 40)
+
+
+def plan_bytes(scores: torch.Tensor, keep: int) -> int:
+    mask = topk_mask(scores, keep)
+    indptr, dims, values = pack(scores, mask)
+    return tensor_bytes(compact_embedding(mask.sum(1), dims, values, scores.shape[1], PLAN, STARTS))
+
+
+def test_with_a_precision_per_block_the_formula_and_the_count_match_the_artifact():
+    s = scores_with_ties(m=60, k=8, seed=2)
+    sizes = [plan_bytes(s, n) for n in range(s.numel() + 1)]
+    for keep in (0, 1, 7, 100, 300, s.numel()):
+        counts = topk_mask(s, keep).sum(1)
+        spans = ((0, 10, "fp16"), (10, 40, "int8"), (40, 60, "int4"))  # the two int8 blocks: one segment
+        formula = embedding_bytes([int(counts[a:b].sum()) for a, b, _ in spans],
+                                  [int((counts[a:b] > 0).sum()) for a, b, _ in spans], *s.shape,
+                                  [p for *_, p in spans])
+        assert formula == sizes[keep], keep
+    for budget in (sizes[0] - 1, sizes[0], sizes[50], sizes[50] + 1, sizes[-1]):
+        expected = max((n for n, b in enumerate(sizes) if b <= budget), default=0)
+        assert kept_for_bytes(s, budget, PLAN, STARTS) == expected, budget
+
+
+def test_the_mixed_precision_follows_the_dims_each_block_keeps():
+    """Block 0's rows keep 12 dims (int8: 16 B a row, fp16: 24), block 1's keep 3 (fp16: 6 B, int8: 7, int4: 5.5):
+    the guided plan stores block 0 at int8 and block 1 at fp16, or at int4 when the rarer half may drop to it."""
+    from autosrh_ray.bytes_budget import mixed_precision
+
+    s = torch.zeros(40, 16)
+    s[:20, :12] = 1.0
+    s[20:, :3] = 0.5
+    budget = embedding_bytes(20 * 12 + 20 * 3, 40, 40, 16, "fp16")  # exactly every non-zero entry at fp16
+    assert kept_for_bytes(s, budget, "fp16") == 300
+    assert mixed_precision(s, budget, (0, 20), "fp16") == ("int8", "fp16")
+    assert mixed_precision(s, budget, (0, 20), "int4") == ("int8", "int4")
+    s[20:, 2] = 0.0  # 2 dims a row: int4 (5 B) no longer beats fp16 (4 B)
+    assert mixed_precision(s, budget, (0, 20), "int4") == ("int8", "fp16")
