@@ -187,12 +187,12 @@ def validation_cache_mb(rows: int, config) -> int:
     """``ray.worker_cache_mb`` that keeps a worker's share of the validation split in memory — twice: α's stream
     and the evaluation's — but not its train share (a train share is 8× larger and is taken whole or not at all,
     first): train streams every pass, validation is read once."""
-    from autosrh_ray.distributed.cache import RowCache
+    from autosrh_ray.distributed.cache import KeptBatches, RowCache
 
     fields = 13 + 26  # Criteo's numeric and categorical fields
     share = -(-int(rows * config.dataset.split[1]) // max(1, config.ray.num_workers))
     train_share = int(rows * config.dataset.split[0]) // max(1, config.ray.num_workers)
-    cache = 2 * RowCache.nbytes(share, fields) * 11 // 10
+    cache = 2 * KeptBatches.nbytes(share, fields) * 11 // 10
     if cache >= RowCache.nbytes(train_share, fields):
         raise ValueError("the validation cache would hold the train split: check dataset.split")
     return -(-cache // 2**20)

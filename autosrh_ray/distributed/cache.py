@@ -13,11 +13,12 @@ streams would leave the streaming one waiting.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
 
+from ..allocator import MappedArena
 from ..batch import Batch
 
 
@@ -45,9 +46,10 @@ class RowCache:
     """``rows`` rows of ``num_fields`` fields, allocated once, filled batch by batch in stream order."""
 
     def __init__(self, rows: int, num_fields: int):
-        self.ids = torch.empty(rows, num_fields, dtype=torch.int64)
-        self.values = torch.empty(rows, num_fields, dtype=torch.float32)
-        self.labels = torch.empty(rows, dtype=torch.float32)
+        memory = MappedArena()  # outside the heap (it lives as long as the run: allocator.MappedArena)
+        self.ids = memory.empty((rows, num_fields), torch.int64)
+        self.values = memory.empty((rows, num_fields), torch.float32)
+        self.labels = memory.empty(rows, torch.float32)
         self.filled = 0
         self.spoiled = False  # the stream brought more rows than planned: never replayed
 
@@ -85,27 +87,42 @@ class RowCache:
 
 class KeptBatches:
     """Batches kept as they stream while they fit in ``budget``; once one does not fit, all are dropped and
-    their bytes given back (``batches`` is then None)."""
+    their bytes given back (``batches`` is then None). Feature ids are kept as int32 (ids < 2^31; two thirds of
+    the bytes of a row of int64 ids, float32 values), widened back to int64 as they are replayed."""
 
     def __init__(self, budget: Budget):
         self.budget = budget
         self.batches: Optional[list[Batch]] = []
         self._taken = 0
+        self._memory = MappedArena()  # kept batches outside the heap (allocator.MappedArena)
 
     def keep(self, batch: Batch) -> None:
         if self.batches is None:
             return
-        n = batch_bytes(batch)
+        wide = batch.ids.numel() and int(batch.ids.max()) > torch.iinfo(torch.int32).max
+        n = batch_bytes(batch) - (0 if wide else 4 * batch.ids.numel())
         if self.budget.take(n):
-            self.batches.append(batch)
+            ids = self._memory.copy(batch.ids, None if wide else torch.int32)
+            self.batches.append(Batch(ids, self._memory.copy(batch.values), self._memory.copy(batch.labels)))
             self._taken += n
         else:
             self.release()
 
+    @staticmethod
+    def nbytes(rows: int, num_fields: int) -> int:
+        """Bytes of ``rows`` kept rows (int32 ids)."""
+        return rows * (num_fields * (4 + 4) + 4)
+
+    def replay(self, order: Optional[Iterable[int]] = None) -> Iterator[Batch]:
+        """The kept batches (in ``order``, default as kept) with int64 ids."""
+        for i in range(len(self.batches)) if order is None else order:
+            b = self.batches[i]
+            yield Batch(b.ids.long(), b.values, b.labels)
+
     def release(self) -> None:
         """Drop the kept batches and give their bytes back."""
         self.budget.give(self._taken)
-        self.batches, self._taken = None, 0
+        self.batches, self._taken, self._memory = None, 0, MappedArena()
 
 
 @dataclass

@@ -205,19 +205,17 @@ class RayDataSource:
         for b in self._pass(VALID):
             kept.keep(b)
             yield b
-        cache = kept.batches
-        if cache is None:
+        if kept.batches is None:
             yield from cycle(lambda e: self._pass(VALID), _NO_LOCAL_BATCH)
             return
-        if not cache:
+        if not kept.batches:
             raise ValueError(_NO_LOCAL_BATCH)
         for epoch in itertools.count(1):
-            for i in np.random.default_rng([self.seed, 2, epoch]).permutation(len(cache)):
-                yield cache[i]
+            yield from kept.replay(np.random.default_rng([self.seed, 2, epoch]).permutation(len(kept.batches)))
 
     def eval_batches(self) -> Iterator[Batch]:
         if self._eval.replaying(self.agree, lambda: self._eval_kept.release()):
-            return iter(self._eval_kept.batches)
+            return self._eval_kept.replay()
         if self._eval.started:
             return self._iter(VALID_EVAL, EVAL_BATCH, False)
         self._eval.started = True

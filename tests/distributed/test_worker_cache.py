@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from autosrh_ray.batch import Batch
-from autosrh_ray.distributed.cache import Budget, FirstPass, KeptBatches, RowCache, batch_bytes
+from autosrh_ray.distributed.cache import Budget, FirstPass, KeptBatches, RowCache
 from autosrh_ray.distributed.sources import TRAIN, VALID_EVAL, RayDataSource, steps_per_epoch, train_datasets
 
 from .helpers import prepared_small
@@ -45,7 +45,7 @@ def test_row_cache_fills_in_place_and_replays_a_permutation_per_epoch():
 
 def test_kept_batches_give_the_budget_back_when_one_does_not_fit():
     batch = Batch.from_numpy(np.zeros((10, 2), np.int64), np.zeros((10, 2), np.float32), np.zeros(10, np.float32))
-    size = batch_bytes(batch)  # 10 * (2 * 8 + 2 * 4 + 4) = 280
+    size = KeptBatches.nbytes(10, 2)  # 10 * (2 * 4 + 2 * 4 + 4) = 200: int32 ids
     budget = Budget(2 * size + 1)
     kept = KeptBatches(budget)
     kept.keep(batch), kept.keep(batch)
@@ -128,3 +128,24 @@ def test_over_budget_or_without_agreement_every_epoch_streams(small, budget, agr
     for rows in epochs:
         _assert_one_epoch(prepared, rows)
     assert np.array_equal(_sorted(evals[0]), _sorted(evals[1]))
+
+
+def test_kept_batches_hold_int32_ids_and_replay_the_int64_batches_they_kept():
+    g = np.random.default_rng(0)
+    batches = [Batch.from_numpy(g.integers(0, 2**31 - 1, (10, 3)), g.random((10, 3), np.float32),
+                                g.random(10, np.float32)) for _ in range(3)]
+    budget = Budget(10**6)
+    kept = KeptBatches(budget)
+    for b in batches:
+        kept.keep(b)
+    assert all(b.ids.dtype == torch.int32 for b in kept.batches)
+    assert 10**6 - budget.bytes_left == 3 * KeptBatches.nbytes(10, 3) == 3 * 10 * (3 * 4 + 3 * 4 + 4)
+    for order in (None, [2, 0, 1]):
+        replayed = list(kept.replay(order))
+        expected = batches if order is None else [batches[i] for i in order]
+        for got, want in zip(replayed, expected):
+            assert got.ids.dtype == torch.int64 and torch.equal(got.ids, want.ids)
+            assert torch.equal(got.values, want.values) and torch.equal(got.labels, want.labels)
+    wide = Batch.from_numpy(np.array([[2**31, 0]]), np.zeros((1, 2), np.float32), np.zeros(1, np.float32))
+    kept.keep(wide)  # an id past int32 keeps its int64 batch
+    assert kept.batches[-1].ids.dtype == torch.int64 and torch.equal(list(kept.replay([3]))[0].ids, wide.ids)

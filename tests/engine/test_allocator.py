@@ -47,3 +47,40 @@ def test_search_steps_reuse_their_freed_blocks_instead_of_faulting_them_in_again
     default, kept = _faults_per_step("default"), _faults_per_step("kept")
     assert default > 20_000  # glibc unmaps every freed (B, F, K) tensor: ~10k pages of 4 KB each, several a step
     assert kept < default / 10
+
+
+ARENA_CHILD = """
+import sys, threading, torch
+torch.set_num_threads(1)
+from autosrh_ray.allocator import MappedArena, keep_large_blocks
+assert keep_large_blocks()
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) >> 10
+def steps():  # in a thread, as a Ray Train worker's loop runs: its own glibc arena
+    arena, kept = MappedArena(), []
+    for i in range(40):
+        a, b = torch.ones(30 << 18), torch.ones(20 << 18)  # a step's transients: 30 and 20 MiB
+        one = torch.full((1 << 18,), float(i))  # 1 MiB kept per step (a cached batch)
+        kept.append(arena.copy(one) if sys.argv[1] == "mapped" else one)
+        del a, b
+    assert all(float(k[0]) == i and float(k[-1]) == i for i, k in enumerate(kept))  # kept intact
+    print(rss() - base)
+base = rss()
+t = threading.Thread(target=steps); t.start(); t.join()
+"""
+
+
+def _growth_mib(variant: str) -> int:
+    done = subprocess.run([sys.executable, "-c", ARENA_CHILD, variant], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tunes glibc's malloc only")
+def test_tensors_kept_in_a_mapped_arena_do_not_pin_the_heap_the_steps_churn():
+    """40 MiB kept beside 50 MiB of transients a step: in mapped memory the process grows by about what is live;
+    kept in the heap, each kept tensor pins a region the next step's transients cannot reuse."""
+    heap, mapped = _growth_mib("heap"), _growth_mib("mapped")
+    # kept (40) + the thread's arena: a 64 MiB heap per transient (128) + torch's first use in the thread: ~320
+    assert mapped < 400
+    assert heap > 2 * mapped  # ~910 MiB: 15 MiB a step more than what is live
