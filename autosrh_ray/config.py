@@ -105,6 +105,7 @@ class PruneConfig:
     # whose model (as many entries as fit at it) validation prefers
     precision: Union[Literal["auto", "fp32", "fp16", "int8", "int4"], list[Literal["fp32", "fp16", "int8", "int4"]]] \
         = "auto"
+    quant_aware: bool = False  # the retrain's forward reads the kept values as stored (straight-through gradients)
 
     @property
     def crs(self) -> list[float]:

@@ -76,6 +76,9 @@ MEANING = {
                        "list: one per frequency block (search.L, most frequent first); auto: fp32 for cr/params "
                        "budgets, and for a byte budget the candidate validation prefers (each uniform precision, "
                        "and two per-block ones guided by the dims each block keeps)",
+    "prune.quant_aware": "quantisation-aware retrain: below fp32 the packed retrain's forward reads every kept value "
+                         "as the artifact will store it (row-wise codes, fp16), gradients passed straight through; "
+                         "the retrain's validation is then the stored model's",
     "prune.bytes_cr": "byte budgets (a number or a list): the artifact's embedding at most UE's dense fp32 table "
                       "(M·K·4 bytes) ÷ this, index included; the first budgets of the run",
     "prune.bytes": "byte budgets in bytes of the artifact's embedding (a number or a list), as prune.bytes_cr",

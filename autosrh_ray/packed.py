@@ -13,15 +13,18 @@ one byte per kept entry for its dimension and M+1 row pointers; never an M×K ta
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from .embedding import SoftSelectionEmbedding, project_by_block
+from .precision_plan import Precision, segments
+from .quantize import PRECISIONS, fake_quantized
 
 PREFIX = "embedding."
 VALUES, INDPTR, DIMS = "kept.weight", "indptr", "dims"
+QUANT_BUFFERS = ("quant_starts", "quant_precisions")  # present once the retrain is quantisation-aware
 DENSE_WEIGHT = "embedding.weight"  # the dense table's key inside the embedding module
 PACK_ROWS = 1 << 18  # rows per chunk when packing (bounds the transient index tensors)
 
@@ -51,6 +54,10 @@ class PackedEmbedding(nn.Module):
         self.register_buffer("alpha", alpha, persistent=True)  # frozen: the mask and α are fixed after pruning
         self.projection_by = projection_by
         self.projection: Optional[nn.Parameter] = nn.Parameter(projection) if projection is not None else None
+        # quantisation-aware training (prune.quant_aware): the first feature id of each segment and the index in
+        # PRECISIONS its values are stored at; the forward reads the values as the artifact will store them
+        self.register_buffer("quant_starts", None, persistent=True)
+        self.register_buffer("quant_precisions", None, persistent=True)
 
     @staticmethod
     def empty(num_features: int, dim: int, block_of: torch.Tensor, alpha: Optional[torch.Tensor] = None,
@@ -112,7 +119,27 @@ class PackedEmbedding(nn.Module):
         kept = self.kept(slot).squeeze(1) if self.kept.sparse else self.values.index_select(0, slot)
         if self.alpha is not None:
             kept = kept * self.alpha.reshape(-1)[self.block_of[ids].long()[row] * k + dim]
+        if self.quant_starts is not None:
+            kept = self._as_stored(kept, ids, row, n)
         return torch.zeros(n * k, dtype=kept.dtype, device=ids.device).index_put((row * k + dim,), kept).reshape(n, k)
+
+    def _as_stored(self, kept: torch.Tensor, ids: torch.Tensor, row: torch.Tensor, n: int) -> torch.Tensor:
+        """The looked-up rows' folded values (every entry of each row) read back at their segment's precision,
+        the gradient straight through."""
+        segment = torch.searchsorted(self.quant_starts, ids, right=True) - 1
+        precision_of_entry = self.quant_precisions[segment][row]
+        out = kept
+        for code in torch.unique(precision_of_entry).tolist():
+            if PRECISIONS[code] != "fp32":
+                chosen = precision_of_entry == code
+                out = out.masked_scatter(chosen, fake_quantized(kept[chosen], row[chosen], n, PRECISIONS[code]))
+        return out
+
+    def quantised_as(self, precision: Precision, block_starts: Sequence[int]) -> None:
+        """Read the values as the artifact stores them at ``precision`` (one, or one per block starting at
+        ``block_starts``) in every forward from now on (quantisation-aware training)."""
+        for name, t in quantisation_buffers(precision, block_starts, self.num_features).items():
+            setattr(self, name, t.to(self.indptr.device))
 
     @torch.no_grad()
     def folded_values(self) -> torch.Tensor:
@@ -133,10 +160,11 @@ class PackedEmbedding(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         """Size the kept entries (values, dims) and row pointers to the state's before loading it."""
-        for name in (INDPTR, DIMS):
+        for name in (INDPTR, DIMS, *QUANT_BUFFERS):
             saved = state_dict.get(prefix + name)
-            if saved is not None and saved.shape != self._buffers[name].shape:
-                self._buffers[name] = torch.empty_like(saved, device=self._buffers[name].device)
+            mine = self._buffers[name]
+            if saved is not None and (mine is None or saved.shape != mine.shape):
+                self._buffers[name] = torch.empty_like(saved, device=self.indptr.device)
         saved = state_dict.get(prefix + VALUES)
         if saved is not None and saved.shape != self.kept.weight.shape:
             weight = self.kept.weight
@@ -218,6 +246,20 @@ def packed_state(state: dict, keep: torch.Tensor) -> dict:
         if PREFIX + name in state:
             out[PREFIX + name] = state[PREFIX + name]
     return out
+
+
+def quantisation_buffers(precision: Precision, block_starts: Sequence[int], num_features: int) -> dict:
+    """The buffers (:data:`QUANT_BUFFERS`) that make a packed embedding read its values at ``precision``."""
+    spans = segments(precision, block_starts, num_features)
+    return {"quant_starts": torch.tensor([a for a, _, _ in spans], dtype=torch.long),
+            "quant_precisions": torch.tensor([PRECISIONS.index(p) for *_, p in spans], dtype=torch.long)}
+
+
+def quantisation_aware(state: dict, precision: Precision, block_starts: Sequence[int]) -> dict:
+    """A packed state whose retrain reads the kept values as the artifact will store them (straight-through
+    gradients: quantisation-aware training)."""
+    m = int(state[PREFIX + INDPTR].shape[0]) - 1
+    return {**state, **{PREFIX + k: v for k, v in quantisation_buffers(precision, block_starts, m).items()}}
 
 
 def kept_of(state: dict) -> int:

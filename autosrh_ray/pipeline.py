@@ -40,7 +40,7 @@ from .metrics import validation_loss
 from .model_state import cpu_state, model_from_state
 from .models import EmbeddingModel, build_model
 from .mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
-from .packed import kept_of, packed_state, with_kept_values_of
+from .packed import kept_of, packed_state, quantisation_aware, with_kept_values_of
 from .prune import Budget, budgets, pruned_state
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
@@ -181,8 +181,9 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
     # budget (its kept entries depend on the searched scores), nor where Θ's search streams only its share of
     # train (alpha_data: train) while the retrain needs all of it
     streams_share = stage == "search" and config.search.alpha_data == "train"
+    quantised = config.prune.quant_aware and any(b.precision != "fp32" for b in todo)  # set between the runs
     if searched is None and chained is not None and len(todo) == 1 and todo[0].bytes is None \
-            and config.prune.retrain_from != "rewound" and not streams_share:
+            and config.prune.retrain_from != "rewound" and not streams_share and not quantised:
         budget = todo[0]
         (first, first_state), (retrain, state) = chained(
             initial, StopRule.for_stage(config, stage), budget.kept, StopRule.for_stage(config, "retrain"),
@@ -206,6 +207,8 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         state = executor.prune(searched_state, budget.kept)
         if config.prune.retrain_from == "rewound":
             state = rewound(state, initial)
+        if config.prune.quant_aware and budget.precision != "fp32":
+            state = quantisation_aware(state, budget.precision, budget.block_starts)
         pruning = time.perf_counter() - start
         retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
         timings = {"search": search_result.seconds, "prune": pruning, "retrain": retrain.seconds}

@@ -61,6 +61,25 @@ def _row_range(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[t
     return lo, hi
 
 
+def row_scale_bias(values: torch.Tensor, rows: torch.Tensor, n_rows: int,
+                   levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp16 (scale, bias) per row for ``levels`` codes: bias rounded down from the row's minimum, scale up from
+    ``(max - bias) / (levels - 1)`` (a constant row: scale 1)."""
+    lo, hi = _row_range(values, rows, n_rows)
+    bias = lo.half()
+    bias = torch.where(bias.float() > lo, fp16_toward(bias, torch.ones_like(lo, dtype=torch.bool)), bias)
+    step = (hi - bias.float()) / (levels - 1)
+    scale = step.half()
+    scale = torch.where(scale.float() < step, fp16_toward(scale, torch.zeros_like(lo, dtype=torch.bool)), scale)
+    scale = torch.where(scale.float() > 0, scale, torch.ones_like(scale))  # a constant row: any scale reads it
+    return scale, bias
+
+
+def _codes(values: torch.Tensor, rows: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+           levels: int) -> torch.Tensor:
+    return torch.round((values - bias.float()[rows]) / scale.float()[rows]).clamp_(0, levels - 1)
+
+
 def quantize(values: torch.Tensor, indptr: torch.Tensor, precision: str) -> QuantizedValues:
     """``values`` (nnz,) in rows given by ``indptr`` (R+1,), stored at ``precision`` (one of :data:`PRECISIONS`)."""
     if precision not in PRECISIONS:
@@ -74,18 +93,39 @@ def quantize(values: torch.Tensor, indptr: torch.Tensor, precision: str) -> Quan
     if precision == "fp16":
         return QuantizedValues(precision, values.half(), n)
     levels = LEVELS[precision]
-    n_rows = indptr.shape[0] - 1
     rows = entry_rows(indptr, n)
-    lo, hi = _row_range(values, rows, n_rows)
-    bias = lo.half()
-    bias = torch.where(bias.float() > lo, fp16_toward(bias, torch.ones_like(lo, dtype=torch.bool)), bias)
-    step = (hi - bias.float()) / (levels - 1)
-    scale = step.half()
-    scale = torch.where(scale.float() < step, fp16_toward(scale, torch.zeros_like(lo, dtype=torch.bool)), scale)
-    scale = torch.where(scale.float() > 0, scale, torch.ones_like(scale))  # a constant row: any scale reads it
-    codes = torch.round((values - bias.float()[rows]) / scale.float()[rows]).clamp_(0, levels - 1).to(torch.uint8)
+    scale, bias = row_scale_bias(values, rows, indptr.shape[0] - 1, levels)
+    codes = _codes(values, rows, scale, bias, levels).to(torch.uint8)
     data = pack_int4(codes) if precision == "int4" else codes
     return QuantizedValues(precision, data, n, scale, bias)
+
+
+def fake_quantized(values: torch.Tensor, rows: torch.Tensor, n_rows: int, precision: str) -> torch.Tensor:
+    """``values`` (n,) of rows ``rows`` (each row's entries all present) as :func:`quantize` then
+    :func:`dequantize` read them back — in the forward only: the gradient passes straight through (the
+    straight-through estimator of quantisation-aware training). Same dtype as ``values``."""
+    if precision == "fp32" or values.numel() == 0:
+        return values
+    v = values.detach().float()
+    if precision == "fp16":
+        read = v.half().float()
+    else:
+        levels = LEVELS[precision]
+        scale, bias = row_scale_bias(v, rows, n_rows, levels)
+        read = bias.float()[rows] + _codes(v, rows, scale, bias, levels) * scale.float()[rows]
+    return _StraightThrough.apply(values, read.to(values.dtype))
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the read-back values; backward: the gradient of ``values`` as if it were the identity."""
+
+    @staticmethod
+    def forward(ctx, values: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+        return read
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
 
 
 def codes_at(q: QuantizedValues, entries: torch.Tensor) -> torch.Tensor:

@@ -76,3 +76,20 @@ def test_a_precision_per_block_is_one_per_search_block():
         small_config("prune.precision=[fp16, int8]")
     with pytest.raises(ConfigError, match=r"prune.precision\[1\]"):
         small_config("prune.precision=[fp16, int9, int4]")
+
+
+def test_a_quantisation_aware_retrain_validates_the_model_it_stores(tmp_path):
+    """``prune.quant_aware``: the retrain's forward reads the kept values as the artifact stores them (int4 in the
+    frequent block, int8 then fp16 in the others), so the validation the retrain stopped on is the stored model's."""
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "report.reference=none", "prune.precision=[int4, int8, fp16]",
+                                      "prune.quant_aware=true")
+    report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
+    assert report["precision"] == ["int4", "int8", "fp16"]
+    model = load_model(tmp_path / "out" / report["artifacts"]["model"])
+    valid = prepared.load_split("valid")
+    with torch.no_grad():
+        scores = model(torch.from_numpy(valid.ids), torch.from_numpy(valid.values)).double().numpy()
+    expected = task_metrics(config.task, valid.labels.astype(np.float64), scores)
+    for key, value in report["valid"].items():
+        assert abs(value - expected[key]) < 1e-6, key

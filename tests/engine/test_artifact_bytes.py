@@ -105,3 +105,25 @@ def test_a_precision_per_block_stores_each_run_of_blocks_on_its_own_and_reads_ba
                                             emb.folded_values()[emb.indptr[lo]:emb.indptr[hi]], 16, p)["segments"])
              for lo, hi, p in ((0, 200, "fp32"), (200, 300, "int4"), (300, 400, "fp16"), (400, 500, "int8"))]
     assert tensor_bytes(section["segments"]) == sum(alone)
+
+
+@pytest.mark.parametrize("precision, starts", [("int4", (0,)), (("int8", "fp32", "int4", "fp16", "int8"),
+                                                                (0, 100, 200, 300, 400))])
+def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_path, precision, starts):
+    """The retrain's forward under ``prune.quant_aware`` reads every kept value as the artifact stores it: its
+    outputs equal those of the saved and reloaded model; the state carries the setting through a reload."""
+    from autosrh_ray.model_state import load_model_state
+    from autosrh_ray.packed import quantisation_aware
+
+    model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
+    plain = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
+    load_model_state(model, quantisation_aware(model.state_dict(), precision, starts))
+    assert model.embedding.quant_starts.tolist() == list(starts)  # no two neighbouring blocks alike here
+    save_model(model, tmp_path / "m.pt", "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision,
+               block_starts=starts)
+    batch = random_batch(n=64, m=500, seed=5, dtype=torch.float32)
+    with torch.no_grad():
+        aware, stored = model(batch.ids, batch.values), load_model(tmp_path / "m.pt")(batch.ids, batch.values)
+        unaware = plain(batch.ids, batch.values)
+    assert torch.allclose(aware, stored, atol=1e-6, rtol=0)
+    assert not torch.allclose(unaware, stored, atol=1e-6, rtol=0)  # without it, the stored model differs

@@ -85,3 +85,18 @@ def test_bad_precision_and_values_beyond_fp16_are_one_line_errors():
         quantize(values, indptr, "int2")
     with pytest.raises(ValueError, match="fp16 range"):
         quantize(values * 1e6, indptr, "int8")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
+def test_fake_quantisation_reads_what_the_stored_codes_read_and_passes_the_gradient_straight_through(precision):
+    from autosrh_ray.quantize import fake_quantized
+
+    values, indptr = rows_of(LENGTHS * 5, seed=3)
+    rows = entry_rows(indptr, values.numel())
+    stored = dequantize(quantize(values, indptr, precision), indptr)
+    x = values.double().requires_grad_()
+    read = fake_quantized(x, rows, indptr.numel() - 1, precision)
+    assert read.dtype == torch.float64 and torch.equal(read.float(), stored)
+    weights = torch.randn(values.numel(), dtype=torch.float64)
+    (read * weights).sum().backward()
+    assert torch.equal(x.grad, weights)  # d read / d x = identity (straight through)
