@@ -12,6 +12,14 @@ optimistic: read quality from test.
     python benchmarks/quality.py --json quality-full.json           # + second order, Amazon, Criteo, Avazu, 1M rows
     python benchmarks/quality.py --quick --variants --holdout       # options past the paper, judged on held-out
                                                                     # train rows (data α never saw), not on test
+    python benchmarks/quality.py --bytes --json quality-bytes.json  # the bytes table (below)
+
+``--bytes``: per dataset and seed one workflow run (in-process, ``ray.num_workers: 0``) with the UE reference,
+AutoSrh at CR 10 (fp32) and byte budgets ``bytes_cr`` 40 and 100 under ``prune.precision: auto`` — each budget's
+candidates (fp32, fp16, int8, int4 and the per-block ones, as many entries as fit each) retrained and the one
+validation prefers kept. The table gives test metrics beside the embedding bytes the artifacts hold, and AutoSrh
+fp32 at the same bytes (the budget's fp32 candidate) against the chosen precision. ``--quick``: synthetic FM and
+MovieLens MF.
 
 ``--holdout`` sets 10% of the training rows aside (hashed, fixed) and reports the metric on them instead of test:
 the way to choose between options without looking at test. Runs are in-process (the engine's loops, the same
@@ -69,6 +77,8 @@ BENCHES = {
                       "avazu/train_sample.csv", None),
 }
 QUICK = ("movielens-mf", "synthetic-fm")
+BYTES_BENCHES = ("synthetic-fm", "movielens-mf", "amazon-mf", "criteo-fm", "avazu-fm")
+BYTE_CRS = (40, 100)
 FULL = tuple(BENCHES)
 
 # name → overrides: the methods, and (--variants) AutoSrh's options past the paper.
@@ -158,11 +168,14 @@ def main() -> int:
     parser.add_argument("--benches", help=f"comma-separated subset of {','.join(BENCHES)}")
     parser.add_argument("--variants", action="store_true", help="also AutoSrh's options past the paper")
     parser.add_argument("--holdout", action="store_true", help="judge on 10%% held-out train rows, not on test")
+    parser.add_argument("--bytes", action="store_true", help="the bytes table: UE, AutoSrh CR 10, bytes_cr 40/100")
     parser.add_argument("--seeds", type=int, default=len(SEEDS))
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    if args.bytes:
+        return bytes_table(args)
     benches = args.benches.split(",") if args.benches else (QUICK if args.quick else FULL)
     methods = dict(METHODS)
     if not args.quick:
@@ -231,6 +244,83 @@ def _print_table(bench_name: str, key: str, judged_on: str, results: dict, figur
             figures[f"{prefix}_{s}_seconds_mean"] = statistics.mean(t for _, _, t in v)
     best = better(results, key=lambda n: statistics.mean(results[n].metric))
     print(f"\nbest: {best}")
+
+
+def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, out: Path) -> dict:
+    """One workflow run of ``bench``: UE, AutoSrh CR 10 and the byte budgets; per row its test metric, embedding
+    bytes, bytes CR and precision."""
+    from autosrh_ray import workflow
+
+    config = load_config(bench.config, [*bench.overrides, f"model.name={bench.model}", *_path(bench, data_root),
+                                        "search.method=autosrh", "prune.cr=10",
+                                        f"prune.bytes_cr=[{', '.join(str(c) for c in BYTE_CRS)}]",
+                                        f"train.seed={seed}", "ray.num_workers=0", "report.plots=false",
+                                        "report.reference=uniform"])
+    report = workflow.run(config, out, prepared=prepared, log=lambda _: None)
+    key = "auc" if config.task == "classification" else "mse"
+
+    def row(entry: dict) -> dict:
+        return {"metric": entry["test"][key], "bytes": entry["bytes"]["embedding"],
+                "bytes_cr": entry["bytes"]["bytes_cr"], "precision": entry["precision"]}
+
+    rows = {"UE fp32": row(report["reference"])}
+    by_budget = {m["budget"]: m for m in report["models"]}
+    rows["AutoSrh fp32 CR 10"] = row(by_budget["cr10"])
+    for c in BYTE_CRS:
+        chosen = by_budget[f"bytes_cr{c}"]
+        fp32 = next(r for r in chosen["candidates"] if r["precision"] == "fp32")
+        rows[f"AutoSrh fp32 @ bytes_cr {c}"] = {"metric": fp32["test"][key], "bytes": fp32["bytes"],
+                                                "bytes_cr": chosen["bytes"]["dense_fp32"] / fp32["bytes"],
+                                                "precision": "fp32"}
+        rows[f"AutoSrh + precision @ bytes_cr {c}"] = row(chosen)
+    return {"key": key, "rows": rows}
+
+
+def bytes_table(args) -> int:
+    """``--bytes``: the table of test metric against embedding bytes (module docstring)."""
+    benches = args.benches.split(",") if args.benches else (QUICK if args.quick else BYTES_BENCHES)
+    seeds = SEEDS[:args.seeds] if args.seeds <= len(SEEDS) else tuple(range(1, args.seeds + 1))
+    figures: dict = {"seeds": len(seeds)}
+    start = time.perf_counter()
+    wins = []
+    with tempfile.TemporaryDirectory(prefix="autosrh-quality-bytes-") as work:
+        for bench_name in benches:
+            bench = BENCHES[bench_name]
+            prepared = prepared_data(bench, args.data, Path(work))
+            runs = [bytes_run(bench, prepared, seed, args.data, Path(work) / f"{bench_name}-{seed}") for seed in seeds]
+            key = runs[0]["key"]
+            ue = statistics.mean(r["rows"]["UE fp32"]["metric"] for r in runs)
+            print(f"\n### {bench_name} — test {key.upper()} against embedding bytes ({len(seeds)} seeds)\n")
+            print(f"| model | test {key} | Δ vs UE | embedding KiB | bytes CR | precision chosen (per seed) |")
+            print("|---|---|---|---|---|---|")
+            means = {}
+            for name in runs[0]["rows"]:
+                cells = [r["rows"][name] for r in runs]
+                mean = means[name] = statistics.mean(c["metric"] for c in cells)
+                delta = f"{mean - ue:+.4f}" if key == "auc" else f"{(mean / ue - 1) * 100:+.2f}%"
+                precisions = "; ".join(c["precision"] if isinstance(c["precision"], str) else "/".join(c["precision"])
+                                       for c in cells)
+                kib = statistics.mean(c["bytes"] for c in cells) / 1024
+                bcr = statistics.mean(c["bytes_cr"] for c in cells)
+                print(f"| {name} | {_ms([c['metric'] for c in cells])} | {delta} | {kib:,.1f} | {bcr:.1f} | "
+                      f"{precisions} |")
+                tag = name.lower().replace(" + ", "_").replace(" @ ", "_").replace(" ", "_")
+                figures[f"{bench_name}_{tag}_{key}_mean"] = mean
+                figures[f"{bench_name}_{tag}_bytes_cr"] = bcr
+                figures[f"{bench_name}_{tag}_delta_vs_ue"] = mean - ue if key == "auc" else mean / ue - 1
+            for c in BYTE_CRS:
+                chosen, fp32 = means[f"AutoSrh + precision @ bytes_cr {c}"], means[f"AutoSrh fp32 @ bytes_cr {c}"]
+                better = chosen > fp32 if key == "auc" else chosen < fp32
+                figures[f"{bench_name}_precision_beats_fp32_at_bytes_cr{c}"] = better
+                print(f"at bytes_cr {c}: AutoSrh + precision {'beats' if better else 'does not beat'} AutoSrh fp32 "
+                      f"at the same bytes", flush=True)
+            wins.append(figures[f"{bench_name}_precision_beats_fp32_at_bytes_cr{BYTE_CRS[0]}"])
+    figures["sets_where_precision_beats_fp32_at_bytes_cr40"] = sum(wins)
+    figures["sets"] = len(wins)
+    figures["seconds"] = time.perf_counter() - start
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+    return 0
 
 
 if __name__ == "__main__":

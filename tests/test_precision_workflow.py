@@ -34,13 +34,18 @@ def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(t
     ref = report["reference"]
     assert ref["precision"] == "fp32" and ref["bytes"]["bytes_cr"] < 1.0  # UE: every entry, plus its index
 
-    model = load_model(path)
-    test = prepared.load_split("test")
-    with torch.no_grad():
-        scores = model(torch.from_numpy(test.ids), torch.from_numpy(test.values)).double().numpy()
-    expected = task_metrics(config.task, test.labels.astype(np.float64), scores)
+    expected = stored_model_metrics(path, prepared, "test", config.task)
     for key, value in report["test"].items():
         assert abs(value - expected[key]) < 1e-6, key
+
+
+def stored_model_metrics(path, prepared, split: str, task: str) -> dict:
+    """The metrics of the artifact at ``path`` on ``split``, loaded and scored here (independently of the run)."""
+    model = load_model(path)
+    rows = prepared.load_split(split)
+    with torch.no_grad():
+        scores = model(torch.from_numpy(rows.ids), torch.from_numpy(rows.values)).double().numpy()
+    return task_metrics(task, rows.labels.astype(np.float64), scores)
 
 
 def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_validation_prefers(tmp_path):
@@ -86,10 +91,6 @@ def test_a_quantisation_aware_retrain_validates_the_model_it_stores(tmp_path):
                                       "prune.quant_aware=true")
     report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
     assert report["precision"] == ["int4", "int8", "fp16"]
-    model = load_model(tmp_path / "out" / report["artifacts"]["model"])
-    valid = prepared.load_split("valid")
-    with torch.no_grad():
-        scores = model(torch.from_numpy(valid.ids), torch.from_numpy(valid.values)).double().numpy()
-    expected = task_metrics(config.task, valid.labels.astype(np.float64), scores)
+    expected = stored_model_metrics(tmp_path / "out" / report["artifacts"]["model"], prepared, "valid", config.task)
     for key, value in report["valid"].items():
         assert abs(value - expected[key]) < 1e-6, key
