@@ -32,7 +32,8 @@ from .embedding import FirstOrder
 from .models import EmbeddingModel, build_backbone
 from .packed import PackedEmbedding
 from .precision_plan import Precision, reported, segments
-from .quantize import QuantizedValues, dequantize, quantize
+from .quantize import QuantizedValues, quantize
+from .stored_values import StoredValues
 
 FORMAT_VERSION = 4
 MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (bounds the (rows, K) transients)
@@ -143,20 +144,21 @@ def _kept_layout(section: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return counts, indptr, dims
 
 
-def stored_values(section: dict, counts: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
-    """The kept values as the section stores them, read back in float32 (nnz,); ``counts`` (M,) and ``indptr``
-    (kept rows + 1) from :func:`_kept_layout`."""
+def stored_values(section: dict, counts: torch.Tensor, indptr: torch.Tensor) -> StoredValues:
+    """The kept values as the section stores them (codes stay codes); ``counts`` (M,) and ``indptr`` (kept rows
+    + 1) from :func:`_kept_layout`."""
     ranks = _row_ranks(counts > 0)
     m = int(section["num_features"])
-    parts = []
+    parts, entry_starts, row_starts = [], [], []
     firsts = [int(s["first"]) for s in section["segments"]]
     for segment, first, end in zip(section["segments"], firsts, [*firsts[1:], m]):
         r0, r1 = int(ranks[first]), int(ranks[end])
         local = indptr[r0:r1 + 1] - indptr[r0]
-        q = QuantizedValues(segment["precision"], segment["values"], int(local[-1]), segment.get("scale"),
-                            segment.get("bias"))
-        parts.append(dequantize(q, local))
-    return torch.cat(parts) if parts else torch.zeros(0)
+        parts.append(QuantizedValues(segment["precision"], segment["values"], int(local[-1]), segment.get("scale"),
+                                     segment.get("bias")))
+        entry_starts.append(int(indptr[r0]))
+        row_starts.append(local[:-1])
+    return StoredValues(parts, entry_starts, row_starts)
 
 
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
@@ -198,18 +200,19 @@ def _projection(embedding: nn.Module) -> dict:
 
 
 def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
-    """Rebuild an inference model from the artifact: a :class:`~autosrh_ray.packed.PackedEmbedding` over the stored
-    kept values read back in float32 (no α, no dense M×K table; row pointers in int32 while they fit), the
-    first-order weights and the backbone."""
+    """Rebuild an inference model from the artifact: a :class:`~autosrh_ray.packed.PackedEmbedding` over the kept
+    values as stored — codes and fp16 values stay as they are, read back to float32 only where a batch looks them
+    up (:class:`~autosrh_ray.stored_values.StoredValues`; no α, no dense M×K table, no float copy of the kept
+    values; row pointers in int32 while they fit) — the first-order weights and the backbone."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: artifact format {payload.get('format_version')!r}, this version reads "
                          f"{FORMAT_VERSION}: re-run the workflow into its output to rewrite it")
     e = payload["embedding"]
     counts, kept_indptr, dims = _kept_layout(e)
-    values = stored_values(e, counts, kept_indptr)
+    stored = stored_values(e, counts, kept_indptr)
     del kept_indptr
-    dtype = torch.int32 if values.numel() < torch.iinfo(torch.int32).max else torch.int64
+    dtype = torch.int32 if stored.count < torch.iinfo(torch.int32).max else torch.int64
     indptr = torch.zeros(int(e["num_features"]) + 1, dtype=dtype)
     torch.cumsum(counts, 0, dtype=dtype, out=indptr[1:])
     del counts
@@ -222,7 +225,7 @@ def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
     backbone.load_state_dict(payload["backbone"])
     projection = payload.get("projection") or {}
     groups = projection.get("groups", torch.zeros(0, dtype=torch.uint8))  # only a projection reads the groups
-    lookup = PackedEmbedding(indptr, dims, values, dim, groups, None, projection.get("weights"),
-                             projection.get("by"))
+    lookup = PackedEmbedding(indptr, dims, torch.zeros(0), dim, groups, None, projection.get("weights"),
+                             projection.get("by"), stored=stored)
     lookup.requires_grad_(False)
     return EmbeddingModel(lookup, first_order, backbone).eval()

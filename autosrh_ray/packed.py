@@ -21,6 +21,7 @@ from torch import nn
 from .embedding import SoftSelectionEmbedding, project_by_block
 from .precision_plan import Precision, segments
 from .quantize import PRECISIONS, fake_quantized
+from .stored_values import StoredValues
 
 PREFIX = "embedding."
 VALUES, INDPTR, DIMS = "kept.weight", "indptr", "dims"
@@ -42,7 +43,7 @@ class PackedEmbedding(nn.Module):
     def __init__(self, indptr: torch.Tensor, dims: torch.Tensor, values: torch.Tensor, dim: int,
                  block_of: torch.Tensor, alpha: Optional[torch.Tensor] = None,
                  projection: Optional[torch.Tensor] = None, projection_by: Optional[str] = None,
-                 sparse: bool = False):
+                 sparse: bool = False, stored: Optional[StoredValues] = None):
         super().__init__()
         if projection_by not in (None, "block", "field"):
             raise ValueError(f"projection_by must be None, 'block' or 'field' (got {projection_by!r})")
@@ -58,6 +59,8 @@ class PackedEmbedding(nn.Module):
         # PRECISIONS its values are stored at; the forward reads the values as the artifact will store them
         self.register_buffer("quant_starts", None, persistent=True)
         self.register_buffer("quant_precisions", None, persistent=True)
+        # a loaded artifact: the values as stored (codes, fp16), read where looked up; ``values`` is then empty
+        self.stored = stored
 
     @staticmethod
     def empty(num_features: int, dim: int, block_of: torch.Tensor, alpha: Optional[torch.Tensor] = None,
@@ -73,7 +76,10 @@ class PackedEmbedding(nn.Module):
 
     @property
     def values(self) -> torch.Tensor:
-        """The kept values (nnz,), a view of the trained parameter."""
+        """The kept values (nnz,): a view of the trained parameter, or (a loaded artifact) read back from the
+        stored values."""
+        if self.stored is not None:
+            return self.stored.read(torch.arange(self.stored.count, device=self.indptr.device))
         return self.kept.weight.view(-1)
 
     def kept_count(self) -> int:
@@ -116,7 +122,10 @@ class PackedEmbedding(nn.Module):
         dim = self.dims[slot].long()
         # sparse: an (nnz, 1) embedding lookup gives SparseAdam its sparse gradient; dense: index_select's backward
         # is an index_add, much cheaper on the CPU than the embedding's sort-based dense backward
-        kept = self.kept(slot).squeeze(1) if self.kept.sparse else self.values.index_select(0, slot)
+        if self.stored is not None:
+            kept = self.stored.read(slot)
+        else:
+            kept = self.kept(slot).squeeze(1) if self.kept.sparse else self.values.index_select(0, slot)
         if self.alpha is not None:
             kept = kept * self.alpha.reshape(-1)[self.block_of[ids].long()[row] * k + dim]
         if self.quant_starts is not None:

@@ -127,3 +127,46 @@ def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_p
         unaware = plain(batch.ids, batch.values)
     assert torch.allclose(aware, stored, atol=1e-6, rtol=0)
     assert not torch.allclose(unaware, stored, atol=1e-6, rtol=0)  # without it, the stored model differs
+
+
+@pytest.mark.parametrize("precision, starts, value_bytes", [
+    ("int8", (0,), 1), ("int4", (0,), 0.5), ("fp16", (0,), 2),
+    (("int8", "fp32", "int4", "fp16", "int8"), (0, 100, 200, 300, 400), None)])
+def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_would(tmp_path, precision, starts,
+                                                                                    value_bytes):
+    """A loaded artifact keeps its values as stored (int8: a byte each, int4: half, fp16: two — never a float32
+    copy of the kept values) and scores as a model over those values read back in float32 (an independent
+    reference: a packed embedding built from the dequantised values)."""
+    from autosrh_ray.artifact import _kept_layout
+    from autosrh_ray.packed import PackedEmbedding
+    from autosrh_ray.quantize import QuantizedValues, dequantize
+    from autosrh_ray.models import EmbeddingModel
+
+    model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
+    path = tmp_path / "m.pt"
+    save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision,
+               block_starts=starts)
+    loaded = load_model(path)
+    nnz = model.embedding.kept_count()
+    held = {name: t for name, t in loaded.embedding.stored.named_buffers() if name.startswith("data")}
+    if value_bytes is not None:
+        (codes,) = held.values()
+        assert codes.numel() * codes.element_size() == math.ceil(nnz * value_bytes)
+    assert loaded.embedding.kept.weight.numel() == 0  # no float copy of the kept values
+    # the reference: every segment dequantised whole, in a float32 packed embedding
+    section = torch.load(path, weights_only=True)["embedding"]
+    counts, indptr, dims = _kept_layout(section)
+    ranks = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum((counts > 0).long(), 0)])
+    firsts = [s["first"] for s in section["segments"]]
+    parts = []
+    for seg, first, end in zip(section["segments"], firsts, [*firsts[1:], 500]):
+        local = indptr[int(ranks[first]):int(ranks[end]) + 1] - indptr[int(ranks[first])]
+        parts.append(dequantize(QuantizedValues(seg["precision"], seg["values"], int(local[-1]), seg.get("scale"),
+                                                seg.get("bias")), local))
+    full = torch.zeros(501, dtype=torch.long)
+    full[1:] = torch.cumsum(counts, 0)
+    reference = EmbeddingModel(PackedEmbedding(full, dims, torch.cat(parts), 16, torch.zeros(500, dtype=torch.long)),
+                               loaded.first_order, loaded.backbone).eval()
+    batch = random_batch(n=64, m=500, seed=7, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(loaded(batch.ids, batch.values), reference(batch.ids, batch.values))

@@ -1,0 +1,61 @@
+"""Kept values scored as the artifact stores them: fp32 or fp16 values, or row-wise int8/int4 codes with their fp16
+scale and bias (:mod:`autosrh_ray.quantize`), per segment of frequency blocks — read back to float32 only for
+the entries a batch looks up. A loaded int8 model holds one byte per kept value (int4: half a byte), not four.
+
+To find an entry's scale and bias, each segment keeps the first entry of every kept row (int32 while they fit):
+a binary search over them gives the row of a looked-up entry. Pure PyTorch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .quantize import QuantizedValues, values_at
+
+
+class StoredValues(nn.Module):
+    """Segments of kept values as stored: ``segments`` (one :class:`~autosrh_ray.quantize.QuantizedValues` each),
+    their first entries ``entry_starts`` (ascending, the first 0) and, per segment, the first entry of each of its
+    kept rows counted from the segment's start (``row_starts``; only read for the integer precisions)."""
+
+    def __init__(self, segments: list[QuantizedValues], entry_starts: list[int], row_starts: list[torch.Tensor]):
+        super().__init__()
+        self.precisions = [q.precision for q in segments]
+        self.counts = [q.count for q in segments]
+        self.register_buffer("entry_starts", torch.tensor(entry_starts, dtype=torch.long))
+        for i, (q, starts) in enumerate(zip(segments, row_starts)):
+            self.register_buffer(f"data{i}", q.data)
+            self.register_buffer(f"scale{i}", q.scale)
+            self.register_buffer(f"bias{i}", q.bias)
+            integer = q.scale is not None
+            small = bool(starts.numel() == 0 or int(starts[-1]) < torch.iinfo(torch.int32).max)
+            self.register_buffer(f"row_starts{i}", starts.to(torch.int32 if small else torch.int64) if integer
+                                 else None)
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def _segment(self, i: int) -> QuantizedValues:
+        return QuantizedValues(self.precisions[i], getattr(self, f"data{i}"), self.counts[i],
+                               getattr(self, f"scale{i}"), getattr(self, f"bias{i}"))
+
+    def read(self, entries: torch.Tensor) -> torch.Tensor:
+        """Float32 values of the kept ``entries`` (long, (n,))."""
+        out = torch.empty(entries.numel(), dtype=torch.float32, device=entries.device)
+        if len(self.precisions) == 1:
+            out[:] = self._read(0, entries)
+            return out
+        segment = torch.searchsorted(self.entry_starts, entries, right=True) - 1
+        for i in torch.unique(segment).tolist():
+            chosen = segment == i
+            out[chosen] = self._read(i, entries[chosen] - self.entry_starts[i])
+        return out
+
+    def _read(self, i: int, local: torch.Tensor) -> torch.Tensor:
+        q = self._segment(i)
+        if q.scale is None:
+            return values_at(q, local, local)
+        starts = getattr(self, f"row_starts{i}")
+        rows = torch.searchsorted(starts, local.to(starts.dtype), right=True) - 1
+        return values_at(q, local, rows)
