@@ -8,6 +8,10 @@ peak RSS (VmHWM, never computed from tensor shapes):
 * ``ue``: a uniform model trained for two evaluation periods;
 * ``search``: AutoSrh's bi-level search for two periods, then pruning to CR = 10 and 20 (written to disk packed);
 * ``retrain_cr10`` / ``retrain_cr20``: the retrain of that pruned state, in the packed layout, two periods;
+* ``retrain_cr10_int8`` / ``retrain_cr10_int4``: the same retrain quantisation-aware (``prune.quant_aware``: the
+  forward reads the values as int8 / int4 codes would);
+* ``scorer_cr10_fp32`` / ``_int8`` / ``_int4``: the CR = 10 artifact stored at that precision, loaded
+  (``artifact.load_model``: codes stay codes) and scoring the validation batches;
 * ``interpreter``: Python with torch and autosrh_ray imported (what every phase pays before any table).
 
 Ratios are peak RSS ÷ UE's peak RSS at the largest M (``*_above_interpreter``: both minus the interpreter).
@@ -27,6 +31,8 @@ from pathlib import Path
 
 K, FIELDS, BATCH, STEPS, VALID_BATCHES = 64, 26, 256, 12, 4
 CRS = (10, 20)
+PRECISIONS = ("int8", "int4")  # the quantisation-aware retrain and the loaded scorer below fp32
+SCORED = ("fp32", *PRECISIONS)
 
 
 def _batches(m: int, count: int, seed: int):
@@ -48,10 +54,12 @@ def phase(name: str, m: int, work: Path) -> None:
     """Run one phase in this process and print its peak RSS in bytes."""
     import torch
 
+    from autosrh_ray.artifact import load_model, save_model
     from autosrh_ray.config import load_config
     from autosrh_ray.distributed.loops import ModelShape
     from autosrh_ray.model_state import model_from_state
     from autosrh_ray.models import build_model
+    from autosrh_ray.packed import quantisation_aware
     from autosrh_ray.prune import kept_count, pruned_state
     from autosrh_ray.search import BiLevelSearch
     from autosrh_ray.training import StopRule, fit, search
@@ -74,8 +82,18 @@ def phase(name: str, m: int, work: Path) -> None:
             del searcher  # the search's optimiser state ends with the stage, as in the pipeline
             for cr in CRS:
                 torch.save(pruned_state(model, kept_count(m, K, cr)), work / f"pruned-cr{cr}.pt")
+            cr10 = model_from_state(config, shape, 0.25, torch.load(work / "pruned-cr10.pt", weights_only=True))
+            for precision in SCORED:  # the artifacts the scorer phases load (written after the search's peak)
+                save_model(cr10, work / f"model-cr10-{precision}.pt", "fm", FIELDS, [], 0.0, precision)
+        elif name.startswith("scorer"):
+            model = load_model(work / f"model-cr10-{name.split('_')[2]}.pt")
+            with torch.no_grad():
+                for batch in valid:
+                    model(batch.ids, batch.values)
         else:
             state = torch.load(work / f"pruned-{name.split('_')[1]}.pt", weights_only=True)
+            if name.count("_") == 2:  # retrain_cr10_int8: quantisation-aware
+                state = quantisation_aware(state, name.split("_")[2], (0,))
             model = model_from_state(config, shape, 0.25, state)
             del state
             fit(model, lambda e: train, lambda e: valid, "classification", 1e-3, rule)
@@ -94,8 +112,9 @@ def peak_rss(name: str, m: int, work: Path) -> int:
 def measure(m: int) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="autosrh-memory-") as tmp:
         work = Path(tmp)
-        names = ("interpreter", "ue", "search", *(f"retrain_cr{cr}" for cr in CRS))
-        return {name: peak_rss(name, m, work) for name in names}  # search before the retrains (it prunes)
+        names = ("interpreter", "ue", "search", *(f"retrain_cr{cr}" for cr in CRS),
+                 *(f"retrain_cr10_{p}" for p in PRECISIONS), *(f"scorer_cr10_{p}" for p in SCORED))
+        return {name: peak_rss(name, m, work) for name in names}  # search first: it prunes and stores
 
 
 def main() -> int:
@@ -127,8 +146,18 @@ def main() -> int:
     for name in ("search", *(f"retrain_cr{cr}" for cr in CRS)):
         out[f"{name}_to_ue"] = out[f"m{largest}_{name}_to_ue"]
         out[f"{name}_to_ue_above_interpreter"] = out[f"m{largest}_{name}_to_ue_above_interpreter"]
+    base = out[f"m{largest}_interpreter_peak_bytes"]
+    for name in (*(f"retrain_cr10_{p}" for p in PRECISIONS), *(f"scorer_cr10_{p}" for p in PRECISIONS)):
+        reference = "retrain_cr10" if name.startswith("retrain") else "scorer_cr10_fp32"
+        out[f"{name}_to_fp32_above_interpreter"] = ((out[f"m{largest}_{name}_peak_bytes"] - base)
+                                                    / (out[f"m{largest}_{reference}_peak_bytes"] - base))
     print(f"M = {largest:,}: search {out['search_to_ue']:.2f}× UE (target ≤ 1.1), retrain CR10 "
-          f"{out['retrain_cr10_to_ue']:.2f}× (target ≤ 0.3), CR20 {out['retrain_cr20_to_ue']:.2f}×")
+          f"{out['retrain_cr10_to_ue']:.2f}× (target ≤ 0.3), CR20 {out['retrain_cr20_to_ue']:.2f}×; above the "
+          f"interpreter, against fp32: quantisation-aware retrain int8 "
+          f"{out['retrain_cr10_int8_to_fp32_above_interpreter']:.2f}×, int4 "
+          f"{out['retrain_cr10_int4_to_fp32_above_interpreter']:.2f}×; loaded scorer int8 "
+          f"{out['scorer_cr10_int8_to_fp32_above_interpreter']:.2f}×, int4 "
+          f"{out['scorer_cr10_int4_to_fp32_above_interpreter']:.2f}×")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
