@@ -144,12 +144,6 @@ class PackedEmbedding(nn.Module):
                 out = out.masked_scatter(chosen, fake_quantized(kept[chosen], row[chosen], n, PRECISIONS[code]))
         return out
 
-    def quantised_as(self, precision: Precision, block_starts: Sequence[int]) -> None:
-        """Read the values as the artifact stores them at ``precision`` (one, or one per block starting at
-        ``block_starts``) in every forward from now on (quantisation-aware training)."""
-        for name, t in quantisation_buffers(precision, block_starts, self.num_features).items():
-            setattr(self, name, t.to(self.indptr.device))
-
     @torch.no_grad()
     def folded_values(self) -> torch.Tensor:
         """The kept values times α at their (block, dimension): what inference needs (no α)."""
