@@ -7,7 +7,7 @@ the train split streamed every pass and the validation split kept in the workers
 Reports per stage: seconds, rows/s (and per core), evaluations and stop reason; the peak RSS of the driver, of
 each kind of Ray process and of all of them together (this process and its descendants — Ray's GCS, raylet and
 workers — sampled from /proc every 2 s, PSS every 10 s: summed RSS, where shared memory counts once per process, and summed PSS,
-where it counts once); the statistics pass's
+where it counts once; per kind of process its largest PSS, and the tree's PSS by kind at its peak); the statistics pass's
 distinct and kept values and the most rows/bytes one merging process held; the shards' bytes on disk; test AUC
 and log loss of UE and of AutoSrh at each CR; and whether the vocabulary equals a single-process count of the
 same rows (an independent pyarrow pass, :func:`single_process_ids`).
@@ -92,6 +92,8 @@ class TreeMemory:
         self.total = 0.0
         self.total_pss = 0.0
         self.by_name: dict[str, float] = defaultdict(float)
+        self.pss_by_name: dict[str, float] = defaultdict(float)  # the largest PSS one process of that kind had
+        self.at_peak_pss: dict[str, float] = {}  # PSS summed per kind in the sample of the tree's peak PSS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -102,14 +104,19 @@ class TreeMemory:
             # 2M-row run ~10% of its wall time on 2 cores)
             pss, rounds = rounds % PSS_EVERY == 0, rounds + 1
             total = total_pss = 0.0
+            kinds: dict[str, float] = defaultdict(float)
             for pid in _descendants(os.getpid()):
                 mib, name = _rss_mib_and_name(pid)
+                own_pss = _pss_mib(pid) if pss else 0.0
                 total += mib
-                total_pss += _pss_mib(pid) if pss else 0.0
+                total_pss += own_pss
                 key = "driver" if pid == os.getpid() else name
                 self.by_name[key] = max(self.by_name[key], mib)
+                self.pss_by_name[key] = max(self.pss_by_name[key], own_pss)
+                kinds[key.split(".")[0]] += own_pss
             self.total = max(self.total, total)
-            self.total_pss = max(self.total_pss, total_pss)
+            if total_pss > self.total_pss:
+                self.total_pss, self.at_peak_pss = total_pss, dict(kinds)
 
     def __enter__(self) -> "TreeMemory":
         self._thread.start()
@@ -271,6 +278,10 @@ def main() -> None:
     for name, mib in sorted(memory.by_name.items()):
         if name != "driver":
             figures[f"peak_rss_mib[{name}]"] = round(mib)
+            figures[f"peak_pss_mib[{name}]"] = round(memory.pss_by_name[name])
+    for name, mib in sorted(memory.at_peak_pss.items()):
+        if mib >= 1:
+            figures[f"at_peak_pss_mib[{name}]"] = round(mib)
     figures["stopped_at_cap"] = " ".join(sorted(f"{m}.{s}" for m, per in stages.items() for s, v in per.items()
                                                 if v["stop"] == "max_epochs"))
     if not args.skip_vocab_check:
