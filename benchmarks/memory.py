@@ -82,8 +82,9 @@ def phase(name: str, m: int, work: Path) -> None:
             del searcher  # the search's optimiser state ends with the stage, as in the pipeline
             for cr in CRS:
                 torch.save(pruned_state(model, kept_count(m, K, cr)), work / f"pruned-cr{cr}.pt")
+        elif name == "store":  # the artifacts the scorer phases load (a phase of its own, not reported)
             cr10 = model_from_state(config, shape, 0.25, torch.load(work / "pruned-cr10.pt", weights_only=True))
-            for precision in SCORED:  # the artifacts the scorer phases load (written after the search's peak)
+            for precision in SCORED:
                 save_model(cr10, work / f"model-cr10-{precision}.pt", "fm", FIELDS, [], 0.0, precision)
         elif name.startswith("scorer"):
             model = load_model(work / f"model-cr10-{name.split('_')[2]}.pt")
@@ -113,8 +114,10 @@ def measure(m: int) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="autosrh-memory-") as tmp:
         work = Path(tmp)
         names = ("interpreter", "ue", "search", *(f"retrain_cr{cr}" for cr in CRS),
-                 *(f"retrain_cr10_{p}" for p in PRECISIONS), *(f"scorer_cr10_{p}" for p in SCORED))
-        return {name: peak_rss(name, m, work) for name in names}  # search first: it prunes and stores
+                 *(f"retrain_cr10_{p}" for p in PRECISIONS), "store", *(f"scorer_cr10_{p}" for p in SCORED))
+        peaks = {name: peak_rss(name, m, work) for name in names}  # in order: the search prunes, store writes
+        del peaks["store"]
+        return peaks
 
 
 def main() -> int:
