@@ -42,10 +42,9 @@ class StoredValues(nn.Module):
 
     def read(self, entries: torch.Tensor) -> torch.Tensor:
         """Float32 values of the kept ``entries`` (long, (n,))."""
-        out = torch.empty(entries.numel(), dtype=torch.float32, device=entries.device)
         if len(self.precisions) == 1:
-            out[:] = self._read(0, entries)
-            return out
+            return self._read(0, entries)
+        out = torch.empty(entries.numel(), dtype=torch.float32, device=entries.device)
         segment = torch.searchsorted(self.entry_starts, entries, right=True) - 1
         for i in torch.unique(segment).tolist():
             chosen = segment == i
