@@ -34,11 +34,6 @@ def embedding_bytes(kept: int | Sequence[int], rows: int | Sequence[int], num_fe
     return math.ceil(num_features / 8) + min(r + n, r * math.ceil(dim / 8)) + values
 
 
-def kept_rows(scores: torch.Tensor, keep: int) -> int:
-    """Features (rows of ``scores``, (M, K)) with at least one of the ``keep`` entries pruning keeps."""
-    return int(topk_mask(scores, keep).any(dim=1).sum())
-
-
 def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]]) -> int:
     counts = topk_mask(scores, keep).sum(dim=1)
     kept = [int(counts[a:b].sum()) for a, b, _ in spans]
