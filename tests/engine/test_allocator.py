@@ -36,10 +36,16 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
 """
 
 
-def _faults_per_step(variant: str) -> float:
-    done = subprocess.run([sys.executable, "-c", CHILD, variant], capture_output=True, text=True)
+def _child(code: str, variant: str) -> str:
+    """The last line a fresh process running ``code`` with ``variant`` prints (an allocator setting holds for a
+    whole process)."""
+    done = subprocess.run([sys.executable, "-c", code, variant], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    return float(done.stdout.strip().splitlines()[-1])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _faults_per_step(variant: str) -> float:
+    return float(_child(CHILD, variant))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tunes glibc's malloc only")
@@ -71,9 +77,7 @@ t = threading.Thread(target=steps); t.start(); t.join()
 
 
 def _growth_mib(variant: str) -> int:
-    done = subprocess.run([sys.executable, "-c", ARENA_CHILD, variant], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return int(done.stdout.strip().splitlines()[-1])
+    return int(_child(ARENA_CHILD, variant))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tunes glibc's malloc only")
