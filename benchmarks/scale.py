@@ -61,16 +61,19 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _pss_mib(pid: int) -> float:
+def _pss_mib(pid: int) -> dict[str, float]:
     """Proportional set size: each shared page (the object store's, a library's) split among the processes mapping
-    it, so a sum over processes counts it once."""
+    it, so a sum over processes counts it once — in all (``Pss``) and its anonymous (a process's own heap) and
+    shared-memory (the object store's) parts."""
+    out = {"Pss": 0.0, "Pss_Anon": 0.0, "Pss_Shmem": 0.0}
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
+            key = line.split(":")[0]
+            if key in out:
+                out[key] = int(line.split()[1]) / 1024
     except (OSError, IndexError, ValueError):
         pass
-    return 0.0
+    return out
 
 
 def _rss_mib_and_name(pid: int) -> tuple[float, str]:
@@ -94,6 +97,7 @@ class TreeMemory:
         self.by_name: dict[str, float] = defaultdict(float)
         self.pss_by_name: dict[str, float] = defaultdict(float)  # the largest PSS one process of that kind had
         self.at_peak_pss: dict[str, float] = {}  # PSS summed per kind in the sample of the tree's peak PSS
+        self.at_peak_parts: dict[str, float] = {}  # the tree's anonymous and shared-memory PSS in that sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -105,9 +109,13 @@ class TreeMemory:
             pss, rounds = rounds % PSS_EVERY == 0, rounds + 1
             total = total_pss = 0.0
             kinds: dict[str, float] = defaultdict(float)
+            parts: dict[str, float] = defaultdict(float)
             for pid in _descendants(os.getpid()):
                 mib, name = _rss_mib_and_name(pid)
-                own_pss = _pss_mib(pid) if pss else 0.0
+                own = _pss_mib(pid) if pss else {}
+                own_pss = own.get("Pss", 0.0)
+                for part in ("Pss_Anon", "Pss_Shmem"):
+                    parts[part] += own.get(part, 0.0)
                 total += mib
                 total_pss += own_pss
                 key = "driver" if pid == os.getpid() else name
@@ -116,7 +124,7 @@ class TreeMemory:
                 kinds[key.split(".")[0]] += own_pss
             self.total = max(self.total, total)
             if total_pss > self.total_pss:
-                self.total_pss, self.at_peak_pss = total_pss, dict(kinds)
+                self.total_pss, self.at_peak_pss, self.at_peak_parts = total_pss, dict(kinds), dict(parts)
 
     def __enter__(self) -> "TreeMemory":
         self._thread.start()
@@ -191,15 +199,16 @@ def stage_rows(entry: dict, batch: int, cores: int) -> dict:
 
 
 def validation_cache_mb(rows: int, config) -> int:
-    """``ray.worker_cache_mb`` that keeps a worker's share of the validation split in memory — twice: α's stream
-    and the evaluation's — but not its train share (a train share is 8× larger and is taken whole or not at all,
+    """``ray.worker_cache_mb`` that keeps a worker's share of the validation split in memory — once: α's stream
+    keeps it and evaluation replays that copy (the search), or evaluation keeps it (UE, retrains) — but not its
+    train share (a train share is 8× larger and is taken whole or not at all,
     first): train streams every pass, validation is read once."""
     from autosrh_ray.distributed.cache import KeptBatches, RowCache
 
     fields = 13 + 26  # Criteo's numeric and categorical fields
     share = -(-int(rows * config.dataset.split[1]) // max(1, config.ray.num_workers))
     train_share = int(rows * config.dataset.split[0]) // max(1, config.ray.num_workers)
-    cache = 2 * KeptBatches.nbytes(share, fields) * 11 // 10
+    cache = KeptBatches.nbytes(share, fields) * 11 // 10
     if cache >= RowCache.nbytes(train_share, fields):
         raise ValueError("the validation cache would hold the train split: check dataset.split")
     return -(-cache // 2**20)
@@ -279,6 +288,8 @@ def main() -> None:
         if name != "driver":
             figures[f"peak_rss_mib[{name}]"] = round(mib)
             figures[f"peak_pss_mib[{name}]"] = round(memory.pss_by_name[name])
+    figures["at_peak_pss_anon_mib"] = round(memory.at_peak_parts.get("Pss_Anon", 0))
+    figures["at_peak_pss_shmem_mib"] = round(memory.at_peak_parts.get("Pss_Shmem", 0))
     for name, mib in sorted(memory.at_peak_pss.items()):
         if mib >= 1:
             figures[f"at_peak_pss_mib[{name}]"] = round(mib)

@@ -131,7 +131,13 @@ def _source(spec: LoopSpec, rank: int, size: int, seed: int, device) -> ShardSou
     return RayDataSource(local, rank, seed, spec.shape.num_fields,
                          train_rows=rows_per_pass(spec.train_rows, spec.global_batch, size),
                          budget=Budget(spec.cache_bytes), agree=lambda ok: bool(all_min(int(ok), device)),
-                         whole=whole)
+                         whole=whole, valid_share=_valid_share(spec.alpha_split_rows, size))
+
+
+def _valid_share(alpha_split_rows: int, size: int) -> int:
+    """Each rank's rows of α's validation stream when they are its exact part of the whole split (the equal
+    split drops ``rows % size`` rows), else 0."""
+    return alpha_split_rows // size if alpha_split_rows % size == 0 else 0
 
 
 @torch.no_grad()

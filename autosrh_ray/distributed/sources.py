@@ -130,7 +130,9 @@ class RayDataSource:
     ``agree`` combines a per-rank flag across ranks (MIN all-reduce) so all ranks replay or all stream;
     ``shard`` gives the named split's iterator (Ray Train's ``get_dataset_shard``; a plain iterator in tests);
     ``whole``: the splits known (from their row counts) to give this rank less than one full local batch, used
-    as one batch of the whole share; a split found so on its first pass joins them."""
+    as one batch of the whole share; a split found so on its first pass joins them; ``valid_share``: this rank's
+    rows of the validation split when α's stream is that split and the equal split drops none of it (0
+    otherwise), so evaluation may replay α's kept pass."""
 
     local_batch: int
     rank: int = 0
@@ -141,10 +143,13 @@ class RayDataSource:
     agree: Callable[[bool], bool] = _agree_alone
     shard: Callable[[str], Any] = _train_shard
     whole: set = field(default_factory=set)
+    valid_share: int = 0
     _train: FirstPass = field(default_factory=FirstPass)
     _train_rows: Optional[RowCache] = None
     _eval: FirstPass = field(default_factory=FirstPass)
     _eval_kept: Optional[KeptBatches] = None
+    _valid_kept: Optional[KeptBatches] = None
+    _valid_rows: Optional[int] = None  # rows α's first pass kept (None: not finished, or over the budget)
 
     def _iter(self, name: str, batch_size: int, drop_last: bool) -> Iterator[Batch]:
         for cols in self._columns(name, batch_size, drop_last):
@@ -200,20 +205,46 @@ class RayDataSource:
         """Streams the first pass and keeps its batches (within the budget); later passes replay them
         in a new seeded order. Restarting a streaming split costs seconds, and the search needs a validation
         batch every step (~8 passes per epoch at an 8:1:1 split); beyond the budget it restarts instead (equal
-        splits give every rank the same rows, so all ranks take the same branch at the same step)."""
-        kept = KeptBatches(self.budget)
-        for b in self._pass(VALID):
+        splits give every rank the same rows, so all ranks take the same branch at the same step).
+
+        α trains on full local batches only (a remainder is dropped, as ``drop_last`` would), but the first pass
+        reads the remainder too and keeps it: the kept pass is then this rank's whole share, which evaluation
+        replays instead of keeping a second copy (:meth:`eval_batches`). A share with no full batch is one batch."""
+        kept = self._valid_kept = KeptBatches(self.budget)
+        short, trained, remainder = VALID in self.whole, False, None
+        for cols in self._columns(VALID, self.local_batch, False):
+            b = Batch.from_numpy(cols[IDS], cols[VALUES], cols[LABEL])
             kept.keep(b)
-            yield b
+            if short or len(b) == self.local_batch:
+                trained = True
+                yield b
+            else:
+                remainder = b
+        self._valid_rows = sum(len(b) for b in kept.batches) if kept.batches is not None else None
+        if not trained:  # the share holds no full batch (equal on every rank): the whole share is one batch
+            if remainder is None:
+                raise ValueError(_NO_LOCAL_BATCH)
+            self.whole.add(VALID)
+            short = True
+            yield remainder
         if kept.batches is None:
             yield from cycle(lambda e: self._pass(VALID), _NO_LOCAL_BATCH)
             return
-        if not kept.batches:
-            raise ValueError(_NO_LOCAL_BATCH)
+        full = [i for i, b in enumerate(kept.batches) if short or len(b) == self.local_batch]
         for epoch in itertools.count(1):
-            yield from kept.replay(np.random.default_rng([self.seed, 2, epoch]).permutation(len(kept.batches)))
+            order = np.random.default_rng([self.seed, 2, epoch]).permutation(len(full))
+            yield from kept.replay(full[i] for i in order)
 
     def eval_batches(self) -> Iterator[Batch]:
+        """This rank's part of the whole validation split: the first pass streamed and kept (within the
+        budget), later passes replayed. When α's stream is the validation split and its kept first pass is this
+        rank's exact share of it on every rank (``valid_share``: no row dropped by the equal split), that copy
+        is replayed from the start instead — one copy of the validation split in the worker, not two."""
+        if not self._eval.started and self.valid_share:
+            whole = self._valid_rows == self.valid_share and self._valid_kept.batches is not None
+            if self.agree(whole):
+                self._eval = FirstPass(started=True, whole=True, replay=True)
+                self._eval_kept = self._valid_kept
         if self._eval.replaying(self.agree, lambda: self._eval_kept.release()):
             return self._eval_kept.replay()
         if self._eval.started:

@@ -9,11 +9,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from autosrh_ray.config import ConfigError, load_config
 from autosrh_ray.data.streaming import IDS, LABEL, VALUES
-from autosrh_ray.distributed.cache import Budget
-from autosrh_ray.distributed.sources import TRAIN, VALID, InMemorySource, RayDataSource, rows_per_pass
+from autosrh_ray.distributed.cache import Budget, KeptBatches
+from autosrh_ray.distributed.sources import TRAIN, VALID, VALID_EVAL, InMemorySource, RayDataSource, rows_per_pass
 from autosrh_ray.distributed.stages import check_batch_against_splits
 
 from .helpers import initial_state, prepared_small, small_config
@@ -50,8 +51,8 @@ def test_a_short_validation_share_is_one_batch_whether_known_or_found_streaming(
     batches = _take(source.valid_stream(), 4)
     assert [len(b) for b in batches] == [21] * 4  # every α step gets the whole share
     assert VALID in source.whole
-    # known short: one pass, replayed from memory; found short: an empty first pass, then one that keeps it
-    assert valid.passes == (1 if known else 2)
+    # known or found short on its first pass (which reads the remainder too): one pass, replayed from memory
+    assert valid.passes == 1
 
 
 def test_a_validation_share_with_full_batches_still_drops_its_remainder():
@@ -59,6 +60,25 @@ def test_a_validation_share_with_full_batches_still_drops_its_remainder():
     source = _source({VALID: valid}, 32)
     assert [len(b) for b in _take(source.valid_stream(), 3)] == [32, 32, 32]
     assert VALID not in source.whole
+
+
+@pytest.mark.parametrize("rows, share, reused", [(70, 70, True), (70, 0, False), (70, 69, False)])
+def test_evaluation_replays_alphas_kept_pass_only_when_it_is_the_whole_share(rows, share, reused):
+    """α's first pass keeps its remainder (6 rows here) without training on it; evaluation then replays that
+    copy — every row of the share once — when it is this rank's exact share (``valid_share``) on all ranks."""
+    valid, valid_eval = FakeShard(rows), FakeShard(rows)
+    agreed = []
+    source = _source({VALID: valid, VALID_EVAL: valid_eval}, 32, budget=Budget(1 << 20), valid_share=share,
+                     agree=lambda ok: agreed.append(ok) or ok)
+    stream = source.valid_stream()
+    assert [len(b) for b in _take(stream, 4)] == [32] * 4  # two passes of full batches: the remainder is not α's
+    evals = [sorted(map(tuple, torch.cat([b.ids for b in source.eval_batches()]).tolist())) for _ in range(2)]
+    assert evals[0] == evals[1] == sorted(map(tuple, valid.ids.tolist()))  # every row once, remainder included
+    assert valid.passes == 1 and valid_eval.passes == (0 if reused else 1)
+    # asked whether α's copy serves (where α's stream is the whole split), then, for its own copy, whether to replay
+    assert agreed == ([True] if reused or not share else [False, True])
+    left = source.budget.bytes_left
+    assert left == (1 << 20) - KeptBatches.nbytes(rows, 3) * (1 if reused else 2)  # one copy, or two
 
 
 def test_an_empty_share_still_fails_with_its_reason():
