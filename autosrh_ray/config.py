@@ -106,6 +106,14 @@ class PruneConfig:
     precision: Union[Literal["auto", "fp32", "fp16", "int8", "int4"], list[Literal["fp32", "fp16", "int8", "int4"]]] \
         = "auto"
     quant_aware: bool = False  # the retrain's forward reads the kept values as stored (straight-through gradients)
+    # precision auto with a byte budget: the hashed share of the validation split the choice is made on, held from
+    # α's stream (search.alpha_data: validation) so the candidates are not compared on rows α was fitted to
+    choice_fraction: float = 0.25
+
+    @property
+    def chooses_precision(self) -> bool:
+        """Whether validation chooses among precisions (a byte budget under ``precision: auto``)."""
+        return self.precision == "auto" and bool(self.bytes_crs or self.byte_budgets)
 
     @property
     def crs(self) -> list[float]:
@@ -363,6 +371,16 @@ def _positive(key: str, value: float, minimum: float = 1) -> None:
         raise ConfigError(key, f"must be >= {minimum} (got {value})")
 
 
+def precision_choice_rows(config: Config) -> Optional[tuple[float, int]]:
+    """(fraction, seed) of :func:`~autosrh_ray.data.split.in_alpha_slice` for the validation rows a byte budget's
+    precision is chosen on and α's stream leaves out, or None: the whole split serves both (no choice among
+    precisions, no α fitted on validation, or ``prune.choice_fraction: 0``)."""
+    p, s = config.prune, config.search
+    if p.chooses_precision and p.choice_fraction > 0 and s.method == "autosrh" and s.alpha_data == "validation":
+        return p.choice_fraction, config.train.seed
+    return None
+
+
 def validate(config: Config) -> None:
     """Checks that need no data. Checks that need M (e.g. L <= M) run in :func:`validate_against_data`."""
     ds, s = config.dataset, config.search
@@ -406,6 +424,8 @@ def validate(config: Config) -> None:
     if isinstance(config.prune.precision, list) and len(config.prune.precision) != s.L:
         raise ConfigError("prune.precision", f"a list gives one precision per frequency block: search.L = {s.L} of "
                                              f"them, most frequent first (got {len(config.prune.precision)})")
+    if not 0 <= config.prune.choice_fraction < 1:
+        raise ConfigError("prune.choice_fraction", f"must be in [0, 1) (got {config.prune.choice_fraction})")
     if not (config.prune.crs or config.prune.param_budgets or config.prune.bytes_crs or config.prune.byte_budgets):
         raise ConfigError("prune.cr", "needs at least one budget (prune.cr, prune.params, prune.bytes_cr or "
                                       "prune.bytes)")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .batch import iterate_batches
-from .config import Config
+from .config import Config, precision_choice_rows
 from .data.prepared import EncodedSplit, PreparedData
 from .data.split import in_alpha_slice
 from .metrics import validation_loss
@@ -402,7 +402,9 @@ class InProcessExecutor:
             self.alpha_batches = epoch_loader(config, _rows(train, in_slice), True, 2)
         else:
             self.search_batches = self.train_batches
-            self.alpha_batches = epoch_loader(config, valid, True, 2)
+            held = precision_choice_rows(config)  # validation rows a byte budget's precision is chosen on
+            alpha = valid if held is None else _rows(valid, ~in_alpha_slice(valid.ids, *held))
+            self.alpha_batches = epoch_loader(config, alpha, True, 2)
 
     def _model(self, state: dict, retrain: bool = True, share: bool = False) -> EmbeddingModel:
         return model_from_state(self.config, self.prepared.features, self.prepared.label_mean, state, retrain, share)

@@ -49,8 +49,10 @@ import yaml
 from . import atomic, storage
 from .artifact import ArtifactBytes, embedding_bytes_of, load_model, save_model
 from .batch import Batch
-from .config import Config, ConfigError, sized_for_data, validate_against_data, with_overrides
+from .config import (Config, ConfigError, precision_choice_rows, sized_for_data, validate_against_data,
+                     with_overrides)
 from .data.prepared import PreparedData, split_from_columns
+from .data.split import in_alpha_slice
 from .metrics import reported_metrics, task_metrics, validation_loss
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
@@ -162,13 +164,17 @@ def evaluate_on_test(models: list[EmbeddingModel], prepared: PreparedData, task:
 
 @torch.no_grad()
 def evaluate_on_split(models: list[EmbeddingModel], prepared: PreparedData, split: str, task: str,
-                      batch_size: int) -> list[dict]:
-    """Every model's metrics over the whole ``split``, streamed in the driver once for all of them."""
+                      batch_size: int, rows: Optional[tuple[float, int]] = None) -> list[dict]:
+    """Every model's metrics over the whole ``split`` (``rows``: only the rows of that hashed slice,
+    :func:`~autosrh_ray.data.split.in_alpha_slice`), streamed in the driver once for all of them."""
     outputs: list[list[np.ndarray]] = [[] for _ in models]
     labels = []
     for model in models:
         model.eval()
     for batch in iter_split_batches(prepared, split, batch_size):
+        if rows is not None:
+            keep = torch.from_numpy(in_alpha_slice(batch.ids.numpy(), *rows))
+            batch = Batch(batch.ids[keep], batch.values[keep], batch.labels[keep])
         labels.append(batch.labels.double().numpy())
         for i, model in enumerate(models):
             outputs[i].append(model(batch.ids, batch.values).double().numpy())
@@ -190,9 +196,10 @@ class ByteBudgetChoices:
 
 
 def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared: PreparedData, task: str,
-                        batch_size: int) -> ByteBudgetChoices:
+                        batch_size: int, held: Optional[tuple[float, int]] = None) -> ByteBudgetChoices:
     """Per byte budget, the candidate (a precision and as many entries as fit at it) whose stored model has the
-    lowest validation loss; the validation split is read once for all candidates."""
+    lowest validation loss — over the validation rows ``held`` from α's stream when given
+    (:func:`~autosrh_ray.config.precision_choice_rows`); the validation split is read once for all candidates."""
     members: dict[str, list[int]] = {}
     for i, r in enumerate(results):
         if r.budget is not None and r.budget.group:
@@ -201,7 +208,7 @@ def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared
         return ByteBudgetChoices(set(range(len(results))), {})
     indices = [i for group in members.values() for i in group]
     valid = dict(zip(indices, evaluate_on_split([saved[i][2] for i in indices], prepared, "valid", task,
-                                                batch_size)))
+                                                batch_size, held)))
     groups, not_chosen = {}, set()
     for group, candidates in members.items():
         best = min(candidates, key=lambda i: validation_loss(task, valid[i]))
@@ -364,7 +371,8 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     top = not (results[0].budget and results[0].budget.group)
     saved = [_save_model(final_config, prepared, result, output,
                          "" if i == 0 and top else f"models/{result.budget.tag}/") for i, result in enumerate(results)]
-    chosen = byte_budget_choices(results, saved, prepared, config.task, config.train.batch_size)
+    chosen = byte_budget_choices(results, saved, prepared, config.task, config.train.batch_size,
+                                 precision_choice_rows(config))
     # the first and only read of the test split, for every final model at once, each as its artifact stores it
     # grid: every K' is also evaluated (each a point at its own size), in the same pass
     extra = [(i, name, _built(final_config, prepared, state)) for i, r in enumerate(results)
@@ -380,6 +388,9 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     for entry in entries:
         if entry["budget"] in chosen.groups:  # a byte budget: the precision validation chose, every candidate
             entry["candidates"] = [{**row, "test": tests[row.pop("index")]} for row in chosen.groups[entry["budget"]]]
+            held = precision_choice_rows(config)
+            entry["chosen_on"] = (f"the validation rows held from α ({held[0]:.0%}, prune.choice_fraction)" if held
+                                  else "the validation split")
     report = dict(entries[0])
     if not top:  # the chosen candidate of the first (byte) budget: its artifacts at the top level too
         report["artifacts"] = {"model": "model.pt", "dims": "dims.parquet"}

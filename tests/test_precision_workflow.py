@@ -9,7 +9,9 @@ import torch
 
 from autosrh_ray import workflow
 from autosrh_ray.artifact import load_model, tensor_bytes
-from autosrh_ray.config import ConfigError
+from autosrh_ray.config import ConfigError, precision_choice_rows
+from autosrh_ray.data.split import in_alpha_slice
+from autosrh_ray.pipeline import InProcessExecutor
 from autosrh_ray.metrics import task_metrics
 
 from .distributed.helpers import prepared_small, small_config
@@ -39,10 +41,14 @@ def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(t
         assert abs(value - expected[key]) < 1e-6, key
 
 
-def stored_model_metrics(path, prepared, split: str, task: str) -> dict:
-    """The metrics of the artifact at ``path`` on ``split``, loaded and scored here (independently of the run)."""
+def stored_model_metrics(path, prepared, split: str, task: str, held=None) -> dict:
+    """The metrics of the artifact at ``path`` on ``split`` (``held``: on the rows of that hashed slice only),
+    loaded and scored here (independently of the run)."""
     model = load_model(path)
     rows = prepared.load_split(split)
+    if held is not None:
+        keep = in_alpha_slice(rows.ids, *held)
+        rows = type(rows)(rows.ids[keep], rows.values[keep], rows.labels[keep])
     with torch.no_grad():
         scores = model(torch.from_numpy(rows.ids), torch.from_numpy(rows.values)).double().numpy()
     return task_metrics(task, rows.labels.astype(np.float64), scores)
@@ -74,6 +80,29 @@ def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_valid
     assert first["bytes"]["embedding"] == best["bytes"] and first["bytes"]["bytes_cr"] >= 3
     assert (out / "model.pt").read_bytes() == (out / best["model"]).read_bytes()  # the top level's model
     assert cr10["precision"] == "fp32" and "candidates" not in cr10
+    # compared on the validation rows α's stream left out (prune.choice_fraction), scored here from each file
+    held = precision_choice_rows(config)
+    assert held == (0.25, config.train.seed) and "held from α" in first["chosen_on"]
+    for row in rows:
+        expected = stored_model_metrics(out / row["model"], prepared, "valid", config.task, held)
+        assert abs(row["valid"]["logloss"] - expected["logloss"]) < 1e-6, row["name"]
+
+
+def test_alphas_stream_leaves_out_the_validation_rows_a_precision_is_chosen_on(tmp_path):
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "prune.bytes_cr=3",
+                                      "train.batch_size=64")
+    valid = prepared.load_split("valid")
+    executor = InProcessExecutor(config, prepared, prepared.load_split("train"), valid, log=lambda _: None)
+    seen = {tuple(r) for b in executor.alpha_batches(0) for r in b.ids.tolist()}
+    held = in_alpha_slice(valid.ids, *precision_choice_rows(config))
+    assert 0.15 < held.mean() < 0.35  # about a quarter of the rows
+    assert seen and seen.isdisjoint(map(tuple, valid.ids[held].tolist()))
+    assert seen <= set(map(tuple, valid.ids[~held].tolist()))
+    for overrides in (["prune.cr=10"], ["prune.bytes_cr=3", "prune.precision=fp16"],
+                      ["prune.bytes_cr=3", "prune.choice_fraction=0"], ["prune.bytes_cr=3", "search.method=magnitude"]):
+        assert precision_choice_rows(small_config(*overrides)) is None, overrides  # nothing chosen, or no α on it
+    with pytest.raises(ConfigError, match="prune.choice_fraction"):
+        small_config("prune.choice_fraction=1")
 
 
 def test_a_precision_per_block_is_one_per_search_block():

@@ -63,6 +63,7 @@ class InMemoryData:
     train: EncodedSplit
     valid: EncodedSplit
     shuffle: bool = False
+    alpha: Optional[EncodedSplit] = None  # α's rows when they are not the validation split
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _source(spec: LoopSpec, rank: int, size: int, seed: int, device) -> ShardSou
         raise ValueError(f"train.batch_size: {spec.global_batch} is not divisible by ray.num_workers = {size}")
     if spec.memory is not None:
         m = spec.memory
-        return InMemorySource(m.train, m.valid, spec.global_batch, rank, size, seed, m.shuffle)
+        return InMemorySource(m.train, m.valid, spec.global_batch, rank, size, seed, m.shuffle, m.alpha)
     local = spec.global_batch // size
     # splits known to give each rank less than one full batch: their whole share is one batch from the start
     whole = {name for name, rows in ((TRAIN, spec.train_rows), (VALID, spec.alpha_split_rows))

@@ -78,7 +78,8 @@ _NO_LOCAL_BATCH = "the validation split has no full local batch on this worker; 
 
 @dataclass
 class InMemorySource:
-    """An ordered, deterministic loader over in-memory splits (shuffled per epoch with ``seed`` if ``shuffle``)."""
+    """An ordered, deterministic loader over in-memory splits (shuffled per epoch with ``seed`` if ``shuffle``);
+    α's stream comes from ``alpha`` when given (a slice of train or of validation), else from ``valid``."""
 
     train: EncodedSplit
     valid: EncodedSplit
@@ -87,6 +88,7 @@ class InMemorySource:
     world: int
     seed: int = 0
     shuffle: bool = False
+    alpha: Optional[EncodedSplit] = None
 
     def _batches(self, split: EncodedSplit, epoch: int, salt: int) -> Iterator[Batch]:
         n = len(split)
@@ -101,7 +103,8 @@ class InMemorySource:
         return self._batches(self.train, epoch, 1)
 
     def valid_stream(self) -> Iterator[Batch]:
-        return cycle(lambda epoch: self._batches(self.valid, epoch, 2), _NO_LOCAL_BATCH)
+        rows = self.valid if self.alpha is None else self.alpha
+        return cycle(lambda epoch: self._batches(rows, epoch, 2), _NO_LOCAL_BATCH)
 
     def eval_batches(self) -> Iterator[Batch]:
         idx = np.arange(self.rank, len(self.valid), self.world)
@@ -261,13 +264,15 @@ class RayDataSource:
 
 
 def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shuffle_window: int = 0, seed: int = 0,
-                   alpha_slice: tuple[float, int] = (0.1, 0), task_cpus: float = 1.0) -> dict:
+                   alpha_slice: tuple[float, int] = (0.1, 0), task_cpus: float = 1.0,
+                   held_from_alpha: Optional[tuple[float, int]] = None) -> dict:
     """The datasets a Train run needs: ``train``, ``valid_eval`` and, for the search, ``valid`` — the stream
     that fits α: the validation split (``alpha_rows="validation"``) or the ``alpha_slice`` (fraction, seed) of
     train (``"train"``; Θ's ``train`` stream then holds the other rows). Rows are assembled in Ray Data's tasks
     (``task_cpus`` CPUs each). With ``shuffle_window`` > 0 the train files are read in a new order each epoch
     (seeded by ``seed``) and ``train``/``valid`` rows are permuted within windows of that many rows;
-    ``valid_eval`` keeps its order."""
+    ``valid_eval`` keeps its order. ``held_from_alpha`` (fraction, seed): the validation rows of that hashed
+    slice are left out of α's stream (a byte budget's precision is chosen on them)."""
     ds = split_datasets(prepared, seed if shuffle_window else None, task_cpus)  # lazy, over the Parquet shards
     f = prepared.features
 
@@ -276,7 +281,8 @@ def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shu
 
     out = {TRAIN: rows("train", shuffle_window), VALID_EVAL: rows("valid")}
     if alpha_rows == "validation":
-        out[VALID] = rows("valid", shuffle_window)
+        held = AlphaSlice(*held_from_alpha, inside=False) if held_from_alpha else None
+        out[VALID] = rows("valid", shuffle_window, held)
     elif alpha_rows == "train":
         out[TRAIN] = rows("train", shuffle_window, AlphaSlice(*alpha_slice, inside=False))
         out[VALID] = rows("train", shuffle_window, AlphaSlice(*alpha_slice, inside=True))

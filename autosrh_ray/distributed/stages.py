@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import storage as storage_module
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, precision_choice_rows
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.split import in_alpha_slice
 from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
@@ -114,7 +114,15 @@ def _split_rows(memory: InMemoryData, fraction: float, seed: int) -> InMemoryDat
     t = memory.train
     inside = in_alpha_slice(t.ids, fraction, seed)
     part = [EncodedSplit(t.ids[m], t.values[m], t.labels[m]) for m in (~inside, inside)]
-    return InMemoryData(part[0], part[1], memory.shuffle)
+    return InMemoryData(part[0], memory.valid, memory.shuffle, alpha=part[1])
+
+
+def _held_from_alpha(memory: InMemoryData, fraction: float, seed: int) -> InMemoryData:
+    """In-memory data for a search whose α leaves out the validation rows a precision is chosen on."""
+    v = memory.valid
+    keep = ~in_alpha_slice(v.ids, fraction, seed)
+    return InMemoryData(memory.train, v, memory.shuffle, alpha=EncodedSplit(v.ids[keep], v.values[keep],
+                                                                             v.labels[keep]))
 
 
 @dataclass
@@ -153,22 +161,26 @@ class RayTrainExecutor:
         periods = (self._period_rows(rule, alpha_rows), *([self._period_rows(then.rule, None)] if then else []))
         alpha_slice = (search.alpha_fraction, train.seed)
         memory = o.memory
+        held = precision_choice_rows(self.config) if alpha_rows == "validation" else None
         if memory is not None and alpha_rows == "train":
             memory = _split_rows(memory, *alpha_slice)
+        elif memory is not None and held:
+            memory = _held_from_alpha(memory, *held)
         spec = LoopSpec(stage=kind, config=self.config.to_dict(), shape=self.shape,
                         label_mean=self.prepared.label_mean, init_state=ray.put(init_state), rule=rule,
                         global_batch=train.batch_size, torch_threads=self.plan.torch_threads,
                         use_gpu=self.plan.use_gpu, memory=memory,
                         # Θ's share of train under alpha_data: train is not known in advance: stream it each pass
                         train_rows=0 if alpha_rows == "train" else self.prepared.rows.train,
-                        alpha_split_rows=self.prepared.rows.valid if alpha_rows == "validation" else 0,
+                        # α's rows known in advance: the whole validation split (not with rows held from it)
+                        alpha_split_rows=self.prepared.rows.valid if alpha_rows == "validation" and not held else 0,
                         cache_bytes=self.config.ray.worker_cache_mb << 20,
                         dtype=o.dtype, check_replicas=o.check_replicas, fault=o.fault,
                         rewrite_metrics=o.rewrite_metrics, then=then,
                         rows=self.live.rows_channel(labels, periods) if self.live else None)
         datasets = (None if memory is not None else
                     train_datasets(self.prepared, alpha_rows, train.shuffle_window, train.seed, alpha_slice,
-                                   self.plan.data_task_cpus))
+                                   self.plan.data_task_cpus, held))
         trainer = TorchTrainer(
             train_loop, train_loop_config={"spec": spec},
             scaling_config=ScalingConfig(num_workers=self.plan.num_workers, use_gpu=self.plan.use_gpu,

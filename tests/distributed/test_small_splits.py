@@ -162,3 +162,16 @@ def test_a_search_on_two_workers_with_a_batch_larger_than_the_validation_split(r
     assert any("valid split" in line and "per worker" in line for line in lines)
     assert result.epochs == 2 and result.steps == 2 * (prepared.rows.train // 512)
     assert result.best_valid["rows"] == prepared.rows.valid  # evaluation still covers every validation row
+
+
+def test_in_memory_source_streams_alpha_from_its_own_rows_and_evaluates_the_validation_split():
+    from autosrh_ray.data.prepared import EncodedSplit
+
+    def split(lo: int, n: int) -> EncodedSplit:
+        return EncodedSplit(np.arange(lo, lo + n * 2).reshape(n, 2), np.zeros((n, 2), np.float32),
+                            np.zeros(n, np.float32))
+
+    train, valid, alpha = split(0, 8), split(100, 8), split(200, 8)
+    source = InMemorySource(train, valid, 4, 0, 1, alpha=alpha)
+    assert {int(i) for b in _take(source.valid_stream(), 2) for i in b.ids.flatten()} == set(range(200, 216))
+    assert {int(i) for b in source.eval_batches() for i in b.ids.flatten()} == set(range(100, 116))

@@ -149,3 +149,21 @@ def test_kept_batches_hold_int32_ids_and_replay_the_int64_batches_they_kept():
     wide = Batch.from_numpy(np.array([[2**31, 0]]), np.zeros((1, 2), np.float32), np.zeros(1, np.float32))
     kept.keep(wide)  # an id past int32 keeps its int64 batch
     assert kept.batches[-1].ids.dtype == torch.int64 and torch.equal(list(kept.replay([3]))[0].ids, wide.ids)
+
+
+def test_alphas_validation_stream_leaves_out_the_rows_a_precision_is_chosen_on(small):
+    """``held_from_alpha``: α's stream (``valid``) is the validation split without that hashed slice; evaluation
+    (``valid_eval``) still reads every row."""
+    from autosrh_ray.data.split import in_alpha_slice
+    from autosrh_ray.data.streaming import IDS
+    from autosrh_ray.distributed.sources import VALID
+
+    _, prepared = small
+    datasets = train_datasets(prepared, "validation", shuffle_window=512, seed=0, held_from_alpha=(0.25, 3))
+    ids = {name: np.concatenate([b[IDS] for b in datasets[name].iter_batches(batch_format="numpy")])
+           for name in (VALID, VALID_EVAL)}
+    valid = prepared.load_split("valid").ids
+    held = in_alpha_slice(valid, 0.25, 3)
+    assert held.any() and (~held).any()
+    assert np.array_equal(_sorted(ids[VALID].astype(np.int64)), _sorted(valid[~held]))
+    assert np.array_equal(_sorted(ids[VALID_EVAL].astype(np.int64)), _sorted(valid))
