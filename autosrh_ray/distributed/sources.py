@@ -223,7 +223,7 @@ class RayDataSource:
                 yield b
             else:
                 remainder = b
-        self._valid_rows = sum(len(b) for b in kept.batches) if kept.batches is not None else None
+        self._valid_rows = sum(b.rows for b in kept.batches) if kept.batches is not None else None
         if not trained:  # the share holds no full batch (equal on every rank): the whole share is one batch
             if remainder is None:
                 raise ValueError(_NO_LOCAL_BATCH)
@@ -233,7 +233,7 @@ class RayDataSource:
         if kept.batches is None:
             yield from cycle(lambda e: self._pass(VALID), _NO_LOCAL_BATCH)
             return
-        full = [i for i, b in enumerate(kept.batches) if short or len(b) == self.local_batch]
+        full = [i for i, b in enumerate(kept.batches) if short or b.rows == self.local_batch]
         for epoch in itertools.count(1):
             order = np.random.default_rng([self.seed, 2, epoch]).permutation(len(full))
             yield from kept.replay(full[i] for i in order)

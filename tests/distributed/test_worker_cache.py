@@ -138,7 +138,7 @@ def test_kept_batches_hold_int32_ids_and_replay_the_int64_batches_they_kept():
     kept = KeptBatches(budget)
     for b in batches:
         kept.keep(b)
-    assert all(b.ids.dtype == torch.int32 for b in kept.batches)
+    assert all(kept.stored(i).ids.dtype == torch.int32 for i in range(3))
     assert 10**6 - budget.bytes_left == 3 * KeptBatches.nbytes(10, 3) == 3 * 10 * (3 * 4 + 3 * 4 + 4)
     for order in (None, [2, 0, 1]):
         replayed = list(kept.replay(order))
@@ -148,7 +148,7 @@ def test_kept_batches_hold_int32_ids_and_replay_the_int64_batches_they_kept():
             assert torch.equal(got.values, want.values) and torch.equal(got.labels, want.labels)
     wide = Batch.from_numpy(np.array([[2**31, 0]]), np.zeros((1, 2), np.float32), np.zeros(1, np.float32))
     kept.keep(wide)  # an id past int32 keeps its int64 batch
-    assert kept.batches[-1].ids.dtype == torch.int64 and torch.equal(list(kept.replay([3]))[0].ids, wide.ids)
+    assert kept.stored(3).ids.dtype == torch.int64 and torch.equal(list(kept.replay([3]))[0].ids, wide.ids)
 
 
 def test_alphas_validation_stream_leaves_out_the_rows_a_precision_is_chosen_on(small):
