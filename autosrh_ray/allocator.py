@@ -81,3 +81,31 @@ class MappedArena:
         out = self.empty(tuple(tensor.shape), dtype or tensor.dtype)
         out.copy_(tensor)
         return out
+
+
+class MappedVector:
+    """A float64 vector appended to batch by batch (a split's predictions), in anonymous maps that double as it
+    grows: one buffer, not one small array per batch. Small arrays kept across a loop of large transients split
+    the transients' freed blocks in the heap, so each next transient takes a fresh region: evaluating 4.5M rows
+    (1,099 batches of 4,096) grew a Ray Train worker by 14 GiB that way."""
+
+    def __init__(self, capacity: int = 1 << 16):
+        self._data = self._mapped(capacity)
+        self.size = 0
+
+    @staticmethod
+    def _mapped(capacity: int) -> np.ndarray:
+        return np.frombuffer(mmap.mmap(-1, capacity * 8), dtype=np.float64)
+
+    def extend(self, values: np.ndarray) -> None:
+        n = self.size + len(values)
+        if n > len(self._data):
+            grown = self._mapped(max(n, 2 * len(self._data)))
+            grown[:self.size] = self._data[:self.size]
+            self._data = grown
+        self._data[self.size:n] = values
+        self.size = n
+
+    def array(self) -> np.ndarray:
+        """The values appended so far (a view of the mapped buffer)."""
+        return self._data[:self.size]

@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
-from .allocator import keep_large_blocks
+from .allocator import MappedVector, keep_large_blocks
 from .batch import Batch, loss_function
 from .config import Config
 from .metrics import task_metrics, validation_loss
@@ -27,15 +27,15 @@ EpochBatches = Callable[[int], Iterable[Batch]]
 
 @torch.no_grad()
 def predict(model: EmbeddingModel, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs (logits or ratings) and labels over all batches."""
+    """Model outputs (logits or ratings) and labels over all batches (float64), gathered in mapped memory
+    (:class:`~autosrh_ray.allocator.MappedVector`: no small array per batch left between the forward's large
+    transients)."""
     model.eval()
-    outs, labels = [], []
+    outs, labels = MappedVector(), MappedVector()
     for b in batches:
-        outs.append(model(b.ids, b.values).double().cpu().numpy())
-        labels.append(b.labels.double().cpu().numpy())
-    if not outs:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(outs), np.concatenate(labels)
+        outs.extend(model(b.ids, b.values).double().cpu().numpy())
+        labels.extend(b.labels.double().cpu().numpy())
+    return outs.array(), labels.array()
 
 
 def evaluate(model: EmbeddingModel, batches: Iterable[Batch], task: str) -> dict[str, float]:

@@ -128,3 +128,42 @@ def test_kept_batches_do_not_pin_the_heap_while_they_fill():
     spans, per_batch = int(_child(KEPT_CHILD, "kept")), int(_child(KEPT_CHILD, "per-batch"))
     assert spans < 280  # 124 MiB kept over these 100 steps (measured: 127-190 MiB of growth)
     assert per_batch > 2 * spans + 300  # measured: ~1,480 MiB
+
+
+PREDICT_CHILD = """
+import sys, threading, numpy as np, torch
+torch.set_num_threads(1)
+from autosrh_ray.allocator import keep_large_blocks
+from autosrh_ray.batch import Batch
+from autosrh_ray.training import predict
+assert keep_large_blocks()
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) >> 10
+class Model(torch.nn.Module):  # a forward with the transients of FM at B 4096, F 39, K 64 (41 MB each)
+    def forward(self, ids, values):
+        e = torch.ones(ids.shape[0], 39, 64) * values.unsqueeze(-1)
+        return (e * 2).sum(dim=(1, 2)) + ids[:, 0]
+def run():
+    b = Batch(torch.zeros(4096, 39, dtype=torch.int64), torch.ones(4096, 39), torch.ones(4096))
+    batches = [b] * 150
+    for _ in range(2):  # warm: the heap holds a forward's transients
+        predict(Model(), batches[:5])
+    start = rss()
+    if sys.argv[1] == "mapped":
+        outputs, labels = predict(Model(), batches)
+    else:  # one small array per batch, kept until the end (predict before MappedVector)
+        outs = [Model()(x.ids, x.values).double().numpy() for x in batches]
+        outputs = np.concatenate(outs)
+    assert len(outputs) == 150 * 4096 and float(outputs[0]) == 39 * 64 * 2
+    print(rss() - start)
+t = threading.Thread(target=run); t.start(); t.join()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tunes glibc's malloc only")
+def test_predicting_a_whole_split_does_not_pin_the_heap_batch_by_batch():
+    """150 batches whose forward makes 41 MB transients: predictions gathered in a mapped vector keep the process
+    at its size; one small array per batch splits the freed transients so that each batch takes fresh memory."""
+    mapped, arrays = int(_child(PREDICT_CHILD, "mapped")), int(_child(PREDICT_CHILD, "arrays"))
+    assert mapped < 100
+    assert arrays > 4 * mapped + 400
