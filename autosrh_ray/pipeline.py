@@ -379,10 +379,6 @@ def epoch_loader(config: Config, split: EncodedSplit, shuffle: bool, salt: int) 
     return lambda epoch: iterate_batches(split, bs, shuffle=shuffle, seed=seed * 1_000_003 + salt * 1009 + epoch)
 
 
-def _rows(split: EncodedSplit, keep: np.ndarray) -> EncodedSplit:
-    return EncodedSplit(split.ids[keep], split.values[keep], split.labels[keep])
-
-
 class InProcessExecutor:
     """The engine's loops in this process on in-memory splits (deterministic for a given ``train.seed``)."""
 
@@ -398,12 +394,12 @@ class InProcessExecutor:
         s = config.search
         if s.alpha_data == "train":  # α from a hashed slice of train that Θ's search steps never see
             in_slice = in_alpha_slice(train.ids, s.alpha_fraction, config.train.seed)
-            self.search_batches = epoch_loader(config, _rows(train, ~in_slice), True, 1)
-            self.alpha_batches = epoch_loader(config, _rows(train, in_slice), True, 2)
+            self.search_batches = epoch_loader(config, train.rows(~in_slice), True, 1)
+            self.alpha_batches = epoch_loader(config, train.rows(in_slice), True, 2)
         else:
             self.search_batches = self.train_batches
             held = precision_choice_rows(config)  # validation rows a byte budget's precision is chosen on
-            alpha = valid if held is None else _rows(valid, ~in_alpha_slice(valid.ids, *held))
+            alpha = valid if held is None else valid.rows(~in_alpha_slice(valid.ids, *held))
             self.alpha_batches = epoch_loader(config, alpha, True, 2)
 
     def _model(self, state: dict, retrain: bool = True, share: bool = False) -> EmbeddingModel:

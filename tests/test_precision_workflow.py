@@ -47,8 +47,7 @@ def stored_model_metrics(path, prepared, split: str, task: str, held=None) -> di
     model = load_model(path)
     rows = prepared.load_split(split)
     if held is not None:
-        keep = in_alpha_slice(rows.ids, *held)
-        rows = type(rows)(rows.ids[keep], rows.values[keep], rows.labels[keep])
+        rows = rows.rows(in_alpha_slice(rows.ids, *held))
     with torch.no_grad():
         scores = model(torch.from_numpy(rows.ids), torch.from_numpy(rows.values)).double().numpy()
     return task_metrics(task, rows.labels.astype(np.float64), scores)

@@ -61,6 +61,10 @@ class EncodedSplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def rows(self, keep: np.ndarray) -> "EncodedSplit":
+        """The rows where ``keep`` (a boolean mask or indices) selects."""
+        return EncodedSplit(self.ids[keep], self.values[keep], self.labels[keep])
+
 
 def column_names(num_fields: int) -> tuple[list[str], list[str]]:
     return [f"id{i}" for i in range(num_fields)], [f"value{i}" for i in range(num_fields)]

@@ -24,7 +24,7 @@ import torch
 
 from .. import storage as storage_module
 from ..config import Config, ConfigError, precision_choice_rows
-from ..data.prepared import EncodedSplit, PreparedData
+from ..data.prepared import PreparedData
 from ..data.split import in_alpha_slice
 from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
 from ..runtime import connect
@@ -111,18 +111,14 @@ def _prune_task(config_dict: dict, shape: ModelShape, label_mean: float, state: 
 
 def _split_rows(memory: InMemoryData, fraction: float, seed: int) -> InMemoryData:
     """In-memory data for a search with ``search.alpha_data: train``: Θ's rows and α's slice of train."""
-    t = memory.train
-    inside = in_alpha_slice(t.ids, fraction, seed)
-    part = [EncodedSplit(t.ids[m], t.values[m], t.labels[m]) for m in (~inside, inside)]
-    return InMemoryData(part[0], memory.valid, memory.shuffle, alpha=part[1])
+    inside = in_alpha_slice(memory.train.ids, fraction, seed)
+    return InMemoryData(memory.train.rows(~inside), memory.valid, memory.shuffle, alpha=memory.train.rows(inside))
 
 
 def _held_from_alpha(memory: InMemoryData, fraction: float, seed: int) -> InMemoryData:
     """In-memory data for a search whose α leaves out the validation rows a precision is chosen on."""
-    v = memory.valid
-    keep = ~in_alpha_slice(v.ids, fraction, seed)
-    return InMemoryData(memory.train, v, memory.shuffle, alpha=EncodedSplit(v.ids[keep], v.values[keep],
-                                                                             v.labels[keep]))
+    held = in_alpha_slice(memory.valid.ids, fraction, seed)
+    return InMemoryData(memory.train, memory.valid, memory.shuffle, alpha=memory.valid.rows(~held))
 
 
 @dataclass

@@ -55,13 +55,17 @@ def test_search_steps_reuse_their_freed_blocks_instead_of_faulting_them_in_again
     assert kept < default / 10
 
 
-ARENA_CHILD = """
-import sys, threading, torch
+# the start of every child below: large freed blocks kept in the heap (as in every training loop), and VmRSS
+IN_A_TRAINING_PROCESS = """
+import sys, threading, numpy as np, torch
 torch.set_num_threads(1)
 from autosrh_ray.allocator import MappedArena, keep_large_blocks
 assert keep_large_blocks()
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) >> 10
+"""
+
+ARENA_CHILD = IN_A_TRAINING_PROCESS + """
 def steps():  # in a thread, as a Ray Train worker's loop runs: its own glibc arena
     arena, kept = MappedArena(), []
     for i in range(40):
@@ -90,15 +94,9 @@ def test_tensors_kept_in_a_mapped_arena_do_not_pin_the_heap_the_steps_churn():
     assert heap > 2 * mapped  # ~910 MiB: 15 MiB a step more than what is live
 
 
-KEPT_CHILD = """
-import sys, threading, numpy as np, torch
-torch.set_num_threads(1)
-from autosrh_ray.allocator import MappedArena, keep_large_blocks
+KEPT_CHILD = IN_A_TRAINING_PROCESS + """
 from autosrh_ray.batch import Batch
 from autosrh_ray.distributed.cache import Budget, KeptBatches
-assert keep_large_blocks()
-def rss():
-    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) >> 10
 def steps():  # a search's first pass in a Ray Train worker's loop thread: one validation batch kept a step
     rng, arena = np.random.default_rng(0), MappedArena()
     kept, tensors = KeptBatches(Budget(1 << 40)), []
@@ -130,15 +128,9 @@ def test_kept_batches_do_not_pin_the_heap_while_they_fill():
     assert per_batch > 2 * spans + 300  # measured: ~1,480 MiB
 
 
-PREDICT_CHILD = """
-import sys, threading, numpy as np, torch
-torch.set_num_threads(1)
-from autosrh_ray.allocator import keep_large_blocks
+PREDICT_CHILD = IN_A_TRAINING_PROCESS + """
 from autosrh_ray.batch import Batch
 from autosrh_ray.training import predict
-assert keep_large_blocks()
-def rss():
-    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) >> 10
 class Model(torch.nn.Module):  # a forward with the transients of FM at B 4096, F 39, K 64 (41 MB each)
     def forward(self, ids, values):
         e = torch.ones(ids.shape[0], 39, 64) * values.unsqueeze(-1)
