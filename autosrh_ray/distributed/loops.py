@@ -21,7 +21,6 @@ import dataclasses
 import itertools
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from ..models import EmbeddingModel
 from ..search import BiLevelSearch
 from ..training import StopRule, Trainer, predict, valid_prefixed
 from . import checkpoint as ckpt
+from . import local_checkpoints
 from .resources import set_torch_threads
 from .cache import Budget
 from .feed import PeriodFeed
@@ -179,7 +179,7 @@ def _report(state: ckpt.LoopState, rank: int, metrics: dict) -> None:
     and the worker waits for pending uploads before it exits."""
     import ray.train
 
-    directory = Path(tempfile.mkdtemp(prefix="autosrh-checkpoint-"))
+    directory = local_checkpoints.new_directory()
     ckpt.write(directory, rank, state if rank == 0 else None)
     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(directory)),
                      checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
@@ -224,6 +224,7 @@ def train_loop(loop_config: dict) -> None:
     rank, size = world()
     set_torch_threads(spec.torch_threads)
     keep_large_blocks()  # a step's batch-sized tensors stay in the heap: no page faults every step
+    local_checkpoints.remove_orphans()  # what workers killed before their upload left on this node
     config = config_from_dict(spec.config)
     seed = config.train.seed
     device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
