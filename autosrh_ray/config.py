@@ -286,6 +286,10 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug in this module, not user input
 
 
+# the methods that rank entries: a byte budget keeps as many of the best as fit
+BYTE_BUDGET_METHODS = ("autosrh", "magnitude", "pep")
+
+
 # Keys that existed once: a config that still uses one gets told what replaced it.
 REMOVED_KEYS = {
     "search.epochs": "removed: the search now runs until the validation loss stops improving; "
@@ -419,8 +423,9 @@ def validate(config: Config) -> None:
     for key, entries in (("prune.bytes_cr", config.prune.bytes_crs), ("prune.bytes", config.prune.byte_budgets)):
         for i, b in enumerate(entries):
             _positive(f"{key}[{i}]" if len(entries) > 1 else key, b)
-        if entries and s.method not in ("autosrh", "magnitude"):
-            raise ConfigError(key, f"byte budgets are for search.method autosrh or magnitude (got {s.method})")
+        if entries and s.method not in BYTE_BUDGET_METHODS:
+            raise ConfigError(key, f"byte budgets are for search.method {', '.join(BYTE_BUDGET_METHODS)} (they rank "
+                                   f"entries; got {s.method})")
     if isinstance(config.prune.precision, list) and len(config.prune.precision) != s.L:
         raise ConfigError("prune.precision", f"a list gives one precision per frequency block: search.L = {s.L} of "
                                              f"them, most frequent first (got {len(config.prune.precision)})")

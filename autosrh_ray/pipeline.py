@@ -195,20 +195,14 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
         return [(state, StageResult(None, {stage: first, "retrain": retrain}, timings, budget,
                                     first_state.get(ALPHA)))]
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
-    if any(b.bytes is not None for b in todo):  # byte budgets: as many of the best entries as fit each
-        prepared = executor.prepared
-        scores = model_from_state(config, prepared.features, prepared.label_mean, searched_state, retrain=False,
-                                  share=True).embedding.pruning_scores()
-        todo = distinct_candidates([b.resolved(scores) for b in todo])
-        del scores
+    todo = resolved_budgets(config, executor, searched_state, todo)
 
     def finish(budget: Budget) -> tuple[dict, StageResult]:
         start = time.perf_counter()
         state = executor.prune(searched_state, budget.kept)
         if config.prune.retrain_from == "rewound":
             state = rewound(state, initial)
-        if config.prune.quant_aware and budget.precision != "fp32":
-            state = quantisation_aware(state, budget.precision, budget.block_starts)
+        state = quantised_for(config, state, budget)
         pruning = time.perf_counter() - start
         retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
         timings = {"search": search_result.seconds, "prune": pruning, "retrain": retrain.seconds}
@@ -216,6 +210,25 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
                                   searched_state.get(ALPHA))
 
     return side_by_side(finish, todo, parallel)
+
+
+def resolved_budgets(config: Config, executor: StageExecutor, searched_state: dict,
+                     todo: list[Budget]) -> list[Budget]:
+    """Byte budgets with their kept entries: as many of the searched state's best entries (by its pruning scores:
+    |E ⊙ α|, |E|, PEP's margin) as fit each candidate's bytes; other budgets as they are."""
+    if all(b.bytes is None for b in todo):
+        return todo
+    prepared = executor.prepared
+    scores = model_from_state(config, prepared.features, prepared.label_mean, searched_state, retrain=False,
+                              share=True).embedding.pruning_scores()
+    return distinct_candidates([b.resolved(scores) for b in todo])
+
+
+def quantised_for(config: Config, state: dict, budget: Budget) -> dict:
+    """``prune.quant_aware``: the retrain's forward reads the kept values at the budget's precision."""
+    if config.prune.quant_aware and budget.precision != "fp32":
+        return quantisation_aware(state, budget.precision, budget.block_starts)
+    return state
 
 
 def distinct_candidates(todo: list[Budget]) -> list[Budget]:
@@ -246,22 +259,35 @@ SEARCHED_DIMS = ("autodim", "autoemb")
 
 def run_pep(config: Config, executor: StageExecutor, initial: dict, log: Log,
             parallel: int) -> list[tuple[dict, StageResult]]:
-    """PEP, per budget (side by side): prune with learnable thresholds until the kept entries reach the budget
-    (or patience), keep exactly the budget by margin, retrain from the initial values under that mask."""
+    """PEP, per budget: prune with learnable thresholds until the kept entries reach the budget (or patience),
+    keep exactly the budget by margin, retrain from the initial values under that mask. A byte budget is one
+    pruning run down to its largest candidate (the lowest precision keeps the most entries; estimated on the
+    initial |E|), then each candidate keeps as many entries as fit its bytes by margin and is retrained."""
     weight = initial[EMBEDDING]
+    runs: dict[str, list[Budget]] = {}
+    for b in run_budgets(config, weight):
+        runs.setdefault(b.group or b.name, []).append(b)
 
-    def finish(budget: Budget) -> tuple[dict, StageResult]:
-        rule = replace(StopRule.for_stage(config, "pep"), kept_at_most=budget.kept)
-        pep, pruning = train_stage(executor, config, "pep", initial, log, budget.tag, rule)
+    def prune_then_retrain(members: list[Budget]) -> list[tuple[dict, StageResult]]:
+        target = max(b.resolved(weight.abs()).kept for b in members)
+        rule = replace(StopRule.for_stage(config, "pep"), kept_at_most=target)
+        tag = members[0].group or members[0].tag
+        pep, pruning = train_stage(executor, config, "pep", initial, log, tag, rule)
         start = time.perf_counter()
-        state = executor.prune(pruning, budget.kept)
-        state = rewound(state, initial)
-        selection = time.perf_counter() - start
-        retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
-        timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
-        return state, StageResult(None, {"pep": pep, "retrain": retrain}, timings, budget)
+        members = resolved_budgets(config, executor, pruning, members)
+        resolving = time.perf_counter() - start
 
-    return side_by_side(finish, run_budgets(config, weight), parallel)
+        def finish(budget: Budget) -> tuple[dict, StageResult]:
+            start = time.perf_counter()
+            state = quantised_for(config, rewound(executor.prune(pruning, budget.kept), initial), budget)
+            selection = resolving + time.perf_counter() - start
+            retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
+            timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
+            return state, StageResult(None, {"pep": pep, "retrain": retrain}, timings, budget)
+
+        return side_by_side(finish, members, parallel if len(runs) == 1 else 1)
+
+    return [r for rs in side_by_side(prune_then_retrain, list(runs.values()), parallel) for r in rs]
 
 
 def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,

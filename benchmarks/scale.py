@@ -198,6 +198,23 @@ def stage_rows(entry: dict, batch: int, cores: int) -> dict:
     return out
 
 
+def byte_budget_figures(tag: str, entry: dict) -> dict:
+    """A byte budget's candidates side by side: each one's precision, bytes and test AUC, the chosen one, and
+    whether it beats fp32 at the same bytes."""
+    out = {f"autosrh_{tag}_chosen": entry["precision"] if isinstance(entry["precision"], str)
+           else "/".join(entry["precision"])}
+    fp32 = None
+    for c in entry["candidates"]:
+        name = c["name"].split("-", 1)[1]
+        out[f"autosrh_{tag}_{name}_test_auc"] = c["test"]["auc"]
+        out[f"autosrh_{tag}_{name}_embedding_kib"] = round(c["bytes"] / 1024, 1)
+        if name == "fp32":
+            fp32 = c["test"]["auc"]
+    if fp32 is not None:
+        out[f"autosrh_{tag}_chosen_minus_fp32_auc"] = round(entry["test"]["auc"] - fp32, 5)
+    return out
+
+
 def validation_cache_mb(rows: int, config) -> int:
     """``ray.worker_cache_mb`` that keeps a worker's share of the validation split in memory — once: α's stream
     keeps it and evaluation replays that copy (the search), or evaluation keeps it (UE, retrains) — but not its
@@ -224,6 +241,9 @@ def main() -> None:
     ap.add_argument("--output", type=Path, help="the run's output directory (default: temporary, removed)")
     ap.add_argument("--object-store-mb", type=int, default=2048,
                     help="the local Ray's object store (ray.object_store_mb; 0: Ray's default, 30%% of the memory)")
+    ap.add_argument("--bytes-cr", default="",
+                    help="byte budgets instead of CR 10 and 20 (e.g. 40,100; prune.bytes_cr, precision chosen by "
+                         "validation among the candidates: each candidate's test metrics are reported)")
     ap.add_argument("--skip-vocab-check", action="store_true", help="no single-process count (saves its time)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -238,8 +258,8 @@ def main() -> None:
     data = generated(rows, shards, args.cache)
     generate_s = time.perf_counter() - t_gen
     output = args.output or Path(tempfile.mkdtemp(prefix="autosrh-scale-"))
-    overrides = [f"dataset.path={data}", "prune.cr=[10, 20]", "report.plots=false",
-                 f"ray.object_store_mb={args.object_store_mb}"]
+    budgets = (["prune.cr=[]", f"prune.bytes_cr=[{args.bytes_cr}]"] if args.bytes_cr else ["prune.cr=[10, 20]"])
+    overrides = [f"dataset.path={data}", *budgets, "report.plots=false", f"ray.object_store_mb={args.object_store_mb}"]
     base = load_config(REPO / "workflows" / "criteo.yaml", overrides)
     overrides.append(f"ray.worker_cache_mb={validation_cache_mb(rows, base)}")
     steps_per_pass = -(-int(rows * base.dataset.split[0]) // base.train.batch_size)
@@ -277,6 +297,8 @@ def main() -> None:
         figures[f"autosrh_{tag}_test_auc"] = entry["test"]["auc"]
         figures[f"autosrh_{tag}_test_logloss"] = entry["test"]["logloss"]
         figures[f"autosrh_{tag}_delta_auc_vs_ue"] = round(entry["test"]["auc"] - figures["ue_test_auc"], 5)
+        if "candidates" in entry:  # a byte budget: every precision at the same bytes, and which validation chose
+            figures.update(byte_budget_figures(tag, entry))
     stages = {"ue": stage_rows(report["reference"], config.train.batch_size, cores)}
     for entry in report["models"]:
         stages[f"autosrh_{entry['budget']}"] = stage_rows(entry, config.train.batch_size, cores)

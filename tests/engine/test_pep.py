@@ -10,7 +10,8 @@ from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.pep import ThresholdEmbedding
 from autosrh_ray.packed import kept_of
 from autosrh_ray.pipeline import EMBEDDING, InProcessExecutor, initial_state, run_graph
-from autosrh_ray.prune import kept_count
+from autosrh_ray.bytes_budget import embedding_bytes, kept_for_bytes
+from autosrh_ray.prune import kept_count, topk_mask
 
 
 def test_soft_threshold_reparameterisation():
@@ -62,3 +63,48 @@ def test_pep_reaches_the_budget_then_retrains_the_rewound_kept_entries(tmp_path)
     assert "embedding.threshold" not in start and "embedding.embedding.weight" not in start
     assert torch.equal(final["embedding.indptr"], start["embedding.indptr"])  # the retrain keeps the layout
     assert not torch.equal(final[KEPT], start[KEPT])  # and the kept entries were retrained
+
+
+class EndsRecorder(RecordingExecutor):
+    """Also keeps the state every stage ended with."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ends: list[tuple[str, dict]] = []
+
+    def train(self, stage, state, rule, tag=""):
+        result, end = super().train(stage, state, rule, tag)
+        self.ends.append((stage, end))
+        return result, end
+
+
+def test_a_byte_budget_prunes_once_then_each_precision_keeps_what_fits_by_margin(tmp_path):
+    config = load_config(overrides=["search.method=pep", "model.name=fm", "search.K=16", "train.batch_size=1024",
+                                    "dataset.synthetic.rows=40000", "prune.cr=[]", "prune.bytes_cr=12",
+                                    "search.pep_l2=0.01", "search.L=1"])
+    prepared = prepare_synthetic(config, tmp_path)
+    executor = EndsRecorder(config, prepared, prepared.load_split("train"), prepared.load_split("valid"),
+                            log=lambda _: None)
+    results = run_graph(config, executor, initial_state(config, prepared), log=lambda _: None)
+    (pruning,) = [end for stage, end in executor.ends if stage == "pep"]  # one pruning run for the budget
+    margin = pruning[EMBEDDING].abs() - torch.sigmoid(pruning["embedding.threshold"])
+    budget_bytes = prepared.num_features * 16 * 4 // 12
+    kept = {}
+    for final, result in results:
+        b = result.budget
+        assert b.group == "bytes_cr12" and b.bytes == budget_bytes
+        assert b.kept == kept_for_bytes(margin, budget_bytes, b.precision) == kept_of(final)
+        counts = topk_mask(margin, b.kept).sum(dim=1)
+        assert embedding_bytes(b.kept, int((counts > 0).sum()), *margin.shape, b.precision) <= budget_bytes
+        kept[b.precision] = b.kept
+    retrain_starts = [start for stage, start in executor.starts if stage == "retrain"]
+    assert len(retrain_starts) == len(results) == 4
+    # fewer bits a value, more entries in the same bytes (int8's 4 B of scale and bias a row can cost more than
+    # fp16's values where rows keep few dims; int4 never more than int8)
+    assert min(kept["fp16"], kept["int8"]) > kept["fp32"] and kept["int4"] > kept["int8"]
+    for start, (_, result) in zip(retrain_starts, results):  # each keeps its best entries by PEP's margin
+        rows = torch.repeat_interleave(torch.arange(start["embedding.indptr"].numel() - 1),
+                                       start["embedding.indptr"].diff())
+        mask = torch.zeros_like(margin, dtype=torch.bool)
+        mask[rows, start["embedding.dims"].long()] = True
+        assert torch.equal(mask, topk_mask(margin, result.budget.kept))
