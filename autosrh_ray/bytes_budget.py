@@ -11,8 +11,9 @@ pays its own values, scales and biases. Pure PyTorch.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .precision_plan import Precision, segments
@@ -41,23 +42,43 @@ def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]]) ->
     return embedding_bytes(kept, rows, *scores.shape, [p for _, _, p in spans])
 
 
-def kept_for_bytes(scores: torch.Tensor, budget: int, precision: Precision,
-                   block_starts: Sequence[int] = (0,)) -> int:
-    """The most entries whose artifact embedding at ``precision`` (one, or one per block starting at
-    ``block_starts``) takes at most ``budget`` bytes (0 if not even the empty table fits; bytes grow with the
-    entries kept, so a bisection finds it)."""
-    m, k = scores.shape
-    spans = segments(precision, block_starts, m)
-    lo, hi = 0, m * k
-    if _size(scores, hi, spans) <= budget:
+def largest_within(size: Callable[[int], int], budget: int, most: int) -> int:
+    """The largest ``n`` in 0…``most`` with ``size(n) <= budget`` (0 if none; ``size`` grows with ``n``, so a
+    bisection finds it)."""
+    lo, hi = 0, most
+    if size(hi) <= budget:
         return hi
     while lo < hi:  # size(lo) <= budget < size(hi + 1) once it ends
         mid = (lo + hi + 1) // 2
-        if _size(scores, mid, spans) <= budget:
+        if size(mid) <= budget:
             lo = mid
         else:
             hi = mid - 1
     return lo
+
+
+def kept_for_bytes(scores: torch.Tensor, budget: int, precision: Precision,
+                   block_starts: Sequence[int] = (0,)) -> int:
+    """The most entries whose artifact embedding at ``precision`` (one, or one per block starting at
+    ``block_starts``) takes at most ``budget`` bytes (0 if not even the empty table fits)."""
+    spans = segments(precision, block_starts, scores.shape[0])
+    return largest_within(lambda n: _size(scores, n, spans), budget, scores.numel())
+
+
+def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block_starts: Sequence[int] = (0,),
+                 projection_groups: int = 0) -> int:
+    """Bytes of the artifact's embedding for a fixed scheme (feature i keeps its first ``feature_dims[i]`` dims) at
+    ``precision`` — with ``projection_groups`` K×K fp32 projections (MDE: one per block) and their group of every
+    feature (uint8 while the groups fit, else int32) when it has them."""
+    counts = np.asarray(feature_dims, dtype=np.int64)
+    m = counts.size
+    spans = segments(precision, block_starts, m)
+    kept = [int(counts[a:b].sum()) for a, b, _ in spans]
+    rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
+    out = embedding_bytes(kept, rows, m, dim, [p for _, _, p in spans])
+    if projection_groups:
+        out += projection_groups * dim * dim * 4 + m * (1 if projection_groups <= 256 else 4)
+    return out
 
 
 def mixed_precision(scores: torch.Tensor, budget: int, block_starts: Sequence[int], rare: str) -> tuple[str, ...]:

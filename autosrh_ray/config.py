@@ -286,8 +286,9 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug in this module, not user input
 
 
-# the methods that rank entries: a byte budget keeps as many of the best as fit
-BYTE_BUDGET_METHODS = ("autosrh", "magnitude", "pep")
+# a byte budget keeps as many of the best entries as fit (autosrh, magnitude, pep), or scales a fixed scheme's
+# dimensions to fit (random, mde; grid's K' that fit); AutoDim and AutoEmb choose their own size
+BYTE_BUDGET_METHODS = ("autosrh", "magnitude", "pep", "grid", "random", "mde")
 
 
 # Keys that existed once: a config that still uses one gets told what replaced it.
@@ -424,8 +425,8 @@ def validate(config: Config) -> None:
         for i, b in enumerate(entries):
             _positive(f"{key}[{i}]" if len(entries) > 1 else key, b)
         if entries and s.method not in BYTE_BUDGET_METHODS:
-            raise ConfigError(key, f"byte budgets are for search.method {', '.join(BYTE_BUDGET_METHODS)} (they rank "
-                                   f"entries; got {s.method})")
+            raise ConfigError(key, f"byte budgets are for search.method {', '.join(BYTE_BUDGET_METHODS)} ({s.method} "
+                                   f"chooses its own size)")
     if isinstance(config.prune.precision, list) and len(config.prune.precision) != s.L:
         raise ConfigError("prune.precision", f"a list gives one precision per frequency block: search.L = {s.L} of "
                                              f"them, most frequent first (got {len(config.prune.precision)})")

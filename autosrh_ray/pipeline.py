@@ -11,7 +11,8 @@
     grid, random, mde:  dimensions fixed before training (:mod:`.mixed_dims`) ──► train each candidate from the
                         initial state with its mask (side by side) ──► per budget, the best by validation
 
-The budgets are ``prune.cr`` and ``prune.params`` entries (:func:`~.prune.budgets`); a Ray Tune study
+The budgets are ``prune.cr``, ``prune.params`` and byte budgets (``prune.bytes_cr``, ``prune.bytes``: as many of
+the best entries as fit, one candidate per precision; :func:`~.prune.budgets`); a Ray Tune study
 (:mod:`.study`) may stand in for the search and hand over its best trial's searched state. Stages hand each
 other CPU state dicts (:mod:`.model_state`). An executor runs one training stage to its stop rule
 (:class:`~.training.StopRule`) and prunes: :class:`InProcessExecutor` here (the engine's loops on in-memory
@@ -41,7 +42,7 @@ from .model_state import cpu_state, model_from_state
 from .models import EmbeddingModel, build_model
 from .mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
 from .packed import kept_of, packed_state, quantisation_aware, with_kept_values_of
-from .prune import Budget, budgets, pruned_state
+from .prune import MIXED_CANDIDATES, Budget, budgets, pruned_state
 from .search import BiLevelSearch
 from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
 
@@ -341,7 +342,10 @@ def run_searched_dims(config: Config, executor: StageExecutor, initial: dict, lo
 
 
 def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandidate]:
-    """The schemes ``search.method`` trains for ``budget`` (grid's do not depend on it)."""
+    """The schemes ``search.method`` trains for ``budget`` (grid's do not depend on it). Random and MDE scale
+    their block dimensions to the budget's kept entries — for a byte budget, to the most whose artifact fits its
+    bytes at its precision (MDE's projections included)."""
+    from .bytes_budget import largest_within, scheme_bytes
     from .features import block_index
 
     s, m = config.search, features.num_features
@@ -349,13 +353,38 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
         one = np.zeros(m, dtype=np.int64)
         return [candidate(f"K{k}", np.array([k]), one) for k in capped_dims(s.grid_K, s.K)]
     block_of = block_index(m, s.L, s.block_boundaries)
-    if s.method == "mde":
-        dims = mde_block_dims(features.frequencies, block_of, s.L, s.K, budget.kept, s.mde_temperature)
-        return [candidate(f"mde-{budget.tag}", dims, block_of)]
-    return [candidate(f"random{t}-{budget.tag}",
-                      random_block_dims(block_of, s.L, s.K, budget.kept,
-                                        np.random.default_rng([config.train.seed, t, budget.kept])), block_of)
-            for t in range(s.random_trials)]
+    key = budget.kept if budget.bytes is None else budget.bytes
+
+    def scheme(kept: int, trial: int) -> np.ndarray:
+        if s.method == "mde":
+            return mde_block_dims(features.frequencies, block_of, s.L, s.K, kept, s.mde_temperature)
+        return random_block_dims(block_of, s.L, s.K, kept, np.random.default_rng([config.train.seed, trial, key]))
+
+    out = []
+    for trial in range(1 if s.method == "mde" else s.random_trials):
+        kept = budget.kept
+        if budget.bytes is not None:
+            kept = largest_within(lambda n: scheme_bytes(scheme(n, trial)[block_of], s.K, budget.precision,
+                                                         budget.block_starts, fixed_scheme_projections(config)),
+                                  budget.bytes, m * s.K)
+        name = f"mde-{budget.tag}" if s.method == "mde" else f"random{trial}-{budget.tag}"
+        out.append(candidate(name, scheme(kept, trial), block_of))
+    return out
+
+
+def fixed_scheme_projections(config: Config) -> int:
+    """The projections a fixed scheme's model carries (MDE: one per block), for its bytes."""
+    return config.search.L if config.search.method == "mde" else 0
+
+
+def scheme_fits(config: Config, cand: DimsCandidate, budget: Budget) -> bool:
+    """Whether a trained scheme meets ``budget``: its kept entries, or its artifact's bytes at the precision."""
+    if budget.bytes is None:
+        return cand.kept <= budget.kept
+    from .bytes_budget import scheme_bytes
+
+    return scheme_bytes(cand.feature_dims, config.search.K, budget.precision, budget.block_starts,
+                        fixed_scheme_projections(config)) <= budget.bytes
 
 
 def with_dims(state: dict, mask: torch.Tensor) -> dict:
@@ -369,7 +398,8 @@ def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: 
     stage each, side by side), then per budget keep the best by validation loss. Selection time (the candidates
     not kept) is reported as the search."""
     weight = initial[EMBEDDING]
-    todo = run_budgets(config, weight)
+    # a byte budget's candidates at each precision (the per-block ones follow searched dims: not for fixed schemes)
+    todo = [b for b in run_budgets(config, weight) if b.precision not in MIXED_CANDIDATES]
     features = executor.prepared.features
     per_budget = {b.name: dims_candidates(config, features, b) for b in todo}
     unique = {c.name: c for cands in per_budget.values() for c in cands}
@@ -384,8 +414,14 @@ def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: 
     out = []
     for budget in todo:
         cands = per_budget[budget.name]
-        fitting = [c for c in cands if c.kept <= budget.kept] or [min(cands, key=lambda c: c.kept)]
+        fitting = [c for c in cands if scheme_fits(config, c, budget)]
+        if not fitting:
+            fitting = [min(cands, key=lambda c: c.kept)]
+            log(f"[{config.search.method}] {budget.name}: no scheme fits the budget (every block keeps at least one "
+                f"dimension); the smallest, {fitting[0].name}, stands for it")
         best = min(fitting, key=lambda c: validation_loss(config.task, trained[c.name][0].best_valid))
+        if budget.bytes is not None:  # the byte budget as met: the chosen scheme's entries
+            budget = replace(budget, kept=best.kept, cr=weight.numel() / best.kept)
         result, state = trained[best.name]
         rows = [{"name": c.name, "block_dims": list(c.block_dims), "kept": c.kept,
                  "valid_loss": validation_loss(config.task, trained[c.name][0].best_valid),

@@ -79,11 +79,12 @@ def test_byte_budgets_come_first_one_candidate_per_precision_unless_one_is_set()
     c = load_config(overrides=["prune.bytes_cr=40", "prune.precision=int4"])
     assert [(b.name, b.precision) for b in budgets(c.prune, 1000, 16)] == [("bytes_cr40-int4", "int4"),
                                                                            ("cr10", "int4")]
-    for method in ("grid", "mde", "autodim"):
-        with pytest.raises(ConfigError, match="^prune.bytes_cr: byte budgets are for search.method autosrh, "
-                                              "magnitude, pep"):
+    for method in ("autodim", "autoemb"):
+        with pytest.raises(ConfigError, match=f"^prune.bytes_cr: byte budgets are for search.method autosrh, "
+                                              f"magnitude, pep, grid, random, mde \\({method} chooses its own size"):
             load_config(overrides=["prune.bytes_cr=40", f"search.method={method}"])
-    load_config(overrides=["prune.bytes_cr=40", "search.method=pep"])
+    for method in ("pep", "grid", "random", "mde"):
+        load_config(overrides=["prune.bytes_cr=40", f"search.method={method}"])
 
 
 @pytest.mark.parametrize("space, key", [

@@ -1,7 +1,7 @@
 """The baselines with dimensions fixed before training (grid, random, MDE) do what they claim: MDE's block
 dimensions follow the popularity law at the budget, random draws differ and meet it, the mask keeps exactly the
 first d dims, MDE's projection is the per-block product (against a brute-force loop) and survives the artifact,
-and grid picks the best K' whose M·K' fits the budget."""
+grid picks the best K' whose M·K' fits the budget, and byte budgets size every scheme by its artifact's bytes."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from autosrh_ray.artifact import load_model, save_model
+from autosrh_ray.bytes_budget import scheme_bytes
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.embedding import SoftSelectionEmbedding
@@ -147,3 +148,69 @@ def test_random_and_mde_train_at_the_budget_with_their_block_dims(planted):
         assert (emb.projection is not None) == (method == "mde")
         if method == "mde":
             assert list(result.block_dims) == sorted(result.block_dims, reverse=True)  # popular blocks first
+
+
+@pytest.mark.parametrize("precision, projection", [("int8", "block"), (("fp16", "int4", "int4"), "block"),
+                                                   ("fp32", None), ("int4", None)])
+def test_a_fixed_schemes_bytes_are_its_artifacts(precision, projection):
+    """scheme_bytes (what a byte budget sizes random / MDE / grid with) equals the bytes the artifact writes for a
+    model of that scheme — values at the precision, index, scales and biases, and MDE's projections."""
+    torch.manual_seed(0)
+    block_of = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    starts = (0, 3, 5)
+    dense = SoftSelectionEmbedding(block_of, 16, soft_selection=False, init_std=0.5, projection=projection)
+    dims = np.array([16, 16, 16, 5, 5, 1, 1, 1])
+    emb = PackedEmbedding(*pack(dense.weight.detach(), first_dims_mask(dims, 16).bool()), 16, block_of, None,
+                          None if projection is None else dense.projection.detach().clone(), projection)
+    from autosrh_ray.artifact import embedding_bytes_of
+    from autosrh_ray.embedding import FirstOrder
+    from autosrh_ray.models import EmbeddingModel, build_backbone
+
+    model = EmbeddingModel(emb, FirstOrder(8), build_backbone("fm", 3, 16, [], 0.0))
+    stored = embedding_bytes_of(model, precision, starts if isinstance(precision, tuple) else (0,))
+    assert scheme_bytes(dims, 16, precision, starts if isinstance(precision, tuple) else (0,),
+                        3 if projection else 0) == stored
+
+
+def test_byte_budgets_size_fixed_schemes_by_their_artifacts_bytes(planted):
+    """grid keeps the best K' whose artifact fits the bytes at each precision; random and MDE scale their block
+    dimensions to the most entries that fit (their projections counted), and fit."""
+    base, prepared, train, valid = planted
+    from autosrh_ray.config import with_overrides
+    from autosrh_ray.features import block_starts
+
+    m = prepared.num_features
+    budget_bytes = m * 16 * 4 // 10
+    starts = tuple(int(b) for b in block_starts(m, 6))
+    results = run_all_in_process(with_overrides(base, {"search.method": "grid", "search.grid_K": [1, 2, 4, 8, 16],
+                                                       "prune.bytes_cr": 10, "prune.cr": []}),
+                                 prepared, train, valid, log=lambda _: None)
+    assert sorted(r.budget.precision for r in results) == ["fp16", "fp32", "int4", "int8"]  # no per-block ones
+    for r in results:
+        sizes = {c["name"]: scheme_bytes(np.full(m, int(c["name"][1:])), 16, r.budget.precision)
+                 for c in r.candidates}
+        fitting = [c for c in r.candidates if sizes[c["name"]] <= budget_bytes]
+        (chosen,) = [c for c in r.candidates if c["chosen"]]
+        if r.budget.precision in ("int8", "int4"):  # 4 B of scale and bias a row: not even K' 1 fits
+            assert not fitting and chosen["name"] == "K1"
+        else:
+            assert chosen == min(fitting, key=lambda c: c["valid_loss"])
+        assert r.budget.kept == r.model.embedding.kept_count() == chosen["kept"] and r.budget.bytes == budget_bytes
+    # by hand, per feature (budget 6.4 B): bitmap ⅛ + index min(1 + K', K/8 = 2) + values — fp32 K' 1: 6.125 B,
+    # K' 2: 10.125; fp16 K' 2: 6.125, K' 4: 10.125
+    widest = {r.budget.precision: max(int(c["name"][1:]) for c in r.candidates
+                                      if scheme_bytes(np.full(m, int(c["name"][1:])), 16, r.budget.precision)
+                                      <= budget_bytes) for r in results if r.budget.precision in ("fp32", "fp16")}
+    assert widest == {"fp32": 1, "fp16": 2}
+
+    budget_bytes = m * 16 * 4 // 4  # 16 B a feature: MDE's int8 rows pay 4 B of scale and bias and 1 B of group
+    for method, precision, projections in (("mde", "int8", 6), ("random", "fp16", 0)):
+        config = with_overrides(base, {"search.method": method, "search.random_trials": 2, "prune.bytes_cr": 4,
+                                       "prune.cr": [], "prune.precision": precision})
+        (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
+        block_of = block_index(m, 6)
+        for c in result.candidates:
+            feature_dims = np.asarray(c["block_dims"])[block_of]
+            assert scheme_bytes(feature_dims, 16, precision, (0,), projections) <= budget_bytes, (method, c)
+            assert c["kept"] > m  # more than one dimension a feature: the bytes, not the floor, set the dims
+        assert result.budget.kept == result.model.embedding.kept_count()
