@@ -18,8 +18,9 @@ optimistic: read quality from test.
 AutoSrh at CR 10 (fp32) and byte budgets ``bytes_cr`` 40 and 100 under ``prune.precision: auto`` — each budget's
 candidates (fp32, fp16, int8, int4 and the per-block ones, as many entries as fit each) retrained and the one
 validation prefers kept. The table gives test metrics beside the embedding bytes the artifacts hold, and AutoSrh
-fp32 at the same bytes (the budget's fp32 candidate) against the chosen precision. ``--quick``: synthetic FM and
-MovieLens MF.
+fp32 at the same bytes (the budget's fp32 candidate) against the chosen precision; beside them magnitude pruning at
+the same byte budgets, its precision chosen the same way (a second run). ``--quick``: synthetic FM and MovieLens
+MF.
 
 ``--holdout`` sets 10% of the training rows aside (hashed, fixed) and reports the metric on them instead of test:
 the way to choose between options without looking at test. Runs are in-process (the engine's loops, the same
@@ -40,7 +41,7 @@ import numpy as np
 import torch
 
 from autosrh_ray.batch import iterate_batches
-from autosrh_ray.config import load_config
+from autosrh_ray.config import load_config, with_overrides
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.data.prepared import EncodedSplit, PreparedData
 from autosrh_ray.pipeline import run_in_process
@@ -273,6 +274,12 @@ def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, 
                                                 "bytes_cr": chosen["bytes"]["dense_fp32"] / fp32["bytes"],
                                                 "precision": "fp32"}
         rows[f"AutoSrh + precision @ bytes_cr {c}"] = row(chosen)
+    # magnitude pruning (UE trained, |E| pruned, retrained) at the same byte budgets and precision candidates
+    magnitude = with_overrides(config, {"search.method": "magnitude", "prune.cr": [], "report.reference": "none"})
+    report = workflow.run(magnitude, out / "magnitude", prepared=prepared, log=lambda _: None)
+    for c in BYTE_CRS:
+        rows[f"Magnitude + precision @ bytes_cr {c}"] = row(next(m for m in report["models"]
+                                                                if m["budget"] == f"bytes_cr{c}"))
     return {"key": key, "rows": rows}
 
 
