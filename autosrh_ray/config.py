@@ -289,6 +289,7 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
 # a byte budget keeps as many of the best entries as fit (autosrh, magnitude, pep), or scales a fixed scheme's
 # dimensions to fit (random, mde; grid's K' that fit); AutoDim and AutoEmb choose their own size
 BYTE_BUDGET_METHODS = ("autosrh", "magnitude", "pep", "grid", "random", "mde")
+SIZED_BY_THEMSELVES = ("uniform", "autodim", "autoemb")  # one model at its own size: no budget needed
 
 
 # Keys that existed once: a config that still uses one gets told what replaced it.
@@ -432,7 +433,8 @@ def validate(config: Config) -> None:
                                              f"them, most frequent first (got {len(config.prune.precision)})")
     if not 0 <= config.prune.choice_fraction < 1:
         raise ConfigError("prune.choice_fraction", f"must be in [0, 1) (got {config.prune.choice_fraction})")
-    if not (config.prune.crs or config.prune.param_budgets or config.prune.bytes_crs or config.prune.byte_budgets):
+    if s.method not in SIZED_BY_THEMSELVES and not (config.prune.crs or config.prune.param_budgets
+                                                    or config.prune.bytes_crs or config.prune.byte_budgets):
         raise ConfigError("prune.cr", "needs at least one budget (prune.cr, prune.params, prune.bytes_cr or "
                                       "prune.bytes)")
     _validate_tune(config)

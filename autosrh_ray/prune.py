@@ -119,9 +119,14 @@ def budgets(prune_config: PruneConfig, num_features: int, dim: int,
 
 def study_budget(prune_config: PruneConfig, num_features: int, base_dim: int) -> int:
     """The one absolute budget every study trial is pruned to, whatever its K: the first ``prune.params``, else
-    M·K / the first ``prune.cr`` with the workflow's own K."""
+    M·K / the first ``prune.cr`` with the workflow's own K, else the first byte budget's entries at fp32 (its bytes
+    ÷ 4, the index aside)."""
     params: Optional[list[int]] = prune_config.param_budgets
     if params:
         return params[0]
-    return kept_count(num_features, base_dim, prune_config.crs[0])
+    if prune_config.crs:
+        return kept_count(num_features, base_dim, prune_config.crs[0])
+    first = (num_features * base_dim * 4 / prune_config.bytes_crs[0] if prune_config.bytes_crs
+             else prune_config.byte_budgets[0])
+    return max(1, int(first // 4))
 

@@ -121,3 +121,15 @@ def test_config_reference_covers_every_key_and_docs_are_current(tmp_path):
 def test_version(tmp_path):
     proc = run_cli("--version", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("autosrh-ray ") and "not installed" not in proc.stdout
+
+
+def test_the_study_budget_is_the_first_budget_whatever_its_kind():
+    from autosrh_ray.prune import study_budget
+
+    def budget(*overrides):
+        return study_budget(load_config(overrides=list(overrides)).prune, 1000, 16)
+
+    assert budget("prune.params=[700, 300]", "prune.cr=10") == 700
+    assert budget("prune.cr=[8, 20]") == 2000
+    assert budget("prune.cr=[]", "prune.bytes_cr=[32, 40]") == 500  # 64,000 B ÷ 32 = 2,000 B: 500 fp32 values
+    assert budget("prune.cr=[]", "prune.bytes=1000") == 250

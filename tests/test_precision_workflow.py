@@ -122,3 +122,14 @@ def test_a_quantisation_aware_retrain_validates_the_model_it_stores(tmp_path):
     expected = stored_model_metrics(tmp_path / "out" / report["artifacts"]["model"], prepared, "valid", config.task)
     for key, value in report["valid"].items():
         assert abs(value - expected[key]) < 1e-6, key
+
+
+def test_a_run_with_only_a_byte_budget_trains_its_ue_reference(tmp_path):
+    """``prune.cr: []`` with a byte budget is a whole config: the UE reference (which takes no budget) runs too."""
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false", "prune.cr=[]",
+                                      "prune.bytes_cr=3", "prune.precision=fp16")
+    report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
+    assert [m["budget"] for m in report["models"]] == ["bytes_cr3"]
+    assert report["reference"]["method"] == "uniform" and report["reference"]["bytes"]["bytes_cr"] < 1.0
+    with pytest.raises(ConfigError, match="^prune.cr: needs at least one budget"):
+        small_config("prune.cr=[]")
