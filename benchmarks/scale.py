@@ -15,6 +15,7 @@ same rows (an independent pyarrow pass, :func:`single_process_ids`).
     python benchmarks/scale.py --quick --json scale-2m.json          # 2M rows
     python benchmarks/scale.py --rows 10000000 --json scale-10m.json  # end to end, no cap
     python benchmarks/scale.py --rows 45000000 --max-passes 1         # every stage capped at one pass
+    python benchmarks/scale.py --quick --bytes-cr 40,100              # byte budgets: every precision's test AUC
 
 Generated data is cached by its arguments under ``--cache`` (default ``~/.cache/autosrh_ray/scale``); each run
 writes its output under ``--output`` (default: a temporary directory, removed at the end).
@@ -199,8 +200,8 @@ def stage_rows(entry: dict, batch: int, cores: int) -> dict:
 
 
 def byte_budget_figures(tag: str, entry: dict) -> dict:
-    """A byte budget's candidates side by side: each one's precision, bytes and test AUC, the chosen one, and
-    whether it beats fp32 at the same bytes."""
+    """A byte budget's candidates side by side: each one's test AUC, bytes and kept entries, the chosen one, and
+    its AUC against fp32 at the same bytes."""
     out = {f"autosrh_{tag}_chosen": entry["precision"] if isinstance(entry["precision"], str)
            else "/".join(entry["precision"])}
     fp32 = None
@@ -208,6 +209,7 @@ def byte_budget_figures(tag: str, entry: dict) -> dict:
         name = c["name"].split("-", 1)[1]
         out[f"autosrh_{tag}_{name}_test_auc"] = c["test"]["auc"]
         out[f"autosrh_{tag}_{name}_embedding_kib"] = round(c["bytes"] / 1024, 1)
+        out[f"autosrh_{tag}_{name}_kept"] = c["kept"]
         if name == "fp32":
             fp32 = c["test"]["auc"]
     if fp32 is not None:
