@@ -345,7 +345,7 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
     """The schemes ``search.method`` trains for ``budget`` (grid's do not depend on it). Random and MDE scale
     their block dimensions to the budget's kept entries — for a byte budget, to the most whose artifact fits its
     bytes at its precision (MDE's projections included)."""
-    from .bytes_budget import largest_within, scheme_bytes
+    from .bytes_budget import largest_within
     from .features import block_index
 
     s, m = config.search, features.num_features
@@ -364,27 +364,28 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
     for trial in range(1 if s.method == "mde" else s.random_trials):
         kept = budget.kept
         if budget.bytes is not None:
-            kept = largest_within(lambda n: scheme_bytes(scheme(n, trial)[block_of], s.K, budget.precision,
-                                                         budget.block_starts, fixed_scheme_projections(config)),
-                                  budget.bytes, m * s.K)
+            size = scheme_size(config, budget)
+            kept = largest_within(lambda n: size(scheme(n, trial)[block_of]), budget.bytes, m * s.K)
         name = f"mde-{budget.tag}" if s.method == "mde" else f"random{trial}-{budget.tag}"
         out.append(candidate(name, scheme(kept, trial), block_of))
     return out
 
 
-def fixed_scheme_projections(config: Config) -> int:
-    """The projections a fixed scheme's model carries (MDE: one per block), for its bytes."""
-    return config.search.L if config.search.method == "mde" else 0
+def scheme_size(config: Config, budget: Budget) -> Callable[[np.ndarray], int]:
+    """A fixed scheme's artifact embedding bytes (from every feature's dims) at ``budget``'s precision, MDE's
+    per-block projections included."""
+    from .bytes_budget import scheme_bytes
+
+    s = config.search
+    projections = s.L if s.method == "mde" else 0
+    return lambda feature_dims: scheme_bytes(feature_dims, s.K, budget.precision, budget.block_starts, projections)
 
 
 def scheme_fits(config: Config, cand: DimsCandidate, budget: Budget) -> bool:
     """Whether a trained scheme meets ``budget``: its kept entries, or its artifact's bytes at the precision."""
     if budget.bytes is None:
         return cand.kept <= budget.kept
-    from .bytes_budget import scheme_bytes
-
-    return scheme_bytes(cand.feature_dims, config.search.K, budget.precision, budget.block_starts,
-                        fixed_scheme_projections(config)) <= budget.bytes
+    return scheme_size(config, budget)(cand.feature_dims) <= budget.bytes
 
 
 def with_dims(state: dict, mask: torch.Tensor) -> dict:
