@@ -111,9 +111,11 @@ class PruneConfig:
     choice_fraction: float = 0.25
 
     @property
-    def chooses_precision(self) -> bool:
-        """Whether validation chooses among precisions (a byte budget under ``precision: auto``)."""
-        return self.precision == "auto" and bool(self.bytes_crs or self.byte_budgets)
+    def chooses_by_validation(self) -> bool:
+        """Whether validation chooses a byte budget's model among candidates: precisions (``precision: auto``), or
+        a tighter byte budget's model that fits (more than one byte budget)."""
+        budgets = len(self.bytes_crs) + len(self.byte_budgets)
+        return budgets > 1 or (budgets == 1 and self.precision == "auto")
 
     @property
     def crs(self) -> list[float]:
@@ -377,12 +379,12 @@ def _positive(key: str, value: float, minimum: float = 1) -> None:
         raise ConfigError(key, f"must be >= {minimum} (got {value})")
 
 
-def precision_choice_rows(config: Config) -> Optional[tuple[float, int]]:
+def budget_choice_rows(config: Config) -> Optional[tuple[float, int]]:
     """(fraction, seed) of :func:`~autosrh_ray.data.split.in_alpha_slice` for the validation rows a byte budget's
-    precision is chosen on and α's stream leaves out, or None: the whole split serves both (no choice among
-    precisions, no α fitted on validation, or ``prune.choice_fraction: 0``)."""
+    model is chosen on and α's stream leaves out, or None: the whole split serves both (no choice among
+    candidates, no α fitted on validation, or ``prune.choice_fraction: 0``)."""
     p, s = config.prune, config.search
-    if p.chooses_precision and p.choice_fraction > 0 and s.method == "autosrh" and s.alpha_data == "validation":
+    if p.chooses_by_validation and p.choice_fraction > 0 and s.method == "autosrh" and s.alpha_data == "validation":
         return p.choice_fraction, config.train.seed
     return None
 

@@ -75,12 +75,13 @@ MEANING = {
                        "scale and bias per feature (post-training; the reported metrics are the stored model's); a "
                        "list: one per frequency block (search.L, most frequent first); auto: fp32 for cr/params "
                        "budgets, and for a byte budget the candidate validation prefers (each uniform precision, "
-                       "and two per-block ones guided by the dims each block keeps)",
+                       "and two per-block ones guided by the dims each block keeps; a tighter byte budget's "
+                       "candidates compete for every looser budget they fit)",
     "prune.quant_aware": "quantisation-aware retrain: below fp32 the packed retrain's forward reads every kept value "
                          "as the artifact will store it (row-wise codes, fp16), gradients passed straight through; "
                          "the retrain's validation is then the stored model's",
-    "prune.choice_fraction": "precision auto with a byte budget: the hashed share of the validation split the "
-                             "precision is chosen on, held from α's stream (search.alpha_data: validation) so the "
+    "prune.choice_fraction": "byte budgets (precision auto, or more than one budget): the hashed share of "
+                             "the validation split a budget's model is chosen on, held from α's stream (search.alpha_data: validation) so the "
                              "candidates are not compared on rows α was fitted to; 0: the whole split serves both",
     "prune.bytes_cr": "byte budgets (a number or a list): the artifact's embedding at most UE's dense fp32 table "
                       "(M·K·4 bytes) ÷ this, index included; the first budgets of the run",

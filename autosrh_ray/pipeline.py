@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .batch import iterate_batches
-from .config import Config, precision_choice_rows
+from .config import Config, budget_choice_rows
 from .data.prepared import EncodedSplit, PreparedData
 from .data.split import in_alpha_slice
 from .metrics import validation_loss
@@ -461,7 +461,7 @@ class InProcessExecutor:
             self.alpha_batches = epoch_loader(config, train.rows(in_slice), True, 2)
         else:
             self.search_batches = self.train_batches
-            held = precision_choice_rows(config)  # validation rows a byte budget's precision is chosen on
+            held = budget_choice_rows(config)  # validation rows a byte budget's model is chosen on
             alpha = valid if held is None else valid.rows(~in_alpha_slice(valid.ids, *held))
             self.alpha_batches = epoch_loader(config, alpha, True, 2)
 

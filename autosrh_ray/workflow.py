@@ -49,7 +49,7 @@ import yaml
 from . import atomic, storage
 from .artifact import ArtifactBytes, embedding_bytes_of, load_model, save_model
 from .batch import Batch
-from .config import (Config, ConfigError, precision_choice_rows, sized_for_data, validate_against_data,
+from .config import (Config, ConfigError, budget_choice_rows, sized_for_data, validate_against_data,
                      with_overrides)
 from .data.prepared import PreparedData, split_from_columns
 from .data.split import in_alpha_slice
@@ -184,40 +184,56 @@ def evaluate_on_split(models: list[EmbeddingModel], prepared: PreparedData, spli
 
 @dataclass
 class ByteBudgetChoices:
-    """Which results become the report's models (``reported``: every result but the byte-budget candidates
-    validation did not choose; ``index in choices`` asks it) and, per byte budget, its candidates' rows (each with
-    the index of its result, for its test metrics)."""
+    """Which results become the report's models and, per byte budget, its candidates' rows (each with the index of
+    its result, for its test metrics). ``best``: per byte budget, the index of the result validation chose;
+    :meth:`reported_order` lists the results to report, one per budget."""
 
-    reported: set[int]
+    best: dict[str, int]
     groups: dict[str, list[dict]]
 
-    def __contains__(self, index: int) -> bool:
-        return index in self.reported
+    def reported_order(self, results: list[StageResult]) -> list[tuple[int, str]]:
+        """(result index, budget name) per reported model, in the run's order: every result outside a byte budget,
+        and for each byte budget (at its first candidate's place) the one chosen for it — which may be a tighter
+        budget's candidate."""
+        out, seen = [], set()
+        for i, r in enumerate(results):
+            group = r.budget.group if r.budget is not None else ""
+            if not group:
+                out.append((i, (r.budget.name if r.budget else "uniform")))
+            elif group not in seen:
+                seen.add(group)
+                out.append((self.best[group], group))
+        return out
 
 
 def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared: PreparedData, task: str,
                         batch_size: int, held: Optional[tuple[float, int]] = None) -> ByteBudgetChoices:
-    """Per byte budget, the candidate (a precision and as many entries as fit at it) whose stored model has the
-    lowest validation loss — over the validation rows ``held`` from α's stream when given
-    (:func:`~autosrh_ray.config.precision_choice_rows`); the validation split is read once for all candidates."""
+    """Per byte budget, the candidate with the lowest validation loss (over the validation rows ``held`` from α's
+    stream when given, :func:`~autosrh_ray.config.budget_choice_rows`) among its own (a precision and as many
+    entries as fit at it) and every tighter budget's whose artifact fits: a budget is a ceiling, and a smaller
+    model that validates better is the better choice. The validation split is read once for all candidates."""
     members: dict[str, list[int]] = {}
     for i, r in enumerate(results):
         if r.budget is not None and r.budget.group:
             members.setdefault(r.budget.group, []).append(i)
     if not members:
-        return ByteBudgetChoices(set(range(len(results))), {})
+        return ByteBudgetChoices({}, {})
     indices = [i for group in members.values() for i in group]
     valid = dict(zip(indices, evaluate_on_split([saved[i][2] for i in indices], prepared, "valid", task,
                                                 batch_size, held)))
-    groups, not_chosen = {}, set()
-    for group, candidates in members.items():
-        best = min(candidates, key=lambda i: validation_loss(task, valid[i]))
-        not_chosen |= set(candidates) - {best}
-        groups[group] = [{"name": results[i].budget.name, "precision": reported(results[i].budget.precision),
+    best, groups = {}, {}
+    for group, own in members.items():
+        limit = results[own[0]].budget.bytes
+        fitting = [i for other, theirs in members.items() if other != group
+                   for i in theirs if saved[i][1].embedding <= limit]
+        candidates = own + fitting
+        best[group] = min(candidates, key=lambda i: validation_loss(task, valid[i]))
+        groups[group] = [{"name": results[i].budget.name, "budget": results[i].budget.group,
+                          "precision": reported(results[i].budget.precision),
                           "kept": results[i].budget.kept, "bytes": saved[i][1].embedding,
-                          "valid": valid[i], "model": saved[i][0]["model"], "chosen": i == best, "index": i}
+                          "valid": valid[i], "model": saved[i][0]["model"], "chosen": i == best[group], "index": i}
                          for i in candidates]
-    return ByteBudgetChoices(set(range(len(results))) - not_chosen, groups)
+    return ByteBudgetChoices(best, groups)
 
 
 def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingModel:
@@ -372,7 +388,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     saved = [_save_model(final_config, prepared, result, output,
                          "" if i == 0 and top else f"models/{result.budget.tag}/") for i, result in enumerate(results)]
     chosen = byte_budget_choices(results, saved, prepared, config.task, config.train.batch_size,
-                                 precision_choice_rows(config))
+                                 budget_choice_rows(config))
     # the first and only read of the test split, for every final model at once, each as its artifact stores it
     # grid: every K' is also evaluated (each a point at its own size), in the same pass
     extra = [(i, name, _built(final_config, prepared, state)) for i, r in enumerate(results)
@@ -383,12 +399,13 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
         row = next(c for c in results[i].candidates if c["name"] == name)
         row.update(test=metrics, bytes=embedding_bytes_of(model))  # each K' at its own size, counted alike
 
-    entries = [model_entry(final_config, prepared, result, tests[i], *saved[i][:2])
-               for i, result in enumerate(results) if i in chosen]
+    entries = [{**model_entry(final_config, prepared, results[i], tests[i], *saved[i][:2]), "budget": budget}
+               for i, budget in chosen.reported_order(results)]
     for entry in entries:
-        if entry["budget"] in chosen.groups:  # a byte budget: the precision validation chose, every candidate
-            entry["candidates"] = [{**row, "test": tests[row.pop("index")]} for row in chosen.groups[entry["budget"]]]
-            held = precision_choice_rows(config)
+        if entry["budget"] in chosen.groups:  # a byte budget: the candidate validation chose, every candidate
+            entry["candidates"] = [{**{k: v for k, v in row.items() if k != "index"}, "test": tests[row["index"]]}
+                                   for row in chosen.groups[entry["budget"]]]
+            held = budget_choice_rows(config)
             entry["chosen_on"] = (f"the validation rows held from α ({held[0]:.0%}, prune.choice_fraction)" if held
                                   else "the validation split")
     report = dict(entries[0])

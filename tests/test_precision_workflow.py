@@ -9,7 +9,7 @@ import torch
 
 from autosrh_ray import workflow
 from autosrh_ray.artifact import load_model, tensor_bytes
-from autosrh_ray.config import ConfigError, precision_choice_rows
+from autosrh_ray.config import ConfigError, budget_choice_rows
 from autosrh_ray.data.split import in_alpha_slice
 from autosrh_ray.pipeline import InProcessExecutor
 from autosrh_ray.metrics import task_metrics
@@ -80,11 +80,40 @@ def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_valid
     assert (out / "model.pt").read_bytes() == (out / best["model"]).read_bytes()  # the top level's model
     assert cr10["precision"] == "fp32" and "candidates" not in cr10
     # compared on the validation rows α's stream left out (prune.choice_fraction), scored here from each file
-    held = precision_choice_rows(config)
+    held = budget_choice_rows(config)
     assert held == (0.25, config.train.seed) and "held from α" in first["chosen_on"]
     for row in rows:
         expected = stored_model_metrics(out / row["model"], prepared, "valid", config.task, held)
         assert abs(row["valid"]["logloss"] - expected["logloss"]) < 1e-6, row["name"]
+
+
+def test_a_byte_budget_is_a_ceiling_a_tighter_budgets_model_competes_for_it(tmp_path):
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "report.reference=none", "prune.precision=fp16", "prune.bytes_cr=[3, 6, 12]",
+                                      "prune.cr=[]")
+    out = tmp_path / "out"
+    report = workflow.run(config, out, prepared=prepared, log=lambda _: None)
+    assert [m["budget"] for m in report["models"]] == ["bytes_cr3", "bytes_cr6", "bytes_cr12"]
+    held = budget_choice_rows(config)
+    assert held is not None  # one precision, but a choice among budgets: made on the rows α left out
+    own = {}
+    for entry in report["models"]:
+        rows = entry["candidates"]
+        own[entry["budget"]] = next(r for r in rows if r["budget"] == entry["budget"])
+        for row in rows:
+            expected = stored_model_metrics(out / row["model"], prepared, "valid", config.task, held)
+            assert abs(row["valid"]["logloss"] - expected["logloss"]) < 1e-6, row["name"]
+        best = min(rows, key=lambda r: r["valid"]["logloss"])
+        assert best["chosen"] and sum(r["chosen"] for r in rows) == 1
+        assert entry["bytes"]["embedding"] == best["bytes"] <= entry["bytes"]["dense_fp32"] // int(entry["budget"][8:])
+        assert entry["params"]["kept"] == best["kept"] and entry["artifacts"]["model"] == best["model"]
+    limit = {b: report["models"][0]["bytes"]["dense_fp32"] // int(b[8:]) for b in own}
+    for entry in report["models"]:  # its own candidate, and every other that fits its bytes — no other
+        fits = {b for b, row in own.items() if row["bytes"] <= limit[entry["budget"]]}
+        assert {r["budget"] for r in entry["candidates"]} == fits | {entry["budget"]}
+    assert [r["budget"] for r in report["models"][2]["candidates"]] == ["bytes_cr12"]
+    assert len(report["models"][0]["candidates"]) == 3  # the tighter two fit the loosest
+    assert (out / "model.pt").read_bytes() == (out / report["models"][0]["artifacts"]["model"]).read_bytes()
 
 
 def test_alphas_stream_leaves_out_the_validation_rows_a_precision_is_chosen_on(tmp_path):
@@ -93,13 +122,13 @@ def test_alphas_stream_leaves_out_the_validation_rows_a_precision_is_chosen_on(t
     valid = prepared.load_split("valid")
     executor = InProcessExecutor(config, prepared, prepared.load_split("train"), valid, log=lambda _: None)
     seen = {tuple(r) for b in executor.alpha_batches(0) for r in b.ids.tolist()}
-    held = in_alpha_slice(valid.ids, *precision_choice_rows(config))
+    held = in_alpha_slice(valid.ids, *budget_choice_rows(config))
     assert 0.15 < held.mean() < 0.35  # about a quarter of the rows
     assert seen and seen.isdisjoint(map(tuple, valid.ids[held].tolist()))
     assert seen <= set(map(tuple, valid.ids[~held].tolist()))
     for overrides in (["prune.cr=10"], ["prune.bytes_cr=3", "prune.precision=fp16"],
                       ["prune.bytes_cr=3", "prune.choice_fraction=0"], ["prune.bytes_cr=3", "search.method=magnitude"]):
-        assert precision_choice_rows(small_config(*overrides)) is None, overrides  # nothing chosen, or no α on it
+        assert budget_choice_rows(small_config(*overrides)) is None, overrides  # nothing chosen, or no α on it
     with pytest.raises(ConfigError, match="prune.choice_fraction"):
         small_config("prune.choice_fraction=1")
 

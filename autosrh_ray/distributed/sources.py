@@ -272,7 +272,7 @@ def train_datasets(prepared: PreparedData, alpha_rows: Optional[str] = None, shu
     (``task_cpus`` CPUs each). With ``shuffle_window`` > 0 the train files are read in a new order each epoch
     (seeded by ``seed``) and ``train``/``valid`` rows are permuted within windows of that many rows;
     ``valid_eval`` keeps its order. ``held_from_alpha`` (fraction, seed): the validation rows of that hashed
-    slice are left out of α's stream (a byte budget's precision is chosen on them)."""
+    slice are left out of α's stream (a byte budget's model is chosen on them)."""
     ds = split_datasets(prepared, seed if shuffle_window else None, task_cpus)  # lazy, over the Parquet shards
     f = prepared.features
 

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import storage as storage_module
-from ..config import Config, ConfigError, precision_choice_rows
+from ..config import Config, ConfigError, budget_choice_rows
 from ..data.prepared import PreparedData
 from ..data.split import in_alpha_slice
 from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
@@ -116,7 +116,7 @@ def _split_rows(memory: InMemoryData, fraction: float, seed: int) -> InMemoryDat
 
 
 def _held_from_alpha(memory: InMemoryData, fraction: float, seed: int) -> InMemoryData:
-    """In-memory data for a search whose α leaves out the validation rows a precision is chosen on."""
+    """In-memory data for a search whose α leaves out the validation rows a byte budget's model is chosen on."""
     held = in_alpha_slice(memory.valid.ids, fraction, seed)
     return InMemoryData(memory.train, memory.valid, memory.shuffle, alpha=memory.valid.rows(~held))
 
@@ -157,7 +157,7 @@ class RayTrainExecutor:
         periods = (self._period_rows(rule, alpha_rows), *([self._period_rows(then.rule, None)] if then else []))
         alpha_slice = (search.alpha_fraction, train.seed)
         memory = o.memory
-        held = precision_choice_rows(self.config) if alpha_rows == "validation" else None
+        held = budget_choice_rows(self.config) if alpha_rows == "validation" else None
         if memory is not None and alpha_rows == "train":
             memory = _split_rows(memory, *alpha_slice)
         elif memory is not None and held:
