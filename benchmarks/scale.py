@@ -200,12 +200,15 @@ def stage_rows(entry: dict, batch: int, cores: int) -> dict:
 
 
 def byte_budget_figures(tag: str, entry: dict) -> dict:
-    """A byte budget's candidates side by side: each one's test AUC, bytes and kept entries, the chosen one, and
-    its AUC against fp32 at the same bytes."""
+    """A byte budget's own candidates side by side: each one's test AUC, bytes and kept entries, the chosen one
+    (a tighter budget's when it validated best: ``..._chosen_from``), and its AUC against fp32 at the same bytes."""
+    chosen = next(c for c in entry["candidates"] if c["chosen"])
     out = {f"autosrh_{tag}_chosen": entry["precision"] if isinstance(entry["precision"], str)
-           else "/".join(entry["precision"])}
+           else "/".join(entry["precision"]), f"autosrh_{tag}_chosen_from": chosen["budget"]}
     fp32 = None
     for c in entry["candidates"]:
+        if c["budget"] != tag:
+            continue
         name = c["name"].split("-", 1)[1]
         out[f"autosrh_{tag}_{name}_test_auc"] = c["test"]["auc"]
         out[f"autosrh_{tag}_{name}_embedding_kib"] = round(c["bytes"] / 1024, 1)
