@@ -3,8 +3,9 @@
 Per feature only what it keeps (the CSR layout of :mod:`autosrh_ray.packed`), ``E ⊙ α[block]`` folded (inference
 needs no α), with
 
-* which features keep anything: a bitmap over the M feature ids (M/8 bytes; a feature that keeps nothing costs
-  one bit, not a row pointer); the kept rows are the set bits in order (their rank);
+* which features keep anything: a bitmap over the feature ids up to the last that keeps anything (a feature that
+  keeps nothing costs one bit, not a row pointer, and the ids past the last kept one — the rarest, as ids are
+  frequency-ordered — nothing at all); the kept rows are the set bits in order (their rank);
 * which dimensions each kept row keeps — whichever index is smaller for the table: ``dims`` (a uint8 count per
   kept row and a uint8 dimension per entry) or ``mask`` (a K-bit mask per kept row; at K = 64 cheaper once rows
   keep more than 7 dimensions on average);
@@ -35,7 +36,8 @@ from .precision_plan import Precision, reported, segments
 from .quantize import QuantizedValues, quantize
 from .stored_values import StoredValues
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+READS_VERSIONS = (4, 5)  # 4: the same, its bitmap over all M features (5 stops after the last kept one)
 MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (bounds the (rows, K) transients)
 
 
@@ -70,7 +72,8 @@ def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Te
     counts = counts.long()
     rows = counts > 0
     kept_counts = counts[rows]
-    bitmap = torch.from_numpy(np.packbits(rows.numpy(), bitorder="little"))
+    span = int(torch.nonzero(rows)[-1]) + 1 if bool(rows.any()) else 0  # ids past the last kept one: not stored
+    bitmap = torch.from_numpy(np.packbits(rows[:span].numpy(), bitorder="little"))
     indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
     torch.cumsum(kept_counts, 0, out=indptr[1:])
     n_rows, nnz, mask_bytes = int(kept_counts.numel()), int(dims.numel()), (dim + 7) // 8
@@ -125,7 +128,9 @@ def _masks(indptr: torch.Tensor, dims: torch.Tensor, dim: int) -> torch.Tensor:
 def _kept_layout(section: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(counts per feature (M,), kept-row row pointers, dims per entry uint8) from the embedding section."""
     m, dim = int(section["num_features"]), int(section["dim"])
-    rows = torch.from_numpy(np.unpackbits(section["rows"].numpy(), count=m, bitorder="little").astype(bool))
+    bits = np.unpackbits(section["rows"].numpy(), bitorder="little")[:m]
+    rows = torch.zeros(m, dtype=torch.bool)  # the bitmap stops after the last kept feature: the rest keep nothing
+    rows[:bits.size] = torch.from_numpy(bits.astype(bool))
     if section["index"] == "dims":
         kept_counts, dims = section["counts"].long(), section["dims"]
     else:
@@ -205,9 +210,9 @@ def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
     up (:class:`~autosrh_ray.stored_values.StoredValues`; no α, no dense M×K table, no float copy of the kept
     values; row pointers in int32 while they fit) — the first-order weights and the backbone."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format_version") != FORMAT_VERSION:
+    if payload.get("format_version") not in READS_VERSIONS:
         raise ValueError(f"{path}: artifact format {payload.get('format_version')!r}, this version reads "
-                         f"{FORMAT_VERSION}: re-run the workflow into its output to rewrite it")
+                         f"{' and '.join(map(str, READS_VERSIONS))}: re-run the workflow into its output to rewrite it")
     e = payload["embedding"]
     counts, kept_indptr, dims = _kept_layout(e)
     stored = stored_values(e, counts, kept_indptr)

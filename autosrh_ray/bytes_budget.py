@@ -1,7 +1,7 @@
 """Budgets in bytes: how many of the best entries fit in a number of embedding bytes at a given precision.
 
-The bytes are the artifact's (:func:`autosrh_ray.artifact.compact_embedding`): a bitmap over the M features, the
-cheaper index (a uint8 count per kept row and a uint8 dimension per entry, or a K-bit mask per kept row) and the
+The bytes are the artifact's (:func:`autosrh_ray.artifact.compact_embedding`): a bitmap over the features up to the
+last that keeps anything (frequency-ordered ids: the rare tail a tight budget drops costs nothing), the cheaper index (a uint8 count per kept row and a uint8 dimension per entry, or a K-bit mask per kept row) and the
 values at their precision (:mod:`autosrh_ray.quantize`: fp32 4 B, fp16 2 B, int8 1 B, int4 ½ B per value; int8
 and int4 4 B of fp16 scale and bias per kept row). They depend on how many features keep anything, so the count
 is found on the scores themselves: the largest ``n`` whose top-``n`` entries (as
@@ -24,22 +24,30 @@ ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias 
 LOSSLESS_INT8_DIMS = 4  # int8 (d + 4 B per row) takes fewer bytes than fp16 (2d) once a row keeps more dims
 
 
-def embedding_bytes(kept: int | Sequence[int], rows: int | Sequence[int], num_features: int, dim: int,
+def embedding_bytes(kept: int | Sequence[int], rows: int | Sequence[int], bitmap_features: int, dim: int,
                     precision: str | Sequence[str]) -> int:
     """Bytes of an artifact's embedding with ``kept`` entries in ``rows`` kept rows (features keeping anything) —
-    or, per stored segment, ``kept``, ``rows`` and ``precision`` listed segment by segment."""
+    or, per stored segment, ``kept``, ``rows`` and ``precision`` listed segment by segment; ``bitmap_features``:
+    the features the bitmap covers, up to the last that keeps anything (:func:`bitmap_span`)."""
     if isinstance(precision, str):
         kept, rows, precision = [kept], [rows], [precision]
     values = sum(math.ceil(n * VALUE_BITS[p] / 8) + ROW_BYTES[p] * r for n, r, p in zip(kept, rows, precision))
     n, r = sum(kept), sum(rows)
-    return math.ceil(num_features / 8) + min(r + n, r * math.ceil(dim / 8)) + values
+    return math.ceil(bitmap_features / 8) + min(r + n, r * math.ceil(dim / 8)) + values
+
+
+def bitmap_span(counts: torch.Tensor | np.ndarray) -> int:
+    """The features the artifact's bitmap covers for kept dims ``counts`` (M,): up to the last feature that keeps
+    anything (features past it keep nothing and cost nothing), 0 when none does."""
+    kept = np.flatnonzero(np.asarray(counts) > 0)
+    return int(kept[-1]) + 1 if kept.size else 0
 
 
 def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]]) -> int:
     counts = topk_mask(scores, keep).sum(dim=1)
     kept = [int(counts[a:b].sum()) for a, b, _ in spans]
     rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
-    return embedding_bytes(kept, rows, *scores.shape, [p for _, _, p in spans])
+    return embedding_bytes(kept, rows, bitmap_span(counts), scores.shape[1], [p for _, _, p in spans])
 
 
 def largest_within(size: Callable[[int], int], budget: int, most: int) -> int:
@@ -75,7 +83,7 @@ def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block
     spans = segments(precision, block_starts, m)
     kept = [int(counts[a:b].sum()) for a, b, _ in spans]
     rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
-    out = embedding_bytes(kept, rows, m, dim, [p for _, _, p in spans])
+    out = embedding_bytes(kept, rows, bitmap_span(counts), dim, [p for _, _, p in spans])
     if projection_groups:
         out += projection_groups * dim * dim * 4 + m * (1 if projection_groups <= 256 else 4)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,20 @@ def test_the_cheaper_index_is_chosen_and_reads_back_exactly(counts, dim, index):
     assert tensor_bytes(section) == math.ceil(len(counts) / 8) + index_bytes[index] + 4 * nnz  # bitmap, index, fp32
     got_counts, _, got_dims = _kept_layout(section)
     assert torch.equal(got_counts, c) and torch.equal(got_dims, dims)
+
+
+@pytest.mark.parametrize("counts", [[2, 0, 1] + [0] * 997, [0] * 1000, [0] * 9 + [1] + [0] * 990])
+def test_features_past_the_last_kept_one_cost_nothing_and_read_back_as_keeping_nothing(counts):
+    c, dims, values = kept_entries(counts, 16)
+    section = compact_embedding(c, dims, values, 16)
+    span = max((i + 1 for i, n in enumerate(counts) if n), default=0)
+    rows, nnz = sum(1 for n in counts if n), sum(counts)
+    assert section["rows"].numel() == math.ceil(span / 8)  # 1, 0 and 2 bytes: not 125
+    assert tensor_bytes(section) == math.ceil(span / 8) + min(rows + nnz, 2 * rows) + 4 * nnz  # bitmap, index, fp32
+    got_counts, _, got_dims = _kept_layout(section)
+    assert torch.equal(got_counts, c) and torch.equal(got_dims, dims)
+    full = dict(section, rows=torch.from_numpy(np.packbits(c.numpy() > 0, bitorder="little")))  # format 4's bitmap
+    assert torch.equal(_kept_layout(full)[0], c)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])

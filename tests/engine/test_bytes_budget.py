@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from autosrh_ray.artifact import compact_embedding, tensor_bytes
-from autosrh_ray.bytes_budget import embedding_bytes, kept_for_bytes
+from autosrh_ray.bytes_budget import bitmap_span, embedding_bytes, kept_for_bytes
 from autosrh_ray.packed import pack
 from autosrh_ray.prune import topk_mask
 
@@ -29,8 +29,10 @@ def artifact_bytes(scores: torch.Tensor, keep: int, precision: str) -> int:
 def test_the_formula_is_the_artifacts_bytes(precision):
     s = scores_with_ties()
     for keep in (0, 1, 5, 60, 200, 500, 900, s.numel()):
-        rows = int(topk_mask(s, keep).any(1).sum())
-        assert embedding_bytes(keep, rows, *s.shape, precision) == artifact_bytes(s, keep, precision), keep
+        counts = topk_mask(s, keep).sum(1)
+        rows = int((counts > 0).sum())
+        assert embedding_bytes(keep, rows, bitmap_span(counts), s.shape[1], precision) == \
+            artifact_bytes(s, keep, precision), keep
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int4"])
@@ -58,7 +60,7 @@ def test_with_a_precision_per_block_the_formula_and_the_count_match_the_artifact
         counts = topk_mask(s, keep).sum(1)
         spans = ((0, 10, "fp16"), (10, 40, "int8"), (40, 60, "int4"))  # the two int8 blocks: one segment
         formula = embedding_bytes([int(counts[a:b].sum()) for a, b, _ in spans],
-                                  [int((counts[a:b] > 0).sum()) for a, b, _ in spans], *s.shape,
+                                  [int((counts[a:b] > 0).sum()) for a, b, _ in spans], bitmap_span(counts), 8,
                                   [p for *_, p in spans])
         assert formula == sizes[keep], keep
     for budget in (sizes[0] - 1, sizes[0], sizes[50], sizes[50] + 1, sizes[-1]):

@@ -10,7 +10,7 @@ from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.pep import ThresholdEmbedding
 from autosrh_ray.packed import kept_of
 from autosrh_ray.pipeline import EMBEDDING, InProcessExecutor, initial_state, run_graph
-from autosrh_ray.bytes_budget import embedding_bytes, kept_for_bytes
+from autosrh_ray.bytes_budget import bitmap_span, embedding_bytes, kept_for_bytes
 from autosrh_ray.prune import kept_count, topk_mask
 
 
@@ -95,7 +95,7 @@ def test_a_byte_budget_prunes_once_then_each_precision_keeps_what_fits_by_margin
         assert b.group == "bytes_cr12" and b.bytes == budget_bytes
         assert b.kept == kept_for_bytes(margin, budget_bytes, b.precision) == kept_of(final)
         counts = topk_mask(margin, b.kept).sum(dim=1)
-        assert embedding_bytes(b.kept, int((counts > 0).sum()), *margin.shape, b.precision) <= budget_bytes
+        assert embedding_bytes(b.kept, int((counts > 0).sum()), bitmap_span(counts), 16, b.precision) <= budget_bytes
         kept[b.precision] = b.kept
     retrain_starts = [start for stage, start in executor.starts if stage == "retrain"]
     assert len(retrain_starts) == len(results) == 4
