@@ -3,9 +3,10 @@
 Per feature only what it keeps (the CSR layout of :mod:`autosrh_ray.packed`), ``E ⊙ α[block]`` folded (inference
 needs no α), with
 
-* which features keep anything: a bitmap over the feature ids up to the last that keeps anything (a feature that
-  keeps nothing costs one bit, not a row pointer, and the ids past the last kept one — the rarest, as ids are
-  frequency-ordered — nothing at all); the kept rows are the set bits in order (their rank);
+* which features keep anything, whichever is smaller: a bitmap over the feature ids up to the last that keeps
+  anything (a feature that keeps nothing costs one bit, not a row pointer, and the ids past the last kept one —
+  the rarest, as ids are frequency-ordered — nothing at all), or the kept ids themselves (int32, ascending; cheaper
+  once fewer than one feature in 32 keeps anything); the kept rows are the kept ids in order (their rank);
 * which dimensions each kept row keeps — whichever index is smaller for the table: ``dims`` (a uint8 count per
   kept row and a uint8 dimension per entry) or ``mask`` (a K-bit mask per kept row; at K = 64 cheaper once rows
   keep more than 7 dimensions on average);
@@ -37,7 +38,7 @@ from .quantize import QuantizedValues, quantize
 from .stored_values import StoredValues
 
 FORMAT_VERSION = 5
-READS_VERSIONS = (4, 5)  # 4: the same, its bitmap over all M features (5 stops after the last kept one)
+READS_VERSIONS = (4, 5)  # 4: a bitmap over all M features (5: stops after the last kept one, or the kept ids)
 MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (bounds the (rows, K) transients)
 
 
@@ -72,12 +73,16 @@ def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Te
     counts = counts.long()
     rows = counts > 0
     kept_counts = counts[rows]
-    span = int(torch.nonzero(rows)[-1]) + 1 if bool(rows.any()) else 0  # ids past the last kept one: not stored
-    bitmap = torch.from_numpy(np.packbits(rows[:span].numpy(), bitorder="little"))
     indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
     torch.cumsum(kept_counts, 0, out=indptr[1:])
     n_rows, nnz, mask_bytes = int(kept_counts.numel()), int(dims.numel()), (dim + 7) // 8
-    section = {"num_features": int(counts.numel()), "dim": int(dim), "rows": bitmap,
+    kept_ids = torch.nonzero(rows).flatten()
+    span = int(kept_ids[-1]) + 1 if n_rows else 0  # ids past the last kept one: not stored
+    if 4 * n_rows < (span + 7) // 8:
+        which = {"row_ids": kept_ids.to(torch.int32)}
+    else:
+        which = {"rows": torch.from_numpy(np.packbits(rows[:span].numpy(), bitorder="little"))}
+    section = {"num_features": int(counts.numel()), "dim": int(dim), **which,
                "precision": reported(precision),
                "segments": _segments(values, indptr, _row_ranks(rows),
                                      segments(precision, block_starts, int(counts.numel())))}
@@ -128,9 +133,12 @@ def _masks(indptr: torch.Tensor, dims: torch.Tensor, dim: int) -> torch.Tensor:
 def _kept_layout(section: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(counts per feature (M,), kept-row row pointers, dims per entry uint8) from the embedding section."""
     m, dim = int(section["num_features"]), int(section["dim"])
-    bits = np.unpackbits(section["rows"].numpy(), bitorder="little")[:m]
-    rows = torch.zeros(m, dtype=torch.bool)  # the bitmap stops after the last kept feature: the rest keep nothing
-    rows[:bits.size] = torch.from_numpy(bits.astype(bool))
+    rows = torch.zeros(m, dtype=torch.bool)
+    if "row_ids" in section:
+        rows[section["row_ids"].long()] = True
+    else:  # the bitmap stops after the last kept feature: the rest keep nothing
+        bits = np.unpackbits(section["rows"].numpy(), bitorder="little")[:m]
+        rows[:bits.size] = torch.from_numpy(bits.astype(bool))
     if section["index"] == "dims":
         kept_counts, dims = section["counts"].long(), section["dims"]
     else:

@@ -12,6 +12,8 @@ import torch
 from autosrh_ray.artifact import (_kept_layout, compact_embedding, embedding_bytes_of, load_model, save_model,
                                   tensor_bytes)
 
+from autosrh_ray.bytes_budget import embedding_bytes
+
 from .helpers import pruned_model, random_batch, tiny_model
 
 
@@ -40,18 +42,30 @@ def test_the_cheaper_index_is_chosen_and_reads_back_exactly(counts, dim, index):
     assert torch.equal(got_counts, c) and torch.equal(got_dims, dims)
 
 
-@pytest.mark.parametrize("counts", [[2, 0, 1] + [0] * 997, [0] * 1000, [0] * 9 + [1] + [0] * 990])
-def test_features_past_the_last_kept_one_cost_nothing_and_read_back_as_keeping_nothing(counts):
+@pytest.mark.parametrize("counts, kept_rows_by", [
+    ([2, 0, 1] + [0] * 997, "bitmap"),  # a bitmap up to the last kept feature: 1 byte (not 125), ids: 8
+    ([0] * 1000, "bitmap"),  # nothing kept: nothing stored
+    ([0] * 9 + [1] + [0] * 990, "bitmap"),  # 2 bytes, ids: 4
+    ([1] + [0] * 998 + [3], "ids"),  # the last feature kept: 125 bytes of bitmap, 8 of ids
+    ([0, 1] * 500, "bitmap"),  # half the features: 125 bytes of bitmap, 2,000 of ids
+])
+def test_which_features_keep_anything_costs_the_cheaper_of_a_bitmap_to_the_last_and_the_ids(counts, kept_rows_by):
     c, dims, values = kept_entries(counts, 16)
     section = compact_embedding(c, dims, values, 16)
     span = max((i + 1 for i, n in enumerate(counts) if n), default=0)
     rows, nnz = sum(1 for n in counts if n), sum(counts)
-    assert section["rows"].numel() == math.ceil(span / 8)  # 1, 0 and 2 bytes: not 125
-    assert tensor_bytes(section) == math.ceil(span / 8) + min(rows + nnz, 2 * rows) + 4 * nnz  # bitmap, index, fp32
+    kept_rows_bytes = {"bitmap": math.ceil(span / 8), "ids": 4 * rows}
+    assert kept_rows_bytes[kept_rows_by] == min(kept_rows_bytes.values())
+    stored = section["rows"] if kept_rows_by == "bitmap" else section["row_ids"]
+    assert stored.numel() * stored.element_size() == kept_rows_bytes[kept_rows_by]
+    assert ("row_ids" in section) == (kept_rows_by == "ids")
+    assert tensor_bytes(section) == min(kept_rows_bytes.values()) + min(rows + nnz, 2 * rows) + 4 * nnz
+    assert embedding_bytes(nnz, rows, span, 16, "fp32") == tensor_bytes(section)  # what a byte budget counts
     got_counts, _, got_dims = _kept_layout(section)
     assert torch.equal(got_counts, c) and torch.equal(got_dims, dims)
-    full = dict(section, rows=torch.from_numpy(np.packbits(c.numpy() > 0, bitorder="little")))  # format 4's bitmap
-    assert torch.equal(_kept_layout(full)[0], c)
+    if kept_rows_by == "bitmap":  # format 4's bitmap over all M features reads the same
+        full = dict(section, rows=torch.from_numpy(np.packbits(c.numpy() > 0, bitorder="little")))
+        assert torch.equal(_kept_layout(full)[0], c)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
