@@ -203,13 +203,29 @@ def _embedding_parts(emb: nn.Module, precision: Precision, block_starts: Sequenc
 
 
 def _projection(embedding: nn.Module) -> dict:
-    """The model's projections (per block of ``block_of``, stored per feature; or per field), if it has them."""
+    """The model's projections and the group (projection) of every feature, if it has them: per feature (uint8
+    while the groups fit, else int32), or — whichever is smaller — as runs of equal groups (the first id of each
+    run, int32, and its group): MDE's groups are frequency blocks, id ranges, so L runs instead of M bytes."""
     if embedding.projection is None:
         return {}
     groups = embedding.block_of.cpu()
-    groups = groups.to(torch.uint8 if int(groups.max()) < 256 else torch.int32)  # M bytes beside the kept values
-    return {"projection": {"weights": embedding.projection.detach().float().cpu(), "groups": groups,
+    value = torch.uint8 if int(groups.max()) < 256 else torch.int32
+    firsts = torch.nonzero(torch.diff(groups, prepend=groups[:1] - 1)).flatten()  # the first id of every run
+    if firsts.numel() * (4 + value.itemsize) < groups.numel() * value.itemsize:
+        stored = {"group_runs": firsts.to(torch.int32), "run_groups": groups[firsts].to(value)}
+    else:
+        stored = {"groups": groups.to(value)}
+    return {"projection": {"weights": embedding.projection.detach().float().cpu(), **stored,
                            "by": embedding.projection_by}}
+
+
+def _projection_groups(projection: dict, num_features: int) -> torch.Tensor:
+    """The group of every feature as :func:`_projection` stored it (empty without projections)."""
+    if "group_runs" in projection:
+        firsts = projection["group_runs"].long()
+        lengths = torch.diff(firsts, append=torch.tensor([num_features]))
+        return torch.repeat_interleave(projection["run_groups"], lengths)
+    return projection.get("groups", torch.zeros(0, dtype=torch.uint8))
 
 
 def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
@@ -237,7 +253,7 @@ def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
     backbone = build_backbone(spec["name"], spec["num_fields"], dim, spec["hidden"], spec["dropout"])
     backbone.load_state_dict(payload["backbone"])
     projection = payload.get("projection") or {}
-    groups = projection.get("groups", torch.zeros(0, dtype=torch.uint8))  # only a projection reads the groups
+    groups = _projection_groups(projection, num_features)  # only a projection reads the groups
     lookup = PackedEmbedding(indptr, dims, torch.zeros(0), dim, groups, None, projection.get("weights"),
                              projection.get("by"), stored=stored)
     lookup.requires_grad_(False)

@@ -77,8 +77,9 @@ def kept_for_bytes(scores: torch.Tensor, budget: int, precision: Precision,
 def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block_starts: Sequence[int] = (0,),
                  projection_groups: int = 0) -> int:
     """Bytes of the artifact's embedding for a fixed scheme (feature i keeps its first ``feature_dims[i]`` dims) at
-    ``precision`` — with ``projection_groups`` K×K fp32 projections (MDE: one per block) and their group of every
-    feature (uint8 while the groups fit, else int32) when it has them."""
+    ``precision`` — with ``projection_groups`` K×K fp32 projections (MDE: one per block) and the group of every
+    feature when it has them: per feature (uint8 while the groups fit, else int32) or, as MDE's blocks are id
+    ranges, one run per block (its first id, int32, and its group), whichever is smaller."""
     counts = np.asarray(feature_dims, dtype=np.int64)
     m = counts.size
     spans = segments(precision, block_starts, m)
@@ -86,7 +87,8 @@ def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block
     rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
     out = embedding_bytes(kept, rows, bitmap_span(counts), dim, [p for _, _, p in spans])
     if projection_groups:
-        out += projection_groups * dim * dim * 4 + m * (1 if projection_groups <= 256 else 4)
+        value = 1 if projection_groups <= 256 else 4
+        out += projection_groups * dim * dim * 4 + min(m * value, projection_groups * (4 + value))
     return out
 
 

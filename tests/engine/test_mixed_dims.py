@@ -172,6 +172,38 @@ def test_a_fixed_schemes_bytes_are_its_artifacts(precision, projection):
                         3 if projection else 0) == stored
 
 
+@pytest.mark.parametrize("block_of, runs", [
+    (np.repeat([0, 1, 2], [150, 100, 150]), True),  # MDE's frequency blocks, id ranges: 3 runs, 15 bytes, not 400
+    (np.tile([0, 1, 2, 1], 100), False),  # groups that change at every id: one byte per feature is cheaper
+])
+def test_the_groups_of_the_projections_are_stored_as_runs_when_cheaper_and_read_back(tmp_path, block_of, runs):
+    from autosrh_ray.embedding import FirstOrder
+    from autosrh_ray.models import EmbeddingModel, build_backbone
+    from autosrh_ray.artifact import tensor_bytes
+
+    torch.manual_seed(0)
+    block_of = torch.from_numpy(block_of)
+    m = block_of.numel()
+    dense = SoftSelectionEmbedding(block_of, 8, soft_selection=False, init_std=0.5, projection="block")
+    dims = np.where(np.arange(m) < 60, 8, 2)
+    emb = PackedEmbedding(*pack(dense.weight.detach(), first_dims_mask(dims, 8).bool()), 8, block_of, None,
+                          dense.projection.detach().clone() + 0.1 * torch.randn(3, 8, 8), "block")
+    model = EmbeddingModel(emb, FirstOrder(m), build_backbone("fm", 2, 8, [], 0.0)).eval()
+    save_model(model, tmp_path / "m.pt", "fm", 2, [], 0.0)
+    section = torch.load(tmp_path / "m.pt", weights_only=True)["projection"]
+    assert ("group_runs" in section) == runs and ("groups" in section) != runs
+    weights = section.pop("weights")
+    assert tensor_bytes(section) == (3 * 5 if runs else m) and weights.shape == (3, 8, 8)
+    if runs:  # what a byte budget sizes MDE with
+        assert scheme_bytes(dims, 8, "fp32", (0,), 3) == tensor_bytes(torch.load(tmp_path / "m.pt", weights_only=True)
+                                                                      ["embedding"]) + 3 * 8 * 8 * 4 + 15
+    loaded = load_model(tmp_path / "m.pt")
+    assert torch.equal(loaded.embedding.block_of.long(), block_of.long())
+    ids = torch.randint(0, m, (64, 2))
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids, torch.ones(64, 2)), model(ids, torch.ones(64, 2)), atol=1e-6)
+
+
 def test_byte_budgets_size_fixed_schemes_by_their_artifacts_bytes(planted):
     """grid keeps the best K' whose artifact fits the bytes at each precision; random and MDE scale their block
     dimensions to the most entries that fit (their projections counted), and fit."""
