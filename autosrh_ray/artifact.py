@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .bytes_budget import bitmap_span
 from .embedding import FirstOrder
 from .models import EmbeddingModel, build_backbone
 from .packed import PackedEmbedding
@@ -76,10 +77,9 @@ def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Te
     indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
     torch.cumsum(kept_counts, 0, out=indptr[1:])
     n_rows, nnz, mask_bytes = int(kept_counts.numel()), int(dims.numel()), (dim + 7) // 8
-    kept_ids = torch.nonzero(rows).flatten()
-    span = int(kept_ids[-1]) + 1 if n_rows else 0  # ids past the last kept one: not stored
-    if 4 * n_rows < (span + 7) // 8:
-        which = {"row_ids": kept_ids.to(torch.int32)}
+    span = bitmap_span(counts)  # ids past the last kept one: not stored
+    if 4 * n_rows < (span + 7) // 8:  # as embedding_bytes counts it
+        which = {"row_ids": torch.nonzero(rows).flatten().to(torch.int32)}
     else:
         which = {"rows": torch.from_numpy(np.packbits(rows[:span].numpy(), bitorder="little"))}
     section = {"num_features": int(counts.numel()), "dim": int(dim), **which,

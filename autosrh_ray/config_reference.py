@@ -81,8 +81,9 @@ MEANING = {
                          "as the artifact will store it (row-wise codes, fp16), gradients passed straight through; "
                          "the retrain's validation is then the stored model's",
     "prune.choice_fraction": "byte budgets (precision auto, or more than one budget): the hashed share of "
-                             "the validation split a budget's model is chosen on, held from α's stream (search.alpha_data: validation) so the "
-                             "candidates are not compared on rows α was fitted to; 0: the whole split serves both",
+                             "the validation split a budget's model is chosen on, held from α's stream "
+                             "(search.alpha_data: validation) so the candidates are not compared on rows α was "
+                             "fitted to; 0: the whole split serves both",
     "prune.bytes_cr": "byte budgets (a number or a list): the artifact's embedding at most UE's dense fp32 table "
                       "(M·K·4 bytes) ÷ this, index included; the first budgets of the run",
     "prune.bytes": "byte budgets in bytes of the artifact's embedding (a number or a list), as prune.bytes_cr",

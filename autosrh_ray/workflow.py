@@ -211,7 +211,8 @@ def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared
     """Per byte budget, the candidate with the lowest validation loss (over the validation rows ``held`` from α's
     stream when given, :func:`~autosrh_ray.config.budget_choice_rows`) among its own (a precision and as many
     entries as fit at it) and every other byte budget's whose artifact fits it (a tighter budget's, as a rule): a
-    budget is a ceiling, and a smaller model that validates better is the better choice. The validation split is read once for all candidates."""
+    budget is a ceiling, and a smaller model that validates better is the better choice. The validation split is
+    read once for all candidates."""
     members: dict[str, list[int]] = {}
     for i, r in enumerate(results):
         if r.budget is not None and r.budget.group:

@@ -262,9 +262,12 @@ def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, 
     report = workflow.run(config, out, prepared=prepared, log=lambda _: None)
     key = "auc" if config.task == "classification" else "mse"
 
+    def text(precision) -> str:  # one precision, or one per block
+        return precision if isinstance(precision, str) else "/".join(precision)
+
     def row(entry: dict) -> dict:
         chosen = next((r for r in entry.get("candidates", ()) if r["chosen"]), None)
-        precision = entry["precision"] if isinstance(entry["precision"], str) else "/".join(entry["precision"])
+        precision = text(entry["precision"])
         if chosen is not None and chosen["budget"] != entry["budget"]:  # a tighter budget's candidate
             precision += f" of {chosen['budget']}"
         return {"metric": entry["test"][key], "bytes": entry["bytes"]["embedding"],
@@ -273,8 +276,7 @@ def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, 
     def candidate_row(entry: dict, candidate: dict) -> dict:
         return {"metric": candidate["test"][key], "bytes": candidate["bytes"],
                 "bytes_cr": entry["bytes"]["dense_fp32"] / candidate["bytes"],
-                "precision": candidate["precision"] if isinstance(candidate["precision"], str)
-                else "/".join(candidate["precision"])}
+                "precision": text(candidate["precision"])}
 
     rows = {"UE fp32": row(report["reference"])}
     by_budget = {m["budget"]: m for m in report["models"]}
