@@ -69,6 +69,40 @@ def test_distinct_counts_of_200k_rows_follow_the_expected_counts(sample):
         assert len(np.unique(tokens)) == seen, name  # one token per rank
 
 
+def test_every_value_of_each_whole_vocabulary_field_appears_at_200k_rows(sample):
+    """The fields that use their whole vocabulary (V_f < 1,000, s_f = 1) show exactly V_f distinct values at 200k
+    rows, ranks 0 … V_f - 1, the last one included: the chance that some value is missing is below 1e-12 by the
+    law itself (Σ_k (1 - p_k)^N, computed here in float64)."""
+    _, rows = sample
+    whole = [f for f, (vocab, s) in enumerate(PROFILE) if s == 1.0]
+    assert len(whole) == 11 and all(PROFILE[f][0] < 1000 for f in whole)
+    for f in whole:
+        vocab = PROFILE[f][0]
+        k = np.arange(1, vocab + 1, dtype=np.float64)
+        p = np.log1p(1.0 / k) / math.log(vocab + 1.0)  # P(rank = k - 1) for s = 1
+        assert np.sum(np.exp(ROWS * np.log1p(-p))) < 1e-12, CATEGORICAL[f]
+        seen = np.unique(rows["ranks"][:, f])
+        assert len(seen) == vocab and seen[0] == 0 and seen[-1] == vocab - 1, (CATEGORICAL[f], len(seen), vocab)
+
+
+def test_the_seed_changes_the_rows_not_only_the_tokens():
+    """Ranks, numbers, missing flags and labels are drawn from the seed's own streams: two seeds give different
+    rows (C3's 10^8-value ranks agree about as often as two independent draws do), one seed the same rows."""
+    n = 5000
+    for b in (0, 1):
+        a, same, other = CriteoProfile(3).block(b, n), CriteoProfile(3).block(b, n), CriteoProfile(4).block(b, n)
+        assert all(np.array_equal(a[key], same[key]) for key in a)
+        for key in ("ranks", "numbers", "missing"):
+            assert not np.array_equal(a[key], other[key]), (b, key)
+        c3 = CATEGORICAL.index("C3")
+        agree = np.mean(a["ranks"][:, c3] == other["ranks"][:, c3])
+        vocab, s = PROFILE[c3]
+        p = rank_probabilities(np.arange(1, 1_000_001), vocab, s)
+        collision = float(np.sum(p * p))  # P(two independent draws agree), the head of the sum (the rest is tiny)
+        assert agree < 3 * collision + 0.01, (agree, collision)
+        assert np.mean(a["label"] != other["label"]) > 0.2  # labels drawn apart too (~37.5% when independent)
+
+
 def test_labels_and_numbers_look_like_criteo(sample):
     _, rows = sample
     assert abs(rows["label"].mean() - 0.25) < 0.01

@@ -1,4 +1,6 @@
-"""Scale generator: Criteo-format shards that read back as the synthetic dataset, whatever the shard count."""
+"""Scale generator: Criteo-format shards that read back as the synthetic dataset, whatever the shard count; the
+Criteo-profile shards are the rows of the generator with the seed given to the writer or to ``autosrh-ray generate
+criteo --seed``."""
 from __future__ import annotations
 
 import gzip
@@ -7,8 +9,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from autosrh_ray.cli import main
 from autosrh_ray.config import ConfigError, SyntheticConfig
-from autosrh_ray.data.generate import criteo_shape, write_criteo_shards
+from autosrh_ray.data.criteo_profile import CriteoProfile
+from autosrh_ray.data.generate import criteo_shape, write_criteo_profile_shards, write_criteo_shards
 from autosrh_ray.data.prepare import prepare
 from autosrh_ray.synthetic import SyntheticGenerator
 
@@ -60,3 +64,35 @@ def test_shape_must_fit_criteo(tmp_path):
     with pytest.raises(ConfigError, match="^dataset.synthetic.categorical_fields: must be <= 26"):
         write_criteo_shards(SyntheticConfig(categorical_fields=27, signal_fields=2), tmp_path, 10, 1)
     assert criteo_shape(SyntheticConfig()).categorical_fields == 26
+
+
+def _numbers_and_labels(text: str) -> list[list[str]]:
+    """Each line's label and I1-I13 (the columns a seed's rows differ in apart from the tokens' salt)."""
+    return [line.split("\t")[:14] for line in text.splitlines()]
+
+
+def test_criteo_profile_writer_uses_its_seed(tmp_path):
+    rows = 700
+    texts = {}
+    for seed, shards, processes in ((0, 1, 1), (5, 1, 1), (5, 2, 2)):  # (5, 2, 2): the seed through the pool
+        paths = write_criteo_profile_shards(tmp_path / f"s{seed}-{shards}", rows, shards, processes=processes,
+                                            seed=seed)
+        texts[seed, shards] = _text(paths)
+    assert texts[5, 1] == texts[5, 2] == CriteoProfile(5).text(0, rows).decode()
+    assert texts[0, 1] == CriteoProfile(0).text(0, rows).decode()
+    assert _numbers_and_labels(texts[0, 1]) != _numbers_and_labels(texts[5, 1])
+
+
+def test_cli_generate_criteo_seed_gives_other_rows_and_the_same_seed_the_same(tmp_path, capsys):
+    def generate(seed, name: str) -> str:
+        out = tmp_path / name
+        seeded = [] if seed is None else ["--seed", str(seed)]
+        assert main(["generate", "criteo", "--rows", "500", *seeded, "--output", str(out), "--shards", "2"]) == 0
+        return _text(sorted(out.iterdir()))
+
+    seven, seven_again, eight = generate(7, "a"), generate(7, "b"), generate(8, "c")
+    assert seven == seven_again == CriteoProfile(7).text(0, 500).decode()
+    assert eight == CriteoProfile(8).text(0, 500).decode()
+    assert _numbers_and_labels(seven) != _numbers_and_labels(eight)
+    assert generate(None, "default") == CriteoProfile(0).text(0, 500).decode() != seven  # no --seed: seed 0
+    assert "500 Criteo-profile rows in 2 shards" in capsys.readouterr().out

@@ -43,3 +43,17 @@ def test_new_directory_carries_this_process(tmp_path, monkeypatch):
     made = local_checkpoints.new_directory()
     assert made.parent == tmp_path and made.name.startswith(f"{local_checkpoints.PREFIX}{os.getpid()}-")
     assert local_checkpoints.remove_orphans(tmp_path, min_age_s=0) == 0 and made.exists()
+
+
+def test_by_default_only_directories_older_than_an_upload_could_take_are_removed(tmp_path):
+    """What the worker's start calls (no ``min_age_s``): a gone worker's directory written seconds or minutes ago
+    may still be uploading (or belong to a PID of another namespace) and stays; one a day old is removed."""
+    dead = _dead_pid()
+    prefix = local_checkpoints.PREFIX
+    just_written = _aged(tmp_path / f"{prefix}{dead}-new", 0)
+    minutes_old = _aged(tmp_path / f"{prefix}{dead}-min", 300)
+    day_old = _aged(tmp_path / f"{prefix}{dead}-day", 86_400)
+
+    assert local_checkpoints.remove_orphans(tmp_path) == 1
+    assert not day_old.exists()
+    assert just_written.exists() and minutes_old.exists()

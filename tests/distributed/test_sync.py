@@ -1,7 +1,10 @@
-"""TorchDistributedSync on a real 2-process gloo group (torch.multiprocessing; no Ray, a few seconds).
+"""TorchDistributedSync on real 2- and 3-process gloo groups (torch.multiprocessing; no Ray, a few seconds each).
 
 Sparse gradients go through the row-sparse exchange (all-gathers of padded, equal-size tensors: the code path
-NCCL runs too); every case is compared with the dense all-reduce of the densified gradients, averaged.
+NCCL runs too); every case is compared with the dense all-reduce of the densified gradients, averaged. At world
+size 3 the reference is computed here, in float64, from the ranks' gradients (the sum of their dense forms over
+3), for rows of K values, of K1×K2 values and of single values, and for gradients with two sparse dimensions
+(ids are (row, column) pairs: the exchange's multi-dimensional union).
 """
 from __future__ import annotations
 
@@ -239,3 +242,130 @@ def test_every_rank_gets_bitwise_identical_results(synced):
 def test_helpers(synced):
     assert synced[0]["steps"] == synced[1]["steps"] == 5
     assert synced[0]["gathered"] == [0, 10] and synced[1]["gathered"] is None
+
+
+# ------------------------------------------------------------------------------------------------ world size 3
+WORLD3 = 3
+# Each case: (shape, sparse dims, each rank's touched ids: one per entry, a tuple per entry with 2 sparse dims),
+# uncoalesced (repeats are summed by coalesce).
+CASES3 = {
+    "overlap_repeats_idle_rank": ((10, K), 1, [[0, 2, 2, 9], [2, 5], []]),
+    "counts_differ": ((9, K), 1, [[4], [0, 1, 2, 3, 4, 5, 6, 7, 8, 5], [8, 8, 1]]),
+    "only_the_last_rank": ((6, K), 1, [[], [], [5, 0, 5]]),
+    "nobody_touched": ((5, K), 1, [[], [], []]),
+    "rows_of_k1_by_k2": ((8, 3, 2), 1, [[1, 4, 4], [4, 7], [0, 4]]),
+    "rows_of_one_value": ((7,), 1, [[6, 1], [1], [3, 3, 6]]),
+    # (row, column) pairs sharing a row or a column across ranks, repeated within a rank, an idle rank
+    "two_sparse_dims": ((5, 6, K), 2, [[(0, 1), (3, 2), (0, 1)], [(3, 2), (4, 5), (0, 2), (3, 1)], [(1, 1)]]),
+    "two_sparse_dims_idle_rank": ((4, 3, K), 2, [[(2, 0), (0, 2)], [], [(0, 2), (2, 2), (2, 0)]]),
+    "two_sparse_dims_no_dense": ((6, 6), 2, [[(5, 0), (0, 5)], [(0, 5), (5, 5)], [(0, 0), (0, 5), (0, 5)]]),
+}
+
+
+def _case3_grad(name: str, rank: int) -> torch.Tensor:
+    shape, sparse_dims, touched = CASES3[name]
+    ids = torch.tensor(touched[rank], dtype=torch.int64).reshape(-1, sparse_dims).T
+    gen = torch.Generator().manual_seed(300 + 17 * rank + len(name))
+    vals = torch.randn((ids.shape[1], *shape[sparse_dims:]), generator=gen, dtype=torch.float64)
+    return torch.sparse_coo_tensor(ids, vals, shape)
+
+
+def _random3_grad(rank: int, sparse_dims: int) -> torch.Tensor:
+    """Heavy-tailed ids (many repeats, many shared), different counts per rank; 1 or 2 sparse dimensions."""
+    gen = torch.Generator().manual_seed(70 + 3 * rank + sparse_dims)
+    n = 500 - 150 * rank
+    shape = (400, K) if sparse_dims == 1 else (40, 30, K)
+    ids = torch.stack([(torch.rand(n, generator=gen, dtype=torch.float64) ** 3 * m).long()
+                       for m in shape[:sparse_dims]])
+    return torch.sparse_coo_tensor(ids, torch.randn(n, K, generator=gen, dtype=torch.float64), shape)
+
+
+def _grad3(name: str, rank: int) -> torch.Tensor:
+    return {"random": lambda: _random3_grad(rank, 1), "random_two_sparse_dims": lambda: _random3_grad(rank, 2)}.get(
+        name, lambda: _case3_grad(name, rank))()
+
+
+NAMES3 = [*CASES3, "random", "random_two_sparse_dims"]
+
+
+def _dense3(rank: int) -> torch.Tensor:
+    return torch.randn(3, 5, generator=torch.Generator().manual_seed(900 + rank), dtype=torch.float64)
+
+
+def _worker3(rank: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD3)
+    try:
+        sync = TorchDistributedSync()
+        recorder = _Recorder()
+        sync_module.dist = recorder
+        try:
+            cases = {}
+            for name in NAMES3:
+                start = len(recorder.calls)
+                cases[name] = {"sparse": sync.theta([_grad3(name, rank)])[0], "calls": recorder.calls[start:]}
+            dense = sync.theta([_dense3(rank)])[0]
+            alpha = sync.alpha(torch.full((2, 3), float(rank + 1)))
+        finally:
+            sync_module.dist = dist
+        torch.save({"cases": cases, "dense": dense, "alpha": alpha, "size": sync.size,
+                    "steps": all_min(9 - rank)}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def synced3(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sync3")
+    for attempt in range(3):  # as ``synced``: a rank killed by a signal is retried, a Python exception is not
+        try:
+            mp.spawn(_worker3, args=(_free_port(), str(out)), nprocs=WORLD3, join=True)
+            break
+        except mp.ProcessExitedException:
+            if attempt == 2:
+                raise
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD3)]
+
+
+def _union3(grads: list[torch.Tensor]) -> list[tuple]:
+    """The ids any rank touched, each once, in row-major order (Python sets and tuples)."""
+    return sorted({tuple(col) for g in grads for col in g._indices().T.tolist()})
+
+
+@pytest.mark.parametrize("name", NAMES3)
+def test_world_of_three_exchange_equals_the_mean_of_the_dense_gradients(synced3, name):
+    grads = [_grad3(name, r) for r in range(WORLD3)]
+    expected = sum(g.to_dense() for g in grads) / WORLD3  # float64, summed here
+    union = _union3(grads)
+    for rank in range(WORLD3):
+        out = synced3[rank]["cases"][name]["sparse"]
+        assert synced3[rank]["size"] == WORLD3
+        assert out.is_sparse and out.shape == grads[0].shape and out.sparse_dim() == grads[0].sparse_dim()
+        assert [tuple(col) for col in out._indices().T.tolist()] == union  # sorted, unique: truly coalesced
+        assert out.is_coalesced() and out._values().shape == (len(union), *grads[0].shape[out.sparse_dim():])
+        torch.testing.assert_close(out.to_dense(), expected, rtol=0, atol=1e-12)
+    first = synced3[0]["cases"][name]["sparse"]
+    for other in synced3[1:]:  # bitwise the same on every rank
+        assert torch.equal(first._indices(), other["cases"][name]["sparse"]._indices())
+        assert torch.equal(first._values(), other["cases"][name]["sparse"]._values())
+
+
+def test_world_of_three_sends_equal_size_tensors_padded_to_the_largest_count(synced3):
+    for name in NAMES3:
+        grads = [_grad3(name, r) for r in range(WORLD3)]
+        most = max(g.coalesce()._nnz() for g in grads)
+        for rank in range(WORLD3):
+            calls = synced3[rank]["cases"][name]["calls"]
+            assert all(c[0] == "all_gather" for c in calls), calls
+            assert all(received == [sent] * WORLD3 for _, sent, received in calls)
+            sparse_dims = grads[0].sparse_dim()
+            expected = [(1,)] + ([] if most == 0 else [(sparse_dims, most), (most, *grads[0].shape[sparse_dims:])])
+            assert [c[1] for c in calls] == expected, (name, rank)
+
+
+def test_world_of_three_dense_and_alpha_are_averaged(synced3):
+    expected = sum(_dense3(r) for r in range(WORLD3)) / WORLD3
+    for rank in range(WORLD3):
+        torch.testing.assert_close(synced3[rank]["dense"], expected, rtol=0, atol=1e-12)
+        torch.testing.assert_close(synced3[rank]["alpha"], torch.full((2, 3), 2.0), rtol=0, atol=1e-15)  # (1+2+3)/3
+        assert synced3[rank]["steps"] == 7

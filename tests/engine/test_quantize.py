@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -61,13 +62,86 @@ def test_int4_packing_round_trips(count):
         assert int(packed[0]) == int(codes[0]) + 16 * int(codes[1])  # entry 2i low nibble, 2i+1 high
 
 
-def test_reading_some_entries_equals_reading_all():
+BITS = {"int8": 8, "int4": 4}  # the stored code widths: 2^b levels
+
+
+def _fp16_down(x: float) -> float:
+    """The largest fp16 <= x (numpy's fp16 rounding, then one step down where it rounded up)."""
+    h = np.float16(x)
+    return float(np.nextafter(h, np.float16(-np.inf)) if float(h) > x else h)
+
+
+def _fp16_ulp(x: float) -> float:
+    """The gap from fp16 ``x`` (> 0) to the next fp16 above it."""
+    h = np.float16(x)
+    return float(np.nextafter(h, np.float16(np.inf))) - float(h)
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_scale_spans_the_row_with_2_to_the_bits_levels_and_the_top_code_is_used(precision):
+    """The fp16 bias is the largest fp16 <= the row's minimum, and the fp16 scale (max - bias) / (2^b - 1) rounded
+    up to fp16 (within one fp16 step of the float64 quotient): every one of the 2^b codes is a level of the row, and
+    where the scale is a normal fp16 the row's maximum is stored as the top code 2^b - 1 (codes read from the
+    bytes, int4 nibbles decoded here)."""
+    values, indptr = rows_of(LENGTHS * 20, seed=5)
+    q = quantize(values, indptr, precision)
+    top = 2 ** BITS[precision] - 1
+    data = q.data.numpy().astype(np.int64)
+    codes = data if precision == "int8" else np.stack([data & 15, data >> 4], axis=1).reshape(-1)[:q.count]
+    checked = 0
+    for r in range(indptr.numel() - 1):
+        lo, hi = int(indptr[r]), int(indptr[r + 1])
+        x = values[lo:hi].double().numpy()
+        if hi - lo < 2 or x.min() == x.max():
+            continue
+        bias, scale = float(q.bias[r]), float(q.scale[r])
+        assert bias == _fp16_down(float(x.min())), r
+        step = (float(x.max()) - bias) / top  # float64
+        assert abs(scale - step) <= _fp16_ulp(scale), (r, scale, step)
+        if scale >= 2.0 ** -14:  # a normal fp16: one step is at most 2^-10 of it, so max reads as > top - 1/2
+            assert int(codes[lo + int(x.argmax())]) == top == int(codes[lo:hi].max()), r
+            checked += 1
+    assert checked > 50
+
+
+def _reference_read(q, indptr: torch.Tensor, entries: list[int]) -> torch.Tensor:
+    """float64 values of ``entries`` read back from q's stored tensors, decoded here: each entry's row found by a
+    scan of ``indptr``, its code from its byte (int4: the lower nibble for an even entry, the upper for an odd
+    one), bias + code · scale in float64; fp16/fp32 data as stored."""
+    if q.precision in ("fp32", "fp16"):
+        return torch.tensor([float(q.data[e]) for e in entries], dtype=torch.float64)
+    starts = indptr.tolist()
+    out = []
+    for e in entries:
+        row = max(r for r in range(len(starts) - 1) if starts[r] <= e < starts[r + 1])
+        if q.precision == "int8":
+            code = int(q.data[e])
+        else:
+            byte = int(q.data[e // 2])
+            code = byte & 15 if e % 2 == 0 else byte >> 4
+        out.append(float(q.bias[row]) + code * float(q.scale[row]))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def test_reading_some_entries_or_all_equals_a_float64_reading_of_the_stored_tensors():
     values, indptr = rows_of(LENGTHS * 3, seed=1)
+    n = values.numel()
+    picked = [0, 3, 4, 5, 40, n - 1]
     for precision in ("fp32", "fp16", "int8", "int4"):
         q = quantize(values, indptr, precision)
-        entries = torch.tensor([0, 3, 4, 5, 40, values.numel() - 1])
-        rows = entry_rows(indptr, values.numel())[entries]
-        assert torch.equal(values_at(q, entries, rows), dequantize(q, indptr)[entries]), precision
+        entries = torch.tensor(picked)
+        rows = entry_rows(indptr, n)[entries]
+        some = values_at(q, entries, rows)
+        assert some.dtype == torch.float32
+        # float32 arithmetic against float64: one rounding of bias + code · scale (two for the product)
+        torch.testing.assert_close(some.double(), _reference_read(q, indptr, picked), rtol=2.0 ** -22, atol=0)
+        every = dequantize(q, indptr)
+        torch.testing.assert_close(every.double(), _reference_read(q, indptr, list(range(n))), rtol=2.0 ** -22,
+                                   atol=0)
+        if precision == "fp32":
+            assert torch.equal(every, values)
+        elif precision == "fp16":
+            assert np.array_equal(every.numpy(), values.numpy().astype(np.float16).astype(np.float32))
 
 
 def test_bytes_are_the_stored_tensors():
