@@ -12,13 +12,14 @@ block, each stored segment pays its own values, scales and biases. Pure PyTorch.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from .config import ConfigError, PruneConfig
 from .precision_plan import Precision, segments
-from .prune import topk_mask
+from .prune import BYTE_PRECISIONS, topk_mask
 
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias per kept row
@@ -110,3 +111,31 @@ def mixed_precision(scores: torch.Tensor, budget: int, block_starts: Sequence[in
         else:
             plan.append("int8" if mean > LOSSLESS_INT8_DIMS else "fp16")
     return tuple(plan)
+
+
+def smallest_embedding_bytes(dim: int, precisions: Sequence[str]) -> int:
+    """The fewest bytes any artifact embedding with an entry kept can take at one of ``precisions``: one entry of
+    the first feature (a 1-byte bitmap, its row's index, its value with a quantised row's scale and bias)."""
+    return min(embedding_bytes(1, 1, 1, dim, p) for p in precisions)
+
+
+def check_byte_budgets(prune_config: PruneConfig, dim: int, num_features: Optional[int] = None) -> None:
+    """Refuse, before any training, a byte budget that no artifact can meet: fewer bytes than one kept entry takes
+    at the cheapest precision the budget's candidates may use (:func:`smallest_embedding_bytes`). ``prune.bytes``
+    is checked from the config alone; ``prune.bytes_cr`` once the feature count M is known.
+
+    Raises:
+        ConfigError: naming ``prune.bytes`` or ``prune.bytes_cr``, the budget's bytes and the smallest size.
+    """
+    chosen = prune_config.precision
+    precisions = BYTE_PRECISIONS if chosen == "auto" else tuple(chosen) if isinstance(chosen, list) else (chosen,)
+    smallest = smallest_embedding_bytes(dim, precisions)
+    asked = [("prune.bytes", b, f"{b:,} bytes") for b in prune_config.byte_budgets]
+    if num_features is not None:
+        dense = num_features * dim * 4
+        asked += [("prune.bytes_cr", int(dense / c), f"{c:g} leaves {int(dense / c):,} bytes (M·K·4 = {dense:,} ÷ it)")
+                  for c in prune_config.bytes_crs]
+    for key, size, what in asked:
+        if size < smallest:
+            raise ConfigError(key, f"{what}: no embedding fits; the smallest artifact (one entry kept, K = {dim}, "
+                                   f"{'/'.join(precisions)}) takes {smallest:,} bytes")

@@ -209,10 +209,16 @@ def _exit_now(code: int) -> None:
 
 
 def _model_line(entry: dict) -> str:
-    """``autosrh 10: test auc 0.7512, logloss 0.5012; 1,234 kept params (CR 10.00)``."""
+    """``autosrh 10: test auc 0.7512, logloss 0.5012; 1,234 kept params (CR 10.00)``, and what a model that
+    exceeds its budget exceeds."""
     test = ", ".join(f"{k} {v:.4f}" for k, v in entry["test"].items())
-    return (f"{entry['method']} {entry['budget']}: test {test}; {entry['params']['kept']:,} kept params "
+    line = (f"{entry['method']} {entry['budget']}: test {test}; {entry['params']['kept']:,} kept params "
             f"(CR {entry['cr_achieved']:.2f})")
+    if not entry.get("within_budget", True):
+        over = (f"{entry['bytes']['embedding']:,} embedding bytes > {entry['budget_bytes']:,}"
+                if "budget_bytes" in entry else f"{entry['params']['kept']:,} kept params > {entry['budget_params']:,}")
+        line += f" — EXCEEDS its budget ({over}: nothing smaller fits)"
+    return line
 
 
 def _one_line(err: BaseException) -> str:

@@ -416,6 +416,7 @@ def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: 
     for budget in todo:
         cands = per_budget[budget.name]
         fitting = [c for c in cands if scheme_fits(config, c, budget)]
+        fits = {c.name for c in fitting}
         if not fitting:
             fitting = [min(cands, key=lambda c: c.kept)]
             log(f"[{config.search.method}] {budget.name}: no scheme fits the budget (every block keeps at least one "
@@ -426,7 +427,7 @@ def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: 
         result, state = trained[best.name]
         rows = [{"name": c.name, "block_dims": list(c.block_dims), "kept": c.kept,
                  "valid_loss": validation_loss(config.task, trained[c.name][0].best_valid),
-                 "seconds": trained[c.name][0].seconds,
+                 "seconds": trained[c.name][0].seconds, "within_budget": c.name in fits,
                  "chosen": c is best} for c in cands]
         selection = sum(trained[c.name][0].seconds for c in cands if c is not best)
         timings = {"search": selection, "prune": 0.0, "retrain": result.seconds}

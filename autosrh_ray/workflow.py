@@ -36,7 +36,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -49,6 +49,7 @@ import yaml
 from . import atomic, storage
 from .artifact import ArtifactBytes, embedding_bytes_of, load_model, save_model
 from .batch import Batch
+from .bytes_budget import check_byte_budgets
 from .config import (Config, ConfigError, budget_choice_rows, sized_for_data, validate_against_data,
                      with_overrides)
 from .data.prepared import PreparedData, split_from_columns
@@ -58,6 +59,7 @@ from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
 from .precision_plan import reported
 from .pipeline import StageResult, run_all_in_process
+from .prune import Budget
 from .supervise import beating, supervised
 
 Log = Callable[[str], None]
@@ -131,6 +133,10 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         "epochs": {"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
         "history": {"search": first.history if first else [], "retrain": stages.retrain.history},
     }
+    entry["within_budget"] = within_budget(stages.budget, kept, stored.embedding)
+    if stages.budget is not None:  # the limit itself (a byte budget's: its group's, set where it is chosen)
+        entry["budget_bytes" if stages.budget.bytes is not None else "budget_params"] = (
+            stages.budget.bytes if stages.budget.bytes is not None else stages.budget.kept)
     if method == "autodim":  # the dimension the search chose for every field
         entry["field_dims"] = {f.name: d for f, d in zip(prepared.features.fields, stages.block_dims)}
     if method == "autoemb":  # how many features the controller gave each candidate dimension
@@ -144,6 +150,14 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
     if entry["valid_optimistic"]:
         entry["notes"] = [ALPHA_ON_VALID_NOTE]
     return entry
+
+
+def within_budget(budget: Optional[Budget], kept: int, embedding_bytes: int) -> bool:
+    """Whether a model meets its budget: its artifact's embedding bytes for a byte budget, its kept entries for a
+    CR or params budget (a fixed scheme that fits no budget keeps its smallest and exceeds it); no budget: True."""
+    if budget is None:
+        return True
+    return embedding_bytes <= budget.bytes if budget.bytes is not None else kept <= budget.kept
 
 
 def iter_split_batches(prepared: PreparedData, split: str, batch_size: int) -> Iterator[Batch]:
@@ -190,6 +204,7 @@ class ByteBudgetChoices:
 
     best: dict[str, int]
     groups: dict[str, list[dict]]
+    limits: dict[str, int] = field(default_factory=dict)  # per byte budget, its bytes
 
     def reported_order(self, results: list[StageResult]) -> list[tuple[int, str]]:
         """(result index, budget name) per reported model, in the run's order: every result outside a byte budget,
@@ -222,19 +237,24 @@ def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared
     indices = [i for group in members.values() for i in group]
     valid = dict(zip(indices, evaluate_on_split([saved[i][2] for i in indices], prepared, "valid", task,
                                                 batch_size, held)))
-    best, groups = {}, {}
+    best, groups, limits = {}, {}, {}
     for group, own in members.items():
-        limit = results[own[0]].budget.bytes
+        limit = limits[group] = results[own[0]].budget.bytes
         fitting = [i for other, theirs in members.items() if other != group
                    for i in theirs if saved[i][1].embedding <= limit]
         candidates = own + fitting
-        best[group] = min(candidates, key=lambda i: validation_loss(task, valid[i]))
+        # an own candidate that keeps one entry over its bytes (none fits at its precision) competes only when
+        # nothing meets the budget, and then the smallest stands for it
+        met = [i for i in candidates if saved[i][1].embedding <= limit]
+        pool = met or [min(candidates, key=lambda i: saved[i][1].embedding)]
+        best[group] = min(pool, key=lambda i: validation_loss(task, valid[i]))
         groups[group] = [{"name": results[i].budget.name, "budget": results[i].budget.group,
                           "precision": reported(results[i].budget.precision),
                           "kept": results[i].budget.kept, "bytes": saved[i][1].embedding,
+                          "within_budget": saved[i][1].embedding <= limit,
                           "valid": valid[i], "model": saved[i][0]["model"], "chosen": i == best[group], "index": i}
                          for i in candidates]
-    return ByteBudgetChoices(best, groups)
+    return ByteBudgetChoices(best, groups, limits)
 
 
 def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingModel:
@@ -330,6 +350,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     Train loops.
     """
     destination = storage.absolute(output)
+    check_byte_budgets(config.prune, config.search.K)
     return _supervised(config, destination,
                        lambda: _run(config, destination, prepared, beating(log), loop_options, fresh))
 
@@ -350,6 +371,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
         prepared = prepare(config, storage.join(destination, "data"), log)
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
+    check_byte_budgets(config.prune, config.search.K, prepared.num_features)
     config, notes = sized_for_data(config, prepared.rows.train, prepared.num_features)
     for note in notes:
         log(f"note: {note}")
@@ -404,6 +426,9 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
                for i, budget in chosen.reported_order(results)]
     for entry in entries:
         if entry["budget"] in chosen.groups:  # a byte budget: the candidate validation chose, every candidate
+            limit = chosen.limits[entry["budget"]]
+            entry["budget_bytes"] = limit
+            entry["within_budget"] = entry["bytes"]["embedding"] <= limit
             entry["candidates"] = [{**{k: v for k, v in row.items() if k != "index"}, "test": tests[row["index"]]}
                                    for row in chosen.groups[entry["budget"]]]
             held = budget_choice_rows(config)

@@ -162,3 +162,81 @@ def test_a_run_with_only_a_byte_budget_trains_its_ue_reference(tmp_path):
     assert report["reference"]["method"] == "uniform" and report["reference"]["bytes"]["bytes_cr"] < 1.0
     with pytest.raises(ConfigError, match="^prune.cr: needs at least one budget"):
         small_config("prune.cr=[]")
+
+
+def _smallest_by_layout(dim: int, precision: str) -> int:
+    """One entry of the first feature, as the artifact's layout is documented: a 1-byte bitmap, the cheaper index
+    (a count byte and a dimension byte, or a K-bit mask), the value, and an fp16 scale and bias for int rows."""
+    value = {"fp32": 4, "fp16": 2, "int8": 1 + 4, "int4": 1 + 4}[precision]
+    return 1 + min(2, -(-dim // 8)) + value
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "int8"])
+def test_a_byte_budget_no_artifact_can_meet_is_refused_before_any_work(precision):
+    from autosrh_ray.bytes_budget import check_byte_budgets
+
+    k = 16
+    choices = ["fp32", "fp16", "int8", "int4"] if precision == "auto" else [precision]
+    smallest = min(_smallest_by_layout(k, p) for p in choices)
+    config = small_config(f"prune.precision={precision}", f"search.K={k}", f"prune.bytes={smallest}")
+    check_byte_budgets(config.prune, k)  # exactly the smallest fits
+    config = small_config(f"prune.precision={precision}", f"search.K={k}", f"prune.bytes=[100, {smallest - 1}]")
+    with pytest.raises(ConfigError, match=rf"^prune\.bytes: {smallest - 1} bytes: no embedding fits; .* takes "
+                                          rf"{smallest} bytes$"):
+        check_byte_budgets(config.prune, k)
+    # a ratio is known once M is: M·K·4 ÷ bytes_cr
+    m = 1000
+    config = small_config(f"prune.precision={precision}", f"search.K={k}", f"prune.bytes_cr={m * k * 4 / (smallest - 1)}")
+    check_byte_budgets(config.prune, k)  # M unknown: not checked yet
+    with pytest.raises(ConfigError, match=r"^prune\.bytes_cr: .* no embedding fits"):
+        check_byte_budgets(config.prune, k, m)
+
+
+def test_a_candidate_over_its_byte_budget_is_reported_and_chosen_only_when_none_fits(tmp_path):
+    """Each candidate keeps at least one entry, and where that entry's artifact is over the bytes (its feature's
+    id costs up to 4 B of index) the report says so per candidate; the choice is among those within the budget,
+    and only when none is does the smallest stand for it — reported as over, also in the summary line."""
+    from autosrh_ray.cli import _model_line
+
+    k = 8
+    worst_fp16 = 4 + 1 + 2  # one fp16 entry of any feature: its id, its dims byte pair at K 8 (a mask byte), the value
+    tight = _smallest_by_layout(k, "fp16")  # fits only if the best entry is among the first 8 features
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "report.reference=none", f"prune.bytes=[{worst_fp16}, {tight}]", "prune.cr=[]")
+    report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
+    loose_entry, tight_entry = report["models"]
+    for entry, limit in ((loose_entry, worst_fp16), (tight_entry, tight)):
+        rows = entry["candidates"]
+        assert entry["budget_bytes"] == limit
+        for row in rows:
+            assert row["within_budget"] == (row["bytes"] <= limit), row
+        assert not next(r for r in rows if r["name"].endswith("-fp32"))["within_budget"] or limit > 6
+        (chosen,) = [r for r in rows if r["chosen"]]
+        met = [r for r in rows if r["within_budget"]]
+        if met:
+            assert chosen == min(met, key=lambda r: r["valid"]["logloss"])
+        else:
+            assert chosen["bytes"] == min(r["bytes"] for r in rows)
+        assert entry["within_budget"] == bool(met) == (entry["bytes"]["embedding"] <= limit)
+        assert ("EXCEEDS its budget" in _model_line(entry)) == (not met)
+    assert loose_entry["within_budget"]  # one fp16 entry always fits
+    # this data's best entry lies past the first 8 features (seeded): nothing fits the tight budget
+    assert not tight_entry["within_budget"]
+
+
+def test_a_fixed_scheme_that_fits_no_budget_says_so_in_the_report_and_the_summary_line(tmp_path):
+    from autosrh_ray.cli import _model_line
+
+    # grid's smallest scheme keeps one dimension of every feature: more than M·K / 100 entries
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "report.reference=none", "search.method=grid", "search.grid_K=[1, 2]",
+                                      "prune.cr=[2, 100]")
+    report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
+    loose, tight = report["models"]
+    m = report["num_features"]
+    assert loose["within_budget"] and loose["params"]["kept"] <= loose["budget_params"] == round(m * 8 / 2)
+    assert not tight["within_budget"] and tight["params"]["kept"] == m > tight["budget_params"]
+    for entry in (loose, tight):
+        for row in entry["candidates"]:
+            assert row["within_budget"] == (row["kept"] <= entry["budget_params"])
+    assert "EXCEEDS its budget" in _model_line(tight) and "EXCEEDS" not in _model_line(loose)
