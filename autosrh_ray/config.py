@@ -23,9 +23,10 @@ from . import storage
 class ConfigError(ValueError):
     """A bad config value; ``str(err)`` is one line naming the key."""
 
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
+    def __init__(self, key: str, message: str, where: str = ""):
+        self.key, self.message = key, message
+        text = f"{key}: {message}" if key else message
+        super().__init__(f"{where}: {text}" if where else text)
 
 
 @dataclass
@@ -359,12 +360,35 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: tuple[str, 
         if not isinstance(loaded, dict):
             raise ConfigError("", f"{p}: top level must be a mapping of sections")
         data = loaded
+    set_keys = set()
     for text in overrides:
         keys, value = _parse_override(text)
         _merge(data, keys, value)
-    config = _build(Config, data, "")
-    validate(config)
+        set_keys.add(".".join(keys))
+    try:
+        config = _build(Config, data, "")
+        validate(config)
+    except ConfigError as err:
+        line = _key_lines(Path(path)).get(err.key) if path is not None and err.key not in set_keys else None
+        if line is None:
+            raise
+        raise ConfigError(err.key, err.message, where=f"{path}:{line}") from None
     return config
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """The 1-based line of every dotted key written in a YAML file (for errors that name where a key is)."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                dotted = f"{prefix}{key.value}"
+                lines[dotted] = key.start_mark.line + 1
+                walk(value, dotted + ".")
+
+    walk(yaml.compose(path.read_text()), "")
+    return lines
 
 
 def config_from_dict(data: dict) -> Config:

@@ -108,6 +108,20 @@ def connect(ray_config: RayConfig) -> bool:
             ray.init(address=address, **options)
         started = True
     if not ray_config.verbose:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        quiet_ray_data_console()
         ray.data.DataContext.get_current().enable_progress_bars = False
     return started
+
+
+def quiet_ray_data_console() -> None:
+    """Ray Data's log records reach its log files under the session directory only, not the terminal.
+
+    Ray Data logs a failed task's error (and Ray's internal stack) to the console before the driver raises it; the
+    workflow reports a bad-input error itself, in one line, so the console copy is noise. The ``ray.data``
+    logger's own level is left alone: its file handlers keep every record (``logs/ray-data/`` in the session
+    directory), and ``ray.verbose: true`` keeps the console too."""
+    from ray.data._internal.logging import SessionFileHandler
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, SessionFileHandler):
+            handler.setLevel(logging.CRITICAL + 1)

@@ -42,7 +42,7 @@ def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, overrid
 def test_unknown_key_in_yaml_file_is_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  lr: 0.01\n  epochz: 3\n")
-    with pytest.raises(ConfigError, match=r"^train\.epochz: unknown config key"):
+    with pytest.raises(ConfigError, match=rf"^{bad}:3: train\.epochz: unknown config key"):
         load_config(bad)
 
 

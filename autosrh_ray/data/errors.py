@@ -5,8 +5,7 @@ WRONG_COLUMN_COUNT = "wrong_column_count"
 BAD_LABEL = "bad_label"
 NON_NUMERIC = "non_numeric_value"
 BAD_VALUE = "bad_value"  # a value a derived field cannot be computed from (e.g. Avazu's hour)
-
-REASONS = (WRONG_COLUMN_COUNT, BAD_LABEL, NON_NUMERIC, BAD_VALUE)
+NOT_UTF8 = "invalid_utf8"  # a text line whose bytes are not UTF-8
 
 
 class DataError(ValueError):

@@ -133,13 +133,33 @@ def needs_counting(chunks: Sequence[Chunk]) -> list[Chunk]:
 def iter_pieces(chunk: Chunk, piece_bytes: int = PIECE_BYTES) -> Iterator[tuple[bytes, int]]:
     """Yield (line-aligned bytes, index of its first line within the chunk) for a text chunk; a truncated or
     corrupt gzip file raises :class:`DataError` naming it and the lines read before the damage."""
-    line = 0
     try:
-        for data, line in _pieces(chunk, piece_bytes):
-            yield data, line
-    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"{chunk.path}: truncated or corrupt gzip file after about line {line + 1:,} "
+        yield from _pieces(chunk, piece_bytes)
+    except _GZIP_ERRORS as err:
+        raise DataError(f"{chunk.path}: truncated or corrupt gzip file after line {whole_gzip_lines(chunk.path):,} "
                         f"({err})") from None
+
+
+_GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def whole_gzip_lines(path: str, read_bytes: int = 1 << 12) -> int:
+    """The complete lines a damaged gzip file yields before its damage (its header line included): the line
+    after which the error is reported. Decompressed step by step (members in turn), so a truncated file gives
+    every byte it holds and a corrupt one loses at most the step that fails."""
+    lines = 0
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        with storage.open_input(path) as raw:
+            while block := raw.read(read_bytes):
+                while block:
+                    lines += decompressor.decompress(block).count(b"\n")
+                    block = decompressor.unused_data if decompressor.eof else b""
+                    if decompressor.eof:
+                        decompressor = zlib.decompressobj(wbits=31)
+    except zlib.error:
+        pass
+    return lines
 
 
 def _pieces(chunk: Chunk, piece_bytes: int) -> Iterator[tuple[bytes, int]]:

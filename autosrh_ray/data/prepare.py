@@ -134,13 +134,14 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
     doing("[prepare] (the statistics pass over the input chunks, Ray Data)")
     fields = field_specs(layout, mode)
     stats = count_statistics(chunks, layout, mode, ds.seed, ds.split, fields, syn,
-                             Progress("prepare: statistics", len(chunks), log, unit="chunks").update, ds.min_count)
+                             Progress("prepare: statistics", len(chunks), log, unit="chunks",
+                                      final_line=len(chunks) > 1).update, ds.min_count)
     rows = stats.rows
     if rows.read == 0:
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")
-    log(f"[prepare] {rows.read:,} rows read")
     if stats.first_bad is not None and ds.on_bad_rows == "error":
         raise DataError(f"{stats.first_bad[1]} (set dataset.on_bad_rows: skip to skip such rows)")
+    log(f"[prepare] {rows.read:,} rows read")
     if rows.train == 0:
         raise DataError(f"{describe(chunks, 3)}: no training rows kept ({rows.skipped} of {rows.read} rows skipped)")
     rows.skipped_by_split = stats.skipped_by_split

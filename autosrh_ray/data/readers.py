@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 
 from .. import storage
 from ..config import Config, ConfigError
-from .errors import BAD_LABEL, BAD_VALUE, NON_NUMERIC, WRONG_COLUMN_COUNT, DataError
+from .errors import BAD_LABEL, BAD_VALUE, NON_NUMERIC, NOT_UTF8, WRONG_COLUMN_COUNT, DataError
 from .inputs import Chunk, count_lines, first_line, list_files
 
 CRITEO_COLUMNS = ("label", *[f"I{i}" for i in range(1, 14)], *[f"C{i}" for i in range(1, 27)])
@@ -232,27 +232,63 @@ def _has_empty_line(data: bytes) -> bool:
     return data.startswith((b"\n", b"\r\n")) or b"\n\n" in data or b"\n\r\n" in data
 
 
-def _read_csv(data: bytes, layout: Layout, path: str) -> tuple[pa.Table, list[tuple[int, int]]]:
+def _read_csv(data: bytes, layout: Layout, path: str) -> tuple[pa.Table, list[tuple[int, int]], np.ndarray, list]:
+    """The piece's rows as string columns, the rows the parser rejected ((1-based row number, columns found)),
+    and the rows whose bytes are not UTF-8: their table rows and, for each, the first such column's name (those
+    rows stay in the table with that value blanked, for the caller to drop)."""
     invalid: list[tuple[int, int]] = []
 
     def handler(row) -> str:
         invalid.append((row.number, row.actual_columns))
         return "skip"
 
-    names = list(layout.columns)
-    try:
-        table = pacsv.read_csv(
+    def read(value_type: pa.DataType) -> pa.Table:
+        invalid.clear()
+        return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=names, use_threads=False, block_size=1 << 26),
             parse_options=pacsv.ParseOptions(delimiter=layout.delimiter, quote_char='"' if layout.quoted else False,
                                              ignore_empty_lines=False, newlines_in_values=False,
                                              invalid_row_handler=handler),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+            convert_options=pacsv.ConvertOptions(column_types={c: value_type for c in names},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False,
                                                  include_columns=names))
+
+    names = list(layout.columns)
+    try:
+        try:
+            return read(pa.string()), invalid, np.zeros(0, dtype=np.int64), []
+        except pa.ArrowInvalid as err:
+            if "UTF8" not in str(err):
+                raise
+        table, rows, columns = _utf8_only(read(pa.binary()))
+        return table, invalid, rows, columns
     except pa.ArrowInvalid as err:
         raise DataError(f"{path}: cannot parse as {layout.name} ({err})") from None
-    return table, invalid
+
+
+def _utf8_only(table: pa.Table) -> tuple[pa.Table, np.ndarray, list[str]]:
+    """A table read as bytes, as strings: values that are not UTF-8 blanked; returns the table, the rows that had
+    any (ascending) and each one's first such column (the slow path of a piece that holds such bytes)."""
+    first_column: dict[int, str] = {}
+    out = {}
+    for name in table.column_names:
+        values = table.column(name).combine_chunks()
+        try:
+            out[name] = values.cast(pa.string())
+            continue
+        except pa.ArrowInvalid:
+            pass
+        decoded = []
+        for i, value in enumerate(values.to_pylist()):
+            try:
+                decoded.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                first_column.setdefault(i, name)
+                decoded.append("")
+        out[name] = pa.array(decoded, type=pa.string())
+    rows = np.array(sorted(first_column), dtype=np.int64)
+    return pa.table(out), rows, [first_column[int(i)] for i in rows]
 
 
 def _validate(table: pa.Table, layout: Layout) -> tuple[np.ndarray, dict[str, pa.Array], np.ndarray]:
@@ -323,7 +359,7 @@ def _assemble(path: str, table: pa.Table, layout: Layout, local: np.ndarray, fir
 
 def parse_text(data: bytes, layout: Layout, chunk: Chunk, line_offset: int) -> Parsed:
     """Parse a line-aligned piece of a text chunk whose first line is line ``line_offset`` of the chunk."""
-    table, invalid = _read_csv(data, layout, chunk.path)
+    table, invalid, not_utf8, not_utf8_columns = _read_csv(data, layout, chunk.path)
     n_lines = table.num_rows + len(invalid)
     if n_lines != count_lines(data):
         raise DataError(f"{chunk.path}:{chunk.first_line + line_offset}: cannot split lines consistently "
@@ -332,6 +368,12 @@ def parse_text(data: bytes, layout: Layout, chunk: Chunk, line_offset: int) -> P
     local = np.delete(np.arange(n_lines, dtype=np.int64), invalid_local)
     extra = [(int(i), WRONG_COLUMN_COUNT, f"expected {len(layout.columns)} columns, got {actual}")
              for i, (_, actual) in zip(invalid_local, invalid)]
+    if len(not_utf8):
+        extra += [(int(local[r]), NOT_UTF8, f"column {column} is not UTF-8 text")
+                  for r, column in zip(not_utf8, not_utf8_columns)]
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[not_utf8] = False
+        table, local = table.filter(pa.array(keep)), local[keep]
     if len(layout.columns) > 1 and table.num_rows and _has_empty_line(data):
         empty = np.array([data.count(b"\n", 0, m.start()) for m in _EMPTY_LINE.finditer(data)], dtype=np.int64)
         if len(empty):
