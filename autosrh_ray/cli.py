@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data), or criteo: "
                                     "the Criteo-profile data (autosrh_ray/data/criteo_profile.py)")
     gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
-                     help=set_help("dataset.synthetic.seed=8 (other rows)", " of the synthetic dataset"))
+                     help=set_help("dataset.synthetic.vocab_size=100000", " of the synthetic dataset"))
     gen.add_argument("--rows", type=int, required=True, help="rows in all")
     gen.add_argument("--shards", type=int, default=1,
                      help="files to split the rows into, part-00000.txt … (default 1; concatenated, they hold "
@@ -101,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--processes", type=int, default=None,
                      help="shards written at once, one process each (default: the shard count, at most the CPUs)")
     gen.add_argument("--seed", type=int, default=0, help="with criteo: the generator's seed (default 0)")
+    gen.add_argument("--new-rows", action="store_true",
+                     help="rows to score with a synthetic run's model: the config's own fields (not Criteo's "
+                          "shape) and the generator's rows after the dataset's — the distribution the run "
+                          "learned, rows it never read")
     return parser
 
 
@@ -162,7 +166,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "generate":
             from .data.generate import criteo_shape, write_criteo_shards
 
-            paths = write_criteo_shards(criteo_shape(config.dataset.synthetic), args.output, args.rows, args.shards,
+            synthetic = config.dataset.synthetic
+            if args.new_rows and config.dataset.name != "synthetic":
+                raise ConfigError("--new-rows", f"needs a workflow on the synthetic dataset (this one reads "
+                                                f"dataset.name: {config.dataset.name})")
+            if args.new_rows:  # the run's own fields, the generator's rows after the dataset's: never trained on
+                paths = write_criteo_shards(synthetic, args.output, args.rows, args.shards, gzip=args.gzip,
+                                            processes=_processes(args), first_row=synthetic.rows)
+                print(f"wrote {args.rows} new rows (rows {synthetic.rows:,}… of the dataset's generator: the "
+                      f"distribution a run on it learned, rows it never read) in {len(paths)} shards under "
+                      f"{args.output}")
+                return 0
+            paths = write_criteo_shards(criteo_shape(synthetic), args.output, args.rows, args.shards,
                                         gzip=args.gzip, processes=_processes(args))
             print(f"wrote {args.rows} rows in {len(paths)} Criteo-format shards under {args.output}")
             return 0

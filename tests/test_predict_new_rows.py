@@ -190,3 +190,35 @@ def test_tabular_rows_without_the_label_column_csv_and_parquet(ray_cluster, tmp_
         got = pq.read_table(out)
         assert not summary.labelled and summary.scored == len(new) and got.column_names == ["position", "score"]
         assert np.allclose(got.column("score").to_numpy(), want.column("score").to_numpy(), rtol=1e-6, atol=0), name
+
+
+def test_new_rows_come_from_the_distribution_the_run_learned_and_were_never_read(synthetic, tmp_path):
+    """``generate --new-rows`` (the README's scoring demo): the run's own fields and the generator's rows after the
+    dataset's — the positives' share and the scored AUC match the run's own, values out of vocabulary are only the
+    rare tail's, and the rows are the generator's rows after the dataset's (the dataset is its first
+    ``dataset.synthetic.rows``: none of these was read by the run)."""
+    from autosrh_ray.metrics import auc
+    from autosrh_ray.synthetic import SyntheticGenerator
+
+    base, config, _ = synthetic
+    rows = 20_000
+    workflow_file = tmp_path / "run.yaml"
+    workflow_file.write_text((base / "run" / "config.yaml").read_text())
+    done = subprocess.run([sys.executable, "-m", "autosrh_ray", "generate", str(workflow_file), "--rows", str(rows),
+                           "--new-rows", "--output", str(tmp_path / "new")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = predict(base / "run", str(tmp_path / "new"), tmp_path / "scores.parquet", log=lambda _: None)
+    assert summary.scored == rows and set(summary.oov_by_field) == {f"C{i}" for i in range(1, 11)}
+    assert max(summary.oov_by_field.values()) < 0.1 * rows  # (other seeds' tokens: every value out of vocabulary)
+    scores = pq.read_table(tmp_path / "scores.parquet")
+    y, p = scores.column("label").to_numpy(), scores.column("score").to_numpy()
+    report = json.loads((base / "run" / "report.json").read_text())
+    train = PreparedData.load(base / "run" / report["artifacts"]["prepared"]).load_split("train")
+    assert abs(y.mean() - train.labels.mean()) < 0.02  # ~3 standard errors at these sizes
+    assert abs(auc(y, p) - report["test"]["auc"]) < 0.04
+    start = config.dataset.synthetic.rows
+    expected = SyntheticGenerator(config.dataset.synthetic).table(start, start + 50)
+    written = [line.split("\t") for line in (tmp_path / "new" / "part-00000.txt").read_text().splitlines()[:50]]
+    assert [int(r[0]) for r in written] == expected.column("label").to_pylist()
+    assert [r[14] for r in written] == expected.column("C1").to_pylist()  # label, I1..I13, then C1

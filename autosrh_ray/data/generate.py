@@ -65,9 +65,10 @@ def _write_shard(synthetic_cfg: SyntheticConfig, path: Path, rows: int, start: i
 
 
 def write_criteo_shards(synthetic_cfg: SyntheticConfig, out_dir: str | Path, rows: int, shards: int,
-                        gzip: bool = False, processes: int = 1) -> list[Path]:
-    """Write ``rows`` generated rows as ``shards`` Criteo-format files ``part-00000.txt[.gz]`` in ``out_dir``
-    (up to ``processes`` shards written at once).
+                        gzip: bool = False, processes: int = 1, first_row: int = 0) -> list[Path]:
+    """Write ``rows`` generated rows (the generator's rows ``first_row`` …) as ``shards`` Criteo-format files
+    ``part-00000.txt[.gz]`` in ``out_dir`` (up to ``processes`` shards written at once). Rows from
+    ``synthetic_cfg.rows`` on are rows of the same distribution that a run on the dataset never read.
 
     Raises ``ConfigError`` if the synthetic shape does not fit Criteo's 13 + 26 columns or sizes are < 1.
     """
@@ -79,15 +80,16 @@ def write_criteo_shards(synthetic_cfg: SyntheticConfig, out_dir: str | Path, row
     for key, value in (("rows", rows), ("shards", shards), ("processes", processes)):
         if value < 1:
             raise ConfigError(key, f"must be >= 1 (got {value})")
-    return _write_shards(_write_shard, synthetic_cfg, out_dir, rows, shards, gzip, processes)
+    return _write_shards(_write_shard, synthetic_cfg, out_dir, rows, shards, gzip, processes, first_row)
 
 
 def _write_shards(write, source, out_dir: str | Path, rows: int, shards: int, gzip: bool,
-                  processes: int) -> list[Path]:
-    """``write(source, path, rows, start, stop, gzip)`` for each shard's row range, up to ``processes`` at once."""
+                  processes: int, first_row: int = 0) -> list[Path]:
+    """``write(source, path, rows, start, stop, gzip)`` for each shard's row range (rows ``first_row`` …), up to
+    ``processes`` at once."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, rows, shards + 1).astype(np.int64)
+    bounds = first_row + np.linspace(0, rows, shards + 1).astype(np.int64)
     jobs = [(source, out / f"part-{s:05d}.txt{'.gz' if gzip else ''}", rows, int(bounds[s]),
              int(bounds[s + 1]), gzip) for s in range(shards)]
     if processes == 1 or shards == 1:
