@@ -65,9 +65,14 @@ def test_ctrl_c_during_the_search_stops_the_run_and_rerunning_resumes_it(tmp_pat
     again = _start(output)
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, (out[-3000:], err[-3000:])
-    search_epochs = [int(line.split("epoch ")[1].split(":")[0]) for line in out.splitlines()
+    lines = out.splitlines()
+    resumed = [i for i, line in enumerate(lines) if line.startswith("[search] resumed from its checkpoint after ")]
+    assert len(resumed) == 1, out[-3000:]  # resumed from a checkpoint, not from epoch 0 …
+    held = int(lines[resumed[0]].split("after evaluation ")[1].split(" ")[0])
+    search_epochs = [int(line.split("epoch ")[1].split(":")[0]) for line in lines[resumed[0]:]
                      if line.startswith("[search] epoch ")]
-    assert search_epochs and search_epochs[0] >= 1, out[-3000:]  # resumed from a checkpoint, not from epoch 0
+    # … and the re-run's terminal shows every evaluation once: those its checkpoint holds, then the new ones
+    assert held >= 1 and search_epochs == list(range(len(search_epochs))) and len(search_epochs) > held, out[-3000:]
     report = json.loads((output / "report.json").read_text())
     assert 0.5 < report["test"]["auc"] <= 1.0
 

@@ -258,6 +258,9 @@ def train_loop(loop_config: dict) -> None:
                 _report(state, rank, {**_flat_metrics(state, last), "replayed": 1})
                 return
         else:
+            if restored is not None and rank == 0 and spec.rows is not None and state.history:
+                spec.rows.resumed(state.phase, state.history, state.step)
+            restored = None
             source = source or _source(spec, rank, size, seed, device)
             _run_phase(spec, kind, rule, state, model, engine, source, rank, size, device, dtype)
             if spec.then is None or state.phase == 1:

@@ -37,6 +37,18 @@ class RowsChannel:
     def ticker(self, epoch: int, phase: int = 0) -> "RowTicker":
         return RowTicker(self.queue, self.labels[phase], epoch, self.period_rows[phase])
 
+    def resumed(self, phase: int, history: list[dict], step: int) -> None:
+        """Rank 0's side on a restore: one line saying where the phase resumes, then the epoch lines of the
+        evaluations its checkpoint holds (trained by the run before, whose terminal may not have shown them)."""
+        label = self.labels[phase]
+        lines = [f"[{label}] resumed from its checkpoint after evaluation {len(history)} ({step:,} steps); the "
+                 f"evaluations before it:"] + [epoch_line(label, i, metrics) for i, metrics in enumerate(history)]
+        try:
+            for line in lines:
+                self.queue.put_nowait((LINE, label, line))
+        except Exception:  # the driver is gone or its queue is full: progress is not worth failing a run for
+            pass
+
 
 class RowTicker:
     """Rank 0's side: ``tick(done)`` sends ``(rows, label, epoch, done, total)`` at most every second."""
