@@ -75,7 +75,11 @@ def start_local(attempts: int = 3, **init_kwargs) -> str:
     address = ray.get_runtime_context().gcs_address
     if not address.endswith(f":{port}"):
         raise RuntimeError(f"the local Ray started at {address}, not on the port it was given ({port})")
+    _ADDRESSED.add(address)
     return address
+
+
+_ADDRESSED: set[str] = set()  # the instances start_local started: their processes know their address
 
 
 # Ray kills idle workers above a soft limit (default: the CPU count) after a second. Every process of a Train run
@@ -86,6 +90,33 @@ IDLE_WORKERS_KEPT = 8  # beyond the CPU count
 
 
 LOCAL_SYSTEM_CONFIG = {"num_workers_soft_limit": (os.cpu_count() or 1) + IDLE_WORKERS_KEPT}
+
+
+def caller_ray_note() -> Optional[str]:
+    """A note for a run on a Ray the caller started (``ray.init()`` in a notebook) without ``RAY_ADDRESS`` while
+    another Ray instance runs on this machine, else None. Ray's own helpers inside the caller's instance (Ray
+    Train's placement-group cleaner, the state API) look "the" cluster up by ``RAY_ADDRESS`` or by scanning the
+    machine, find both and fail — and a study may then wait for CPUs they never freed. Its processes were
+    started by the caller, so only the caller can give them the address: :func:`start_local` does."""
+    import ray
+
+    if not ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        return None
+    own = ray.get_runtime_context().gcs_address
+    if own in _ADDRESSED:
+        return None
+    try:
+        from ray._private.services import find_gcs_addresses
+
+        others = set(find_gcs_addresses()) - {own}
+    except Exception:  # a private helper of Ray's: without it, no note
+        return None
+    if not others:
+        return None
+    return (f"note: this Ray was started without RAY_ADDRESS while another Ray runs on this machine "
+            f"({', '.join(sorted(others))}): Ray Train's helpers in yours may find the other one and fail to clean "
+            f"up; start yours with autosrh_ray.runtime.start_local() instead of ray.init(), or let the run start "
+            f"its own")
 
 
 def connect(ray_config: RayConfig) -> bool:

@@ -57,9 +57,10 @@ from .data.split import in_alpha_slice
 from .metrics import reported_metrics, task_metrics, validation_loss
 from .mixed_dims import projection_params
 from .models import BLOCKED_METHODS, EmbeddingModel
-from .precision_plan import reported
 from .pipeline import StageResult, run_all_in_process
+from .precision_plan import reported
 from .prune import Budget
+from .runtime import caller_ray_note
 from .supervise import beating, supervised
 
 Log = Callable[[str], None]
@@ -351,6 +352,9 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     """
     destination = storage.absolute(output)
     check_byte_budgets(config.prune, config.search.K)
+    note = caller_ray_note()
+    if note:
+        log(note)
     return _supervised(config, destination,
                        lambda: _run(config, destination, prepared, beating(log), loop_options, fresh))
 

@@ -32,3 +32,34 @@ def test_the_state_api_inside_our_ray_finds_our_instance(ray_cluster, other_ray)
     probe = Probe.remote()
     ray.get(probe.ping.remote())
     assert ray.get(lookup.remote(probe._actor_id.hex()), timeout=120) == "ALIVE"
+
+
+NOTE_PROBE = """
+import ray
+from autosrh_ray.runtime import caller_ray_note, start_local
+if {own}:
+    start_local(num_cpus=1, include_dashboard=False)
+else:
+    ray.init(address="local", num_cpus=1, include_dashboard=False)  # a notebook's ray.init(): no RAY_ADDRESS
+print("NOTE:", caller_ray_note())
+"""
+
+
+def test_a_run_on_a_ray_the_caller_started_says_what_to_do_when_another_ray_runs_beside(other_ray, tmp_path):
+    """A Ray the caller started without ``RAY_ADDRESS`` leaves Ray's helpers in it to scan the machine: the run
+    says so in one line, naming what to start instead; a Ray started by ``start_local`` needs no note."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    notes = {}
+    for own in (False, True):
+        done = subprocess.run([sys.executable, "-c", NOTE_PROBE.format(own=own)], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (line,) = [x for x in done.stdout.splitlines() if x.startswith("NOTE:")]
+        notes[own] = line.removeprefix("NOTE: ")
+    assert notes[True] == "None"
+    assert notes[False].startswith("note: this Ray was started without RAY_ADDRESS while another Ray runs")
+    assert f":{other_ray['gcs_port']}" in notes[False] and "start_local()" in notes[False]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import logging
 import os
 import signal
 import time
@@ -226,6 +227,8 @@ def train_loop(loop_config: dict) -> None:
     keep_large_blocks()  # a step's batch-sized tensors stay in the heap: no page faults every step
     local_checkpoints.remove_orphans()  # what workers killed before their upload left on this node
     config = config_from_dict(spec.config)
+    if not config.ray.verbose:  # Train's per-report INFO lines ("Checkpoint successfully created", …) off
+        logging.getLogger("ray.train").setLevel(logging.WARNING)
     seed = config.train.seed
     device = ray.train.torch.get_device() if spec.use_gpu else torch.device("cpu")
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
