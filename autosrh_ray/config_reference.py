@@ -83,10 +83,16 @@ MEANING = {
     "prune.choice_fraction": "byte budgets (precision auto, or more than one budget): the hashed share of "
                              "the validation split a budget's model is chosen on, held from α's stream "
                              "(search.alpha_data: validation) so the candidates are not compared on rows α was "
-                             "fitted to; 0: the whole split serves both",
+                             "fitted to; 0: the whole split serves both. α then sees fewer validation rows, so "
+                             "adding a byte budget to a run also changes its CR budgets' models a little",
     "prune.bytes_cr": "byte budgets (a number or a list): the artifact's embedding at most UE's dense fp32 table "
-                      "(M·K·4 bytes) ÷ this, index included; the first budgets of the run",
-    "prune.bytes": "byte budgets in bytes of the artifact's embedding (a number or a list), as prune.bytes_cr",
+                      "(M·K·4 bytes) ÷ this, index included; the first budgets of the run. A model over its "
+                      "budget (a candidate keeps at least one entry) is reported with within_budget: false; a "
+                      "budget below one entry's smallest artifact is refused once M is known. In report.json a "
+                      "byte budget's cr_target is the CR its chosen candidate's kept entries make; budget_bytes "
+                      "is the limit",
+    "prune.bytes": "byte budgets in bytes of the artifact's embedding (a number or a list), as prune.bytes_cr; "
+                   "one below the smallest artifact (one entry kept) is refused before any work",
     "prune.retrain_from": "searched (paper Alg. 4: kept entries keep their searched values) or rewound (restart "
                           "them from their initialisation)",
     "train.lr": "learning rate of Θ (embeddings and network), Adam",

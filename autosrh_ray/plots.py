@@ -90,14 +90,9 @@ def kept_dims_vs_frequency(frequencies: np.ndarray, kept: np.ndarray, path: Path
         ax.axvline(at, color="0.4", linestyle=":", linewidth=1, label="frequency block boundary" if i == 0 else None)
     ax.set_xscale("log")
     ax.set_ylim(-0.5, dim + 1.5)
-    if cuts:  # block numbers at the top, 0 = most frequent (where a block is wide enough to hold one)
-        edges = np.log10([freq.max() * 1.5, *cuts, max(freq.min() / 1.5, 0.5)])
-        shown = None
-        for b in range(len(edges) - 1):
-            mid = (edges[b] + edges[b + 1]) / 2
-            if shown is None or shown - mid > 0.2:
-                ax.text(10 ** mid, dim + 0.9, str(b), ha="center", va="center", fontsize=7, color="0.3")
-                shown = mid
+    if cuts:  # block numbers at the top, 0 = most frequent; a narrow block's number a row lower than its neighbour's
+        for b, (mid, row) in enumerate(block_label_places(freq.max(), cuts, freq.min())):
+            ax.text(10 ** mid, dim + 0.9 - 0.5 * row, str(b), ha="center", va="center", fontsize=7, color="0.3")
     ax.set_xlabel("training frequency of the feature (top: frequency block)")
     ax.set_ylabel(f"kept dimensions (of K = {dim})")
     ax.set_title("mixed dimensions after pruning" + (f" ({budget})" if budget else ""))
@@ -128,6 +123,22 @@ def quality_vs_bytes(points: Sequence[tuple[str, int, float]], metric: str, path
     ax.set_title(f"{metric} on the test split against size")
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def block_label_places(top: float, cuts: Sequence[float], bottom: float, gap: float = 0.2) -> list[tuple[float, int]]:
+    """Where each frequency block's number goes on kept_dims.png: (log10 frequency of its middle, row 0 or 1).
+    Blocks are ordered most frequent first between ``top``, the ``cuts`` and ``bottom``; a number closer than
+    ``gap`` decades to the last one of its row goes to the other row, so every block is labelled."""
+    edges = np.log10([top * 1.5, *cuts, max(bottom / 1.5, 0.5)])
+    last: list[Optional[float]] = [None, None]
+    out = []
+    for b in range(len(edges) - 1):
+        mid = (edges[b] + edges[b + 1]) / 2
+        room = [float("inf") if x is None else x - mid for x in last]
+        row = 0 if room[0] > gap else int(room[1] > room[0])
+        last[row] = mid
+        out.append((float(mid), row))
+    return out
 
 
 def study_trials(trials: Sequence[dict], metric: str, path: Path, higher: bool = False,
@@ -168,6 +179,7 @@ def study_trials(trials: Sequence[dict], metric: str, path: Path, higher: bool =
         right.set_title("stopped by the scheduler: not comparable with the scores", fontsize=10, color="0.35")
         right.legend(fontsize=8)
     for a in axes[0]:
+        a.ticklabel_format(axis="y", style="plain", useOffset=False)  # values as they are, never "1e-5+4.59e-1"
         a.set_xticks(ls)
         a.set_xlim(min(ls) - 0.6, max(ls) + 0.6)
         a.margins(y=0.2)

@@ -28,15 +28,35 @@ def _delta(value: float, reference: Optional[float], higher: bool) -> str:
     return f"{(value / reference - 1) * 100:+.2f}%"
 
 
+def size(n: float) -> str:
+    """Bytes as a person reads them: ``640 B``, ``15.6 KiB``, ``2.4 MiB``, ``1.2 GiB``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
 def _bytes(entry: dict) -> str:
-    return f"{entry['artifact_bytes']['compact_model'] / 1024:,.0f} KiB"
+    return size(entry["artifact_bytes"]["compact_model"])
+
+
+def _label(precision) -> str:
+    return precision_name(precision if isinstance(precision, str) else tuple(precision))
 
 
 def _embedding_bytes(entry: dict) -> str:
     b = entry["bytes"]
-    precision = entry["precision"]
-    label = precision_name(precision if isinstance(precision, str) else tuple(precision))
-    return f"{b['embedding'] / 1024:,.0f} KiB {label} ({b['bytes_cr']:.1f}×)"
+    return f"{size(b['embedding'])} {_label(entry['precision'])} ({b['bytes_cr']:.1f}×)"
+
+
+def _budget(entry: dict) -> str:
+    """The budget column: its name and what it asks (a byte budget: its limit in bytes), over it in bold."""
+    if entry["budget"] == "uniform":
+        return "none (UE)"
+    asked = (f"≤ {size(entry['budget_bytes'])}; CR {entry['cr_achieved']:.1f}" if "budget_bytes" in entry
+             else f"CR {entry['cr_achieved']:.1f}")
+    over = "" if entry.get("within_budget", True) else " **over its budget: nothing smaller fits**"
+    return f"{entry['budget']} ({asked}){over}"
 
 
 def model_table(report: dict) -> list[str]:
@@ -47,10 +67,35 @@ def model_table(report: dict) -> list[str]:
              f"test {key} | Δ vs UE |", "|---|---|---|---|---|---|---|"]
     rows = list(report["models"]) + ([ref] if ref else [])
     for e in rows:
-        budget = "none (UE)" if e["budget"] == "uniform" else f"{e['budget']} (CR {e['cr_achieved']:.1f})"
-        lines.append(f"| {e['method']} | {budget} | {e['params']['kept']:,} | {_embedding_bytes(e)} | {_bytes(e)} | "
-                     f"{e['test'][key]:.4f} | "
+        lines.append(f"| {e['method']} | {_budget(e)} | {e['params']['kept']:,} | {_embedding_bytes(e)} | "
+                     f"{_bytes(e)} | {e['test'][key]:.4f} | "
                      f"{'reference' if e is ref else _delta(e['test'][key], ref_value, higher)} |")
+    return lines
+
+
+def byte_budget_tables(report: dict) -> list[str]:
+    """Per byte budget, every candidate that competed for it (a precision, and the tighter budgets' that fit):
+    its bytes against the limit, validation (what chose) and test."""
+    key, _ = _metric(report)
+    valid_key = "logloss" if key == "auc" else key
+    lines: list[str] = []
+    for entry in report["models"]:
+        if "budget_bytes" not in entry or "candidates" not in entry or not entry["candidates"] or \
+                "valid" not in entry["candidates"][0]:
+            continue
+        lines += [f"### {entry['budget']}: at most {entry['budget_bytes']:,} embedding bytes", "",
+                  f"Chosen on {entry.get('chosen_on', 'the validation split')} by validation {valid_key}.", "",
+                  f"| candidate | precision | kept params | embedding bytes | within | valid {valid_key} | test {key} "
+                  f"| chosen |", "|---|---|---|---|---|---|---|---|"]
+        for row in entry["candidates"]:
+            lines.append(f"| {row['name']} | {_label(row['precision'])} | {row['kept']:,} | {size(row['bytes'])} | "
+                         f"{'yes' if row['within_budget'] else '**no**'} | {row['valid'][valid_key]:.5f} | "
+                         f"{row['test'][key]:.4f} | {'✓' if row['chosen'] else ''} |")
+        lines.append("")
+    if lines:
+        lines = ["## Byte budgets", "", "Each budget's candidates: one per precision with as many entries as fit, "
+                 "per-block plans (`mixed`, `mixed-int4`) unless they chose one precision for every block (then "
+                 "they are that precision's candidate), and the tighter budgets' candidates that fit.", "", *lines]
     return lines
 
 
@@ -133,7 +178,7 @@ def write_report_md(report: dict, prepared: PreparedData, model: EmbeddingModel,
     ref = report.get("reference")
     plots.quality_vs_bytes(points, key, output / "quality.png",
                             (ref["bytes"]["embedding"], ref["test"][key]) if ref else None, higher)
-    lines += [f"![test {key} against embedding bytes](quality.png)", "",
+    lines += [f"![test {key} against embedding bytes](quality.png)", "", *byte_budget_tables(report),
               f"## Kept dimensions per field ({report['budget']})", "", *field_table(prepared, model, truth), ""]
     if truth is not None:
         lines += truth_note(truth)

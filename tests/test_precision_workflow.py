@@ -222,6 +222,18 @@ def test_a_candidate_over_its_byte_budget_is_reported_and_chosen_only_when_none_
     assert loose_entry["within_budget"]  # one fp16 entry always fits
     # this data's best entry lies past the first 8 features (seeded): nothing fits the tight budget
     assert not tight_entry["within_budget"]
+    # report.md states each limit, lists every candidate and marks what is over
+    from autosrh_ray.report_md import byte_budget_tables, model_table
+
+    tables = "\n".join(byte_budget_tables(report))
+    for entry, limit in ((loose_entry, worst_fp16), (tight_entry, tight)):
+        assert f"### {entry['budget']}: at most {limit:,} embedding bytes" in tables
+        for row in entry["candidates"]:
+            (line,) = [x for x in tables.splitlines() if x.startswith(f"| {row['name']} |")
+                       and x in tables.split(f"### {entry['budget']}:")[1].split("###")[0]]
+            assert ("| **no** |" in line) == (not row["within_budget"]) and line.endswith("| ✓ |") == row["chosen"]
+    models = "\n".join(model_table(report))
+    assert models.count("over its budget") == 1 and f"(≤ {tight} B; CR " in models
 
 
 def test_a_fixed_scheme_that_fits_no_budget_says_so_in_the_report_and_the_summary_line(tmp_path):

@@ -64,6 +64,23 @@ def test_kept_dims_names_the_budget_and_marks_block_boundaries(figures, tmp_path
         assert freq[start] <= x <= freq[start - 1]  # between the block's first feature and the one before
 
 
+def test_kept_dims_labels_every_block_even_a_narrow_one(figures, tmp_path):
+    freq = np.sort(np.random.default_rng(0).zipf(1.3, 3000))[::-1].astype(np.float64)
+    freq[:400] = np.geomspace(5e5, 2e3, 400)  # a few very frequent features, then the tail
+    kept = np.random.default_rng(1).integers(0, 9, 3000)
+    starts = [0, 200, 201, 202, 1000, 2000]  # blocks 1 and 2 are one feature wide: their numbers nearly coincide
+    plots.kept_dims_vs_frequency(freq, kept, tmp_path / "k.png", 8, "cr10", starts)
+    fig = figures[-1]
+    ax = fig.axes[0]
+    numbers = [t for t in ax.texts if t.get_text().isdigit()]
+    assert sorted(int(t.get_text()) for t in numbers) == list(range(len(starts)))
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in numbers]
+    overlapping = [(numbers[i].get_text(), numbers[j].get_text()) for i in range(len(boxes))
+                   for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert not overlapping
+
+
 def test_alpha_gives_every_blocks_size(figures, tmp_path):
     plots.alpha_heatmap(np.random.default_rng(0).random((3, 8)), tmp_path / "a.png", [10, 20, 30],
                         [(900, 50), (49, 5), (4, 0)])
@@ -86,6 +103,13 @@ def test_study_keeps_stopped_trials_apart_and_marks_the_best(figures, tmp_path):
     faded = np.concatenate([c.get_offsets()[:, 1] for c in stopped_ax.collections])
     assert sorted(faded) == [0.47, 0.49] and all(c.get_alpha() < 1 for c in stopped_ax.collections)
     assert "not comparable" in stopped_ax.get_title()
+    for ax in (scores_ax, stopped_ax):  # the values as they are: no offset ("1e-5+4.594e-1") on either axis
+        assert ax.yaxis.get_major_formatter().get_offset() == ""
+    close = [{**t, "score": 0.459412 + 1e-6 * i, "last": 0.459412 + 1e-6 * i} for i, t in enumerate(trials)]
+    plots.study_trials(close, "valid_logloss", tmp_path / "s2.png", higher=False)
+    for ax in figures[-1].axes[:2]:
+        labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+        assert ax.yaxis.get_major_formatter().get_offset() == "" and all(x.startswith("0.459") for x in labels)
     plots.study_trials([t for t in trials if t["score"] is not None], "valid_auc", tmp_path / "s1.png", True)
     assert len(figures[-1].axes) == 1 and "higher is better" in figures[-1].axes[0].get_ylabel()
 
