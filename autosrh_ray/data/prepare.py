@@ -124,12 +124,14 @@ def prepare(config: Config, output: str | Path, *, chunk_bytes: int = CHUNK_BYTE
         return PreparedData.load(output)
     layout = layout_for(config, files)
     connect(config.ray)
-    warm_data_workers()
     mode = config.numeric_mode
     syn = ds.synthetic if layout.kind == "synthetic" else None
     chunks = plan_chunks(config, layout, files, chunk_bytes, synthetic_rows_per_chunk)
     if not chunks:
         raise DataError(f"{describe(chunks) or ds.path}: no data rows")
+    # only now: an error above leaves no warm-up task in flight for the driver's exit to cut off ("Failed to
+    # push error to driver" on the terminal after the one line)
+    warm_data_workers()
     log(f"[prepare] {len(chunks)} chunks of {len(files) or 1} input(s)")
     doing("[prepare] (the statistics pass over the input chunks, Ray Data)")
     fields = field_specs(layout, mode)
