@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -140,8 +141,41 @@ def connect(ray_config: RayConfig) -> bool:
         started = True
     if not ray_config.verbose:
         quiet_ray_data_console()
+        one_line_cluster_notices()
         ray.data.DataContext.get_current().enable_progress_bars = False
     return started
+
+
+# Cluster notices the run says in its own words (distributed/progress.py's NodeWatch: "lost node …"), or that
+# concern only Ray's internals: never shown (their full text stays in the raylet's log files).
+_UNSHOWN_NOTICES = ("has been marked dead because", "Raylet is terminated", "worker processes have been started on node")
+
+
+def one_line_cluster_notices() -> None:
+    """Ray's driver prints every notice its cluster publishes (a node's death, with the last 20 lines of its
+    raylet's log: a ~45-line ``[state-dump]`` of gRPC counters) straight to stdout, whatever the log settings.
+    Here such a notice becomes its first line (``[ray] …``), or nothing where the run says it itself; worker
+    output forwarded with ``ray.verbose: true`` is left as it is. Wraps Ray's ``print_to_stdstream`` (a private
+    function of ``ray._private.worker``; where it is missing, nothing changes)."""
+    import re
+
+    from ray._private import worker
+
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "one_line_notices", False):
+        return
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+
+    def print_notices(data, ignore_prefix: bool):
+        if data.get("pid") != "raylet":
+            return original(data, ignore_prefix)
+        for message in data.get("lines", []):
+            first = ansi.sub("", str(message)).strip().splitlines()[0] if str(message).strip() else ""
+            if first and not any(text in first for text in _UNSHOWN_NOTICES):
+                print(f"[ray] {first[:300]}", file=sys.stderr if data.get("is_err") else sys.stdout, flush=True)
+
+    print_notices.one_line_notices = True
+    worker.print_to_stdstream = print_notices
 
 
 def quiet_ray_data_console() -> None:
@@ -156,3 +190,13 @@ def quiet_ray_data_console() -> None:
     for handler in logging.getLogger("ray.data").handlers:
         if not isinstance(handler, SessionFileHandler):
             handler.setLevel(logging.CRITICAL + 1)
+
+
+def on_driver_node() -> dict:
+    """Actor options that place one of the run's helpers (the live lines' queue, the statistics shards) on the
+    driver's node: a worker node's loss never takes it along, and with the driver's node the run is lost anyway.
+    Outside any placement group of the caller's."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)}

@@ -101,3 +101,23 @@ def test_epoch_lines_name_the_phase_of_the_run_they_come_from():
         fake.put_nowait(item)
     live.close()
     assert live.summarised == {"search"}
+
+
+def test_a_node_lost_or_joined_while_the_run_goes_is_one_line_each():
+    from autosrh_ray.distributed.progress import NodeWatch
+
+    def node(node_id: str, cpus: float) -> dict:
+        return {"NodeID": node_id, "NodeManagerAddress": "10.0.0.9", "Resources": {"CPU": cpus}}
+
+    cluster = [node("head0000ff", 1), node("work1111ff", 1), node("work2222ff", 1)]
+    lines: list[str] = []
+    watch = NodeWatch(lines.append, every_s=0, nodes=lambda: list(cluster))
+    watch.poll()
+    assert lines == []
+    cluster[1:2] = []  # a worker node lost
+    watch.poll()
+    watch.poll()
+    assert len(lines) == 1 and lines[0].startswith("[ray] lost node 10.0.0.9 (work1111)") and "checkpoint" in lines[0]
+    cluster.append(node("work3333ff", 4))
+    watch.poll()
+    assert lines[1:] == ["[ray] node 10.0.0.9 (work3333) joined (4 CPUs)"]

@@ -45,3 +45,28 @@ def test_a_local_ray_gets_the_configured_object_store(tmp_path):
 def test_object_store_smaller_than_rays_minimum_is_a_config_error():
     with pytest.raises(ConfigError, match="ray.object_store_mb"):
         load_config(None, ["ray.object_store_mb=10"])
+
+
+def test_cluster_notices_reach_the_terminal_as_one_line_or_not_at_all(monkeypatch, capsys):
+    """Ray prints every notice its cluster publishes straight to stdout (a lost node's comes with ~45 lines of
+    its raylet's state dump): each becomes its first line, or nothing where the run says it itself (a lost node)
+    or it concerns Ray's internals; forwarded worker output is not touched."""
+    from ray._private import worker
+
+    from autosrh_ray.runtime import one_line_cluster_notices
+
+    passed = []
+    monkeypatch.setattr(worker, "print_to_stdstream", lambda data, ignore_prefix: passed.append(data))
+    one_line_cluster_notices()
+    one_line_cluster_notices()  # once only: a second call does not wrap the wrapper
+    dump = "\n".join(["    [state-dump] \tNodeManager.GcsCheckAlive - 1 total"] * 45)
+    for message in ("\x1b[33m(raylet)\x1b[0m The node with node id: ab12 and address: 10.0.0.3 has been marked dead "
+                    "because the detector has missed too many heartbeats from it.\n\t(1) raylet crashes",
+                    "Raylet is terminated. Termination is unexpected. Last 20 lines of the Raylet logs:\n" + dump,
+                    "WARNING: 4 PYTHON worker processes have been started on node: ab12 with address: 10.0.0.3",
+                    "Task was killed due to the node running low on memory.\nMemory on the node was 23.1GB / 24GB"):
+        worker.print_to_stdstream({"lines": [message], "pid": "raylet", "is_err": False}, ignore_prefix=False)
+    worker.print_to_stdstream({"lines": ["a worker's line"], "pid": 123, "is_err": False}, ignore_prefix=False)
+    out = capsys.readouterr().out
+    assert out == "[ray] Task was killed due to the node running low on memory.\n"
+    assert passed == [{"lines": ["a worker's line"], "pid": 123, "is_err": False}]

@@ -8,6 +8,7 @@ moves (:class:`_Clock`), and threads meet on events, so a loaded machine can onl
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from types import SimpleNamespace
@@ -105,7 +106,17 @@ def test_progress_keeps_a_slow_run_alive_and_no_limit_means_none(monkeypatch):
     assert supervised(lambda: supervise.abandoned(), timeout_s=5) is False  # the next run starts anew
 
 
-def test_ctrl_c_is_raised_at_once_and_marks_the_run_abandoned():
+@pytest.fixture
+def python_sigint():
+    """Python's own SIGINT handler for the test, as the CLI's process has it: a Ray Train run earlier in this
+    process may have left its handler behind, which does not raise ``KeyboardInterrupt``."""
+    saved = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
+def test_ctrl_c_is_raised_at_once_and_marks_the_run_abandoned(python_sigint):
     """Ctrl-C in the waiting (main) thread while the run still works: ``KeyboardInterrupt`` comes out of
     ``supervised`` without waiting for the run, and the run's own loops see :func:`supervise.abandoned`."""
     if threading.current_thread() is not threading.main_thread():

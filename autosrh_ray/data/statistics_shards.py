@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..runtime import on_driver_node
+
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
@@ -92,10 +94,8 @@ class ShardedCounts:
             self.shards = [StatisticsShard()]
             return
         import ray
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        actor = ray.remote(num_cpus=0)(StatisticsShard).options(
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+        actor = ray.remote(num_cpus=0)(StatisticsShard).options(**on_driver_node())
         self.shards = [actor.remote() for _ in range(parts)]
 
     @property

@@ -94,17 +94,20 @@ def _callback_class():
                         self.stages[0], m["first_stop_reason"], int(m["first_epochs"]), int(m["first_steps"]),
                         float(m["first_seconds"]), int(m["first_best_epoch"]))))
                 line = epoch_line(stage, int(m["epoch"]) - 1, _unflattened(m))
-                self.queue.put_nowait((LINE, stage, line))
+                try:
+                    self.queue.put_nowait((LINE, stage, line))
+                except Exception:  # the driver is gone or its queue is full: a line is not worth failing a run for
+                    pass
 
     return EpochLines
 
 
 def _ray_queue():
     from ray.util.queue import Queue
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    return Queue(actor_options={"num_cpus": 0,
-                                "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None)})
+    from ..runtime import on_driver_node
+
+    return Queue(actor_options={"num_cpus": 0, **on_driver_node()})
 
 
 class LiveLines:
@@ -163,11 +166,13 @@ class LiveLines:
     def _drain(self) -> None:
         import ray
 
+        nodes = NodeWatch(self.log)
         while not self._closed.wait(POLL_SECONDS):
             if not ray.is_initialized():  # Ray shut down (a run abandoned after a stall): a call would start one
                 return
             try:
                 self.flush()
+                nodes.poll()
             except Exception:  # the queue's actor is gone (Ray shut down): nothing more to print
                 return
 
@@ -177,3 +182,39 @@ class LiveLines:
         self.flush()
         self._end_progress(None)
         self.queue.shutdown()
+
+
+class NodeWatch:
+    """One line per node the cluster loses or gains while the run goes (``poll`` every few seconds, in the live
+    lines' thread): what Ray Train does about a lost worker node — restart its workers from the run's last
+    checkpoint, on the nodes left or on one that joins — is said by the stage's own "resumed" line."""
+
+    def __init__(self, log: Log, every_s: float = 2.0, nodes: Optional[Callable[[], list[dict]]] = None):
+        self.log, self.every_s = log, every_s
+        self._nodes = nodes or _alive_nodes
+        self._last = 0.0
+        self._alive = {n["NodeID"]: n for n in self._nodes()}
+
+    def poll(self) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        alive = {n["NodeID"]: n for n in self._nodes()}
+        for node_id in self._alive.keys() - alive.keys():
+            self.log(f"[ray] lost node {_node_name(self._alive[node_id])}: Ray Train restarts the workers it held "
+                     f"from the run's last checkpoint (ray.max_failures), on the nodes left or one that joins")
+        for node_id in alive.keys() - self._alive.keys():
+            self.log(f"[ray] node {_node_name(alive[node_id])} joined ({alive[node_id].get('Resources', {}).get('CPU', 0):g} "
+                     f"CPUs)")
+        self._alive = alive
+
+
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def _node_name(node: dict) -> str:
+    return f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]})"
