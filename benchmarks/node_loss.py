@@ -46,14 +46,14 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="node-loss-"))
     rows = []
     with multi_node_cluster(head_cpus=1, workers=(1, 1)) as cluster:
-        calm = CliRun(cluster, workflow, str(base / "calm"), *SETTINGS, f"ray.storage_path={base / 'ray'}")
+        calm = CliRun(cluster, workflow, str(base / "calm"), *SETTINGS, f"ray.storage_path={base / 'ray-calm'}")
         if calm.rc != 0:
             raise SystemExit(f"the undisturbed run failed:\n{calm.text()[-3000:]}")
         reference = _test_auc(base / "calm")
         for t in range(tries):
             out = base / f"try{t}"
-            run = CliRun(cluster, workflow, str(out), *SETTINGS, f"ray.storage_path={base / 'ray'}",
-                         kill_at=(KILL_AFTER,))
+            run = CliRun(cluster, workflow, str(out), *SETTINGS, f"ray.storage_path={base / f'ray{t}'}",
+                         kill_at=(KILL_AFTER,))  # storage of its own: nothing to resume from the runs before
             finished = run.rc == 0 and (out / "report.json").is_file()
             loss = run.losses[0] if run.losses else None
             row = {"finished": finished, "killed": loss is not None,

@@ -121,3 +121,23 @@ def test_a_node_lost_or_joined_while_the_run_goes_is_one_line_each():
     cluster.append(node("work3333ff", 4))
     watch.poll()
     assert lines[1:] == ["[ray] node 10.0.0.9 (work3333) joined (4 CPUs)"]
+
+
+def test_a_resumed_stage_shows_the_evaluations_its_checkpoint_holds_that_this_terminal_has_not():
+    """After a re-run (a new driver) every evaluation the checkpoint holds is shown; after Ray Train restarted
+    the workers of this run (a lost node), only the "resumed" line: those lines are on the screen already."""
+    history = [{"auc": 0.70 + i / 100, "train_loss": 0.5} for i in range(3)]
+    for printed_before in (0, 3):
+        fake, shown = FakeQueue(), []
+        live = LiveLines(shown.append, queue=fake)
+        channel = live.rows_channel(("search",), period_rows=(1000,))
+        for i in range(printed_before):
+            fake.put_nowait((LINE, "search", f"[search] epoch {i}: valid auc={0.7 + i / 100:.5f}"))
+        channel.resumed(0, history, 30)
+        live.close()
+        resumed = [line for line in shown if "resumed" in line]
+        assert len(resumed) == 1 and resumed[0].startswith("[search] resumed from its checkpoint after evaluation 3 "
+                                                           "(30 steps)")
+        epochs = [line.split(":")[0] for line in shown if "] epoch " in line]
+        assert epochs == ["[search] epoch 0", "[search] epoch 1", "[search] epoch 2"]  # each once, in order
+        assert shown.index(resumed[0]) == (printed_before if printed_before else 0)

@@ -22,7 +22,7 @@ from ..supervise import beat
 Log = Callable[[str], None]
 POLL_SECONDS = 0.25
 TICK_SECONDS = 1.0
-LINE, ROWS, SUMMARY = "line", "rows", "summary"
+LINE, ROWS, SUMMARY, RESUMED = "line", "rows", "summary", "resumed"
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,14 @@ class RowsChannel:
         return RowTicker(self.queue, self.labels[phase], epoch, self.period_rows[phase])
 
     def resumed(self, phase: int, history: list[dict], step: int) -> None:
-        """Rank 0's side on a restore: one line saying where the phase resumes, then the epoch lines of the
-        evaluations its checkpoint holds (trained by the run before, whose terminal may not have shown them)."""
+        """Rank 0's side on a restore: where the phase resumes, and the epoch lines of the evaluations its
+        checkpoint holds — the driver prints those it has not printed (all of them after a re-run: the interrupted
+        run's terminal may not have shown them; none after Ray Train restarted the workers of this run)."""
         label = self.labels[phase]
-        lines = [f"[{label}] resumed from its checkpoint after evaluation {len(history)} ({step:,} steps); the "
-                 f"evaluations before it:"] + [epoch_line(label, i, metrics) for i, metrics in enumerate(history)]
+        header = f"[{label}] resumed from its checkpoint after evaluation {len(history)} ({step:,} steps)"
         try:
-            for line in lines:
-                self.queue.put_nowait((LINE, label, line))
+            self.queue.put_nowait((RESUMED, label, header,
+                                   [epoch_line(label, i, metrics) for i, metrics in enumerate(history)]))
         except Exception:  # the driver is gone or its queue is full: progress is not worth failing a run for
             pass
 
@@ -73,6 +73,11 @@ def _unflattened(metrics: dict) -> dict:
     return {k.removeprefix("valid_"): v for k, v in metrics.items()
             if k not in ("epoch", "step", "best_epoch", "phase", "resumed_from_step", "replayed")
             and not k.startswith("first_")}
+
+
+def _epoch_of(line: str) -> str:
+    """``[search] epoch 3`` of an epoch line."""
+    return line.split(":", 1)[0]
 
 
 def _callback_class():
@@ -118,6 +123,7 @@ class LiveLines:
         self.log = log
         self._progress: dict[str, tuple[int, Progress]] = {}  # stage label → (evaluation period, its progress)
         self.summarised: set[str] = set()  # stages whose summary line was printed live
+        self._printed: set[str] = set()  # "[stage] epoch N" of every epoch line printed
         self.queue = queue if queue is not None else _ray_queue()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -137,10 +143,21 @@ class LiveLines:
 
     def _show(self, item: tuple) -> None:
         beat()
+        if item[0] == RESUMED:
+            _, label, header, earlier = item
+            self._end_progress(label)
+            unseen = [line for line in earlier if _epoch_of(line) not in self._printed]
+            self.log(header + ("; the evaluations before it:" if unseen else ""))
+            for line in unseen:
+                self._printed.add(_epoch_of(line))
+                self.log(line)
+            return
         if item[0] in (LINE, SUMMARY):
             _, label, line = item
             if item[0] == SUMMARY:
                 self.summarised.add(label)
+            else:
+                self._printed.add(_epoch_of(line))
             self._end_progress(label)
             self.log(line)
             return

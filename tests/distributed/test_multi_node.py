@@ -140,3 +140,45 @@ def test_a_worker_node_lost_during_prepare_leaves_the_prepared_set_whole(cluster
     else:  # or it stopped: one line, and no prepared set a later run could take for whole
         assert len([x for x in prepared.lines if x.startswith("autosrh-ray: error:")]) == 1 and not meta.exists()
     cluster.add(1)
+
+
+
+PATHS_PROBE = r'''
+import sys
+from pathlib import Path
+
+import ray
+
+from autosrh_ray.config import ConfigError
+from autosrh_ray.distributed.shared_paths import check_shared_paths
+
+base = Path(sys.argv[1])
+ray.init(address=sys.argv[2], logging_level="ERROR")
+(base / "data.txt").write_text("x")
+print("checked", check_shared_paths({"dataset.path": str(base / "data.txt")}, {"--output": str(base / "out")}))
+print("markers left", len(list((base / "out").iterdir())))
+for inputs, outputs in (({}, {"--output": "runs/quickstart"}),
+                        ({"dataset.path": str(base / "missing.txt")}, {"--output": str(base / "out")})):
+    try:
+        check_shared_paths(inputs, outputs)
+        print("no error")
+    except ConfigError as err:
+        print("error", err)
+ray.shutdown()
+'''
+
+
+def test_paths_are_checked_from_every_node(cluster, tmp_path):
+    """Before any work, every path a run reads or writes is absolute and seen from every node (a marker the
+    driver writes into each output directory, looked for by a task pinned to each node, then removed)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PATHS_PROBE, str(tmp_path), cluster.address], capture_output=True,
+                          text=True, timeout=300, env=cluster.env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    nodes = len(cluster.ask(nodes=True)["nodes"])
+    lines = [line for line in done.stdout.splitlines() if line.split(" ")[0] in ("checked", "markers", "error", "no")]
+    assert lines[0] == f"checked {nodes}" and nodes >= 2 and lines[1] == "markers left 0"
+    assert lines[2].startswith(f"error --output: 'runs/quickstart' is relative: on a cluster of {nodes} nodes")
+    assert lines[3].startswith("error dataset.path: ") and "is not visible from node" in lines[3]
