@@ -1,8 +1,9 @@
 """Attach to a Ray cluster (``ray.address``) or start a local one, once per process, quietly.
 
 The workflow prints its own progress (epoch metrics per stage), so by default Ray's driver-side INFO logs, Ray
-Data's progress lines and the workers' log forwarding are turned off (a bad-input error stays one line; worker
-logs stay in Ray's session log directory, and a failing worker still raises in the driver).
+Data's progress lines and console log records, the workers' log forwarding and the cluster's multi-line notices
+are turned off or cut to one line (a bad-input error stays one line; worker and Ray Data logs stay in Ray's
+session log directory, and a failing worker still raises in the driver).
 ``ray.verbose: true`` brings them all back. Token authentication stays as Ray sets it.
 
 A private local Ray is private all the way down: Ray's own helpers inside it (Ray Train's placement-group

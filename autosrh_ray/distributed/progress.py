@@ -6,7 +6,9 @@ as it arrives and puts the line on a small Ray queue (an actor holding no CPU); 
 its rows done within the evaluation period there too (:class:`RowTicker`, at most one message a second).
 :class:`LiveLines` drains that queue in a driver thread: lines are printed at once — while the stage runs, not
 when its Train run ends — and rows feed a :class:`~autosrh_ray.rate_line.Progress` per stage (a bar with rows/s
-and ETA in a terminal, a line every 30 s elsewhere).
+and ETA in a terminal, a line every 30 s elsewhere). The queue lives on the driver's node (a worker node's loss
+never takes it along); a stage restored from its checkpoint says so (:meth:`RowsChannel.resumed`), and the same
+thread says when the cluster loses or gains a node (:class:`NodeWatch`).
 """
 from __future__ import annotations
 
