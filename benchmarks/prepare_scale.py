@@ -112,7 +112,7 @@ def child_ray(input_dir: str, output: str, num_cpus: int) -> dict:
     import autosrh_ray.data.prepare as prep
     from autosrh_ray.config import load_config
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False
     timings: dict[str, float] = {}
     for name in ("plan_chunks", "count_statistics", "encode_and_write"):
@@ -237,7 +237,7 @@ def child_idle_ray(num_cpus: int) -> dict:
 
     import ray
 
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.ERROR)
     ray.data.DataContext.get_current().enable_progress_bars = False
     time.sleep(5)
     return {"seconds": 5.0}

@@ -122,7 +122,7 @@ def main() -> None:
     from autosrh_ray.runtime import LOCAL_SYSTEM_CONFIG
 
     # the local Ray as the workflow starts it (runtime.connect), with --num-cpus
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
              _system_config=LOCAL_SYSTEM_CONFIG)
     ray.data.DataContext.get_current().enable_progress_bars = False
     b = args.batch_size

@@ -94,7 +94,7 @@ def test_split_independent_of_chunks_and_cpus(prepared_1_and_4, criteo_lines, tm
         "import logging, ray, sys\n"
         "from autosrh_ray.config import load_config\n"
         "from autosrh_ray.data.prepare import prepare\n"
-        "ray.init(num_cpus=1, include_dashboard=False, logging_level=logging.ERROR)\n"
+        "ray.init(address=\"local\", num_cpus=1, include_dashboard=False, logging_level=logging.ERROR)\n"
         "ray.data.DataContext.get_current().enable_progress_bars = False\n"
         f"cfg = load_config(None, ['dataset.name=criteo', 'dataset.path={paths[0].parent}', 'model.name=fm',"
         f" 'dataset.min_count={MIN_COUNT}'])\n"
