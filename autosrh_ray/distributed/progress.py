@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 from ..pipeline import epoch_line, summary_line
 from ..rate_line import Progress
 from ..supervise import beat
+from .shared_paths import alive_nodes
 
 Log = Callable[[str], None]
 POLL_SECONDS = 0.25
@@ -210,7 +211,7 @@ class NodeWatch:
 
     def __init__(self, log: Log, every_s: float = 2.0, nodes: Optional[Callable[[], list[dict]]] = None):
         self.log, self.every_s = log, every_s
-        self._nodes = nodes or _alive_nodes
+        self._nodes = nodes or alive_nodes
         self._last = 0.0
         self._alive = {n["NodeID"]: n for n in self._nodes()}
 
@@ -227,12 +228,6 @@ class NodeWatch:
             self.log(f"[ray] node {_node_name(alive[node_id])} joined ({alive[node_id].get('Resources', {}).get('CPU', 0):g} "
                      f"CPUs)")
         self._alive = alive
-
-
-def _alive_nodes() -> list[dict]:
-    import ray
-
-    return [n for n in ray.nodes() if n.get("Alive")]
 
 
 def _node_name(node: dict) -> str:
