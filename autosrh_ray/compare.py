@@ -26,7 +26,7 @@ import yaml
 from . import storage
 from .atomic import atomic_path
 from .config import Config, ConfigError, SearchConfig, config_from_dict, with_overrides
-from .metrics import reported_metrics
+from .engine.metrics import reported_metrics
 
 Log = Callable[[str], None]
 METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(SearchConfig)["method"])
@@ -128,7 +128,7 @@ def plot_title(config: Config, seeds: int) -> str:
 def plot(rows: Sequence[dict], task: str, path: Path, title: Optional[str] = None) -> None:
     """Test quality against the artifact's embedding bytes (index, scales and projections included, every method
     counted alike): one point per method and seed (grid: one per K')."""
-    from .plots import comparison_plot
+    from .report.plots import comparison_plot
 
     metric = reported_metrics(task)[0]
     series: dict[str, list[tuple[int, float]]] = {}

@@ -2,7 +2,7 @@
 
 The run's output directory holds what it takes: ``config.yaml`` (how to read the dataset's raw format),
 the prepared vocabulary (``data/``: value → id per field, numerical scaling) and the model artifact, loaded as a
-:class:`~autosrh_ray.packed.PackedEmbedding` (the kept entries only, never a dense M×K table). Input rows are
+:class:`~autosrh_ray.engine.packed.PackedEmbedding` (the kept entries only, never a dense M×K table). Input rows are
 read in the dataset's own format, piece by piece (a file, a directory of shards or a glob; text or Parquet),
 parsed and encoded exactly as ``prepare`` does — a categorical value the vocabulary does not hold maps to its
 field's out-of-vocabulary row — and scored in batches; one output row per good input row: its position in the
@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import storage
-from .artifact import load_model
+from .artifact.format import load_model
 from .config import ConfigError, load_config
 from .data.errors import DataError
 from .data.prepared import PreparedData

@@ -6,7 +6,7 @@ Each trial is a driver function (Train V2's pattern) that runs one Ray Train run
 1. the search, reporting the soft model's validation metric after every evaluation (``valid_<metric>``);
 2. in the same run (one worker-group start-up per trial), pruning of the search's best state to the study
    budget — the same number of kept entries for every trial, whatever its K
-   (:func:`~autosrh_ray.prune.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
+   (:func:`~autosrh_ray.engine.prune.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
    reporting the pruned model's validation metric; its best is the trial's score.
 
 With ``ray.num_workers: 0`` (small data) a trial instead runs the engine's loops in its own Tune actor on the
@@ -36,7 +36,7 @@ from . import storage as storage_module
 from .config import Config, config_from_dict, with_overrides
 from .data.prepared import PreparedData
 from .supervise import doing
-from .training import FitResult, StopRule
+from .engine.training import FitResult, StopRule
 
 Log = Callable[[str], None]
 FINISHED = "trial_finished"
@@ -127,7 +127,7 @@ def trial_stages(config: Config, prepared: PreparedData, runner, budget: int,
     All three in one Train run (one start-up), unless ``separate`` or ``search.alpha_data: train`` (its search
     streams only Θ's share of train, the retrain needs all of it): then as the workflow runs them, a search Train
     run, a pruning task and a retrain Train run."""
-    from .pipeline import initial_state
+    from .methods.graph import initial_state
 
     keep = min(budget, prepared.num_features * config.search.K)
     search_rule = StopRule.for_stage(config, "search")
@@ -179,7 +179,7 @@ class InProcessTrial:
     def __init__(self, config: Config, prepared: PreparedData, storage: str, name: str, threads: int):
         import torch
 
-        from .pipeline import InProcessExecutor
+        from .methods.graph import InProcessExecutor
 
         torch.set_num_threads(threads)
         self.storage, self.name = storage, name
@@ -204,7 +204,7 @@ def _report_epoch(stage: str, epoch: int, metrics: dict) -> None:
     """An in-process trial's evaluation, reported to Tune under the names a Train run reports."""
     from ray import tune
 
-    from .training import valid_prefixed
+    from .engine.training import valid_prefixed
 
     tune.report({"epoch": epoch + 1, **valid_prefixed(metrics)})
 
@@ -254,7 +254,7 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     from .distributed.orphan_groups import OrphanSweeper
     from .distributed.resources import cluster_cpus
     from .distributed.trial_watch import TrialWatch
-    from .prune import study_budget
+    from .engine.prune import study_budget
 
     start = time.perf_counter()
     name = study_name(config, prepared)

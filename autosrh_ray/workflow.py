@@ -47,19 +47,19 @@ import torch
 import yaml
 
 from . import atomic, storage
-from .artifact import ArtifactBytes, embedding_bytes_of, load_model, save_model
-from .batch import Batch
-from .bytes_budget import check_byte_budgets
+from .artifact.format import ArtifactBytes, embedding_bytes_of, load_model, save_model
+from .engine.batch import Batch
+from .artifact.budget import check_byte_budgets
 from .config import (Config, ConfigError, budget_choice_rows, sized_for_data, validate_against_data,
                      with_overrides)
 from .data.prepared import PreparedData, split_from_columns
 from .data.split import in_alpha_slice
-from .metrics import reported_metrics, task_metrics, validation_loss
-from .mixed_dims import projection_params
-from .models import BLOCKED_METHODS, EmbeddingModel
-from .pipeline import StageResult, run_all_in_process
-from .precision_plan import reported
-from .prune import Budget
+from .engine.metrics import reported_metrics, task_metrics, validation_loss
+from .engine.mixed_dims import projection_params
+from .engine.models import BLOCKED_METHODS, EmbeddingModel
+from .methods.graph import StageResult, run_all_in_process
+from .engine.precision_plan import reported
+from .engine.prune import Budget
 from .runtime import caller_ray_note
 from .supervise import beating, supervised
 
@@ -141,7 +141,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
     if method == "autodim":  # the dimension the search chose for every field
         entry["field_dims"] = {f.name: d for f, d in zip(prepared.features.fields, stages.block_dims)}
     if method == "autoemb":  # how many features the controller gave each candidate dimension
-        from .autoemb import candidate_dims
+        from .engine.autoemb import candidate_dims
 
         entry["features_per_dim"] = {str(d): n for d, n in zip(candidate_dims(k, config.search.autoemb_candidates),
                                                                stages.block_dims)}
@@ -259,7 +259,7 @@ def byte_budget_choices(results: list[StageResult], saved: list[tuple], prepared
 
 
 def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingModel:
-    from .model_state import model_from_state
+    from .engine.model_state import model_from_state
 
     return model_from_state(config, prepared.features, prepared.label_mean, state)
 
@@ -475,7 +475,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     if study:
         report["study"] = study.to_json()
     if config.report.plots:
-        from .report_md import write_report_md
+        from .report.markdown import write_report_md
 
         write_report_md(report, prepared, results[0].model, alpha if config.search.method == "autosrh" else None,
                         output, study)

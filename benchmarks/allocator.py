@@ -1,4 +1,4 @@
-"""Training steps with glibc's default large-block handling against :func:`autosrh_ray.allocator.keep_large_blocks`
+"""Training steps with glibc's default large-block handling against :func:`autosrh_ray.engine.allocator.keep_large_blocks`
 (what every training loop of the workflow now calls), side by side: the paper's Criteo setting (FM, K 64, L 6,
 batch 4096, 39 fields as Criteo's 26 categorical + 13 numerical, M = 54k — the table of ``scale.py --quick``), one torch thread as a Train
 worker holding one CPU has. An allocator setting holds for a whole process, so each variant runs in a fresh child
@@ -23,13 +23,13 @@ import json, resource, statistics, sys, time
 sys.path.insert(0, {repo!r}); sys.path.insert(0, {bench!r})
 import torch
 torch.set_num_threads(1)
-from autosrh_ray.allocator import keep_large_blocks
+from autosrh_ray.engine.allocator import keep_large_blocks
 if {keep}:
     assert keep_large_blocks()
 from autosrh_ray.config import load_config
-from autosrh_ray.models import build_model
-from autosrh_ray.search import BiLevelSearch
-from autosrh_ray.training import Trainer
+from autosrh_ray.engine.models import build_model
+from autosrh_ray.engine.search import BiLevelSearch
+from autosrh_ray.engine.training import Trainer
 from engine_throughput import batches, feature_space
 space = feature_space({features}, 39)
 train, valid = batches(space, 4096, 4, 1), batches(space, 4096, 4, 2)

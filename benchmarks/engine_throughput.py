@@ -23,16 +23,16 @@ import time
 import numpy as np
 import torch
 
-from autosrh_ray.allocator import keep_large_blocks
-from autosrh_ray.batch import Batch
+from autosrh_ray.engine.allocator import keep_large_blocks
+from autosrh_ray.engine.batch import Batch
 from autosrh_ray.config import load_config
-from autosrh_ray.features import FeatureSpace, FieldSpec
-from autosrh_ray.models import build_model
-from autosrh_ray.model_state import model_from_state
-from autosrh_ray.packed import MaskedEmbedding
-from autosrh_ray.prune import kept_count, pruned_state, topk_mask
-from autosrh_ray.search import BiLevelSearch
-from autosrh_ray.training import Trainer
+from autosrh_ray.engine.features import FeatureSpace, FieldSpec
+from autosrh_ray.engine.models import build_model
+from autosrh_ray.engine.model_state import model_from_state
+from autosrh_ray.engine.packed import MaskedEmbedding
+from autosrh_ray.engine.prune import kept_count, pruned_state, topk_mask
+from autosrh_ray.engine.search import BiLevelSearch
+from autosrh_ray.engine.training import Trainer
 
 
 def feature_space(num_features: int, num_fields: int) -> FeatureSpace:

@@ -39,7 +39,7 @@ def _batches(m: int, count: int, seed: int):
     """Zipf-like ids over M features (popular ids first, as frequency-ordered ids are)."""
     import numpy as np
 
-    from autosrh_ray.batch import Batch
+    from autosrh_ray.engine.batch import Batch
 
     rng = np.random.default_rng(seed)
     out = []
@@ -54,15 +54,15 @@ def phase(name: str, m: int, work: Path) -> None:
     """Run one phase in this process and print its peak RSS in bytes."""
     import torch
 
-    from autosrh_ray.artifact import load_model, save_model
+    from autosrh_ray.artifact.format import load_model, save_model
     from autosrh_ray.config import load_config
     from autosrh_ray.distributed.loops import ModelShape
-    from autosrh_ray.model_state import model_from_state
-    from autosrh_ray.models import build_model
-    from autosrh_ray.packed import quantisation_aware
-    from autosrh_ray.prune import kept_count, pruned_state
-    from autosrh_ray.search import BiLevelSearch
-    from autosrh_ray.training import StopRule, fit, search
+    from autosrh_ray.engine.model_state import model_from_state
+    from autosrh_ray.engine.models import build_model
+    from autosrh_ray.engine.packed import quantisation_aware
+    from autosrh_ray.engine.prune import kept_count, pruned_state
+    from autosrh_ray.engine.search import BiLevelSearch
+    from autosrh_ray.engine.training import StopRule, fit, search
 
     torch.set_num_threads(2)
     shape = ModelShape(m, FIELDS)

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from autosrh_ray.artifact import FORMAT_VERSION, compact_embedding
-from autosrh_ray.embedding import FirstOrder
-from autosrh_ray.models import build_backbone
+from autosrh_ray.artifact.format import FORMAT_VERSION, compact_embedding
+from autosrh_ray.engine.embedding import FirstOrder
+from autosrh_ray.engine.models import build_backbone
 
 K, CR, FIELDS, ROWS = 64, 10, 26, 65_536
 
 PROBE = r'''
 import sys
 import torch
-import autosrh_ray.artifact as artifact
+import autosrh_ray.artifact.format as artifact
 if sys.argv[1] in ("load", "score"):
     model = artifact.load_model(sys.argv[2])
 if sys.argv[1] == "score":

@@ -150,7 +150,7 @@ def child_baseline(input_dir: str, output: str, compare: str) -> dict:
     from autosrh_ray.data.prepared import encoded_table
     from autosrh_ray.data.readers import CRITEO_COLUMNS
     from autosrh_ray.data.split import SPLIT_NAMES, TRAIN, split_of
-    from autosrh_ray.features import bucketize
+    from autosrh_ray.engine.features import bucketize
 
     t = time.perf_counter()
     types = {c: (pa.float64() if c.startswith("I") else pa.string()) for c in CRITEO_COLUMNS}

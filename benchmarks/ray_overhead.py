@@ -45,10 +45,10 @@ def plain_epochs(config, prepared, threads: int, epochs: int) -> dict:
 
     Steady state per epoch: samples after the first batch / time from the first to the last batch; the
     median over epochs is reported."""
-    from autosrh_ray.batch import Batch
+    from autosrh_ray.engine.batch import Batch
     from autosrh_ray.data.prepared import split_from_columns
-    from autosrh_ray.models import build_model
-    from autosrh_ray.training import Trainer
+    from autosrh_ray.engine.models import build_model
+    from autosrh_ray.engine.training import Trainer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -81,9 +81,9 @@ def ray_epochs(config, prepared, epochs: int) -> dict:
 
     Per epoch the first batch and the wait for the end of the stream are start/stop costs, not steady state."""
     from autosrh_ray.distributed.stages import make_runner
-    from autosrh_ray.model_state import cpu_state
-    from autosrh_ray.models import build_model
-    from autosrh_ray.training import StopRule
+    from autosrh_ray.engine.model_state import cpu_state
+    from autosrh_ray.engine.models import build_model
+    from autosrh_ray.engine.training import StopRule
 
     torch.manual_seed(0)
     init = cpu_state(build_model(config, prepared.features, prepared.label_mean))

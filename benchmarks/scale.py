@@ -166,7 +166,7 @@ def single_process_ids(input_path: Path, fields: list, seed: int, fractions: lis
     from autosrh_ray.data.inputs import list_files, plan_text_chunks
     from autosrh_ray.data.readers import layout_for, parse_chunk
     from autosrh_ray.data.vocabulary import StatisticsMerger, merge_statistics, piece_statistics
-    from autosrh_ray.features import FeatureSpace
+    from autosrh_ray.engine.features import FeatureSpace
 
     config = load_config(REPO / "workflows" / "criteo.yaml", [f"dataset.path={input_path}"])
     files = list_files(str(input_path))

@@ -50,7 +50,7 @@ def test_every_method_and_seed_is_a_run_with_metrics_params_and_times(comparison
     # bytes counted alike, from each artifact: MDE's projections are part of its embedding bytes
     import torch
 
-    from autosrh_ray.artifact import tensor_bytes
+    from autosrh_ray.artifact.format import tensor_bytes
 
     stored = torch.load(out / "mde" / "seed0" / "model.pt", weights_only=True)
     assert by[("mde", 0)]["bytes"]["embedding"] == tensor_bytes([stored["embedding"], stored["projection"]])

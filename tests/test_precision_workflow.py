@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from autosrh_ray import workflow
-from autosrh_ray.artifact import load_model, tensor_bytes
+from autosrh_ray.artifact.format import load_model, tensor_bytes
 from autosrh_ray.config import ConfigError, budget_choice_rows
 from autosrh_ray.data.split import in_alpha_slice
-from autosrh_ray.pipeline import InProcessExecutor
-from autosrh_ray.metrics import task_metrics
+from autosrh_ray.methods.graph import InProcessExecutor
+from autosrh_ray.engine.metrics import task_metrics
 
 from .distributed.helpers import prepared_small, small_config
 
@@ -173,7 +173,7 @@ def _smallest_by_layout(dim: int, precision: str) -> int:
 
 @pytest.mark.parametrize("precision", ["auto", "fp32", "int8"])
 def test_a_byte_budget_no_artifact_can_meet_is_refused_before_any_work(precision):
-    from autosrh_ray.bytes_budget import check_byte_budgets
+    from autosrh_ray.artifact.budget import check_byte_budgets
 
     k = 16
     choices = ["fp32", "fp16", "int8", "int4"] if precision == "auto" else [precision]
@@ -223,7 +223,7 @@ def test_a_candidate_over_its_byte_budget_is_reported_and_chosen_only_when_none_
     # this data's best entry lies past the first 8 features (seeded): nothing fits the tight budget
     assert not tight_entry["within_budget"]
     # report.md states each limit, lists every candidate and marks what is over
-    from autosrh_ray.report_md import byte_budget_tables, model_table
+    from autosrh_ray.report.markdown import byte_budget_tables, model_table
 
     tables = "\n".join(byte_budget_tables(report))
     for entry, limit in ((loose_entry, worst_fp16), (tight_entry, tight)):

@@ -14,7 +14,7 @@ import pytest
 from autosrh_ray import workflow
 from autosrh_ray.config import load_config
 from autosrh_ray.data.split import SPLIT_NAMES, split_of
-from autosrh_ray.metrics import task_metrics
+from autosrh_ray.engine.metrics import task_metrics
 
 from .conftest import shared_sample
 from .ray_head import live_placement_groups

@@ -121,7 +121,7 @@ def test_numerical_values_far_outside_the_training_range_are_a_warning(synthetic
     space = PreparedData.load(base / "run" / "data").features
     stats = {spec.name: space.numeric_stats[f] for f, spec in enumerate(space.fields) if spec.kind == "numerical"}
     from autosrh_ray.data.split import SPLIT_NAMES, split_of
-    from autosrh_ray.synthetic import SyntheticGenerator
+    from autosrh_ray.data.synthetic import SyntheticGenerator
 
     table = SyntheticGenerator(config.dataset.synthetic).table()  # prepare records the training split's range
     train = split_of(np.arange(table.num_rows), config.dataset.seed, config.dataset.split) == SPLIT_NAMES.index("train")
@@ -197,8 +197,8 @@ def test_new_rows_come_from_the_distribution_the_run_learned_and_were_never_read
     dataset's — the positives' share and the scored AUC match the run's own, values out of vocabulary are only the
     rare tail's, and the rows are the generator's rows after the dataset's (the dataset is its first
     ``dataset.synthetic.rows``: none of these was read by the run)."""
-    from autosrh_ray.metrics import auc
-    from autosrh_ray.synthetic import SyntheticGenerator
+    from autosrh_ray.engine.metrics import auc
+    from autosrh_ray.data.synthetic import SyntheticGenerator
 
     base, config, _ = synthetic
     rows = 20_000

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import torch
 
 from autosrh_ray import workflow
-from autosrh_ray.artifact import load_model
+from autosrh_ray.artifact.format import load_model
 from autosrh_ray.config import load_config
 from autosrh_ray.data.prepared import PreparedData
 from autosrh_ray.predict import predict

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from autosrh_ray.artifact import load_model
+from autosrh_ray.artifact.format import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

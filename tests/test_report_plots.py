@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autosrh_ray import plots
+from autosrh_ray.report import plots
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ import torch
 
 from autosrh_ray import workflow
 from autosrh_ray.config import load_config
-from autosrh_ray.prune import kept_count
+from autosrh_ray.engine.prune import kept_count
 from autosrh_ray.study import trial_key
 
 from .distributed.helpers import SMALL

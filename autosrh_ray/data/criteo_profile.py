@@ -78,7 +78,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..synthetic import SyntheticTruth
+from .synthetic import SyntheticTruth
 
 BLOCK_ROWS = 65_536
 KAGGLE_ROWS = 45_840_617  # Criteo Kaggle train.txt (7 days), where TARGET_DISTINCT was counted

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import storage
-from ..feature_encoder import FeatureEncoder
-from ..features import FeatureSpace
+from ..engine.feature_encoder import FeatureEncoder
+from ..engine.features import FeatureSpace
 from .inputs import Chunk
 from .prepared import encoded_table
 from .readers import Layout, parse_chunk

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..config import ConfigError, SyntheticConfig
-from ..synthetic import BLOCK_ROWS, SyntheticGenerator
+from .synthetic import BLOCK_ROWS, SyntheticGenerator
 from .criteo_profile import CriteoProfile
 
 CRITEO_NUMERICAL, CRITEO_CATEGORICAL = 13, 26

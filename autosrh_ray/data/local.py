@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..config import Config
-from ..features import MISSING_TOKEN, FeatureSpace, FieldSpec, NumericStats, bucketize
+from ..engine.features import MISSING_TOKEN, FeatureSpace, FieldSpec, NumericStats, bucketize
 from .prepared import PreparedData, RowCounts, encoded_table
 from .split import SPLIT_NAMES, TRAIN, split_of
 
@@ -98,7 +98,7 @@ def prepare_table(table: pa.Table, label: str, categorical: Sequence[str], numer
 
 def prepare_synthetic(config: Config, output: str | Path) -> PreparedData:
     """Generate the synthetic dataset in memory and prepare it."""
-    from ..synthetic import LABEL, SyntheticGenerator
+    from .synthetic import LABEL, SyntheticGenerator
 
     gen = SyntheticGenerator(config.dataset.synthetic)
     return prepare_table(gen.table(), LABEL, gen.categorical, gen.numerical, config, output)

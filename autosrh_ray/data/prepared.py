@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import storage
-from ..features import FeatureSpace
+from ..engine.features import FeatureSpace
 from .split import SPLIT_NAMES
 
 META_FILE = "meta.json"

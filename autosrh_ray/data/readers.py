@@ -402,7 +402,7 @@ _GENERATORS: dict = {}
 
 def parse_synthetic(layout: Layout, chunk: Chunk, synthetic_cfg) -> Parsed:
     """Generate rows [start, end) of the synthetic dataset (deterministic by row range)."""
-    from ..synthetic import SyntheticGenerator
+    from .synthetic import SyntheticGenerator
 
     key = repr(synthetic_cfg)
     if key not in _GENERATORS:

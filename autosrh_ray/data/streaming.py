@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import storage
-from ..features import FeatureSpace
+from ..engine.features import FeatureSpace
 from .prepared import PreparedData, column_names, split_from_columns
 from .split import SPLIT_NAMES, in_alpha_slice
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..features import FeatureSpace, FieldSpec, NumericStats
+from ..engine.features import FeatureSpace, FieldSpec, NumericStats
 from .chunk_dataset import chunk_dataset
 from .inputs import Chunk
 from .local import field_columns

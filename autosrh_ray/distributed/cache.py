@@ -18,8 +18,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 import numpy as np
 import torch
 
-from ..allocator import CHUNK_BYTES, MappedArena
-from ..batch import Batch
+from ..engine.allocator import CHUNK_BYTES, MappedArena
+from ..engine.batch import Batch
 
 
 @dataclass
@@ -98,7 +98,7 @@ class KeptBatches:
     their bytes given back (``batches`` is then None). Feature ids are kept as int32 (ids < 2^31; two thirds of
     the bytes of a row of int64 ids, float32 values), widened back to int64 as they are replayed.
 
-    Rows are copied into chunks of mapped memory (:class:`~autosrh_ray.allocator.MappedArena`), each a few tensors
+    Rows are copied into chunks of mapped memory (:class:`~autosrh_ray.engine.allocator.MappedArena`), each a few tensors
     allocated once; a kept batch is only a :class:`Span` (plain Python ints). Tensors made per kept batch would
     each leave a small C++ object in the malloc heap for the rest of the run, between the step's large transient
     blocks: in a Ray Train worker (a thread arena of 64 MiB heaps) those pinned heaps grew the 45M-row search's

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..training import BestSoFar
+from ..engine.training import BestSoFar
 
 STATE_FILE = "state.pt"
 

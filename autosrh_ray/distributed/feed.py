@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterator, Optional
 
-from ..batch import Batch
+from ..engine.batch import Batch
 from .sources import ShardSource
 
 

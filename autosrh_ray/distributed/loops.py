@@ -11,7 +11,7 @@ One function, :func:`train_loop`, serves both stages (``LoopSpec.stage``); per w
 3. after each period evaluates on its part of the whole validation split, gathers predictions on rank 0 and
    computes the metrics there (AUC over the whole split, never a mean of per-rank AUCs), broadcasts them, and
    reports them with a checkpoint (:mod:`.checkpoint`); the best-by-validation state travels in it, and the
-   stage stops by its :class:`~autosrh_ray.training.StopRule` (patience on the validation loss, or the cap) —
+   stage stops by its :class:`~autosrh_ray.engine.training.StopRule` (patience on the validation loss, or the cap) —
    the search as well as the plain training stages.
 """
 from __future__ import annotations
@@ -30,15 +30,15 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 
-from ..allocator import keep_large_blocks
-from ..batch import Batch
+from ..engine.allocator import keep_large_blocks
+from ..engine.batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
-from ..metrics import task_metrics
-from ..model_state import cpu_state, model_from_state
-from ..models import EmbeddingModel
-from ..search import BiLevelSearch
-from ..training import StopRule, Trainer, predict, valid_prefixed
+from ..engine.metrics import task_metrics
+from ..engine.model_state import cpu_state, model_from_state
+from ..engine.models import EmbeddingModel
+from ..engine.search import BiLevelSearch
+from ..engine.training import StopRule, Trainer, predict, valid_prefixed
 from . import checkpoint as ckpt
 from . import local_checkpoints
 from .resources import set_torch_threads
@@ -51,7 +51,7 @@ from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_o
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What :func:`~autosrh_ray.models.build_model` reads from the feature space."""
+    """What :func:`~autosrh_ray.engine.models.build_model` reads from the feature space."""
 
     num_features: int
     num_fields: int
@@ -212,7 +212,7 @@ def _engine(kind: str, model: EmbeddingModel, config, sync):
 
 def pruned_state(config, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
     """``state`` pruned to its ``keep`` best entries by |E ⊙ α| (a CPU state dict, its embedding packed)."""
-    from ..prune import pruned_state as prune
+    from ..engine.prune import pruned_state as prune
 
     return prune(model_from_state(config, shape, label_mean, state, retrain=False, share=True), keep)
 

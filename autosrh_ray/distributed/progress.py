@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..pipeline import epoch_line, summary_line
+from ..methods.graph import epoch_line, summary_line
 from ..rate_line import Progress
 from ..supervise import beat
 from .shared_paths import alive_nodes

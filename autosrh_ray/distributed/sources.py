@@ -31,10 +31,10 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
-from ..batch import Batch
+from ..engine.batch import Batch
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.streaming import IDS, LABEL, VALUES, AlphaSlice, assembled_rows, split_datasets
-from ..training import cycle
+from ..engine.training import cycle
 from .cache import Budget, FirstPass, KeptBatches, RowCache
 
 TRAIN, VALID, VALID_EVAL = "train", "valid", "valid_eval"

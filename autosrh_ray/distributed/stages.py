@@ -1,4 +1,4 @@
-"""The stage graph (:mod:`autosrh_ray.pipeline`) on Ray Train: :class:`RayTrainExecutor` runs each training stage
+"""The stage graph (:mod:`autosrh_ray.methods.graph`) on Ray Train: :class:`RayTrainExecutor` runs each training stage
 as one ``TorchTrainer`` run named ``<run.name>-<stage>`` under ``ray.storage_path``; re-running with the same two
 resumes every stage from its latest checkpoint (a finished stage hands its result straight back). Pruning runs
 once, as a Ray task, between the two Train runs — except with one budget (and in a study trial), where the first
@@ -26,10 +26,10 @@ from .. import storage as storage_module
 from ..config import Config, ConfigError, budget_choice_rows
 from ..data.prepared import PreparedData
 from ..data.split import in_alpha_slice
-from ..pipeline import StageResult, built, epoch_line, initial_state, run_graph
+from ..methods.graph import StageResult, built, epoch_line, initial_state, run_graph
 from ..runtime import connect
 from ..supervise import doing
-from ..training import FitResult, StopRule
+from ..engine.training import FitResult, StopRule
 from . import checkpoint as ckpt
 from .cache import RowCache
 from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, PruneThenRetrain, pruned_state, train_loop
@@ -240,7 +240,7 @@ class RayTrainExecutor:
         return result, best
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        """A training stage of the graph (:class:`~autosrh_ray.pipeline.StageExecutor`): one Train run; its
+        """A training stage of the graph (:class:`~autosrh_ray.methods.graph.StageExecutor`): one Train run; its
         best-by-validation state. A stage that finished before (same run name, same storage) is handed back
         from its ``stage.pt`` without starting Ray Train."""
         run = run_name(stage, tag)

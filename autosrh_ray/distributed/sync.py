@@ -4,8 +4,8 @@ Why explicit collectives rather than DDP, for the search *and* for plain trainin
 
 * the bi-level step needs several backwards per step (train loss, validation loss at the virtual Θ', the
   finite-difference or double-backward Hessian-vector product); DDP all-reduces on *every* backward and does not
-  support double backward, while :class:`~autosrh_ray.search.BiLevelSearch` asks for exactly the two reductions
-  it needs through :class:`~autosrh_ray.search.GradSync` (Θ's gradient and the direction v, and α's gradient);
+  support double backward, while :class:`~autosrh_ray.engine.search.BiLevelSearch` asks for exactly the two reductions
+  it needs through :class:`~autosrh_ray.engine.search.GradSync` (Θ's gradient and the direction v, and α's gradient);
 * α takes part in both forwards but must be reduced only from the validation loss, before Eq. 14's row
   normalisation — outside any DDP wrapper anyway;
 * one code path for search and retraining keeps Θ's update identical in both, and sparse embedding gradients
@@ -35,7 +35,7 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 
-from ..search import GradSync
+from ..engine.search import GradSync
 
 
 def world() -> tuple[int, int]:

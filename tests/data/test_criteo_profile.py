@@ -19,7 +19,7 @@ from autosrh_ray.data.criteo_profile import (CATEGORICAL, KAGGLE_ROWS, NUMERIC_M
 from autosrh_ray.data.generate import write_criteo_profile_shards
 from autosrh_ray.data.inputs import list_files, placed_text_chunks
 from autosrh_ray.data.readers import layout_for, parse_chunk
-from autosrh_ray.metrics import auc
+from autosrh_ray.engine.metrics import auc
 
 from .helpers import config
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pyarrow as pa
 
-from autosrh_ray.features import FeatureSpace, FieldSpec, NumericStats
+from autosrh_ray.engine.features import FeatureSpace, FieldSpec, NumericStats
 
 
 def test_large_vocabulary_index_equals_index_in():

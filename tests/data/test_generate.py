@@ -14,7 +14,7 @@ from autosrh_ray.config import ConfigError, SyntheticConfig
 from autosrh_ray.data.criteo_profile import CriteoProfile
 from autosrh_ray.data.generate import criteo_shape, write_criteo_profile_shards, write_criteo_shards
 from autosrh_ray.data.prepare import prepare
-from autosrh_ray.synthetic import SyntheticGenerator
+from autosrh_ray.data.synthetic import SyntheticGenerator
 
 from .helpers import config
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from autosrh_ray.data.prepare import prepare
-from autosrh_ray.features import FeatureSpace
+from autosrh_ray.engine.features import FeatureSpace
 from tests.conftest import shared_sample
 
 from .helpers import (brute_force_ids, config, criteo_fields, csv_rows, encode_rows, read_lines, splits,

@@ -122,7 +122,7 @@ def test_a_resumed_loop_restores_the_optimiser_and_ends_as_the_uninterrupted_one
     import ray.train
 
     from autosrh_ray.distributed import loops
-    from autosrh_ray.training import StopRule
+    from autosrh_ray.engine.training import StopRule
 
     config, prepared = prepared_small(tmp_path / "data")
     v = prepared.load_split("valid")

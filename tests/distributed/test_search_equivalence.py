@@ -24,9 +24,9 @@ import torch
 from autosrh_ray.distributed.loops import InMemoryData
 from autosrh_ray.distributed.sources import InMemorySource
 from autosrh_ray.distributed.stages import LoopOptions, make_runner
-from autosrh_ray.metrics import auc, task_metrics
-from autosrh_ray.search import BiLevelSearch
-from autosrh_ray.training import StopRule, predict
+from autosrh_ray.engine.metrics import auc, task_metrics
+from autosrh_ray.engine.search import BiLevelSearch
+from autosrh_ray.engine.training import StopRule, predict
 
 from .helpers import class_per_rank, initial_state, model_from_state, prepared_small, small_config
 

@@ -150,7 +150,7 @@ def test_a_batch_that_does_not_divide_across_workers_fails_at_config_load():
 def test_a_search_on_two_workers_with_a_batch_larger_than_the_validation_split(ray_cluster, tmp_path):
     """On Ray Data with two workers: the ~300-row validation split (α's stream) and a 512-row batch."""
     from autosrh_ray.distributed.stages import make_runner
-    from autosrh_ray.training import StopRule
+    from autosrh_ray.engine.training import StopRule
 
     overrides = ["train.batch_size=512", "ray.num_workers=2", f"ray.storage_path={tmp_path / 'ray'}",
                  "run.name=small-splits", "ray.worker_cache_mb=0"]  # streamed: the short batch every pass

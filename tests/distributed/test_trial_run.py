@@ -7,7 +7,7 @@ import torch
 
 from autosrh_ray.distributed.loops import FaultSpec, InMemoryData
 from autosrh_ray.distributed.stages import LoopOptions, make_runner
-from autosrh_ray.training import StopRule
+from autosrh_ray.engine.training import StopRule
 
 from .helpers import initial_state, prepared_small, small_config
 

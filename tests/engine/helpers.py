@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from autosrh_ray.batch import Batch
+from autosrh_ray.engine.batch import Batch
 import copy
 
-from autosrh_ray.embedding import FirstOrder, SoftSelectionEmbedding
-from autosrh_ray.model_state import load_model_state
-from autosrh_ray.models import EmbeddingModel, build_backbone
-from autosrh_ray.packed import PackedEmbedding
-from autosrh_ray.prune import kept_count, pruned_state
+from autosrh_ray.engine.embedding import FirstOrder, SoftSelectionEmbedding
+from autosrh_ray.engine.model_state import load_model_state
+from autosrh_ray.engine.models import EmbeddingModel, build_backbone
+from autosrh_ray.engine.packed import PackedEmbedding
+from autosrh_ray.engine.prune import kept_count, pruned_state
 
 
 def tiny_model(name: str = "deepfm", m: int = 30, k: int = 4, blocks: int = 3, fields: int = 3,

@@ -9,14 +9,14 @@ import pytest
 CHILD = """
 import resource, sys, torch
 torch.set_num_threads(1)
-from autosrh_ray.allocator import keep_large_blocks
+from autosrh_ray.engine.allocator import keep_large_blocks
 if sys.argv[1] == "kept":
     assert keep_large_blocks()
-from autosrh_ray.batch import Batch
+from autosrh_ray.engine.batch import Batch
 from autosrh_ray.config import load_config
-from autosrh_ray.features import FeatureSpace, FieldSpec
-from autosrh_ray.models import build_model
-from autosrh_ray.search import BiLevelSearch
+from autosrh_ray.engine.features import FeatureSpace, FieldSpec
+from autosrh_ray.engine.models import build_model
+from autosrh_ray.engine.search import BiLevelSearch
 fields = [FieldSpec(f"C{f}", "categorical") for f in range(39)]
 space = FeatureSpace.from_counts(fields, [{str(v): 1000 - v for v in range(100)} for _ in fields], [None] * 39)
 g = torch.Generator().manual_seed(0)
@@ -59,7 +59,7 @@ def test_search_steps_reuse_their_freed_blocks_instead_of_faulting_them_in_again
 IN_A_TRAINING_PROCESS = """
 import sys, threading, numpy as np, torch
 torch.set_num_threads(1)
-from autosrh_ray.allocator import MappedArena, keep_large_blocks
+from autosrh_ray.engine.allocator import MappedArena, keep_large_blocks
 assert keep_large_blocks()
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) >> 10
@@ -95,7 +95,7 @@ def test_tensors_kept_in_a_mapped_arena_do_not_pin_the_heap_the_steps_churn():
 
 
 KEPT_CHILD = IN_A_TRAINING_PROCESS + """
-from autosrh_ray.batch import Batch
+from autosrh_ray.engine.batch import Batch
 from autosrh_ray.distributed.cache import Budget, KeptBatches
 def steps():  # a search's first pass in a Ray Train worker's loop thread: one validation batch kept a step
     rng, arena = np.random.default_rng(0), MappedArena()
@@ -129,8 +129,8 @@ def test_kept_batches_do_not_pin_the_heap_while_they_fill():
 
 
 PREDICT_CHILD = IN_A_TRAINING_PROCESS + """
-from autosrh_ray.batch import Batch
-from autosrh_ray.training import predict
+from autosrh_ray.engine.batch import Batch
+from autosrh_ray.engine.training import predict
 class Model(torch.nn.Module):  # a forward with the transients of FM at B 4096, F 39, K 64 (41 MB each)
     def forward(self, ids, values):
         e = torch.ones(ids.shape[0], 39, 64) * values.unsqueeze(-1)

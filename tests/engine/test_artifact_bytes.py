@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.artifact import (_kept_layout, compact_embedding, embedding_bytes_of, load_model, save_model,
+from autosrh_ray.artifact.format import (_kept_layout, compact_embedding, embedding_bytes_of, load_model, save_model,
                                   tensor_bytes)
 
-from autosrh_ray.bytes_budget import embedding_bytes
+from autosrh_ray.artifact.budget import embedding_bytes
 
 from .helpers import pruned_model, random_batch, tiny_model
 
@@ -141,8 +141,8 @@ def test_a_precision_per_block_stores_each_run_of_blocks_on_its_own_and_reads_ba
 def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_path, precision, starts):
     """The retrain's forward under ``prune.quant_aware`` reads every kept value as the artifact stores it: its
     outputs equal those of the saved and reloaded model; the state carries the setting through a reload."""
-    from autosrh_ray.model_state import load_model_state
-    from autosrh_ray.packed import quantisation_aware
+    from autosrh_ray.engine.model_state import load_model_state
+    from autosrh_ray.engine.packed import quantisation_aware
 
     model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
     plain = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
@@ -166,10 +166,10 @@ def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_w
     """A loaded artifact keeps its values as stored (int8: a byte each, int4: half, fp16: two — never a float32
     copy of the kept values) and scores as a model over those values read back in float32 (an independent
     reference: a packed embedding built from the dequantised values)."""
-    from autosrh_ray.artifact import _kept_layout
-    from autosrh_ray.packed import PackedEmbedding
-    from autosrh_ray.quantize import QuantizedValues, dequantize
-    from autosrh_ray.models import EmbeddingModel
+    from autosrh_ray.artifact.format import _kept_layout
+    from autosrh_ray.engine.packed import PackedEmbedding
+    from autosrh_ray.engine.quantize import QuantizedValues, dequantize
+    from autosrh_ray.engine.models import EmbeddingModel
 
     model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
     path = tmp_path / "m.pt"

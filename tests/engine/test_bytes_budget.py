@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autosrh_ray.artifact import compact_embedding, tensor_bytes
-from autosrh_ray.bytes_budget import bitmap_span, embedding_bytes, kept_for_bytes
-from autosrh_ray.packed import pack
-from autosrh_ray.prune import topk_mask
+from autosrh_ray.artifact.format import compact_embedding, tensor_bytes
+from autosrh_ray.artifact.budget import bitmap_span, embedding_bytes, kept_for_bytes
+from autosrh_ray.engine.packed import pack
+from autosrh_ray.engine.prune import topk_mask
 
 
 def scores_with_ties(m: int = 60, k: int = 16, seed: int = 0) -> torch.Tensor:
@@ -71,7 +71,7 @@ def test_with_a_precision_per_block_the_formula_and_the_count_match_the_artifact
 def test_the_mixed_precision_follows_the_dims_each_block_keeps():
     """Block 0's rows keep 12 dims (int8: 16 B a row, fp16: 24), block 1's keep 3 (fp16: 6 B, int8: 7, int4: 5.5):
     the guided plan stores block 0 at int8 and block 1 at fp16, or at int4 when the rarer half may drop to it."""
-    from autosrh_ray.bytes_budget import mixed_precision
+    from autosrh_ray.artifact.budget import mixed_precision
 
     s = torch.zeros(40, 16)
     s[:20, :12] = 1.0

@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
-from autosrh_ray.search import BiLevelSearch
-from autosrh_ray.training import StopRule, Trainer, evaluation_periods, search, train_until_stopped
+from autosrh_ray.engine.search import BiLevelSearch
+from autosrh_ray.engine.training import StopRule, Trainer, evaluation_periods, search, train_until_stopped
 
 from .helpers import random_batch, tiny_model
 
@@ -17,7 +17,7 @@ LOSSES = [0.9, 0.7, 0.6, 0.65, 0.61, 0.62, 0.5, 0.4]  # best so far at 0, 1, 2; 
 def _scripted(monkeypatch, losses):
     """Replace the whole-split evaluation with the scripted log losses (one per evaluation)."""
     script = iter(losses)
-    monkeypatch.setattr("autosrh_ray.training.evaluate", lambda model, batches, task: {"logloss": next(script)})
+    monkeypatch.setattr("autosrh_ray.engine.training.evaluate", lambda model, batches, task: {"logloss": next(script)})
 
 
 def _batches(epoch):

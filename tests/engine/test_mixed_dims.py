@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.artifact import load_model, save_model
-from autosrh_ray.bytes_budget import scheme_bytes
+from autosrh_ray.artifact.format import load_model, save_model
+from autosrh_ray.artifact.budget import scheme_bytes
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
-from autosrh_ray.embedding import SoftSelectionEmbedding
-from autosrh_ray.features import block_index
-from autosrh_ray.metrics import validation_loss
-from autosrh_ray.mixed_dims import (block_popularity, block_sizes, capped_dims, first_dims_mask, mde_block_dims,
+from autosrh_ray.engine.embedding import SoftSelectionEmbedding
+from autosrh_ray.engine.features import block_index
+from autosrh_ray.engine.metrics import validation_loss
+from autosrh_ray.engine.mixed_dims import (block_popularity, block_sizes, capped_dims, first_dims_mask, mde_block_dims,
                                     random_block_dims, scaled_dims)
-from autosrh_ray.packed import PackedEmbedding, pack
-from autosrh_ray.pipeline import run_all_in_process
+from autosrh_ray.engine.packed import PackedEmbedding, pack
+from autosrh_ray.methods.graph import run_all_in_process
 
 M, K, L = 5000, 16, 6
 
@@ -94,8 +94,8 @@ def test_mde_projection_is_the_per_block_product_and_the_artifact_keeps_it(tmp_p
     out.sum().backward()  # the projection learns
     assert emb.projection.grad is not None and emb.projection.grad.abs().sum() > 0
 
-    from autosrh_ray.embedding import FirstOrder
-    from autosrh_ray.models import EmbeddingModel, build_backbone
+    from autosrh_ray.engine.embedding import FirstOrder
+    from autosrh_ray.engine.models import EmbeddingModel, build_backbone
 
     model = EmbeddingModel(emb.float(), FirstOrder(8), build_backbone("fm", 3, 4, [], 0.0)).eval()
     save_model(model, tmp_path / "m.pt", "fm", 3, [], 0.0)
@@ -162,9 +162,9 @@ def test_a_fixed_schemes_bytes_are_its_artifacts(precision, projection):
     dims = np.array([16, 16, 16, 5, 5, 1, 1, 1])
     emb = PackedEmbedding(*pack(dense.weight.detach(), first_dims_mask(dims, 16).bool()), 16, block_of, None,
                           None if projection is None else dense.projection.detach().clone(), projection)
-    from autosrh_ray.artifact import embedding_bytes_of
-    from autosrh_ray.embedding import FirstOrder
-    from autosrh_ray.models import EmbeddingModel, build_backbone
+    from autosrh_ray.artifact.format import embedding_bytes_of
+    from autosrh_ray.engine.embedding import FirstOrder
+    from autosrh_ray.engine.models import EmbeddingModel, build_backbone
 
     model = EmbeddingModel(emb, FirstOrder(8), build_backbone("fm", 3, 16, [], 0.0))
     stored = embedding_bytes_of(model, precision, starts if isinstance(precision, tuple) else (0,))
@@ -177,9 +177,9 @@ def test_a_fixed_schemes_bytes_are_its_artifacts(precision, projection):
     (np.tile([0, 1, 2, 1], 100), False),  # groups that change at every id: one byte per feature is cheaper
 ])
 def test_the_groups_of_the_projections_are_stored_as_runs_when_cheaper_and_read_back(tmp_path, block_of, runs):
-    from autosrh_ray.embedding import FirstOrder
-    from autosrh_ray.models import EmbeddingModel, build_backbone
-    from autosrh_ray.artifact import tensor_bytes
+    from autosrh_ray.engine.embedding import FirstOrder
+    from autosrh_ray.engine.models import EmbeddingModel, build_backbone
+    from autosrh_ray.artifact.format import tensor_bytes
 
     torch.manual_seed(0)
     block_of = torch.from_numpy(block_of)
@@ -209,7 +209,7 @@ def test_byte_budgets_size_fixed_schemes_by_their_artifacts_bytes(planted):
     dimensions to the most entries that fit (their projections counted), and fit."""
     base, prepared, train, valid = planted
     from autosrh_ray.config import with_overrides
-    from autosrh_ray.features import block_starts
+    from autosrh_ray.engine.features import block_starts
 
     m = prepared.num_features
     budget_bytes = m * 16 * 4 // 10

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.metrics import auc, logloss
-from autosrh_ray.models.fm import fm_pairwise
+from autosrh_ray.engine.metrics import auc, logloss
+from autosrh_ray.engine.models.fm import fm_pairwise
 
 from .helpers import random_batch, tiny_model
 

@@ -4,10 +4,10 @@ import copy
 import pytest
 import torch
 
-from autosrh_ray.artifact import load_model, save_model
-from autosrh_ray.packed import MaskedEmbedding, PackedEmbedding
-from autosrh_ray.prune import kept_count, prune_mask, topk_mask
-from autosrh_ray.training import Trainer
+from autosrh_ray.artifact.format import load_model, save_model
+from autosrh_ray.engine.packed import MaskedEmbedding, PackedEmbedding
+from autosrh_ray.engine.prune import kept_count, prune_mask, topk_mask
+from autosrh_ray.engine.training import Trainer
 
 from .helpers import pruned_model, random_batch, tiny_model
 

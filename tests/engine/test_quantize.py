@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.quantize import (LEVELS, dequantize, pack_int4, quantize, unpack_int4, values_at, entry_rows)
+from autosrh_ray.engine.quantize import (LEVELS, dequantize, pack_int4, quantize, unpack_int4, values_at, entry_rows)
 
 
 def rows_of(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +163,7 @@ def test_bad_precision_and_values_beyond_fp16_are_one_line_errors():
 
 @pytest.mark.parametrize("precision", ["fp16", "int8", "int4"])
 def test_fake_quantisation_reads_what_the_stored_codes_read_and_passes_the_gradient_straight_through(precision):
-    from autosrh_ray.quantize import fake_quantized
+    from autosrh_ray.engine.quantize import fake_quantized
 
     values, indptr = rows_of(LENGTHS * 5, seed=3)
     rows = entry_rows(indptr, values.numel())

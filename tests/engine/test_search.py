@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from autosrh_ray.batch import loss_function
-from autosrh_ray.search import BiLevelSearch, normalize_rows, parameter_grads
+from autosrh_ray.engine.batch import loss_function
+from autosrh_ray.engine.search import BiLevelSearch, normalize_rows, parameter_grads
 
 from .helpers import random_batch, tiny_model
 

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.autodim import AutoDimEmbedding, candidate_dims
+from autosrh_ray.engine.autodim import AutoDimEmbedding, candidate_dims
 from autosrh_ray.config import ConfigError, load_config, with_overrides
 from autosrh_ray.data.local import prepare_synthetic
-from autosrh_ray.models import build_model
-from autosrh_ray.pipeline import run_all_in_process
-from autosrh_ray.search import BiLevelSearch
+from autosrh_ray.engine.models import build_model
+from autosrh_ray.methods.graph import run_all_in_process
+from autosrh_ray.engine.search import BiLevelSearch
 
 from .helpers import random_batch
 
@@ -89,7 +89,7 @@ def test_autodim_searches_first_order_only():
 
 
 def test_autoemb_controller_is_the_mlp_on_popularity_it_claims():
-    from autosrh_ray.autoemb import HIDDEN, controller_logits, controller_size
+    from autosrh_ray.engine.autoemb import HIDDEN, controller_logits, controller_size
 
     torch.manual_seed(0)
     n = 3
@@ -102,9 +102,9 @@ def test_autoemb_controller_is_the_mlp_on_popularity_it_claims():
 
 
 def test_autoemb_choice_follows_popularity_and_the_artifact_reproduces_the_model(tmp_path):
-    from autosrh_ray.artifact import load_model, save_model
-    from autosrh_ray.autoemb import popularity_input, selected_candidates
-    from autosrh_ray.batch import iterate_batches
+    from autosrh_ray.artifact.format import load_model, save_model
+    from autosrh_ray.engine.autoemb import popularity_input, selected_candidates
+    from autosrh_ray.engine.batch import iterate_batches
 
     config = load_config(overrides=["search.method=autoemb", "model.name=fm", "search.K=16", "train.batch_size=1024",
                                     "dataset.synthetic.rows=30000", "search.autoemb_candidates=[2,8,16]",

@@ -15,12 +15,12 @@ import torch
 
 from .allocator import MappedVector, keep_large_blocks
 from .batch import Batch, loss_function
-from .config import Config
+from ..config import Config
 from .metrics import task_metrics, validation_loss
 from .model_state import cpu_state
 from .models import EmbeddingModel
 from .search import BiLevelSearch, GradSync, ThetaOptimizer, parameter_grads
-from .supervise import beat
+from ..supervise import beat
 
 EpochBatches = Callable[[int], Iterable[Batch]]
 
@@ -28,7 +28,7 @@ EpochBatches = Callable[[int], Iterable[Batch]]
 @torch.no_grad()
 def predict(model: EmbeddingModel, batches: Iterable[Batch]) -> tuple[np.ndarray, np.ndarray]:
     """Model outputs (logits or ratings) and labels over all batches (float64), gathered in mapped memory
-    (:class:`~autosrh_ray.allocator.MappedVector`: no small array per batch left between the forward's large
+    (:class:`~autosrh_ray.engine.allocator.MappedVector`: no small array per batch left between the forward's large
     transients)."""
     model.eval()
     outs, labels = MappedVector(), MappedVector()

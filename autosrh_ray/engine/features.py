@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import storage
+from .. import storage
 from .feature_encoder import LARGE_VOCAB, MISSING_TOKEN, FeatureEncoder, FieldCodes
 
 OOV_VALUE = "<OOV>"  # the value string of a field's OOV feature (used for ordering ties and in frequencies files)
@@ -224,7 +224,7 @@ class FeatureSpace:
 
     def encode(self, columns: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
         """Encode a table given as {field name: column} to ids (N, F) int64 and values (N, F) float32
-        (:class:`~autosrh_ray.feature_encoder.FeatureEncoder`)."""
+        (:class:`~autosrh_ray.engine.feature_encoder.FeatureEncoder`)."""
         return self.encoder().encode(columns)
 
     # -- persistence --------------------------------------------------------------------------------------------

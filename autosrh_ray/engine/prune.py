@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .config import PruneConfig
+from ..config import PruneConfig
 from .embedding import SoftSelectionEmbedding
 from .packed import packed_state
 from .precision_plan import Precision, precision_name
@@ -44,7 +44,7 @@ def prune_mask(embedding: SoftSelectionEmbedding, cr: float) -> torch.Tensor:
 
 def pruned_state(model: torch.nn.Module, keep: int) -> dict:
     """The model's state with its embedding pruned to its ``keep`` best entries (|E ⊙ α[block]| for AutoSrh, |E|
-    for a uniform model, PEP's margin) and packed (:func:`~autosrh_ray.packed.packed_state`): the state a retrain
+    for a uniform model, PEP's margin) and packed (:func:`~autosrh_ray.engine.packed.packed_state`): the state a retrain
     starts from."""
     mask = topk_mask(model.embedding.pruning_scores(), keep)
     return packed_state(model.state_dict(), mask)
@@ -73,10 +73,10 @@ class Budget:
 
     def resolved(self, scores: torch.Tensor) -> "Budget":
         """A byte budget with its kept entries: as many of the best ``scores`` (M, K) as fit its bytes (a mixed
-        candidate first chooses its precision per block, :func:`~autosrh_ray.bytes_budget.mixed_precision`)."""
+        candidate first chooses its precision per block, :func:`~autosrh_ray.artifact.budget.mixed_precision`)."""
         if self.bytes is None:
             return self
-        from .bytes_budget import kept_for_bytes, mixed_precision
+        from ..artifact.budget import kept_for_bytes, mixed_precision
 
         precision = self.precision
         if precision in MIXED_CANDIDATES:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .config import SyntheticConfig
+from ..config import SyntheticConfig
 
 BLOCK_ROWS = 65_536
 LABEL = "label"

@@ -2,7 +2,7 @@
 
 Feature ids are frequency-ordered, so the search's L blocks are id ranges (``block_starts``) and a precision per
 block (most frequent first) is a precision per id range: the artifact stores one *segment* per run of equal
-neighbouring precisions, each quantised on its own (:mod:`autosrh_ray.quantize`). Pure Python.
+neighbouring precisions, each quantised on its own (:mod:`autosrh_ray.engine.quantize`). Pure Python.
 """
 from __future__ import annotations
 

@@ -9,10 +9,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import atomic, plots
-from .data.prepared import PreparedData
-from .models import EmbeddingModel
-from .precision_plan import precision_name
+from .. import atomic
+from . import plots
+from ..data.prepared import PreparedData
+from ..engine.models import EmbeddingModel
+from ..engine.precision_plan import precision_name
 
 
 def _metric(report: dict) -> tuple[str, bool]:
@@ -104,8 +105,8 @@ def planted_truth(output: Path, report: dict):
     embedded synthetic dataset (its ``config.yaml`` beside the report says how it was generated), else None."""
     if report.get("dataset") != "synthetic" or not (output / "config.yaml").is_file():
         return None
-    from .config import load_config
-    from .synthetic import SyntheticGenerator
+    from ..config import load_config
+    from ..data.synthetic import SyntheticGenerator
 
     return SyntheticGenerator(load_config(output / "config.yaml").dataset.synthetic).truth
 

@@ -6,7 +6,7 @@ A value ``x`` of row ``r`` is stored as ``code = round((x - bias[r]) / scale[r])
 ``bias[r] + code · scale[r]``. The fp16 bias is rounded *down* from the row's minimum and the fp16 scale *up* from
 ``(max - bias) / (levels - 1)``, so the codes cover the row and every value reads back within ``scale[r] / 2``.
 
-Rows are given by row pointers over the entries (``indptr``, as :mod:`autosrh_ray.packed` lays them out); a row
+Rows are given by row pointers over the entries (``indptr``, as :mod:`autosrh_ray.engine.packed` lays them out); a row
 with no entries gets a scale and bias all the same (callers that drop empty rows pass the pointers of the others).
 Pure PyTorch.
 """

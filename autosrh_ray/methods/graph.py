@@ -33,18 +33,18 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 import torch
 
-from .batch import iterate_batches
-from .config import Config, budget_choice_rows
-from .data.prepared import EncodedSplit, PreparedData
-from .data.split import in_alpha_slice
-from .metrics import validation_loss
-from .model_state import cpu_state, model_from_state
-from .models import EmbeddingModel, build_model
-from .mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
-from .packed import kept_of, packed_state, quantisation_aware, with_kept_values_of
-from .prune import MIXED_CANDIDATES, Budget, budgets, pruned_state
-from .search import BiLevelSearch
-from .training import EpochBatches, FitResult, StopRule, evaluate, fit, search
+from ..engine.batch import iterate_batches
+from ..config import Config, budget_choice_rows
+from ..data.prepared import EncodedSplit, PreparedData
+from ..data.split import in_alpha_slice
+from ..engine.metrics import validation_loss
+from ..engine.model_state import cpu_state, model_from_state
+from ..engine.models import EmbeddingModel, build_model
+from ..engine.mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
+from ..engine.packed import kept_of, packed_state, quantisation_aware, with_kept_values_of
+from ..engine.prune import MIXED_CANDIDATES, Budget, budgets, pruned_state
+from ..engine.search import BiLevelSearch
+from ..engine.training import EpochBatches, FitResult, StopRule, evaluate, fit, search
 
 Log = Callable[[str], None]
 EMBEDDING = "embedding.embedding.weight"
@@ -246,7 +246,7 @@ def distinct_candidates(todo: list[Budget]) -> list[Budget]:
 
 def run_budgets(config: Config, weight: torch.Tensor) -> list[Budget]:
     """The run's budgets for an (M, K) table, with the search's frequency blocks (a precision per block)."""
-    from .features import block_starts
+    from ..engine.features import block_starts
 
     m, k = weight.shape
     return budgets(config.prune, m, k, block_starts(m, config.search.L, config.search.block_boundaries))
@@ -303,12 +303,12 @@ def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
     state = {k: initial.get(k, v) if k not in ("embedding.projection", "embedding.block_of") else v
              for k, v in fresh.items()}
     if s.method == "autodim":
-        from .autodim import candidate_dims, feature_dims, selected_field_dims
+        from ..engine.autodim import candidate_dims, feature_dims, selected_field_dims
 
         dims = selected_field_dims(searched[ALPHA], candidate_dims(s.K, s.autodim_candidates))
         per_feature = feature_dims(dims, prepared.features.field_of)
     else:
-        from .autoemb import candidate_dims, selected_candidates
+        from ..engine.autoemb import candidate_dims, selected_candidates
 
         cands = candidate_dims(s.K, s.autoemb_candidates)
         chosen = selected_candidates(searched[ALPHA], searched["embedding.popularity"], len(cands))
@@ -329,7 +329,7 @@ def run_searched_dims(config: Config, executor: StageExecutor, initial: dict, lo
     if method == "autodim":
         log(f"[autodim] dimension per field: {dict(zip((f.name for f in executor.prepared.features.fields), dims))}")
     else:
-        from .autoemb import candidate_dims
+        from ..engine.autoemb import candidate_dims
 
         log(f"[autoemb] features per chosen dimension: "
             f"{dict(zip(candidate_dims(config.search.K, config.search.autoemb_candidates), dims))}")
@@ -345,8 +345,8 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
     """The schemes ``search.method`` trains for ``budget`` (grid's do not depend on it). Random and MDE scale
     their block dimensions to the budget's kept entries — for a byte budget, to the most whose artifact fits its
     bytes at its precision (MDE's projections included)."""
-    from .bytes_budget import largest_within
-    from .features import block_index
+    from ..artifact.budget import largest_within
+    from ..engine.features import block_index
 
     s, m = config.search, features.num_features
     if s.method == "grid":
@@ -374,7 +374,7 @@ def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandid
 def scheme_size(config: Config, budget: Budget) -> Callable[[np.ndarray], int]:
     """A fixed scheme's artifact embedding bytes (from every feature's dims) at ``budget``'s precision, MDE's
     per-block projections included."""
-    from .bytes_budget import scheme_bytes
+    from ..artifact.budget import scheme_bytes
 
     s = config.search
     projections = s.L if s.method == "mde" else 0

@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 
 def _pyplot():

@@ -1,4 +1,4 @@
-"""What encoding raw columns needs of a :class:`~autosrh_ray.features.FeatureSpace`, in compact Arrow form.
+"""What encoding raw columns needs of a :class:`~autosrh_ray.engine.features.FeatureSpace`, in compact Arrow form.
 
 Data tasks receive this rather than the feature space: each field's kept values are one Arrow string array (a few
 bytes per value) instead of Python strings, so shipping it to a worker and holding it there costs little, and the

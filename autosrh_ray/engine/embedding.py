@@ -5,7 +5,7 @@
     ids (B, F) ──► E[ids] (B, F, K) ──⊙ α[block(ids)] ──⊙ value (B, F, 1) ──► (B, F, K)
 
 α ∈ [0,1]^{L×K} starts at ones; ``alpha=None`` gives a uniform embedding (UE). After pruning a model retrains in
-the compressed layout of :mod:`autosrh_ray.packed` (the kept entries only, α frozen).
+the compressed layout of :mod:`autosrh_ray.engine.packed` (the kept entries only, α frozen).
 With ``projection`` each row is then multiplied by a K×K matrix (identity at the start), one per block of
 ``block_of`` (``"block"``: MDE's frequency blocks, AutoEmb's chosen candidates) or per field (``"field"``: AutoDim's
 retrain): a feature kept at its first d dims is projected to the common width K by the d rows of its matrix that

@@ -1,12 +1,12 @@
 """Budgets in bytes: how many of the best entries fit in a number of embedding bytes at a given precision.
 
-The bytes are the artifact's (:func:`autosrh_ray.artifact.compact_embedding`): the cheaper of a bitmap over the
+The bytes are the artifact's (:func:`autosrh_ray.artifact.format.compact_embedding`): the cheaper of a bitmap over the
 features up to the last that keeps anything (frequency-ordered ids: the rare tail a tight budget drops costs
 nothing) and the kept ids (4 B each), the cheaper index (a uint8 count per kept row and a uint8 dimension per
-entry, or a K-bit mask per kept row) and the values at their precision (:mod:`autosrh_ray.quantize`: fp32 4 B,
+entry, or a K-bit mask per kept row) and the values at their precision (:mod:`autosrh_ray.engine.quantize`: fp32 4 B,
 fp16 2 B, int8 1 B, int4 ½ B per value; int8 and int4 4 B of fp16 scale and bias per kept row). They depend on
 how many features keep anything, so the count is found on the scores themselves: the largest ``n`` whose
-top-``n`` entries (as :func:`~autosrh_ray.prune.topk_mask` keeps them) fit. With a precision per frequency
+top-``n`` entries (as :func:`~autosrh_ray.engine.prune.topk_mask` keeps them) fit. With a precision per frequency
 block, each stored segment pays its own values, scales and biases. Pure PyTorch.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .config import ConfigError, PruneConfig
-from .precision_plan import Precision, segments
-from .prune import BYTE_PRECISIONS, topk_mask
+from ..config import ConfigError, PruneConfig
+from ..engine.precision_plan import Precision, segments
+from ..engine.prune import BYTE_PRECISIONS, topk_mask
 
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias per kept row

@@ -1,5 +1,5 @@
 """Kept values scored as the artifact stores them: fp32 or fp16 values, or row-wise int8/int4 codes with their fp16
-scale and bias (:mod:`autosrh_ray.quantize`), per segment of frequency blocks — read back to float32 only for
+scale and bias (:mod:`autosrh_ray.engine.quantize`), per segment of frequency blocks — read back to float32 only for
 the entries a batch looks up. A loaded int8 model holds one byte per kept value (int4: half a byte), not four.
 
 To find an entry's scale and bias, each segment keeps the first entry of every kept row (int32 while they fit):
@@ -14,7 +14,7 @@ from .quantize import QuantizedValues, values_at
 
 
 class StoredValues(nn.Module):
-    """Segments of kept values as stored: ``segments`` (one :class:`~autosrh_ray.quantize.QuantizedValues` each),
+    """Segments of kept values as stored: ``segments`` (one :class:`~autosrh_ray.engine.quantize.QuantizedValues` each),
     their first entries ``entry_starts`` (ascending, the first 0) and, per segment, the first entry of each of its
     kept rows counted from the segment's start (``row_starts``; only read for the integer precisions)."""
 

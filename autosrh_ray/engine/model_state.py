@@ -1,5 +1,5 @@
 """A model's state as a CPU state dict: what stages hand to each other (in-process, through Ray's object store
-or in checkpoints). A pruned model's state carries its embedding packed (:mod:`autosrh_ray.packed`)."""
+or in checkpoints). A pruned model's state carries its embedding packed (:mod:`autosrh_ray.engine.packed`)."""
 from __future__ import annotations
 
 from typing import Optional

@@ -1,6 +1,6 @@
 """The compact model artifact: the kept embedding entries as a deployed table stores them, and what it costs in bytes.
 
-Per feature only what it keeps (the CSR layout of :mod:`autosrh_ray.packed`), ``E ⊙ α[block]`` folded (inference
+Per feature only what it keeps (the CSR layout of :mod:`autosrh_ray.engine.packed`), ``E ⊙ α[block]`` folded (inference
 needs no α), with
 
 * which features keep anything, whichever is smaller: a bitmap over the feature ids up to the last that keeps
@@ -10,8 +10,8 @@ needs no α), with
 * which dimensions each kept row keeps — whichever index is smaller for the table: ``dims`` (a uint8 count per
   kept row and a uint8 dimension per entry) or ``mask`` (a K-bit mask per kept row; at K = 64 cheaper once rows
   keep more than 7 dimensions on average);
-* the values at ``precision`` (:mod:`autosrh_ray.quantize`: fp32, fp16, or int8/int4 codes with an fp16 scale
-  and bias per kept row) — one precision, or one per frequency block (:mod:`autosrh_ray.precision_plan`): a
+* the values at ``precision`` (:mod:`autosrh_ray.engine.quantize`: fp32, fp16, or int8/int4 codes with an fp16 scale
+  and bias per kept row) — one precision, or one per frequency block (:mod:`autosrh_ray.engine.precision_plan`): a
   segment per run of blocks at one precision, from its first feature id;
 
 then the never-pruned first-order weights, the projections (if any) and the backbone's weights.
@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .bytes_budget import bitmap_span
-from .embedding import FirstOrder
-from .models import EmbeddingModel, build_backbone
-from .packed import PackedEmbedding
-from .precision_plan import Precision, reported, segments
-from .quantize import QuantizedValues, quantize
-from .stored_values import StoredValues
+from .budget import bitmap_span
+from ..engine.embedding import FirstOrder
+from ..engine.models import EmbeddingModel, build_backbone
+from ..engine.packed import PackedEmbedding
+from ..engine.precision_plan import Precision, reported, segments
+from ..engine.quantize import QuantizedValues, quantize
+from ..engine.stored_values import StoredValues
 
 FORMAT_VERSION = 5
 READS_VERSIONS = (4, 5)  # 4: a bitmap over all M features (5: stops after the last kept one, or the kept ids)
@@ -229,9 +229,9 @@ def _projection_groups(projection: dict, num_features: int) -> torch.Tensor:
 
 
 def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
-    """Rebuild an inference model from the artifact: a :class:`~autosrh_ray.packed.PackedEmbedding` over the kept
+    """Rebuild an inference model from the artifact: a :class:`~autosrh_ray.engine.packed.PackedEmbedding` over the kept
     values as stored — codes and fp16 values stay as they are, read back to float32 only where a batch looks them
-    up (:class:`~autosrh_ray.stored_values.StoredValues`; no α, no dense M×K table, no float copy of the kept
+    up (:class:`~autosrh_ray.engine.stored_values.StoredValues`; no α, no dense M×K table, no float copy of the kept
     values; row pointers in int32 while they fit) — the first-order weights and the backbone."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format_version") not in READS_VERSIONS:

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError, sparse_embedding
+from ...config import Config, ConfigError, sparse_embedding
 from .. import autodim, autoemb
 from ..autodim import AutoDimEmbedding
 from ..autoemb import AutoEmbEmbedding
@@ -77,10 +77,10 @@ def build_backbone(name: str, num_fields: int, dim: int, hidden, dropout: float)
 def build_model(config: Config, features: FeatureSpace, label_mean: float = 0.0,
                 retrain: bool = False, packed: bool = False) -> EmbeddingModel:
     """Model for ``config`` on ``features`` (on the CPU; callers move it). Only ``autosrh`` has α; ``mde`` has
-    per-block projections; ``autodim`` searches with :class:`~autosrh_ray.autodim.AutoDimEmbedding` and, with
+    per-block projections; ``autodim`` searches with :class:`~autosrh_ray.engine.autodim.AutoDimEmbedding` and, with
     ``retrain``, retrains a masked embedding with per-field projections; ``autoemb`` likewise with its controller
     and per-candidate projections; ``pep`` prunes with a threshold per entry and retrains a masked embedding.
-    ``packed``: the retrain embedding in the compressed layout (:class:`~autosrh_ray.packed.PackedEmbedding`), empty
+    ``packed``: the retrain embedding in the compressed layout (:class:`~autosrh_ray.engine.packed.PackedEmbedding`), empty
     until a pruned state is loaded into it; α (AutoSrh) and the projections as the dense retrain model has them.
 
     The global bias starts at the training label mean (regression) or its logit (classification).

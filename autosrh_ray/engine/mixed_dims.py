@@ -12,7 +12,7 @@ the same ``d`` for every feature of a frequency block (the blocks AutoSrh shares
   temperature ``search.mde_temperature`` (0: uniform; the paper's best values are 0.1–0.3). Equivalently
   d_b ∝ n_b^(−T) in the paper's block-size form when rows are equally popular. λ is set so the kept entries meet
   the budget. Each block is projected to the common width K by a learned matrix (identity at the start,
-  :class:`~autosrh_ray.embedding.SoftSelectionEmbedding` ``projection``), counted apart as projection params.
+  :class:`~autosrh_ray.engine.embedding.SoftSelectionEmbedding` ``projection``), counted apart as projection params.
 """
 from __future__ import annotations
 

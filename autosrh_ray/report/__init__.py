@@ -1,0 +1,1 @@
+"""What a run reports: the typed report.json schema, report.md and its plots."""
