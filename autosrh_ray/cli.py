@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, load_config
+from .report.schema import ModelEntry, Report
 from .supervise import StallError
 
 
@@ -117,86 +118,19 @@ def _version() -> str:
         return "(not installed)"
 
 
+RESUMABLE = ("run", "prepare", "compare")  # what finished is kept: the same command again resumes
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     # one line at a time, also into a pipe (``ray job logs``, ``| tee``): progress shows while the stage runs
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     args = _parser().parse_args(argv)
-    if args.command == "config":
-        from .config_reference import reference
-
-        print(reference(), end="")
-        return 0
-    if args.command == "predict":
-        from .predict import predict, predict_on_ray
-
-        try:
-            if args.ray:
-                predict_on_ray(args.model, args.input, args.output, args.batch_size, args.address)
-            else:
-                predict(args.model, args.input, args.output, args.batch_size)
-        except (ConfigError, ValueError, FileNotFoundError) as err:
-            print(f"autosrh-ray: error: {err}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "generate" and args.config == "criteo":
-        from .data.generate import write_criteo_profile_shards
-
-        try:
-            if args.overrides:
-                raise ConfigError("--set", "sets keys of a workflow YAML; generate criteo takes --seed")
-            paths = write_criteo_profile_shards(args.output, args.rows, args.shards, gzip=args.gzip,
-                                                processes=_processes(args), seed=args.seed)
-        except ConfigError as err:
-            print(f"autosrh-ray: error: {err}", file=sys.stderr)
-            return 2
-        print(f"wrote {args.rows} Criteo-profile rows in {len(paths)} shards under {args.output}")
-        return 0
     try:
-        config = load_config(args.config, args.overrides)
-        from . import workflow
-
-        if args.command == "compare":
-            from .compare import compare, parse_methods
-
-            if args.seeds < 1:
-                raise ConfigError("--seeds", f"must be >= 1 (got {args.seeds})")
-            compare(config, parse_methods(args.methods), args.seeds, args.output)
-            return 0
-        if args.command == "generate":
-            from .data.generate import criteo_shape, write_criteo_shards
-
-            synthetic = config.dataset.synthetic
-            if args.new_rows and config.dataset.name != "synthetic":
-                raise ConfigError("--new-rows", f"needs a workflow on the synthetic dataset (this one reads "
-                                                f"dataset.name: {config.dataset.name})")
-            if args.new_rows:  # the run's own fields, the generator's rows after the dataset's: never trained on
-                paths = write_criteo_shards(synthetic, args.output, args.rows, args.shards, gzip=args.gzip,
-                                            processes=_processes(args), first_row=synthetic.rows)
-                print(f"wrote {args.rows} new rows (rows {synthetic.rows:,}… of the dataset's generator: the "
-                      f"distribution a run on it learned, rows it never read) in {len(paths)} shards under "
-                      f"{args.output}")
-                return 0
-            paths = write_criteo_shards(criteo_shape(synthetic), args.output, args.rows, args.shards,
-                                        gzip=args.gzip, processes=_processes(args))
-            print(f"wrote {args.rows} rows in {len(paths)} Criteo-format shards under {args.output}")
-            return 0
-        from . import storage
-
-        output = storage.absolute(args.output or Path("runs") / Path(args.config).stem)
-        from .rate_line import interactive, terminal_log
-
-        log = terminal_log if interactive() else print  # lines above the progress bars in a terminal
-        if args.command == "prepare":
-            prepared = workflow.prepare(config, output, log)
-            print(f"prepared {prepared.num_features:,} features into {output}: {prepared.rows.describe()}")
-        else:
-            report = workflow.run(config, output, log=log, fresh=args.fresh)
-            for entry in report["models"] + ([report["reference"]] if "reference" in report else []):
-                print(_model_line(entry))
-            written = ["report.json"] + (["report.md"] if "report_md" in report["artifacts"] else [])
-            print("wrote " + " and ".join(storage.join(output, name) for name in written))
+        return _command(args)
     except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
         print("autosrh-ray: interrupted. What finished is kept (prepared data, finished stages and trials, the "
               "latest checkpoints); run the same command again to resume, or add --fresh to start over",
               file=sys.stderr)
@@ -207,6 +141,86 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"autosrh-ray: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the parsed command; bad input raises (one line, printed by :func:`main`)."""
+    # each command imports what it needs when it runs: ``--help`` and ``config`` start without torch or Ray
+    if args.command == "config":
+        from .config_reference import reference
+
+        print(reference(), end="")
+        return 0
+    if args.command == "predict":
+        from .predict import predict, predict_on_ray
+
+        if args.ray:
+            predict_on_ray(args.model, args.input, args.output, args.batch_size, args.address)
+        else:
+            predict(args.model, args.input, args.output, args.batch_size)
+        return 0
+    if args.command == "generate" and args.config == "criteo":
+        return _generate_criteo(args)
+    config = load_config(args.config, args.overrides)
+    if args.command == "compare":
+        from .compare import compare, parse_methods
+
+        if args.seeds < 1:
+            raise ConfigError("--seeds", f"must be >= 1 (got {args.seeds})")
+        compare(config, parse_methods(args.methods), args.seeds, args.output)
+        return 0
+    if args.command == "generate":
+        return _generate(args, config)
+    return _run(args, config)
+
+
+def _generate_criteo(args: argparse.Namespace) -> int:
+    from .data.generate import write_criteo_profile_shards
+
+    if args.overrides:
+        raise ConfigError("--set", "sets keys of a workflow YAML; generate criteo takes --seed")
+    paths = write_criteo_profile_shards(args.output, args.rows, args.shards, gzip=args.gzip,
+                                        processes=_processes(args), seed=args.seed)
+    print(f"wrote {args.rows} Criteo-profile rows in {len(paths)} shards under {args.output}")
+    return 0
+
+
+def _generate(args: argparse.Namespace, config) -> int:
+    from .data.generate import criteo_shape, write_criteo_shards
+
+    synthetic = config.dataset.synthetic
+    if args.new_rows and config.dataset.name != "synthetic":
+        raise ConfigError("--new-rows", f"needs a workflow on the synthetic dataset (this one reads "
+                                        f"dataset.name: {config.dataset.name})")
+    if args.new_rows:  # the run's own fields, the generator's rows after the dataset's: never trained on
+        paths = write_criteo_shards(synthetic, args.output, args.rows, args.shards, gzip=args.gzip,
+                                    processes=_processes(args), first_row=synthetic.rows)
+        print(f"wrote {args.rows} new rows (rows {synthetic.rows:,}… of the dataset's generator: the "
+              f"distribution a run on it learned, rows it never read) in {len(paths)} shards under {args.output}")
+        return 0
+    paths = write_criteo_shards(criteo_shape(synthetic), args.output, args.rows, args.shards, gzip=args.gzip,
+                                processes=_processes(args))
+    print(f"wrote {args.rows} rows in {len(paths)} Criteo-format shards under {args.output}")
+    return 0
+
+
+def _run(args: argparse.Namespace, config) -> int:
+    """``run`` and ``prepare``."""
+    from . import storage, workflow
+    from .rate_line import interactive, terminal_log
+
+    output = storage.absolute(args.output or Path("runs") / Path(args.config).stem)
+    log = terminal_log if interactive() else print  # lines above the progress bars in a terminal
+    if args.command == "prepare":
+        prepared = workflow.prepare(config, output, log)
+        print(f"prepared {prepared.num_features:,} features into {output}: {prepared.rows.describe()}")
+        return 0
+    report = Report.from_json(workflow.run(config, output, log=log, fresh=args.fresh))
+    for entry in report.models + ([report.reference] if report.reference else []):
+        print(_model_line(entry))
+    written = ["report.json"] + (["report.md"] if "report_md" in report.top.artifacts else [])
+    print("wrote " + " and ".join(storage.join(output, name) for name in written))
     return 0
 
 
@@ -223,15 +237,14 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _model_line(entry: dict) -> str:
+def _model_line(entry: ModelEntry) -> str:
     """``autosrh 10: test auc 0.7512, logloss 0.5012; 1,234 kept params (CR 10.00)``, and what a model that
     exceeds its budget exceeds."""
-    test = ", ".join(f"{k} {v:.4f}" for k, v in entry["test"].items())
-    line = (f"{entry['method']} {entry['budget']}: test {test}; {entry['params']['kept']:,} kept params "
-            f"(CR {entry['cr_achieved']:.2f})")
-    if not entry.get("within_budget", True):
-        over = (f"{entry['bytes']['embedding']:,} embedding bytes > {entry['budget_bytes']:,}"
-                if "budget_bytes" in entry else f"{entry['params']['kept']:,} kept params > {entry['budget_params']:,}")
+    test = ", ".join(f"{k} {v:.4f}" for k, v in entry.test.items())
+    line = f"{entry.method} {entry.budget}: test {test}; {entry.params.kept:,} kept params (CR {entry.cr_achieved:.2f})"
+    if not entry.within_budget:
+        over = (f"{entry.bytes.embedding:,} embedding bytes > {entry.budget_bytes:,}" if entry.budget_bytes is not None
+                else f"{entry.params.kept:,} kept params > {entry.budget_params:,}")
         line += f" — EXCEEDS its budget ({over}: nothing smaller fits)"
     return line
 

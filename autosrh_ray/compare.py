@@ -15,21 +15,22 @@ Compare at the achieved size: methods that cannot hit the budget exactly report 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import typing
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import yaml
 
-from . import storage
+from . import storage, workflow
 from .atomic import atomic_path
-from .config import Config, ConfigError, SearchConfig, config_from_dict, with_overrides
+from .config import Config, ConfigError, config_from_dict, with_overrides
 from .engine.metrics import reported_metrics
+from .logs import Log
+from .methods.registry import BUILT_IN
+from .report.schema import Report
 
-Log = Callable[[str], None]
-METHODS: tuple[str, ...] = typing.get_args(typing.get_type_hints(SearchConfig)["method"])
 COMPARISON_FILE = "comparison.json"
 
 
@@ -37,8 +38,9 @@ def parse_methods(text: str) -> list[str]:
     """``autosrh,uniform,…`` → the list, each checked (a one-line error names an unknown one)."""
     methods = [m.strip() for m in text.split(",") if m.strip()]
     for m in methods:
-        if m not in METHODS:
-            raise ConfigError("--methods", f"unknown method {m!r} (choose from {', '.join(METHODS)})")
+        if m not in BUILT_IN and ":" not in m:
+            raise ConfigError("--methods", f"unknown method {m!r} (choose from {', '.join(BUILT_IN)}, or your own as "
+                                           f"package.module:NAME)")
     if not methods:
         raise ConfigError("--methods", "needs at least one method")
     return methods
@@ -50,7 +52,7 @@ def run_config(config: Config, method: str, seed: int) -> Config:
                                    "report.reference": "none", "report.plots": False})
 
 
-def _finished(directory: Path, config: Config) -> Optional[dict]:
+def _finished(directory: Path, config: Config) -> Optional[Report]:
     """The report of a finished run of exactly ``config`` in ``directory``, else None."""
     report, saved = directory / "report.json", directory / "config.yaml"
     if not (report.is_file() and saved.is_file()):
@@ -58,18 +60,21 @@ def _finished(directory: Path, config: Config) -> Optional[dict]:
     if config_from_dict(yaml.safe_load(saved.read_text())).to_dict() != config.to_dict():
         return None
     finished = json.loads(report.read_text())
-    return finished if all("bytes" in e for e in finished["models"]) else None  # older runs: no bytes, run again
+    if not all("bytes" in e for e in finished["models"]):  # older runs: no bytes, run again
+        return None
+    return Report.from_json(finished)
 
 
-def _rows(method: str, seed: int, report: dict) -> list[dict]:
+def _rows(method: str, seed: int, report: Report) -> list[dict]:
+    """The comparison's rows of one run: one per final model, what the comparison keeps of its report entry."""
     out = []
-    for entry in report["models"]:
-        out.append({"method": method, "seed": seed, "budget": entry["budget"], "test": entry["test"],
-                    "valid": entry["valid"], "params": entry["params"], "bytes": entry["bytes"],
-                    "precision": entry["precision"], "cr_target": entry["cr_target"],
-                    "cr_achieved": entry["cr_achieved"], "timings_s": entry["timings_s"],
-                    "total_s": report["timings_s"]["total"],
-                    **({"candidates": entry["candidates"]} if "candidates" in entry else {})})
+    for entry in report.models:
+        out.append({"method": method, "seed": seed, "budget": entry.budget, "test": entry.test,
+                    "valid": entry.valid, "params": dataclasses.asdict(entry.params),
+                    "bytes": dataclasses.asdict(entry.bytes), "precision": entry.precision,
+                    "cr_target": entry.cr_target, "cr_achieved": entry.cr_achieved, "timings_s": entry.timings_s,
+                    "total_s": report.top.timings_s["total"],
+                    **({"candidates": entry.candidates} if entry.candidates is not None else {})})
     return out
 
 
@@ -144,8 +149,6 @@ def plot(rows: Sequence[dict], task: str, path: Path, title: Optional[str] = Non
 
 def compare(config: Config, methods: Sequence[str], seeds: int, output: str | Path, log: Log = print) -> dict:
     """Run every method × seed on the same prepared data; write and return the comparison."""
-    from . import workflow
-
     if storage.is_uri(output):
         raise ConfigError("--output", "compare writes a local directory (copy it to a bucket afterwards)")
     output = Path(output).absolute()
@@ -161,7 +164,7 @@ def compare(config: Config, methods: Sequence[str], seeds: int, output: str | Pa
                 log(f"[compare] {method} seed {seed}: finished in an earlier run, read back from {directory}")
             else:
                 log(f"[compare] {method} seed {seed} → {directory}")
-                report = workflow.run(cfg, directory, prepared=prepared, log=log)
+                report = Report.from_json(workflow.run(cfg, directory, prepared=prepared, log=log))
             rows += _rows(method, seed, report)
     summary = summarise(rows, config.task)
     result = {"task": config.task, "dataset": config.dataset.name, "model": config.model.name, "K": config.search.K,

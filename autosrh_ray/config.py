@@ -18,15 +18,11 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from . import storage
+from .engine.models.registry import check_name as check_backbone_name
+from .errors import ConfigError
+from .methods.registry import BUILT_IN, Method, method_of
 
-
-class ConfigError(ValueError):
-    """A bad config value; ``str(err)`` is one line naming the key."""
-
-    def __init__(self, key: str, message: str, where: str = ""):
-        self.key, self.message = key, message
-        text = f"{key}: {message}" if key else message
-        super().__init__(f"{where}: {text}" if where else text)
+CONFIG_FILE = "config.yaml"  # a run's config, written beside its report (predict reads raw rows with it)
 
 
 @dataclass
@@ -62,15 +58,15 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["fm", "widedeep", "deepfm", "mf", "mlp", "neumf"] = "deepfm"
+    name: str = "deepfm"  # a built-in (fm | widedeep | deepfm | mf | mlp | neumf) or package.module:ClassName
     hidden: list[int] = field(default_factory=lambda: [400, 400, 400])
     dropout: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the backbone's constructor
 
 
 @dataclass
 class SearchConfig:
-    method: Literal["autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb",
-                    "pep"] = "autosrh"
+    method: str = "autosrh"  # a built-in (see autosrh_ray.methods.registry) or package.module:NAME
     K: int = 16
     L: int = 6
     block_boundaries: Optional[list[int]] = None
@@ -289,12 +285,6 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {tp} at {key}")  # a bug in this module, not user input
 
 
-# a byte budget keeps as many of the best entries as fit (autosrh, magnitude, pep), or scales a fixed scheme's
-# dimensions to fit (random, mde; grid's K' that fit); AutoDim and AutoEmb choose their own size
-BYTE_BUDGET_METHODS = ("autosrh", "magnitude", "pep", "grid", "random", "mde")
-SIZED_BY_THEMSELVES = ("uniform", "autodim", "autoemb")  # one model at its own size: no budget needed
-
-
 # Keys that existed once: a config that still uses one gets told what replaced it.
 REMOVED_KEYS = {
     "search.epochs": "removed: the search now runs until the validation loss stops improving; "
@@ -408,14 +398,29 @@ def budget_choice_rows(config: Config) -> Optional[tuple[float, int]]:
     model is chosen on and α's stream leaves out, or None: the whole split serves both (no choice among
     candidates, no α fitted on validation, or ``prune.choice_fraction: 0``)."""
     p, s = config.prune, config.search
-    if p.chooses_by_validation and p.choice_fraction > 0 and s.method == "autosrh" and s.alpha_data == "validation":
+    method = method_of(s.method)
+    if p.chooses_by_validation and p.choice_fraction > 0 and method.bi_level and method.byte_budgets \
+            and s.alpha_data == "validation":
         return p.choice_fraction, config.train.seed
     return None
 
 
 def validate(config: Config) -> None:
     """Checks that need no data. Checks that need M (e.g. L <= M) run in :func:`validate_against_data`."""
-    ds, s = config.dataset, config.search
+    method = method_of(config.search.method)
+    _validate_search(config)
+    check_backbone_name(config.model.name)
+    if method.check is not None:
+        method.check(config)
+    _validate_prune(config, method)
+    _validate_tune(config)
+    _validate_train_and_ray(config)
+    _validate_model(config)
+    _validate_dataset(config)
+
+
+def _validate_search(config: Config) -> None:
+    s = config.search
     _positive("search.K", s.K)
     if s.K > 255:
         raise ConfigError("search.K", f"must be <= 255 (the artifact stores dimension indices as uint8; got {s.K})")
@@ -427,9 +432,6 @@ def validate(config: Config) -> None:
         raise ConfigError("search.grid_K", "needs at least one K")
     for i, k in enumerate(s.grid_K):
         _positive(f"search.grid_K[{i}]", k)
-    if s.method == "autodim" and s.order == "second":
-        raise ConfigError("search.order", "autodim searches first order (its Gumbel noise makes the finite-"
-                                          "difference second-order term meaningless)")
     if s.pep_l2 < 0:
         raise ConfigError("search.pep_l2", f"must be >= 0 (got {s.pep_l2})")
     if not s.autoemb_candidates:
@@ -444,6 +446,22 @@ def validate(config: Config) -> None:
         raise ConfigError("search.autodim_temperature", f"must be > 0 (got {s.autodim_temperature})")
     if s.mde_temperature < 0:
         raise ConfigError("search.mde_temperature", f"must be >= 0 (got {s.mde_temperature})")
+    if not 0 < s.alpha_fraction < 1:
+        raise ConfigError("search.alpha_fraction", f"must be in (0, 1) (got {s.alpha_fraction})")
+    if s.lr_alpha <= 0:
+        raise ConfigError("search.lr_alpha", f"must be > 0 (got {s.lr_alpha})")
+    if config.xi < 0:
+        raise ConfigError("search.xi", f"must be >= 0 (got {config.xi})")
+    if s.block_boundaries is not None:
+        b = s.block_boundaries
+        if len(b) != s.L - 1 or any(x <= 0 for x in b) or sorted(set(b)) != b:
+            raise ConfigError("search.block_boundaries", f"must be L-1 = {s.L - 1} increasing positive ids (got {b})")
+    if s.order == "second" and config.train.embedding_optimizer == "sparse_adam" and s.hvp == "double_backward":
+        raise ConfigError("search.hvp", "double_backward needs dense embedding gradients (train.embedding_optimizer: adam)")
+
+
+def _validate_prune(config: Config, method: Method) -> None:
+    s = config.search
     for i, cr in enumerate(config.prune.crs):
         _positive(f"prune.cr[{i}]" if isinstance(config.prune.cr, list) else "prune.cr", cr)
     for i, p in enumerate(config.prune.param_budgets):
@@ -451,19 +469,23 @@ def validate(config: Config) -> None:
     for key, entries in (("prune.bytes_cr", config.prune.bytes_crs), ("prune.bytes", config.prune.byte_budgets)):
         for i, b in enumerate(entries):
             _positive(f"{key}[{i}]" if len(entries) > 1 else key, b)
-        if entries and s.method not in BYTE_BUDGET_METHODS:
-            raise ConfigError(key, f"byte budgets are for search.method {', '.join(BYTE_BUDGET_METHODS)} ({s.method} "
+        if entries and not method.byte_budgets:
+            takers = [name for name in BUILT_IN if method_of(name).byte_budgets]
+            raise ConfigError(key, f"byte budgets are for search.method {', '.join(takers)} ({s.method} "
                                    f"chooses its own size)")
     if isinstance(config.prune.precision, list) and len(config.prune.precision) != s.L:
         raise ConfigError("prune.precision", f"a list gives one precision per frequency block: search.L = {s.L} of "
                                              f"them, most frequent first (got {len(config.prune.precision)})")
     if not 0 <= config.prune.choice_fraction < 1:
         raise ConfigError("prune.choice_fraction", f"must be in [0, 1) (got {config.prune.choice_fraction})")
-    if s.method not in SIZED_BY_THEMSELVES and not (config.prune.crs or config.prune.param_budgets
+    if not method.sized_by_itself and not (config.prune.crs or config.prune.param_budgets
                                                     or config.prune.bytes_crs or config.prune.byte_budgets):
         raise ConfigError("prune.cr", "needs at least one budget (prune.cr, prune.params, prune.bytes_cr or "
                                       "prune.bytes)")
-    _validate_tune(config)
+
+
+def _validate_train_and_ray(config: Config) -> None:
+    ds = config.dataset
     _positive("train.batch_size", config.train.batch_size)
     _positive("train.max_epochs", config.train.max_epochs)
     _positive("train.patience", config.train.patience)
@@ -482,31 +504,27 @@ def validate(config: Config) -> None:
     _positive("train.shuffle_window", config.train.shuffle_window, minimum=0)
     if config.train.lr <= 0:
         raise ConfigError("train.lr", f"must be > 0 (got {config.train.lr})")
-    if not 0 < s.alpha_fraction < 1:
-        raise ConfigError("search.alpha_fraction", f"must be in (0, 1) (got {s.alpha_fraction})")
-    if s.lr_alpha <= 0:
-        raise ConfigError("search.lr_alpha", f"must be > 0 (got {s.lr_alpha})")
-    if config.xi < 0:
-        raise ConfigError("search.xi", f"must be >= 0 (got {config.xi})")
-    if len(ds.split) != 3 or any(x < 0 for x in ds.split) or abs(sum(ds.split) - 1.0) > 1e-6:
-        raise ConfigError("dataset.split", f"must be three non-negative fractions summing to 1 (got {ds.split})")
-    if min(ds.split[0], ds.split[1]) <= 0:
-        raise ConfigError("dataset.split", "train and valid fractions must be > 0")
+
+
+def _validate_model(config: Config) -> None:
+    ds = config.dataset
     if any(h < 1 for h in config.model.hidden):
         raise ConfigError("model.hidden", f"layer sizes must be >= 1 (got {config.model.hidden})")
     if not 0 <= config.model.dropout < 1:
         raise ConfigError("model.dropout", f"must be in [0, 1) (got {config.model.dropout})")
-    if s.block_boundaries is not None:
-        b = s.block_boundaries
-        if len(b) != s.L - 1 or any(x <= 0 for x in b) or sorted(set(b)) != b:
-            raise ConfigError("search.block_boundaries", f"must be L-1 = {s.L - 1} increasing positive ids (got {b})")
-    if s.order == "second" and config.train.embedding_optimizer == "sparse_adam" and s.hvp == "double_backward":
-        raise ConfigError("search.hvp", "double_backward needs dense embedding gradients (train.embedding_optimizer: adam)")
     classification = config.task == "classification"
     if config.model.name in ("fm", "widedeep", "deepfm") and not classification:
         raise ConfigError("model.name", f"{config.model.name} is a CTR model; dataset {ds.name} is regression")
     if config.model.name in ("mf", "mlp", "neumf") and classification and ds.name != "tabular":
         raise ConfigError("model.name", f"{config.model.name} is a rating model; dataset {ds.name} is classification")
+
+
+def _validate_dataset(config: Config) -> None:
+    ds = config.dataset
+    if len(ds.split) != 3 or any(x < 0 for x in ds.split) or abs(sum(ds.split) - 1.0) > 1e-6:
+        raise ConfigError("dataset.split", f"must be three non-negative fractions summing to 1 (got {ds.split})")
+    if min(ds.split[0], ds.split[1]) <= 0:
+        raise ConfigError("dataset.split", "train and valid fractions must be > 0")
     syn = ds.synthetic
     for key in ("rows", "categorical_fields", "vocab_size", "latent_dim"):
         _positive(f"dataset.synthetic.{key}", getattr(syn, key))
@@ -515,6 +533,8 @@ def validate(config: Config) -> None:
     if syn.numerical_fields < 0:
         raise ConfigError("dataset.synthetic.numerical_fields", "must be >= 0")
     _validate_dataset_source(ds)
+
+
 
 
 TUNE_DISTRIBUTIONS = ("uniform", "loguniform", "randint")
@@ -531,7 +551,7 @@ def _validate_tune(config: Config) -> None:
         raise ConfigError("tune.metric", f"auc needs a classification task; dataset {config.dataset.name} is regression")
     if t.metric == "mse" and config.task != "regression":
         raise ConfigError("tune.metric", "mse needs a regression task")
-    if t.enabled and config.search.method != "autosrh":
+    if t.enabled and not method_of(config.search.method).studied:
         raise ConfigError("tune.enabled", f"a study searches AutoSrh (search.method: autosrh); got "
                                           f"{config.search.method} (compare methods with autosrh-ray compare)")
     if t.enabled and not t.search_space:

@@ -9,6 +9,8 @@ import typing
 from typing import Any, Iterator, Literal, Union, get_args, get_origin
 
 from .config import Config
+from .engine.models.registry import BUILT_IN as BACKBONES
+from .methods.registry import BUILT_IN as METHODS
 
 MEANING = {
     "dataset.name": "reader and layout: criteo (dac text), avazu (csv), kdd12 (tsv), movielens / amazon (ratings csv), "
@@ -36,6 +38,8 @@ MEANING = {
     "dataset.synthetic.seed": "synthetic: generator seed",
     "model.name": "backbone: fm, widedeep, deepfm (CTR); mf, mlp, neumf (rating)",
     "model.hidden": "MLP layer widths (widedeep, deepfm, mlp, neumf)",
+    "model.options": "keyword arguments of the backbone's constructor: ClassName(num_fields, dim, **options) (a "
+                     "built-in's hidden and dropout come from model.hidden and model.dropout)",
     "model.dropout": "dropout in the MLP layers",
     "search.method": "autosrh (search, prune, retrain), uniform (UE: every feature K dims), magnitude (UE, then "
                      "prune |E| to the budget and retrain); baselines with dimensions fixed before training: grid "
@@ -164,6 +168,13 @@ def _values(tp: Any) -> str:
     return " or ".join(names)
 
 
+# keys whose values are a registry's names (or an import path of one's own)
+CHOICES = {
+    "model.name": " \\| ".join(BACKBONES) + " or package.module:ClassName",
+    "search.method": " \\| ".join(METHODS) + " or package.module:NAME",
+}
+
+
 def keys() -> list[str]:
     return [key for key, _, _ in _keys(Config)]
 
@@ -176,5 +187,5 @@ def reference() -> str:
              "parsed as YAML). An unknown key stops the run with one line naming it (and the closest key).", "",
              "| key | default | values | meaning |", "|---|---|---|---|"]
     for key, tp, default in _keys(Config):
-        lines.append(f"| `{key}` | `{default!r}` | {_values(tp)} | {MEANING[key]} |")
+        lines.append(f"| `{key}` | `{default!r}` | {CHOICES.get(key) or _values(tp)} | {MEANING[key]} |")
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -45,15 +45,17 @@ import torch
 
 from . import storage
 from .artifact.format import load_model
-from .config import ConfigError, load_config
+from .config import CONFIG_FILE, ConfigError, RayConfig, load_config
+from .data.chunk_dataset import chunk_dataset
 from .data.errors import DataError
+from .data.inputs import (CHUNK_BYTES, Chunk, first_line, iter_pieces, list_files, placed_text_chunks,
+                          plan_parquet_chunks)
+from .data.prepare import plan_chunks
 from .data.prepared import PreparedData
-from .data.readers import CRITEO_COLUMNS, Layout, Parsed, layout_for, parse_chunk, parse_text
+from .data.readers import CRITEO_COLUMNS, Layout, Parsed, assemble_rows, layout_for, parse_chunk, parse_text
 from .data.vocabulary import encode_fields
-from .workflow import CONFIG_FILE
-
-Log = Callable[[str], None]
-
+from .logs import Log
+from .runtime import connect
 
 FAR_RANGE = 1.0  # numeric: scale — "far out": beyond the training min or max by more than the range's width
 FAR_STD = 10.0  # … or, where the range was not recorded, more than this many training std from the training mean
@@ -141,8 +143,6 @@ def run_directory(model: Path) -> tuple[Path, Path]:
 
 
 def _chunks(layout, files):
-    from .data.inputs import placed_text_chunks, plan_parquet_chunks
-
     return plan_parquet_chunks(files) if layout.kind == "parquet" else placed_text_chunks(files, layout.header)
 
 
@@ -175,7 +175,6 @@ def generated_layout(config) -> Layout:
 
 def _first_line_columns(path: str, layout: Layout) -> Optional[int]:
     """Columns on the first line of a headerless text file (quotes respected), None if it is empty."""
-    from .data.inputs import first_line
 
     line = first_line(path)
     if not line:
@@ -246,7 +245,6 @@ def _without_placeholder(message: str) -> str:
 def _parse_unlabelled(layout: Layout, chunk) -> Iterator[Parsed]:
     """Parsed pieces of a chunk whose rows have no label: each line gets the placeholder label in front (text),
     or a placeholder column (Parquet), and is parsed by the training reader."""
-    from .data.inputs import iter_pieces
 
     if chunk.kind == "parquet":
         yield _parse_parquet_unlabelled(layout, chunk)
@@ -261,13 +259,12 @@ def _parse_unlabelled(layout: Layout, chunk) -> Iterator[Parsed]:
 
 def _parse_parquet_unlabelled(layout: Layout, chunk) -> Parsed:
     """One row group of a Parquet file without the label column (as :func:`~.data.readers.parse_parquet`)."""
-    from .data.readers import _assemble
 
     wanted = list(dict.fromkeys([*layout.numerical, *layout.categorical]))
     table = pq.ParquetFile(storage.parquet_source(chunk.path)).read_row_group(chunk.start, columns=wanted)
     table = table.append_column(NO_LABEL, pa.array(np.zeros(table.num_rows), pa.float64()))
     local = np.arange(table.num_rows, dtype=np.int64)
-    return _assemble(chunk.path, table, layout, local, chunk.first_line, chunk.first_position, [], "row ")
+    return assemble_rows(chunk.path, table, layout, local, chunk.first_line, chunk.first_position, [], "row ")
 
 
 @dataclass
@@ -345,7 +342,6 @@ class Scorer:
 
 def load_scorer(model: str | Path, input_path: str, batch_size: int) -> tuple[Scorer, list[str]]:
     """The scorer of a finished run's model (``--model``) for the rows of ``input_path``, and the input files."""
-    from .data.inputs import list_files
 
     run, model_file = run_directory(Path(model))
     config = load_config(run / CONFIG_FILE, [f"dataset.path={input_path}"])  # a synthetic run ignores the path
@@ -386,7 +382,6 @@ _SCORERS: dict = {}
 
 def _score_chunks(batch: pa.Table, model: str, input_path: str, batch_size: int, output: str) -> pa.Table:
     """Ray Data ``map_batches`` body: chunk descriptors in, one Parquet part per chunk written, counts out."""
-    from .data.inputs import Chunk
 
     key = (model, input_path, batch_size)
     if key not in _SCORERS:  # one model per worker process, not one per chunk
@@ -414,11 +409,6 @@ def predict_on_ray(model: str | Path, input_path: str, output: str, batch_size: 
                    address: str = "local", log: Log = print) -> PredictSummary:
     """Score big inputs on Ray Data: one task per input chunk (64 MiB of text, a Parquet row group), each writing
     ``output/part-<chunk>.parquet`` (a local directory or a URI); ``position`` keeps every row's place."""
-    from .config import RayConfig
-    from .data.chunk_dataset import chunk_dataset
-    from .data.inputs import CHUNK_BYTES
-    from .data.prepare import plan_chunks
-    from .runtime import connect
 
     model = str(Path(model).resolve())
     scorer, files = load_scorer(model, input_path, batch_size)  # fails here, in the driver, on a bad --model

@@ -10,9 +10,8 @@ import sys
 import time
 from typing import Callable, Optional
 
+from .logs import Log
 from .supervise import beat
-
-Log = Callable[[str], None]
 
 
 def _clock(seconds: float) -> str:

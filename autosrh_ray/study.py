@@ -2,7 +2,6 @@
 learning rates …), score every trial at the same absolute size, hand the best trial's searched state on.
 
 Each trial is a driver function (Train V2's pattern) that runs one Ray Train run with ``TuneReportCallback``:
-
 1. the search, reporting the soft model's validation metric after every evaluation (``valid_<metric>``);
 2. in the same run (one worker-group start-up per trial), pruning of the search's best state to the study
    budget — the same number of kept entries for every trial, whatever its K
@@ -30,16 +29,22 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from . import storage as storage_module
+from .artifact.budget import study_budget
 from .config import Config, config_from_dict, with_overrides
 from .data.prepared import PreparedData
+from .distributed.orphan_groups import OrphanSweeper
+from .distributed.resources import cluster_cpus
+from .distributed.stages import STAGE_FILE, load_stage, make_runner, run_name, save_stage, stage_path
+from .distributed.trial_watch import FINISHED, TrialWatch, trial_key
+from .engine.training import FitResult, StopRule, valid_prefixed
+from .logs import Log
+from .methods.graph import initial_state
+from .methods.in_process import InProcessExecutor
 from .supervise import doing
-from .engine.training import FitResult, StopRule
 
-Log = Callable[[str], None]
-FINISHED = "trial_finished"
 TRIAL_CPU = 0.01  # the trial's own actor only waits on its Train runs (Tune needs a non-empty request)
 SEARCH_RUN = "search_run"
 STUDY_TAG = "study"  # a trial's retrain stage: retrain-study
@@ -90,10 +95,6 @@ def metric_name(config: Config) -> tuple[str, str]:
     return f"valid_{metric}", "max" if metric == "auc" else "min"
 
 
-def trial_key(overrides: dict) -> str:
-    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
-
-
 def study_name(config: Config, prepared: PreparedData) -> str:
     """Deterministic: a hash of everything that shapes the study (not ray/run/report)."""
     d = config.to_dict()
@@ -127,7 +128,6 @@ def trial_stages(config: Config, prepared: PreparedData, runner, budget: int,
     All three in one Train run (one start-up), unless ``separate`` or ``search.alpha_data: train`` (its search
     streams only Θ's share of train, the retrain needs all of it): then as the workflow runs them, a search Train
     run, a pruning task and a retrain Train run."""
-    from .methods.graph import initial_state
 
     keep = min(budget, prepared.num_features * config.search.K)
     search_rule = StopRule.for_stage(config, "search")
@@ -148,7 +148,6 @@ def run_trial(trial_config: dict, *, base: dict, prepared_dir: str, storage: str
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from .distributed.stages import make_runner
 
     overrides = dict(trial_config)
     config = with_overrides(config_from_dict(base), overrides)
@@ -179,7 +178,6 @@ class InProcessTrial:
     def __init__(self, config: Config, prepared: PreparedData, storage: str, name: str, threads: int):
         import torch
 
-        from .methods.graph import InProcessExecutor
 
         torch.set_num_threads(threads)
         self.storage, self.name = storage, name
@@ -187,8 +185,6 @@ class InProcessTrial:
                                           prepared.load_split("valid"), log=lambda _: None, on_epoch=_report_epoch)
 
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        from .distributed.stages import load_stage, run_name, save_stage, stage_path
-
         path = stage_path(self.storage, self.name, run_name(stage, tag))
         if storage_module.is_file(path):
             return load_stage(path)
@@ -204,7 +200,6 @@ def _report_epoch(stage: str, epoch: int, metrics: dict) -> None:
     """An in-process trial's evaluation, reported to Tune under the names a Train run reports."""
     from ray import tune
 
-    from .engine.training import valid_prefixed
 
     tune.report({"epoch": epoch + 1, **valid_prefixed(metrics)})
 
@@ -237,7 +232,6 @@ def best_trial(trials: list[Trial], mode: str) -> Trial:
 
 def _searched(run_dir: str) -> tuple[FitResult, dict]:
     """The best trial's search: what it did and its best (α, Θ) state, as its run saved them."""
-    from .distributed.stages import STAGE_FILE, load_stage
 
     path = storage_module.join(run_dir, STAGE_FILE)
     if not storage_module.is_file(path):
@@ -251,10 +245,6 @@ def run_study(config: Config, prepared: PreparedData, storage: str, log: Log = p
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from .distributed.orphan_groups import OrphanSweeper
-    from .distributed.resources import cluster_cpus
-    from .distributed.trial_watch import TrialWatch
-    from .engine.prune import study_budget
 
     start = time.perf_counter()
     name = study_name(config, prepared)

@@ -27,7 +27,7 @@ from autosrh_ray.engine.allocator import keep_large_blocks
 if {keep}:
     assert keep_large_blocks()
 from autosrh_ray.config import load_config
-from autosrh_ray.engine.models import build_model
+from autosrh_ray.methods.model import build_model
 from autosrh_ray.engine.search import BiLevelSearch
 from autosrh_ray.engine.training import Trainer
 from engine_throughput import batches, feature_space

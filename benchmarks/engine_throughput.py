@@ -23,16 +23,15 @@ import time
 import numpy as np
 import torch
 
+from autosrh_ray.config import load_config
 from autosrh_ray.engine.allocator import keep_large_blocks
 from autosrh_ray.engine.batch import Batch
-from autosrh_ray.config import load_config
 from autosrh_ray.engine.features import FeatureSpace, FieldSpec
-from autosrh_ray.engine.models import build_model
-from autosrh_ray.engine.model_state import model_from_state
 from autosrh_ray.engine.packed import MaskedEmbedding
 from autosrh_ray.engine.prune import kept_count, pruned_state, topk_mask
 from autosrh_ray.engine.search import BiLevelSearch
 from autosrh_ray.engine.training import Trainer
+from autosrh_ray.methods.model import build_model, model_from_state
 
 
 def feature_space(num_features: int, num_fields: int) -> FeatureSpace:

@@ -17,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autosrh_ray.engine.batch import Batch, iterate_batches
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.distributed.loops import ModelShape
-from autosrh_ray.engine.model_state import model_from_state
-from autosrh_ray.engine.models import build_model
+from autosrh_ray.engine.batch import Batch, iterate_batches
 from autosrh_ray.engine.prune import kept_count, pruned_state
 from autosrh_ray.engine.search import BiLevelSearch
 from autosrh_ray.engine.training import Trainer
+from autosrh_ray.methods.model import build_model, model_from_state
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "workflows" / "quickstart.yaml"
 

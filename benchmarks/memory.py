@@ -57,12 +57,11 @@ def phase(name: str, m: int, work: Path) -> None:
     from autosrh_ray.artifact.format import load_model, save_model
     from autosrh_ray.config import load_config
     from autosrh_ray.distributed.loops import ModelShape
-    from autosrh_ray.engine.model_state import model_from_state
-    from autosrh_ray.engine.models import build_model
     from autosrh_ray.engine.packed import quantisation_aware
     from autosrh_ray.engine.prune import kept_count, pruned_state
     from autosrh_ray.engine.search import BiLevelSearch
     from autosrh_ray.engine.training import StopRule, fit, search
+    from autosrh_ray.methods.model import build_model, model_from_state
 
     torch.set_num_threads(2)
     shape = ModelShape(m, FIELDS)
@@ -85,7 +84,7 @@ def phase(name: str, m: int, work: Path) -> None:
         elif name == "store":  # the artifacts the scorer phases load (a phase of its own, not reported)
             cr10 = model_from_state(config, shape, 0.25, torch.load(work / "pruned-cr10.pt", weights_only=True))
             for precision in SCORED:
-                save_model(cr10, work / f"model-cr10-{precision}.pt", "fm", FIELDS, [], 0.0, precision)
+                save_model(cr10, work / f"model-cr10-{precision}.pt", "fm", FIELDS, {}, precision)
         elif name.startswith("scorer"):
             model = load_model(work / f"model-cr10-{name.split('_')[2]}.pt")
             with torch.no_grad():

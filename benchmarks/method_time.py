@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
-from autosrh_ray.methods.graph import run_all_in_process
+from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.training import evaluate
+from autosrh_ray.methods.in_process import run_all_in_process
 
 METHODS = ("autosrh", "pep")
 

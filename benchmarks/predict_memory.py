@@ -23,7 +23,7 @@ import torch
 
 from autosrh_ray.artifact.format import FORMAT_VERSION, compact_embedding
 from autosrh_ray.engine.embedding import FirstOrder
-from autosrh_ray.engine.models import build_backbone
+from autosrh_ray.engine.models.backbone import build_backbone
 
 K, CR, FIELDS, ROWS = 64, 10, 26, 65_536
 
@@ -56,7 +56,7 @@ def write_artifact(path: Path, num_features: int) -> int:
         "embedding": compact_embedding(counts, torch.randint(0, K, (nnz,), generator=g, dtype=torch.uint8),
                                        torch.randn(nnz, generator=g) * 0.01, K),
         "first_order": FirstOrder(num_features).state_dict(),
-        "backbone": build_backbone("fm", FIELDS, K, [], 0.0).state_dict(),
+        "backbone": build_backbone("fm", FIELDS, K, {}).state_dict(),
     }
     torch.save(payload, path)
     return path.stat().st_size

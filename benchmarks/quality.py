@@ -41,13 +41,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.config import load_config, with_overrides
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.data.prepared import EncodedSplit, PreparedData
+from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.metrics import validation_loss
-from autosrh_ray.methods.graph import run_in_process
 from autosrh_ray.engine.training import evaluate
+from autosrh_ray.methods.in_process import run_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "workflows" / "quickstart.yaml"

@@ -45,10 +45,10 @@ def plain_epochs(config, prepared, threads: int, epochs: int) -> dict:
 
     Steady state per epoch: samples after the first batch / time from the first to the last batch; the
     median over epochs is reported."""
-    from autosrh_ray.engine.batch import Batch
     from autosrh_ray.data.prepared import split_from_columns
-    from autosrh_ray.engine.models import build_model
+    from autosrh_ray.engine.batch import Batch
     from autosrh_ray.engine.training import Trainer
+    from autosrh_ray.methods.model import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -82,8 +82,8 @@ def ray_epochs(config, prepared, epochs: int) -> dict:
     Per epoch the first batch and the wait for the end of the stream are start/stop costs, not steady state."""
     from autosrh_ray.distributed.stages import make_runner
     from autosrh_ray.engine.model_state import cpu_state
-    from autosrh_ray.engine.models import build_model
     from autosrh_ray.engine.training import StopRule
+    from autosrh_ray.methods.model import build_model
 
     torch.manual_seed(0)
     init = cpu_state(build_model(config, prepared.features, prepared.label_mean))

@@ -165,7 +165,8 @@ def single_process_ids(input_path: Path, fields: list, seed: int, fractions: lis
     from autosrh_ray.config import load_config
     from autosrh_ray.data.inputs import list_files, plan_text_chunks
     from autosrh_ray.data.readers import layout_for, parse_chunk
-    from autosrh_ray.data.vocabulary import StatisticsMerger, merge_statistics, piece_statistics
+    from autosrh_ray.data.statistics_table import StatisticsMerger
+    from autosrh_ray.data.vocabulary import merge_statistics, piece_statistics
     from autosrh_ray.engine.features import FeatureSpace
 
     config = load_config(REPO / "workflows" / "criteo.yaml", [f"dataset.path={input_path}"])

@@ -25,12 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-
+from autosrh_ray.artifact.budget import study_budget
 from autosrh_ray.config import load_config, with_overrides
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.distributed.resources import cluster_cpus
 from autosrh_ray.distributed.stages import make_runner
-from autosrh_ray.engine.prune import study_budget
 from autosrh_ray.runtime import connect
 from autosrh_ray.study import run_study, trial_stages
 

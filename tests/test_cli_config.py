@@ -69,7 +69,7 @@ def test_budgets_take_a_value_or_a_list():
 
 
 def test_byte_budgets_come_first_one_candidate_per_precision_unless_one_is_set():
-    from autosrh_ray.engine.prune import budgets
+    from autosrh_ray.artifact.budget import budgets
 
     c = load_config(overrides=["prune.bytes_cr=40", "prune.bytes=5000", "prune.cr=10"])
     got = [(b.name, b.group, b.precision, b.bytes) for b in budgets(c.prune, 1000, 16)]
@@ -124,7 +124,7 @@ def test_version(tmp_path):
 
 
 def test_the_study_budget_is_the_first_budget_whatever_its_kind():
-    from autosrh_ray.engine.prune import study_budget
+    from autosrh_ray.artifact.budget import study_budget
 
     def budget(*overrides):
         return study_budget(load_config(overrides=list(overrides)).prune, 1000, 16)

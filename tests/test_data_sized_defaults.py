@@ -6,7 +6,7 @@ import pytest
 
 from autosrh_ray import config as config_module
 from autosrh_ray.config import evaluation_steps, load_config, sized_for_data, sparse_embedding
-from autosrh_ray.engine.models import build_model
+from autosrh_ray.methods.model import build_model
 
 from .distributed.helpers import prepared_small
 

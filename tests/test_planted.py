@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.data.synthetic import SyntheticGenerator
+from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.training import evaluate
-from autosrh_ray.methods.graph import run_in_process
+from autosrh_ray.methods.in_process import run_in_process
 
 SEEDS = (1, 2, 3)
 METHODS = ("uniform", "magnitude", "autosrh")

@@ -11,8 +11,9 @@ from autosrh_ray import workflow
 from autosrh_ray.artifact.format import load_model, tensor_bytes
 from autosrh_ray.config import ConfigError, budget_choice_rows
 from autosrh_ray.data.split import in_alpha_slice
-from autosrh_ray.methods.graph import InProcessExecutor
 from autosrh_ray.engine.metrics import task_metrics
+from autosrh_ray.methods.in_process import InProcessExecutor
+from autosrh_ray.report.schema import ModelEntry, Report
 
 from .distributed.helpers import prepared_small, small_config
 
@@ -218,21 +219,21 @@ def test_a_candidate_over_its_byte_budget_is_reported_and_chosen_only_when_none_
         else:
             assert chosen["bytes"] == min(r["bytes"] for r in rows)
         assert entry["within_budget"] == bool(met) == (entry["bytes"]["embedding"] <= limit)
-        assert ("EXCEEDS its budget" in _model_line(entry)) == (not met)
+        assert ("EXCEEDS its budget" in _model_line(ModelEntry.from_json(entry))) == (not met)
     assert loose_entry["within_budget"]  # one fp16 entry always fits
     # this data's best entry lies past the first 8 features (seeded): nothing fits the tight budget
     assert not tight_entry["within_budget"]
     # report.md states each limit, lists every candidate and marks what is over
     from autosrh_ray.report.markdown import byte_budget_tables, model_table
 
-    tables = "\n".join(byte_budget_tables(report))
+    tables = "\n".join(byte_budget_tables(Report.from_json(report)))
     for entry, limit in ((loose_entry, worst_fp16), (tight_entry, tight)):
         assert f"### {entry['budget']}: at most {limit:,} embedding bytes" in tables
         for row in entry["candidates"]:
             (line,) = [x for x in tables.splitlines() if x.startswith(f"| {row['name']} |")
                        and x in tables.split(f"### {entry['budget']}:")[1].split("###")[0]]
             assert ("| **no** |" in line) == (not row["within_budget"]) and line.endswith("| ✓ |") == row["chosen"]
-    models = "\n".join(model_table(report))
+    models = "\n".join(model_table(Report.from_json(report)))
     assert models.count("over its budget") == 1 and f"(≤ {tight} B; CR " in models
 
 
@@ -251,4 +252,5 @@ def test_a_fixed_scheme_that_fits_no_budget_says_so_in_the_report_and_the_summar
     for entry in (loose, tight):
         for row in entry["candidates"]:
             assert row["within_budget"] == (row["kept"] <= entry["budget_params"])
+    tight, loose = ModelEntry.from_json(tight), ModelEntry.from_json(loose)
     assert "EXCEEDS its budget" in _model_line(tight) and "EXCEEDS" not in _model_line(loose)

@@ -197,8 +197,8 @@ def test_new_rows_come_from_the_distribution_the_run_learned_and_were_never_read
     dataset's — the positives' share and the scored AUC match the run's own, values out of vocabulary are only the
     rare tail's, and the rows are the generator's rows after the dataset's (the dataset is its first
     ``dataset.synthetic.rows``: none of these was read by the run)."""
-    from autosrh_ray.engine.metrics import auc
     from autosrh_ray.data.synthetic import SyntheticGenerator
+    from autosrh_ray.engine.metrics import auc
 
     base, config, _ = synthetic
     rows = 20_000

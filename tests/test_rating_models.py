@@ -3,11 +3,11 @@ retrain in-process; each beats predicting the training mean rating by 10% in MSE
 import numpy as np
 import pytest
 
-from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.config import load_config
 from autosrh_ray.data.prepare import prepare
+from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.training import evaluate
-from autosrh_ray.methods.graph import run_in_process
+from autosrh_ray.methods.in_process import run_in_process
 
 from .conftest import shared_sample
 

@@ -1,28 +1,25 @@
-"""Budgets in bytes: how many of the best entries fit in a number of embedding bytes at a given precision.
+"""Budgets: what a final model may keep (``prune.cr``, ``prune.params``) or weigh (``prune.bytes_cr``,
+``prune.bytes``), and how many of the best entries fit in a number of embedding bytes at a given precision.
 
-The bytes are the artifact's (:func:`autosrh_ray.artifact.format.compact_embedding`): the cheaper of a bitmap over the
-features up to the last that keeps anything (frequency-ordered ids: the rare tail a tight budget drops costs
-nothing) and the kept ids (4 B each), the cheaper index (a uint8 count per kept row and a uint8 dimension per
-entry, or a K-bit mask per kept row) and the values at their precision (:mod:`autosrh_ray.engine.quantize`: fp32 4 B,
-fp16 2 B, int8 1 B, int4 ½ B per value; int8 and int4 4 B of fp16 scale and bias per kept row). They depend on
+The bytes are the artifact's, counted by :mod:`.layout` (the writer decides by the same functions). They depend on
 how many features keep anything, so the count is found on the scores themselves: the largest ``n`` whose
 top-``n`` entries (as :func:`~autosrh_ray.engine.prune.topk_mask` keeps them) fit. With a precision per frequency
-block, each stored segment pays its own values, scales and biases. Pure PyTorch.
+block, each stored segment pays its own values, scales and biases.
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..config import ConfigError, PruneConfig
-from ..engine.precision_plan import Precision, segments
-from ..engine.prune import BYTE_PRECISIONS, topk_mask
+from ..engine.precision_plan import Precision, precision_name, segments
+from ..engine.prune import kept_count, topk_mask
+from .layout import (ROW_BYTES, bitmap_span, group_value_bytes, groups_bytes, index_bytes, projection_bytes, rows_bytes,
+                     values_bytes)
 
-VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
-ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias per kept row
 LOSSLESS_INT8_DIMS = 4  # int8 (d + 4 B per row) takes fewer bytes than fp16 (2d) once a row keeps more dims
 
 
@@ -33,16 +30,9 @@ def embedding_bytes(kept: int | Sequence[int], rows: int | Sequence[int], bitmap
     the features the bitmap covers, up to the last that keeps anything (:func:`bitmap_span`)."""
     if isinstance(precision, str):
         kept, rows, precision = [kept], [rows], [precision]
-    values = sum(math.ceil(n * VALUE_BITS[p] / 8) + ROW_BYTES[p] * r for n, r, p in zip(kept, rows, precision))
+    values = sum(values_bytes(n, r, p) for n, r, p in zip(kept, rows, precision))
     n, r = sum(kept), sum(rows)
-    return min(math.ceil(bitmap_features / 8), 4 * r) + min(r + n, r * math.ceil(dim / 8)) + values
-
-
-def bitmap_span(counts: torch.Tensor | np.ndarray) -> int:
-    """The features the artifact's bitmap covers for kept dims ``counts`` (M,): up to the last feature that keeps
-    anything (features past it keep nothing and cost nothing), 0 when none does."""
-    kept = np.flatnonzero(np.asarray(counts) > 0)
-    return int(kept[-1]) + 1 if kept.size else 0
+    return rows_bytes(r, bitmap_features) + index_bytes(r, n, dim) + values
 
 
 def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]]) -> int:
@@ -87,9 +77,9 @@ def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block
     kept = [int(counts[a:b].sum()) for a, b, _ in spans]
     rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
     out = embedding_bytes(kept, rows, bitmap_span(counts), dim, [p for _, _, p in spans])
-    if projection_groups:
-        value = 1 if projection_groups <= 256 else 4
-        out += projection_groups * dim * dim * 4 + min(m * value, projection_groups * (4 + value))
+    if projection_groups:  # one run per group: MDE's groups are frequency blocks, id ranges
+        out += projection_bytes(projection_groups, dim) + groups_bytes(projection_groups, m,
+                                                                        group_value_bytes(projection_groups))
     return out
 
 
@@ -139,3 +129,83 @@ def check_byte_budgets(prune_config: PruneConfig, dim: int, num_features: Option
         if size < smallest:
             raise ConfigError(key, f"{what}: no embedding fits; the smallest artifact (one entry kept, K = {dim}, "
                                    f"{'/'.join(precisions)}) takes {smallest:,} bytes")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One pruning budget: a name (``cr10``, ``params50000``, ``bytes_cr40-int8``), the kept entries and the CR it
+    asks for, and how its artifact stores the values (one precision, or one per frequency block starting at
+    ``block_starts``). A byte budget (``bytes``: embedding bytes) is one candidate per precision, grouped under
+    ``group``; its kept entries (and a mixed candidate's precision per block) are known once the scores are
+    (:meth:`resolved`)."""
+
+    name: str
+    kept: int
+    cr: float
+    precision: Precision = "fp32"
+    bytes: Optional[int] = None
+    group: str = ""
+    block_starts: tuple[int, ...] = (0,)
+
+    @property
+    def tag(self) -> str:
+        """Path-safe name (Train run names, artifact folders)."""
+        return self.name.replace(".", "_")
+
+    def resolved(self, scores: torch.Tensor) -> "Budget":
+        """A byte budget with its kept entries: as many of the best ``scores`` (M, K) as fit its bytes (a mixed
+        candidate first chooses its precision per block, :func:`~autosrh_ray.artifact.budget.mixed_precision`)."""
+        if self.bytes is None:
+            return self
+        precision = self.precision
+        if precision in MIXED_CANDIDATES:
+            precision = mixed_precision(scores, self.bytes, self.block_starts, MIXED_CANDIDATES[precision])
+            precision = precision[0] if len(set(precision)) == 1 else precision  # one precision after all
+        kept = max(1, kept_for_bytes(scores, self.bytes, precision, self.block_starts))
+        return replace(self, kept=kept, cr=scores.numel() / kept, precision=precision)
+
+
+BYTE_PRECISIONS = ("fp32", "fp16", "int8", "int4")  # the candidates of a byte budget under precision: auto
+# ... and, with more than one block, a precision per block guided by the kept dims (the rarer half's floor)
+MIXED_CANDIDATES = {"mixed": "fp16", "mixed-int4": "int4"}
+
+
+def budgets(prune_config: PruneConfig, num_features: int, dim: int,
+            block_starts: Sequence[int] = (0,)) -> list[Budget]:
+    """Byte budgets first (``prune.bytes_cr``: UE's dense fp32 table M·K·4 ÷ it, then ``prune.bytes``; under
+    ``prune.precision: auto`` one candidate per precision, and two per-block ones with more than one block), then
+    ``prune.cr`` entries (relative to M·K of this model), then ``prune.params`` entries (absolute, capped at M·K: a
+    table smaller than the budget keeps everything). ``block_starts``: the first id of each frequency block."""
+    uniform = num_features * dim
+    starts = tuple(int(b) for b in block_starts)
+    chosen = prune_config.precision
+    stored: Precision = tuple(chosen) if isinstance(chosen, list) else "fp32" if chosen == "auto" else chosen
+    if chosen != "auto":
+        candidates: tuple = (stored,)
+    else:
+        candidates = BYTE_PRECISIONS + (tuple(MIXED_CANDIDATES) if len(starts) > 1 else ())
+    out = []
+    for group, size in ([(f"bytes_cr{c:g}", int(uniform * 4 / c)) for c in prune_config.bytes_crs]
+                        + [(f"bytes{b}", b) for b in prune_config.byte_budgets]):
+        out += [Budget(f"{group}-{precision_name(p)}", 0, 0.0, p, size, group, starts) for p in candidates]
+    out += [Budget(f"cr{cr:g}", kept_count(num_features, dim, cr), cr, stored, block_starts=starts)
+            for cr in prune_config.crs]
+    for params in prune_config.param_budgets:
+        kept = min(params, uniform)
+        out.append(Budget(f"params{params}", kept, uniform / kept, stored, block_starts=starts))
+    return out
+
+
+def study_budget(prune_config: PruneConfig, num_features: int, base_dim: int) -> int:
+    """The one absolute budget every study trial is pruned to, whatever its K: the first ``prune.params``, else
+    M·K / the first ``prune.cr`` with the workflow's own K, else the first byte budget's entries at fp32 (its bytes
+    ÷ 4, the index aside)."""
+    params: Optional[list[int]] = prune_config.param_budgets
+    if params:
+        return params[0]
+    if prune_config.crs:
+        return kept_count(num_features, base_dim, prune_config.crs[0])
+    first = (num_features * base_dim * 4 / prune_config.bytes_crs[0] if prune_config.bytes_crs
+             else prune_config.byte_budgets[0])
+    return max(1, int(first // 4))
+

@@ -24,19 +24,20 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .budget import bitmap_span
 from ..engine.embedding import FirstOrder
-from ..engine.models import EmbeddingModel, build_backbone
+from ..engine.model import EmbeddingModel
+from ..engine.models.backbone import build_backbone, constructor_options
 from ..engine.packed import PackedEmbedding
 from ..engine.precision_plan import Precision, reported, segments
 from ..engine.quantize import QuantizedValues, quantize
 from ..engine.stored_values import StoredValues
+from .layout import bitmap_span, group_value_bytes, groups_by_runs, index_by_mask, mask_bytes, rows_by_ids
 
 FORMAT_VERSION = 5
 READS_VERSIONS = (4, 5)  # 4: a bitmap over all M features (5: stops after the last kept one, or the kept ids)
@@ -76,9 +77,9 @@ def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Te
     kept_counts = counts[rows]
     indptr = torch.zeros(int(kept_counts.numel()) + 1, dtype=torch.int64)
     torch.cumsum(kept_counts, 0, out=indptr[1:])
-    n_rows, nnz, mask_bytes = int(kept_counts.numel()), int(dims.numel()), (dim + 7) // 8
+    n_rows, nnz = int(kept_counts.numel()), int(dims.numel())
     span = bitmap_span(counts)  # ids past the last kept one: not stored
-    if 4 * n_rows < (span + 7) // 8:  # as embedding_bytes counts it
+    if rows_by_ids(n_rows, span):
         which = {"row_ids": torch.nonzero(rows).flatten().to(torch.int32)}
     else:
         which = {"rows": torch.from_numpy(np.packbits(rows[:span].numpy(), bitorder="little"))}
@@ -86,7 +87,7 @@ def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Te
                "precision": reported(precision),
                "segments": _segments(values, indptr, _row_ranks(rows),
                                      segments(precision, block_starts, int(counts.numel())))}
-    if n_rows * mask_bytes < n_rows + nnz:
+    if index_by_mask(n_rows, nnz, dim):
         section.update(index="mask", masks=_masks(indptr, dims, dim))
     else:
         section.update(index="dims", counts=kept_counts.to(torch.uint8), dims=dims.to(torch.uint8))
@@ -118,7 +119,7 @@ def _segments(values: torch.Tensor, indptr: torch.Tensor, ranks: torch.Tensor,
 def _masks(indptr: torch.Tensor, dims: torch.Tensor, dim: int) -> torch.Tensor:
     """(rows, ceil(K/8)) uint8: bit d of a row's mask (little-endian bytes) set where the row keeps dimension d."""
     n_rows = indptr.numel() - 1
-    out = np.zeros((n_rows, (dim + 7) // 8), dtype=np.uint8)
+    out = np.zeros((n_rows, mask_bytes(dim)), dtype=np.uint8)
     for lo in range(0, n_rows, MASK_ROWS):
         hi = min(lo + MASK_ROWS, n_rows)
         a, b = int(indptr[lo]), int(indptr[hi])
@@ -174,15 +175,18 @@ def stored_values(section: dict, counts: torch.Tensor, indptr: torch.Tensor) -> 
     return StoredValues(parts, entry_starts, row_starts)
 
 
-def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int, hidden,
-               dropout: float, precision: Precision = "fp32", block_starts: Sequence[int] = (0,)) -> ArtifactBytes:
+def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int,
+               options: Mapping[str, Any], precision: Precision = "fp32",
+               block_starts: Sequence[int] = (0,)) -> ArtifactBytes:
     """Write the compact artifact with its kept values at ``precision`` (one, or one per frequency block starting
-    at ``block_starts``); its bytes per part."""
+    at ``block_starts``); its bytes per part. The backbone is recorded as ``model_name`` (a built-in's short name
+    or ``package.module:ClassName``) with the keyword ``options`` it was built with, so :func:`load_model` rebuilds
+    it."""
     section, projection = _embedding_parts(model.embedding, precision, block_starts)
     rest = {"first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
             "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()}}
     payload = {"format_version": FORMAT_VERSION,
-               "model": {"name": model_name, "num_fields": num_fields, "hidden": list(hidden), "dropout": dropout},
+               "model": {"name": model_name, "num_fields": num_fields, "options": dict(options)},
                "embedding": section, **projection, **rest}
     torch.save(payload, path)
     return ArtifactBytes(tensor_bytes([section, projection]), tensor_bytes(rest), Path(path).stat().st_size)
@@ -209,9 +213,9 @@ def _projection(embedding: nn.Module) -> dict:
     if embedding.projection is None:
         return {}
     groups = embedding.block_of.cpu()
-    value = torch.uint8 if int(groups.max()) < 256 else torch.int32
+    value = torch.uint8 if group_value_bytes(int(groups.max()) + 1) == 1 else torch.int32
     firsts = torch.nonzero(torch.diff(groups, prepend=groups[:1] - 1)).flatten()  # the first id of every run
-    if firsts.numel() * (4 + value.itemsize) < groups.numel() * value.itemsize:
+    if groups_by_runs(firsts.numel(), groups.numel(), value.itemsize):
         stored = {"group_runs": firsts.to(torch.int32), "run_groups": groups[firsts].to(value)}
     else:
         stored = {"groups": groups.to(value)}
@@ -250,7 +254,10 @@ def load_model(path: str | os.PathLike | io.BytesIO) -> EmbeddingModel:
         first_order = FirstOrder(num_features)
     first_order.load_state_dict(payload["first_order"], assign=True)
     spec = payload["model"]
-    backbone = build_backbone(spec["name"], spec["num_fields"], dim, spec["hidden"], spec["dropout"])
+    options = spec.get("options")  # artifacts written before backbones took options: a built-in's tower
+    if options is None:
+        options = constructor_options(spec["name"], spec["hidden"], spec["dropout"], {})
+    backbone = build_backbone(spec["name"], spec["num_fields"], dim, options)
     backbone.load_state_dict(payload["backbone"])
     projection = payload.get("projection") or {}
     groups = _projection_groups(projection, num_features)  # only a projection reads the groups

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from .. import storage
 from ..engine.feature_encoder import FeatureEncoder
 from ..engine.features import FeatureSpace
+from .chunk_dataset import chunk_dataset
 from .inputs import Chunk
 from .prepared import encoded_table
 from .readers import Layout, parse_chunk
@@ -91,7 +92,6 @@ def encode_and_write(chunks: Sequence[Chunk], layout: Layout, space: FeatureSpac
     the rows written so far."""
     import ray
 
-    from .chunk_dataset import chunk_dataset
 
     encoder_ref = ray.put(space.encoder())  # not the space: its Python strings cost every worker memory
     ds = chunk_dataset(chunks)

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from ..config import ConfigError, SyntheticConfig
-from .synthetic import BLOCK_ROWS, SyntheticGenerator
 from .criteo_profile import CriteoProfile
+from .synthetic import BLOCK_ROWS, SyntheticGenerator
 
 CRITEO_NUMERICAL, CRITEO_CATEGORICAL = 13, 26
 WRITE_ROWS = 4 * BLOCK_ROWS

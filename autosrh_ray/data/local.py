@@ -20,6 +20,7 @@ from ..config import Config
 from ..engine.features import MISSING_TOKEN, FeatureSpace, FieldSpec, NumericStats, bucketize
 from .prepared import PreparedData, RowCounts, encoded_table
 from .split import SPLIT_NAMES, TRAIN, split_of
+from .synthetic import LABEL, SyntheticGenerator
 
 
 def config_hash(config: Config) -> str:
@@ -98,7 +99,6 @@ def prepare_table(table: pa.Table, label: str, categorical: Sequence[str], numer
 
 def prepare_synthetic(config: Config, output: str | Path) -> PreparedData:
     """Generate the synthetic dataset in memory and prepare it."""
-    from .synthetic import LABEL, SyntheticGenerator
 
     gen = SyntheticGenerator(config.dataset.synthetic)
     return prepare_table(gen.table(), LABEL, gen.categorical, gen.numerical, config, output)

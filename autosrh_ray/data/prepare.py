@@ -24,6 +24,8 @@ from typing import Callable
 from .. import storage
 from ..config import Config
 from ..rate_line import Progress
+from ..runtime import connect
+from ..supervise import doing
 from .chunk_dataset import chunk_dataset
 from .encode import encode_and_write
 from .errors import DataError
@@ -32,8 +34,6 @@ from .inputs import (CHUNK_BYTES, Chunk, assign_positions, count_chunk_lines, de
 from .local import config_hash
 from .prepared import META_FILE, PreparedData
 from .readers import Layout, input_files, layout_for
-from ..runtime import connect
-from ..supervise import doing
 from .split import SPLIT_NAMES
 from .vocabulary import count_statistics, field_specs
 

@@ -21,7 +21,8 @@ import pyarrow.csv as pacsv
 from .. import storage
 from ..config import Config, ConfigError
 from .errors import BAD_LABEL, BAD_VALUE, NON_NUMERIC, NOT_UTF8, WRONG_COLUMN_COUNT, DataError
-from .inputs import Chunk, count_lines, first_line, list_files
+from .inputs import Chunk, count_lines, first_line, iter_pieces, list_files
+from .synthetic import SyntheticGenerator
 
 CRITEO_COLUMNS = ("label", *[f"I{i}" for i in range(1, 14)], *[f"C{i}" for i in range(1, 27)])
 KDD12_COLUMNS = ("click", "impression", "DisplayURL", "AdID", "AdvertiserID", "Depth", "Position", "QueryID",
@@ -331,7 +332,7 @@ def _detail(table: pa.Table, i: int, why: str, layout: Layout) -> str:
     return why
 
 
-def _assemble(path: str, table: pa.Table, layout: Layout, local: np.ndarray, first_line: int,
+def assemble_rows(path: str, table: pa.Table, layout: Layout, local: np.ndarray, first_line: int,
               first_position: int, extra_bad: Sequence[tuple[int, str, str]], where: str) -> Parsed:
     """Validate a parsed table whose row i is local line ``local[i]``; ``extra_bad`` = (local line, reason,
     detail) of rows the parser rejected itself."""
@@ -383,7 +384,7 @@ def parse_text(data: bytes, layout: Layout, chunk: Chunk, line_offset: int) -> P
             keep = np.ones(table.num_rows, dtype=bool)
             keep[rows] = False
             table, local = table.filter(pa.array(keep)), local[keep]
-    return _assemble(chunk.path, table, layout, local + line_offset, chunk.first_line,
+    return assemble_rows(chunk.path, table, layout, local + line_offset, chunk.first_line,
                      chunk.first_position, [(i + line_offset, r, d) for i, r, d in extra], "")
 
 
@@ -394,7 +395,7 @@ def parse_parquet(layout: Layout, chunk: Chunk) -> Parsed:
     wanted = list(dict.fromkeys([layout.label, *layout.numerical, *layout.categorical]))
     table = pq.ParquetFile(storage.parquet_source(chunk.path)).read_row_group(chunk.start, columns=wanted)
     local = np.arange(table.num_rows, dtype=np.int64)
-    return _assemble(chunk.path, table, layout, local, chunk.first_line, chunk.first_position, [], "row ")
+    return assemble_rows(chunk.path, table, layout, local, chunk.first_line, chunk.first_position, [], "row ")
 
 
 _GENERATORS: dict = {}
@@ -402,7 +403,6 @@ _GENERATORS: dict = {}
 
 def parse_synthetic(layout: Layout, chunk: Chunk, synthetic_cfg) -> Parsed:
     """Generate rows [start, end) of the synthetic dataset (deterministic by row range)."""
-    from .synthetic import SyntheticGenerator
 
     key = repr(synthetic_cfg)
     if key not in _GENERATORS:
@@ -416,7 +416,6 @@ def parse_synthetic(layout: Layout, chunk: Chunk, synthetic_cfg) -> Parsed:
 
 def parse_chunk(layout: Layout, chunk: Chunk, synthetic_cfg=None):
     """Yield :class:`Parsed` pieces of one chunk, in input order."""
-    from .inputs import iter_pieces
 
     if chunk.kind == "synthetic":
         yield parse_synthetic(layout, chunk, synthetic_cfg)

@@ -4,7 +4,7 @@ At Criteo's size a vocabulary has tens of millions of distinct values, of which 
 million. Merging every chunk's statistics in the driver held all distinct values (and their pending copies) in
 the driver process. Instead the driver routes each chunk's categorical rows by a hash of (field, value) to
 :class:`StatisticsShard` actors (zero CPUs: they only merge); each keeps its partition merged as chunks arrive
-(:class:`~.vocabulary.StatisticsMerger`) and at the end hands back only the values seen at least ``min_count``
+(:class:`~.statistics_table.StatisticsMerger`) and at the end hands back only the values seen at least ``min_count``
 times in train, plus per field the training rows of the values it folded into the OOV feature. The driver's
 share is then bounded by the kept vocabulary and one chunk's table at a time; the small bookkeeping rows
 (numerical sums, row counters, label sums) stay in the driver.
@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..runtime import on_driver_node
+from .statistics_table import StatisticsMerger
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -62,8 +63,6 @@ class StatisticsShard:
     """One hash partition of the categorical counts (a Ray actor in :func:`sharded_counts`; plain class here)."""
 
     def __init__(self) -> None:
-        from .vocabulary import StatisticsMerger
-
         self.merger = StatisticsMerger()
         self.peak_rows = self.peak_bytes = 0
 

@@ -30,21 +30,22 @@ from typing import Any, Callable, Iterator, Literal, Optional
 import numpy as np
 import torch
 
-from ..engine.allocator import keep_large_blocks
-from ..engine.batch import Batch
 from ..config import config_from_dict
 from ..data.prepared import EncodedSplit
+from ..engine.allocator import keep_large_blocks
+from ..engine.batch import Batch
 from ..engine.metrics import task_metrics
-from ..engine.model_state import cpu_state, model_from_state
-from ..engine.models import EmbeddingModel
+from ..engine.model import EmbeddingModel
+from ..engine.model_state import cpu_state
+from ..engine.prune import pruned_state as prune
 from ..engine.search import BiLevelSearch
 from ..engine.training import StopRule, Trainer, predict, valid_prefixed
-from . import checkpoint as ckpt
-from . import local_checkpoints
-from .resources import set_torch_threads
+from ..methods.model import model_from_state
+from . import checkpoint as ckpt, local_checkpoints
 from .cache import Budget
 from .feed import PeriodFeed
 from .progress import RowsChannel
+from .resources import set_torch_threads
 from .sources import TRAIN, VALID, InMemorySource, RayDataSource, ShardSource, rows_per_pass
 from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_object, gather_objects, world
 
@@ -212,7 +213,6 @@ def _engine(kind: str, model: EmbeddingModel, config, sync):
 
 def pruned_state(config, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
     """``state`` pruned to its ``keep`` best entries by |E ⊙ α| (a CPU state dict, its embedding packed)."""
-    from ..engine.prune import pruned_state as prune
 
     return prune(model_from_state(config, shape, label_mean, state, retrain=False, share=True), keep)
 

@@ -11,9 +11,9 @@ holds its group empty for a moment, never for long).
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Optional
 
-Log = Callable[[str], None]
+from ..logs import Log
 
 
 def _live_groups(address: str, job_id: str, unused_only: bool, spare: Optional[list] = None) -> dict[str, float]:

@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ..logs import Log
 from ..methods.graph import epoch_line, summary_line
 from ..rate_line import Progress
+from ..runtime import on_driver_node
 from ..supervise import beat
 from .shared_paths import alive_nodes
 
-Log = Callable[[str], None]
 POLL_SECONDS = 0.25
 TICK_SECONDS = 1.0
 LINE, ROWS, SUMMARY, RESUMED = "line", "rows", "summary", "resumed"
@@ -113,7 +114,6 @@ def _callback_class():
 def _ray_queue():
     from ray.util.queue import Queue
 
-    from ..runtime import on_driver_node
 
     return Queue(actor_options={"num_cpus": 0, **on_driver_node()})
 

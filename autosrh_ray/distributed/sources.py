@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import itertools
 import threading
-from queue import Queue
 from dataclasses import dataclass, field
+from queue import Queue
 from typing import Any, Callable, Iterator, Optional, Protocol
 
 import numpy as np
 
-from ..engine.batch import Batch
 from ..data.prepared import EncodedSplit, PreparedData
 from ..data.streaming import IDS, LABEL, VALUES, AlphaSlice, assembled_rows, split_datasets
+from ..engine.batch import Batch
 from ..engine.training import cycle
 from .cache import Budget, FirstPass, KeptBatches, RowCache
 

@@ -19,17 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-
 import torch
 
 from .. import storage as storage_module
-from ..config import Config, ConfigError, budget_choice_rows
+from ..config import Config, ConfigError, budget_choice_rows, config_from_dict
 from ..data.prepared import PreparedData
 from ..data.split import in_alpha_slice
+from ..engine.training import FitResult, StopRule
+from ..logs import Log
 from ..methods.graph import StageResult, built, epoch_line, initial_state, run_graph
+from ..methods.registry import method_of
 from ..runtime import connect
 from ..supervise import doing
-from ..engine.training import FitResult, StopRule
 from . import checkpoint as ckpt
 from .cache import RowCache
 from .loops import FaultSpec, InMemoryData, LoopSpec, ModelShape, PruneThenRetrain, pruned_state, train_loop
@@ -37,7 +38,6 @@ from .progress import LiveLines
 from .resources import ResourcePlan, cluster_cpus, data_execution_options, describe, plan_resources
 from .sources import loop_data_config, train_datasets
 
-Log = Callable[[str], None]
 STAGE_FILE = "stage.pt"  # a finished stage's FitResult and best state, beside its Train run's checkpoints
 
 
@@ -104,8 +104,6 @@ def fit_result(state: ckpt.LoopState, seconds: float) -> FitResult:
 
 
 def _prune_task(config_dict: dict, shape: ModelShape, label_mean: float, state: dict, keep: int) -> dict:
-    from ..config import config_from_dict
-
     return pruned_state(config_from_dict(config_dict), shape, label_mean, state, keep)
 
 
@@ -276,7 +274,6 @@ class RayTrainExecutor:
         """Pruning to ``keep`` entries between the two Train runs: in this process for a small table (a task's
         process start costs more than the pruning), else as a Ray task (the driver never holds the scores)."""
         import ray
-
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         if self.shape.num_features * self.config.search.K <= PRUNE_HERE_ENTRIES:
@@ -306,7 +303,7 @@ def check_batch_against_splits(config: Config, prepared: PreparedData, workers: 
     b = config.train.batch_size
     rows = prepared.rows
     streams = {"train split": rows.train}
-    if config.search.method in ("autosrh", "autodim", "autoemb"):  # α's stream: valid, or ~alpha_fraction of train
+    if method_of(config.search.method).bi_level:  # α's stream: valid, or ~alpha_fraction of train
         s = config.search
         if s.alpha_data == "validation":
             streams["valid split"] = rows.valid

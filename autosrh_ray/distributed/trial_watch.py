@@ -4,19 +4,28 @@ every trial's reports printed as they arrive, the workflow's watchdog fed, and a
 (:mod:`.orphan_groups`)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import ray
 from ray.tune import Callback
 
-from ..study import FINISHED, trial_key
+from ..logs import Log
 from ..supervise import abandoned, beat, stall_message
 from .orphan_groups import OrphanSweeper
 from .waiting_for import ray_waiting_for
 
-Log = Callable[[str], None]
 SWEEP_EVERY_S = 5.0
+
+
+FINISHED = "trial_finished"  # the key of a trial's last report: it finished (not stopped by the scheduler)
+
+
+def trial_key(overrides: dict) -> str:
+    """A trial's short, stable name from its overrides."""
+    return hashlib.sha256(json.dumps(overrides, sort_keys=True).encode()).hexdigest()[:10]
 
 
 class TrialWatch(Callback):

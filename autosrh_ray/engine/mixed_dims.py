@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+
 @dataclass(frozen=True)
 class DimsCandidate:
     """One fixed scheme to train: a name (Train run tag), the dimension of every block and of every feature."""

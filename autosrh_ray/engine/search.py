@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .batch import Batch, loss_function
-from .models import EmbeddingModel
+from .model import EmbeddingModel
 
 GRAD_NORM_EPS = 1e-7
 

@@ -13,14 +13,14 @@ from typing import Callable, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
+from ..config import Config
+from ..supervise import beat
 from .allocator import MappedVector, keep_large_blocks
 from .batch import Batch, loss_function
-from ..config import Config
 from .metrics import task_metrics, validation_loss
+from .model import EmbeddingModel
 from .model_state import cpu_state
-from .models import EmbeddingModel
 from .search import BiLevelSearch, GradSync, ThetaOptimizer, parameter_grads
-from ..supervise import beat
 
 EpochBatches = Callable[[int], Iterable[Batch]]
 

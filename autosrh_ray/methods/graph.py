@@ -8,7 +8,7 @@
     autodim, autoemb:  search (weights over candidate dims per field / from a popularity controller, bi-level)
                 ──► argmax per field / per feature ──► retrain the selected dims from the initial embedding
                 (one model, at the size the search chose)
-    grid, random, mde:  dimensions fixed before training (:mod:`.mixed_dims`) ──► train each candidate from the
+    grid, random, mde:  dimensions fixed before training (:mod:`~autosrh_ray.engine.mixed_dims`) ──► train each candidate from the
                         initial state with its mask (side by side) ──► per budget, the best by validation
 
 The budgets are ``prune.cr``, ``prune.params`` and byte budgets (``prune.bytes_cr``, ``prune.bytes``: as many of
@@ -27,26 +27,23 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-import numpy as np
 import torch
 
-from ..engine.batch import iterate_batches
-from ..config import Config, budget_choice_rows
-from ..data.prepared import EncodedSplit, PreparedData
-from ..data.split import in_alpha_slice
-from ..engine.metrics import validation_loss
-from ..engine.model_state import cpu_state, model_from_state
-from ..engine.models import EmbeddingModel, build_model
-from ..engine.mixed_dims import DimsCandidate, candidate, capped_dims, first_dims_mask, mde_block_dims, random_block_dims
-from ..engine.packed import kept_of, packed_state, quantisation_aware, with_kept_values_of
-from ..engine.prune import MIXED_CANDIDATES, Budget, budgets, pruned_state
-from ..engine.search import BiLevelSearch
-from ..engine.training import EpochBatches, FitResult, StopRule, evaluate, fit, search
+from ..artifact.budget import Budget, budgets
+from ..config import Config
+from ..data.prepared import PreparedData
+from ..engine.features import block_starts
+from ..engine.model import EmbeddingModel
+from ..engine.model_state import cpu_state
+from ..engine.packed import quantisation_aware, with_kept_values_of
+from ..engine.training import FitResult, StopRule
+from ..logs import Log
+from .model import build_model, model_from_state
+from .registry import method_of
 
-Log = Callable[[str], None]
 EMBEDDING = "embedding.embedding.weight"
 ALPHA = "embedding.alpha"
 
@@ -56,12 +53,26 @@ CAP_KEYS = {"search": "search.max_epochs", "pep": "search.max_epochs", "uniform"
 
 
 class StageExecutor(Protocol):
+    """Runs the graph's training stages: :class:`~.in_process.InProcessExecutor` (this process, splits in memory)
+    or :class:`~autosrh_ray.distributed.stages.RayTrainExecutor` (Ray Train)."""
+
+    prepared: PreparedData
+
     def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        """Run ``stage`` (``search``: bi-level; ``uniform``/``retrain``: Θ only) from ``state`` until ``rule``
-        stops it; return what it did and its best state. ``tag`` tells runs of one stage apart (budgets)."""
+        """Run ``stage`` (``search``: bi-level; ``uniform``/``retrain``: Θ only; ``pep``) from ``state`` until
+        ``rule`` stops it; return what it did and its best state. ``tag`` tells runs of one stage apart (budgets)."""
 
     def prune(self, state: dict, keep: int) -> dict:
         """The state pruned to ``keep`` embedding entries (mask installed, α frozen)."""
+
+    def search_then_retrain(self, state: dict, search_rule: StopRule, keep: int, retrain_rule: StopRule, tag: str,
+                            first: str = "search", run: str = "trial"
+                            ) -> Optional[tuple[tuple[FitResult, dict], tuple[FitResult, dict]]]:
+        """Stage ``first``, pruning to ``keep`` and the retrain as one run (one start-up); ((first, its best
+        state), (retrain, its state)), or None where this executor runs stages one at a time."""
+
+    def summarised_live(self, stage: str) -> bool:
+        """Whether ``stage``'s summary line is already on the screen (printed live as the retrain began)."""
 
 
 @dataclass
@@ -155,9 +166,10 @@ def side_by_side(work: Callable, items: list, parallel: int) -> list:
         return list(pool.map(work, items))
 
 
-def first_stage(config: Config) -> str:
-    """``search`` for AutoSrh, AutoDim and AutoEmb; ``uniform`` for UE and magnitude pruning."""
-    return "search" if config.search.method in ("autosrh", "autodim", "autoemb") else "uniform"
+def first_stage(config: Config) -> Optional[str]:
+    """The method's first training stage: ``search`` (AutoSrh, AutoDim, AutoEmb), ``uniform`` (UE, magnitude), or
+    None (fixed schemes train as retrains)."""
+    return method_of(config.search.method).first_stage
 
 
 def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log = print,
@@ -165,36 +177,41 @@ def run_graph(config: Config, executor: StageExecutor, initial: dict, log: Log =
     """Run the stage graph for ``search.method`` from ``initial`` (or from an already ``searched`` result, e.g. a
     study's best trial): one (final state, :class:`StageResult`) per budget, ``parallel`` retrains at a time.
     The results' ``model`` is left None for the caller to build."""
-    if config.search.method == "uniform":
-        result, state = train_stage(executor, config, "uniform", initial, log)
-        return [(state, StageResult(None, {"uniform": result}, {"search": 0.0, "prune": 0.0,
-                                                                  "retrain": result.seconds}))]
-    if config.search.method in FIXED_DIMS:
-        return run_fixed_dims(config, executor, initial, log, parallel)
-    if config.search.method in SEARCHED_DIMS:
-        return run_searched_dims(config, executor, initial, log, searched)
-    if config.search.method == "pep":
-        return run_pep(config, executor, initial, log, parallel)
+    return method_of(config.search.method).run(config, executor, initial, log, searched, parallel)
+
+
+def run_uniform(config: Config, executor: StageExecutor, initial: dict, log: Log,
+                searched: Optional[tuple[FitResult, dict]], parallel: int) -> list[tuple[dict, StageResult]]:
+    """UE: one uniform model trained until the validation loss stops improving."""
+    result, state = train_stage(executor, config, "uniform", initial, log)
+    return [(state, StageResult(None, {"uniform": result}, {"search": 0.0, "prune": 0.0, "retrain": result.seconds}))]
+
+
+def run_pruned(config: Config, executor: StageExecutor, initial: dict, log: Log,
+               searched: Optional[tuple[FitResult, dict]], parallel: int) -> list[tuple[dict, StageResult]]:
+    """The first stage (the search, or UE for magnitude pruning), then per budget: prune its best state by the
+    method's scores, [rewind], retrain (``parallel`` budgets side by side)."""
     stage = first_stage(config)
-    chained = getattr(executor, "search_then_retrain", None)
     todo = run_budgets(config, initial[EMBEDDING])
     # one budget: the first stage, pruning and the retrain in one run (one start-up; Ray Train); not for a byte
     # budget (its kept entries depend on the searched scores), nor where Θ's search streams only its share of
     # train (alpha_data: train) while the retrain needs all of it
     streams_share = stage == "search" and config.search.alpha_data == "train"
     quantised = config.prune.quant_aware and any(b.precision != "fp32" for b in todo)  # set between the runs
-    if searched is None and chained is not None and len(todo) == 1 and todo[0].bytes is None \
+    if searched is None and len(todo) == 1 and todo[0].bytes is None \
             and config.prune.retrain_from != "rewound" and not streams_share and not quantised:
         budget = todo[0]
-        (first, first_state), (retrain, state) = chained(
+        chained = executor.search_then_retrain(
             initial, StopRule.for_stage(config, stage), budget.kept, StopRule.for_stage(config, "retrain"),
             budget.tag, first=stage, run=f"{stage}-then-retrain-{budget.tag}")
-        if not getattr(executor, "summarised_live", lambda _: False)(stage):  # else printed as the retrain began
-            stage_summary(stage, first, log)
-        stage_summary("retrain", retrain, log, budget.tag)
-        timings = {"search": first.seconds, "prune": 0.0, "retrain": retrain.seconds}  # pruning: in the run
-        return [(state, StageResult(None, {stage: first, "retrain": retrain}, timings, budget,
-                                    first_state.get(ALPHA)))]
+        if chained is not None:
+            (first, first_state), (retrain, state) = chained
+            if not executor.summarised_live(stage):  # else printed as the retrain began
+                stage_summary(stage, first, log)
+            stage_summary("retrain", retrain, log, budget.tag)
+            timings = {"search": first.seconds, "prune": 0.0, "retrain": retrain.seconds}  # pruning: in the run
+            return [(state, StageResult(None, {stage: first, "retrain": retrain}, timings, budget,
+                                        first_state.get(ALPHA)))]
     search_result, searched_state = searched or train_stage(executor, config, stage, initial, log)
     todo = resolved_budgets(config, executor, searched_state, todo)
 
@@ -246,256 +263,8 @@ def distinct_candidates(todo: list[Budget]) -> list[Budget]:
 
 def run_budgets(config: Config, weight: torch.Tensor) -> list[Budget]:
     """The run's budgets for an (M, K) table, with the search's frequency blocks (a precision per block)."""
-    from ..engine.features import block_starts
-
     m, k = weight.shape
     return budgets(config.prune, m, k, block_starts(m, config.search.L, config.search.block_boundaries))
-
-
-FIXED_DIMS = ("grid", "random", "mde")
-
-
-SEARCHED_DIMS = ("autodim", "autoemb")
-
-
-def run_pep(config: Config, executor: StageExecutor, initial: dict, log: Log,
-            parallel: int) -> list[tuple[dict, StageResult]]:
-    """PEP, per budget: prune with learnable thresholds until the kept entries reach the budget (or patience),
-    keep exactly the budget by margin, retrain from the initial values under that mask. A byte budget is one
-    pruning run down to its largest candidate (the lowest precision keeps the most entries; estimated on the
-    initial |E|), then each candidate keeps as many entries as fit its bytes by margin and is retrained."""
-    weight = initial[EMBEDDING]
-    runs: dict[str, list[Budget]] = {}
-    for b in run_budgets(config, weight):
-        runs.setdefault(b.group or b.name, []).append(b)
-
-    def prune_then_retrain(members: list[Budget]) -> list[tuple[dict, StageResult]]:
-        target = max(b.resolved(weight.abs()).kept for b in members)
-        rule = replace(StopRule.for_stage(config, "pep"), kept_at_most=target)
-        tag = members[0].group or members[0].tag
-        pep, pruning = train_stage(executor, config, "pep", initial, log, tag, rule)
-        start = time.perf_counter()
-        members = resolved_budgets(config, executor, pruning, members)
-        resolving = time.perf_counter() - start
-
-        def finish(budget: Budget) -> tuple[dict, StageResult]:
-            start = time.perf_counter()
-            state = quantised_for(config, rewound(executor.prune(pruning, budget.kept), initial), budget)
-            selection = resolving + time.perf_counter() - start
-            retrain, state = train_stage(executor, config, "retrain", state, log, budget.tag)
-            timings = {"search": pep.seconds, "prune": selection, "retrain": retrain.seconds}
-            return state, StageResult(None, {"pep": pep, "retrain": retrain}, timings, budget)
-
-        return side_by_side(finish, members, parallel if len(runs) == 1 else 1)
-
-    return [r for rs in side_by_side(prune_then_retrain, list(runs.values()), parallel) for r in rs]
-
-
-def searched_dims_state(config: Config, prepared: PreparedData, searched: dict,
-                        initial: dict) -> tuple[dict, list[int]]:
-    """AutoDim's / AutoEmb's selection and the retrain model's state: each feature keeps the first d dimensions of
-    its choice (AutoDim: its field's argmax candidate; AutoEmb: the argmax of its controller's weights), E and θ
-    come from the initial state, the projections start fresh (identity), one per field (AutoDim) or per chosen
-    candidate (AutoEmb, as ``block_of``). Returns the state and the chosen dims (per field, or per candidate:
-    how many features chose it)."""
-    s = config.search
-    fresh = cpu_state(build_model(config, prepared.features, prepared.label_mean, retrain=True))
-    state = {k: initial.get(k, v) if k not in ("embedding.projection", "embedding.block_of") else v
-             for k, v in fresh.items()}
-    if s.method == "autodim":
-        from ..engine.autodim import candidate_dims, feature_dims, selected_field_dims
-
-        dims = selected_field_dims(searched[ALPHA], candidate_dims(s.K, s.autodim_candidates))
-        per_feature = feature_dims(dims, prepared.features.field_of)
-    else:
-        from ..engine.autoemb import candidate_dims, selected_candidates
-
-        cands = candidate_dims(s.K, s.autoemb_candidates)
-        chosen = selected_candidates(searched[ALPHA], searched["embedding.popularity"], len(cands))
-        state["embedding.block_of"] = chosen
-        per_feature = np.asarray(cands)[chosen.numpy()]
-        dims = [int((chosen == n).sum()) for n in range(len(cands))]
-    return with_dims(state, first_dims_mask(per_feature, s.K)), dims
-
-
-def run_searched_dims(config: Config, executor: StageExecutor, initial: dict, log: Log,
-                      searched: Optional[tuple[FitResult, dict]]) -> list[tuple[dict, StageResult]]:
-    """AutoDim / AutoEmb: search, select the dimensions, retrain; one model at the size the search chose."""
-    search_result, searched_state = searched or train_stage(executor, config, "search", initial, log)
-    start = time.perf_counter()
-    state, dims = searched_dims_state(config, executor.prepared, searched_state, initial)
-    selection = time.perf_counter() - start
-    method = config.search.method
-    if method == "autodim":
-        log(f"[autodim] dimension per field: {dict(zip((f.name for f in executor.prepared.features.fields), dims))}")
-    else:
-        from ..engine.autoemb import candidate_dims
-
-        log(f"[autoemb] features per chosen dimension: "
-            f"{dict(zip(candidate_dims(config.search.K, config.search.autoemb_candidates), dims))}")
-    kept = kept_of(state)
-    budget = Budget("searched", kept, executor.prepared.num_features * config.search.K / kept)
-    retrain, state = train_stage(executor, config, "retrain", state, log, method)
-    timings = {"search": search_result.seconds, "prune": selection, "retrain": retrain.seconds}
-    return [(state, StageResult(None, {"search": search_result, "retrain": retrain}, timings, budget,
-                                searched_state.get(ALPHA), block_dims=tuple(dims)))]
-
-
-def dims_candidates(config: Config, features, budget: Budget) -> list[DimsCandidate]:
-    """The schemes ``search.method`` trains for ``budget`` (grid's do not depend on it). Random and MDE scale
-    their block dimensions to the budget's kept entries — for a byte budget, to the most whose artifact fits its
-    bytes at its precision (MDE's projections included)."""
-    from ..artifact.budget import largest_within
-    from ..engine.features import block_index
-
-    s, m = config.search, features.num_features
-    if s.method == "grid":
-        one = np.zeros(m, dtype=np.int64)
-        return [candidate(f"K{k}", np.array([k]), one) for k in capped_dims(s.grid_K, s.K)]
-    block_of = block_index(m, s.L, s.block_boundaries)
-    key = budget.kept if budget.bytes is None else budget.bytes
-
-    def scheme(kept: int, trial: int) -> np.ndarray:
-        if s.method == "mde":
-            return mde_block_dims(features.frequencies, block_of, s.L, s.K, kept, s.mde_temperature)
-        return random_block_dims(block_of, s.L, s.K, kept, np.random.default_rng([config.train.seed, trial, key]))
-
-    out = []
-    for trial in range(1 if s.method == "mde" else s.random_trials):
-        kept = budget.kept
-        if budget.bytes is not None:
-            size = scheme_size(config, budget)
-            kept = largest_within(lambda n: size(scheme(n, trial)[block_of]), budget.bytes, m * s.K)
-        name = f"mde-{budget.tag}" if s.method == "mde" else f"random{trial}-{budget.tag}"
-        out.append(candidate(name, scheme(kept, trial), block_of))
-    return out
-
-
-def scheme_size(config: Config, budget: Budget) -> Callable[[np.ndarray], int]:
-    """A fixed scheme's artifact embedding bytes (from every feature's dims) at ``budget``'s precision, MDE's
-    per-block projections included."""
-    from ..artifact.budget import scheme_bytes
-
-    s = config.search
-    projections = s.L if s.method == "mde" else 0
-    return lambda feature_dims: scheme_bytes(feature_dims, s.K, budget.precision, budget.block_starts, projections)
-
-
-def scheme_fits(config: Config, cand: DimsCandidate, budget: Budget) -> bool:
-    """Whether a trained scheme meets ``budget``: its kept entries, or its artifact's bytes at the precision."""
-    if budget.bytes is None:
-        return cand.kept <= budget.kept
-    return scheme_size(config, budget)(cand.feature_dims) <= budget.bytes
-
-
-def with_dims(state: dict, mask: torch.Tensor) -> dict:
-    """The initial state packed to a fixed scheme's kept entries (``mask``, M×K)."""
-    return packed_state(state, mask)
-
-
-def run_fixed_dims(config: Config, executor: StageExecutor, initial: dict, log: Log,
-                   parallel: int) -> list[tuple[dict, StageResult]]:
-    """grid / random / mde: train every candidate scheme from the initial state with its mask (a ``retrain``
-    stage each, side by side), then per budget keep the best by validation loss. Selection time (the candidates
-    not kept) is reported as the search."""
-    weight = initial[EMBEDDING]
-    # a byte budget's candidates at each precision (the per-block ones follow searched dims: not for fixed schemes)
-    todo = [b for b in run_budgets(config, weight) if b.precision not in MIXED_CANDIDATES]
-    features = executor.prepared.features
-    per_budget = {b.name: dims_candidates(config, features, b) for b in todo}
-    unique = {c.name: c for cands in per_budget.values() for c in cands}
-
-    def train(cand: DimsCandidate) -> tuple[FitResult, dict]:
-        return train_stage(executor, config, "retrain", with_dims(initial, first_dims_mask(cand.feature_dims,
-                                                                                       weight.shape[1])), log,
-                           cand.name)
-
-    names = list(unique)
-    trained = dict(zip(names, side_by_side(lambda n: train(unique[n]), names, parallel)))
-    out = []
-    for budget in todo:
-        cands = per_budget[budget.name]
-        fitting = [c for c in cands if scheme_fits(config, c, budget)]
-        fits = {c.name for c in fitting}
-        if not fitting:
-            fitting = [min(cands, key=lambda c: c.kept)]
-            log(f"[{config.search.method}] {budget.name}: no scheme fits the budget (every block keeps at least one "
-                f"dimension); the smallest, {fitting[0].name}, stands for it")
-        best = min(fitting, key=lambda c: validation_loss(config.task, trained[c.name][0].best_valid))
-        if budget.bytes is not None:  # the byte budget as met: the chosen scheme's entries
-            budget = replace(budget, kept=best.kept, cr=weight.numel() / best.kept)
-        result, state = trained[best.name]
-        rows = [{"name": c.name, "block_dims": list(c.block_dims), "kept": c.kept,
-                 "valid_loss": validation_loss(config.task, trained[c.name][0].best_valid),
-                 "seconds": trained[c.name][0].seconds, "within_budget": c.name in fits,
-                 "chosen": c is best} for c in cands]
-        selection = sum(trained[c.name][0].seconds for c in cands if c is not best)
-        timings = {"search": selection, "prune": 0.0, "retrain": result.seconds}
-        states = {c.name: trained[c.name][1] for c in cands} if config.search.method == "grid" else None
-        out.append((state, StageResult(None, {"retrain": result}, timings, budget, None, candidates=rows,
-                                       block_dims=best.block_dims, candidate_states=states)))
-    return out
-
-
-def epoch_loader(config: Config, split: EncodedSplit, shuffle: bool, salt: int) -> EpochBatches:
-    """Batches of an in-memory split per epoch, shuffled from (train.seed, salt, epoch)."""
-    bs, seed = config.train.batch_size, config.train.seed
-    return lambda epoch: iterate_batches(split, bs, shuffle=shuffle, seed=seed * 1_000_003 + salt * 1009 + epoch)
-
-
-class InProcessExecutor:
-    """The engine's loops in this process on in-memory splits (deterministic for a given ``train.seed``)."""
-
-    def __init__(self, config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-                 log: Log = print, evaluate_pruned: bool = False,
-                 on_epoch: Optional[Callable[[str, int, dict], None]] = None):
-        """``on_epoch(stage, evaluation, metrics)`` after every evaluation (a study trial reports to Tune)."""
-        self.config, self.prepared, self.log, self.on_epoch = config, prepared, log, on_epoch
-        self.evaluate_pruned = evaluate_pruned
-        self.pruned_valid: dict[int, dict] = {}  # kept entries → validation metrics right after pruning
-        self.train_batches = epoch_loader(config, train, True, 1)
-        self.valid_eval = epoch_loader(config, valid, False, 0)
-        s = config.search
-        if s.alpha_data == "train":  # α from a hashed slice of train that Θ's search steps never see
-            in_slice = in_alpha_slice(train.ids, s.alpha_fraction, config.train.seed)
-            self.search_batches = epoch_loader(config, train.rows(~in_slice), True, 1)
-            self.alpha_batches = epoch_loader(config, train.rows(in_slice), True, 2)
-        else:
-            self.search_batches = self.train_batches
-            held = budget_choice_rows(config)  # validation rows a byte budget's model is chosen on
-            alpha = valid if held is None else valid.rows(~in_alpha_slice(valid.ids, *held))
-            self.alpha_batches = epoch_loader(config, alpha, True, 2)
-
-    def _model(self, state: dict, retrain: bool = True, share: bool = False) -> EmbeddingModel:
-        return model_from_state(self.config, self.prepared.features, self.prepared.label_mean, state, retrain, share)
-
-    def _epoch_log(self, stage: str, tag: str = "") -> Callable[[int, dict], None]:
-        label = f"{stage} {tag}".strip()  # the budget too, as the Ray path's lines say it: [retrain cr10]
-
-        def after(epoch: int, metrics: dict) -> None:
-            self.log(epoch_line(label, epoch, metrics))
-            if self.on_epoch:
-                self.on_epoch(stage, epoch, metrics)
-        return after
-
-    def train(self, stage: str, state: dict, rule: StopRule, tag: str = "") -> tuple[FitResult, dict]:
-        config, model = self.config, self._model(state, retrain=stage not in ("search", "pep"))
-        task, tc, s = config.task, config.train, config.search
-        if stage == "search":
-            searcher = BiLevelSearch(model, task, lr=tc.lr, lr_alpha=s.lr_alpha, alpha_optimizer=s.alpha_optimizer,
-                                     order=s.order, xi=config.xi, hvp=s.hvp)
-            result = search(model, searcher, self.search_batches, self.alpha_batches, self.valid_eval, task, rule,
-                            self._epoch_log(stage, tag))
-        else:
-            result = fit(model, self.train_batches, self.valid_eval, task, tc.lr, rule, self._epoch_log(stage, tag))
-        return result, cpu_state(model)
-
-    def prune(self, state: dict, keep: int) -> dict:
-        # the model that searched (PEP: with its thresholds), sharing the state's tensors
-        pruned = pruned_state(self._model(state, retrain=False, share=True), keep)
-        if self.evaluate_pruned:
-            self.pruned_valid[keep] = evaluate(self._model(pruned), self.valid_eval(0), self.config.task)
-        return pruned
 
 
 def initial_state(config: Config, prepared: PreparedData) -> dict:
@@ -509,21 +278,3 @@ def built(config: Config, prepared: PreparedData, results: list[tuple[dict, Stag
     for state, result in results:
         result.model = model_from_state(config, prepared.features, prepared.label_mean, state)
     return [result for _, result in results]
-
-
-def run_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-                   log: Log = print, evaluate_pruned: bool = False) -> StageResult:
-    """The stage graph in this process on in-memory splits (the engine's reference for the Ray path); the first
-    budget's model."""
-    return run_all_in_process(config, prepared, train, valid, log, evaluate_pruned)[0]
-
-
-def run_all_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-                       log: Log = print, evaluate_pruned: bool = False,
-                       searched: Optional[tuple[FitResult, dict]] = None) -> list[StageResult]:
-    """The stage graph in this process: one model per budget (from an already ``searched`` state if given)."""
-    executor = InProcessExecutor(config, prepared, train, valid, log, evaluate_pruned)
-    results = built(config, prepared, run_graph(config, executor, initial_state(config, prepared), log, searched))
-    for result in results:
-        result.pruned_valid = executor.pruned_valid.get(result.budget.kept) if result.budget else None
-    return results

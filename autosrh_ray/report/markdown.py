@@ -10,15 +10,18 @@ import numpy as np
 import torch
 
 from .. import atomic
-from . import plots
+from ..config import load_config
 from ..data.prepared import PreparedData
-from ..engine.models import EmbeddingModel
+from ..data.synthetic import SyntheticGenerator
+from ..engine.model import EmbeddingModel
 from ..engine.precision_plan import precision_name
+from . import plots
+from .schema import ModelEntry, Report
 
 
-def _metric(report: dict) -> tuple[str, bool]:
+def _metric(report: Report) -> tuple[str, bool]:
     """The headline test metric and whether higher is better."""
-    return ("auc", True) if report["task"] == "classification" else ("mse", False)
+    return ("auc", True) if report.top.task == "classification" else ("mse", False)
 
 
 def _delta(value: float, reference: Optional[float], higher: bool) -> str:
@@ -37,58 +40,57 @@ def size(n: float) -> str:
     return f"{n:,.0f} B"
 
 
-def _bytes(entry: dict) -> str:
-    return size(entry["artifact_bytes"]["compact_model"])
+def _bytes(entry: ModelEntry) -> str:
+    return size(entry.artifact_bytes["compact_model"])
 
 
 def _label(precision) -> str:
     return precision_name(precision if isinstance(precision, str) else tuple(precision))
 
 
-def _embedding_bytes(entry: dict) -> str:
-    b = entry["bytes"]
-    return f"{size(b['embedding'])} {_label(entry['precision'])} ({b['bytes_cr']:.1f}×)"
+def _embedding_bytes(entry: ModelEntry) -> str:
+    b = entry.bytes
+    return f"{size(b.embedding)} {_label(entry.precision)} ({b.bytes_cr:.1f}×)"
 
 
-def _budget(entry: dict) -> str:
+def _budget(entry: ModelEntry) -> str:
     """The budget column: its name and what it asks (a byte budget: its limit in bytes), over it in bold."""
-    if entry["budget"] == "uniform":
+    if entry.budget == "uniform":
         return "none (UE)"
-    asked = (f"≤ {size(entry['budget_bytes'])}; CR {entry['cr_achieved']:.1f}" if "budget_bytes" in entry
-             else f"CR {entry['cr_achieved']:.1f}")
-    over = "" if entry.get("within_budget", True) else " **over its budget: nothing smaller fits**"
-    return f"{entry['budget']} ({asked}){over}"
+    asked = (f"≤ {size(entry.budget_bytes)}; CR {entry.cr_achieved:.1f}" if entry.budget_bytes is not None
+             else f"CR {entry.cr_achieved:.1f}")
+    over = "" if entry.within_budget else " **over its budget: nothing smaller fits**"
+    return f"{entry.budget} ({asked}){over}"
 
 
-def model_table(report: dict) -> list[str]:
+def model_table(report: Report) -> list[str]:
     key, higher = _metric(report)
-    ref = report.get("reference")
-    ref_value = ref["test"][key] if ref else None
+    ref = report.reference
+    ref_value = ref.test[key] if ref else None
     lines = [f"| method | budget | kept params | embedding bytes (× fewer than UE's fp32 table) | model file | "
              f"test {key} | Δ vs UE |", "|---|---|---|---|---|---|---|"]
-    rows = list(report["models"]) + ([ref] if ref else [])
+    rows = list(report.models) + ([ref] if ref else [])
     for e in rows:
-        lines.append(f"| {e['method']} | {_budget(e)} | {e['params']['kept']:,} | {_embedding_bytes(e)} | "
-                     f"{_bytes(e)} | {e['test'][key]:.4f} | "
-                     f"{'reference' if e is ref else _delta(e['test'][key], ref_value, higher)} |")
+        lines.append(f"| {e.method} | {_budget(e)} | {e.params.kept:,} | {_embedding_bytes(e)} | "
+                     f"{_bytes(e)} | {e.test[key]:.4f} | "
+                     f"{'reference' if e is ref else _delta(e.test[key], ref_value, higher)} |")
     return lines
 
 
-def byte_budget_tables(report: dict) -> list[str]:
+def byte_budget_tables(report: Report) -> list[str]:
     """Per byte budget, every candidate that competed for it (a precision, and the tighter budgets' that fit):
     its bytes against the limit, validation (what chose) and test."""
     key, _ = _metric(report)
     valid_key = "logloss" if key == "auc" else key
     lines: list[str] = []
-    for entry in report["models"]:
-        if "budget_bytes" not in entry or "candidates" not in entry or not entry["candidates"] or \
-                "valid" not in entry["candidates"][0]:
+    for entry in report.models:
+        if entry.budget_bytes is None or not entry.candidates or "valid" not in entry.candidates[0]:
             continue
-        lines += [f"### {entry['budget']}: at most {entry['budget_bytes']:,} embedding bytes", "",
-                  f"Chosen on {entry.get('chosen_on', 'the validation split')} by validation {valid_key}.", "",
+        lines += [f"### {entry.budget}: at most {entry.budget_bytes:,} embedding bytes", "",
+                  f"Chosen on {entry.chosen_on or 'the validation split'} by validation {valid_key}.", "",
                   f"| candidate | precision | kept params | embedding bytes | within | valid {valid_key} | test {key} "
                   f"| chosen |", "|---|---|---|---|---|---|---|---|"]
-        for row in entry["candidates"]:
+        for row in entry.candidates:
             lines.append(f"| {row['name']} | {_label(row['precision'])} | {row['kept']:,} | {size(row['bytes'])} | "
                          f"{'yes' if row['within_budget'] else '**no**'} | {row['valid'][valid_key]:.5f} | "
                          f"{row['test'][key]:.4f} | {'✓' if row['chosen'] else ''} |")
@@ -100,13 +102,11 @@ def byte_budget_tables(report: dict) -> list[str]:
     return lines
 
 
-def planted_truth(output: Path, report: dict):
+def planted_truth(output: Path, report: Report):
     """What the synthetic generator planted (:class:`~.synthetic.SyntheticTruth`) when the run's data is the
     embedded synthetic dataset (its ``config.yaml`` beside the report says how it was generated), else None."""
-    if report.get("dataset") != "synthetic" or not (output / "config.yaml").is_file():
+    if report.top.dataset != "synthetic" or not (output / "config.yaml").is_file():
         return None
-    from ..config import load_config
-    from ..data.synthetic import SyntheticGenerator
 
     return SyntheticGenerator(load_config(output / "config.yaml").dataset.synthetic).truth
 
@@ -165,30 +165,30 @@ def study_table(study) -> list[str]:
     return lines
 
 
-def write_report_md(report: dict, prepared: PreparedData, model: EmbeddingModel, alpha: Optional[torch.Tensor],
+def write_report_md(report: Report, prepared: PreparedData, model: EmbeddingModel, alpha: Optional[torch.Tensor],
                     output: Path, study=None) -> None:
     """Write the plots and ``report.md`` into ``output``."""
     key, higher = _metric(report)
     truth = planted_truth(output, report)
-    lines = [f"# {report['method']} on {report['dataset']} ({report['model']}, K={report['K']}, L={report['L']})",
-             "", *model_table(report), ""]
-    if report.get("valid_optimistic"):
+    top = report.top
+    lines = [f"# {top.method} on {top.dataset} ({top.model}, K={top.K}, L={top.L})", "", *model_table(report), ""]
+    if top.valid_optimistic:
         lines += ["Read quality from test: α was fitted on the validation split, so AutoSrh's validation metrics "
                   "are optimistic.", ""]
-    points = [(e["budget"], e["bytes"]["embedding"], e["test"][key]) for e in report["models"]]
-    ref = report.get("reference")
-    plots.quality_vs_bytes(points, key, output / "quality.png",
-                            (ref["bytes"]["embedding"], ref["test"][key]) if ref else None, higher)
+    points = [(e.budget, e.bytes.embedding, e.test[key]) for e in report.models]
+    ref = report.reference
+    plots.quality_vs_bytes(points, key, output / "quality.png", (ref.bytes.embedding, ref.test[key]) if ref else None,
+                           higher)
     lines += [f"![test {key} against embedding bytes](quality.png)", "", *byte_budget_tables(report),
-              f"## Kept dimensions per field ({report['budget']})", "", *field_table(prepared, model, truth), ""]
+              f"## Kept dimensions per field ({top.budget})", "", *field_table(prepared, model, truth), ""]
     if truth is not None:
         lines += truth_note(truth)
     kept = model.embedding.kept_per_feature()
     blocks = _blocks(model)
     starts = None if blocks is None else np.flatnonzero(np.diff(blocks, prepend=-1))
     plots.kept_dims_vs_frequency(prepared.features.frequencies, kept.cpu().numpy(), output / "kept_dims.png",
-                                 model.embedding.dim, report["budget"], starts)
-    lines += [f"![kept dimensions against feature frequency ({report['budget']})](kept_dims.png)", ""]
+                                 model.embedding.dim, top.budget, starts)
+    lines += [f"![kept dimensions against feature frequency ({top.budget})](kept_dims.png)", ""]
     if alpha is not None:
         alpha = alpha.cpu().numpy()
         sizes = freqs = None

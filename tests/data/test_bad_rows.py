@@ -10,9 +10,9 @@ import pytest
 
 from autosrh_ray.data.errors import BAD_LABEL, BAD_VALUE, NON_NUMERIC, WRONG_COLUMN_COUNT, DataError
 from autosrh_ray.data.prepare import prepare
-from tests.conftest import shared_sample
 
 from .helpers import brute_force_ids, config, criteo_fields, encode_rows, read_lines, splits
+from tests.conftest import shared_sample
 
 
 def _plant(lines: list[str]) -> tuple[list[str], dict[int, str]]:
@@ -120,7 +120,8 @@ def test_the_first_bad_row_is_exact_past_float64_positions():
 
     from autosrh_ray.data.inputs import position
     from autosrh_ray.data.readers import Layout, Parsed
-    from autosrh_ray.data.vocabulary import FieldSpec, StatisticsMerger, merge_statistics, piece_statistics
+    from autosrh_ray.data.statistics_table import StatisticsMerger
+    from autosrh_ray.data.vocabulary import FieldSpec, merge_statistics, piece_statistics
 
     layout = Layout(name="t", kind="text", columns=("label", "c"), categorical=("c",))
     first, second = int(position(1 << 20, 1)), int(position(1 << 20, 2))

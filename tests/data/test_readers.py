@@ -7,12 +7,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from autosrh_ray.data.inputs import (LINE_BITS, assign_positions, count_chunk_lines, needs_counting,
-                                    placed_text_chunks, plan_text_chunks)
+from autosrh_ray.data.inputs import (LINE_BITS, assign_positions, count_chunk_lines, needs_counting, placed_text_chunks,
+                                     plan_text_chunks)
 from autosrh_ray.data.readers import Layout, input_files, layout_for, parse_chunk
-from tests.conftest import shared_sample
 
 from .helpers import config, csv_rows
+from tests.conftest import shared_sample
 
 
 def read_all(cfg, chunk_bytes: int = 1 << 18):

@@ -13,10 +13,9 @@ import pytest
 
 from autosrh_ray.data.prepare import prepare
 from autosrh_ray.engine.features import FeatureSpace
-from tests.conftest import shared_sample
 
-from .helpers import (brute_force_ids, config, criteo_fields, csv_rows, encode_rows, read_lines, splits,
-                      write_shards)
+from .helpers import brute_force_ids, config, criteo_fields, csv_rows, encode_rows, read_lines, splits, write_shards
+from tests.conftest import shared_sample
 
 MIN_COUNT = 2  # > 1 so OOV features hold real mass; the sample has many frequency ties
 

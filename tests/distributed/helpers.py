@@ -9,8 +9,9 @@ import torch
 from autosrh_ray.config import Config, load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.data.prepared import EncodedSplit, PreparedData
+from autosrh_ray.engine.model import EmbeddingModel
 from autosrh_ray.engine.model_state import cpu_state, load_model_state
-from autosrh_ray.engine.models import EmbeddingModel, build_model
+from autosrh_ray.methods.model import build_model
 
 SMALL = ["dataset.synthetic.rows=3000", "dataset.synthetic.categorical_fields=6", "dataset.synthetic.signal_fields=3",
          "dataset.synthetic.numerical_fields=2", "dataset.synthetic.vocab_size=200", "model.name=deepfm",

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.engine.batch import Batch
 from autosrh_ray.distributed.cache import Budget, FirstPass, KeptBatches, RowCache
 from autosrh_ray.distributed.sources import TRAIN, VALID_EVAL, RayDataSource, steps_per_epoch, train_datasets
+from autosrh_ray.engine.batch import Batch
 
 from .helpers import prepared_small
 

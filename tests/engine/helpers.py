@@ -1,14 +1,15 @@
 """Tiny models and batches for engine tests."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from autosrh_ray.engine.batch import Batch
-import copy
-
 from autosrh_ray.engine.embedding import FirstOrder, SoftSelectionEmbedding
+from autosrh_ray.engine.model import EmbeddingModel
 from autosrh_ray.engine.model_state import load_model_state
-from autosrh_ray.engine.models import EmbeddingModel, build_backbone
+from autosrh_ray.engine.models.backbone import build_backbone, constructor_options
 from autosrh_ray.engine.packed import PackedEmbedding
 from autosrh_ray.engine.prune import kept_count, pruned_state
 
@@ -20,7 +21,7 @@ def tiny_model(name: str = "deepfm", m: int = 30, k: int = 4, blocks: int = 3, f
     emb = SoftSelectionEmbedding(block_of, k, soft_selection=soft, sparse=sparse, init_std=0.3)
     first = FirstOrder(m, sparse=sparse)
     torch.nn.init.normal_(first.weight.weight, std=0.1)
-    model = EmbeddingModel(emb, first, build_backbone(name, fields, k, [8, 8], 0.0)).to(dtype)
+    model = EmbeddingModel(emb, first, build_backbone(name, fields, k, constructor_options(name, [8, 8], 0.0, {}))).to(dtype)
     if soft:
         with torch.no_grad():
             model.alpha.uniform_(0.3, 1.0)  # away from the clip boundaries, and not all equal

@@ -15,7 +15,7 @@ if sys.argv[1] == "kept":
 from autosrh_ray.engine.batch import Batch
 from autosrh_ray.config import load_config
 from autosrh_ray.engine.features import FeatureSpace, FieldSpec
-from autosrh_ray.engine.models import build_model
+from autosrh_ray.methods.model import build_model
 from autosrh_ray.engine.search import BiLevelSearch
 fields = [FieldSpec(f"C{f}", "categorical") for f in range(39)]
 space = FeatureSpace.from_counts(fields, [{str(v): 1000 - v for v in range(100)} for _ in fields], [None] * 39)

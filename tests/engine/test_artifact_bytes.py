@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.artifact.format import (_kept_layout, compact_embedding, embedding_bytes_of, load_model, save_model,
-                                  tensor_bytes)
-
 from autosrh_ray.artifact.budget import embedding_bytes
+from autosrh_ray.artifact.format import (_kept_layout, compact_embedding, embedding_bytes_of, load_model, save_model,
+                                         tensor_bytes)
 
 from .helpers import pruned_model, random_batch, tiny_model
 
@@ -72,7 +71,7 @@ def test_which_features_keep_anything_costs_the_cheaper_of_a_bitmap_to_the_last_
 def test_bytes_are_counted_from_the_file_and_the_loaded_model_reads_its_values_back(tmp_path, precision):
     model = pruned_model(tiny_model("deepfm", m=400, k=16, dtype=torch.float32), cr=5)
     path = tmp_path / "model.pt"
-    stored = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision)
+    stored = save_model(model, path, "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0}, precision=precision)
     payload = torch.load(path, weights_only=True)
     assert stored.embedding == tensor_bytes(payload["embedding"])
     assert stored.other == tensor_bytes([payload["first_order"], payload["backbone"]])
@@ -111,7 +110,7 @@ def test_a_precision_per_block_stores_each_run_of_blocks_on_its_own_and_reads_ba
     model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
     starts, plan = (0, 100, 200, 300, 400), ("fp32", "fp32", "int4", "fp16", "int8")
     path = tmp_path / "model.pt"
-    stored = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=plan,
+    stored = save_model(model, path, "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0}, precision=plan,
                         block_starts=starts)
     section = torch.load(path, weights_only=True)["embedding"]
     assert section["precision"] == list(plan)
@@ -148,7 +147,7 @@ def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_p
     plain = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
     load_model_state(model, quantisation_aware(model.state_dict(), precision, starts))
     assert model.embedding.quant_starts.tolist() == list(starts)  # no two neighbouring blocks alike here
-    save_model(model, tmp_path / "m.pt", "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision,
+    save_model(model, tmp_path / "m.pt", "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0}, precision=precision,
                block_starts=starts)
     batch = random_batch(n=64, m=500, seed=5, dtype=torch.float32)
     with torch.no_grad():
@@ -167,13 +166,13 @@ def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_w
     copy of the kept values) and scores as a model over those values read back in float32 (an independent
     reference: a packed embedding built from the dequantised values)."""
     from autosrh_ray.artifact.format import _kept_layout
+    from autosrh_ray.engine.model import EmbeddingModel
     from autosrh_ray.engine.packed import PackedEmbedding
     from autosrh_ray.engine.quantize import QuantizedValues, dequantize
-    from autosrh_ray.engine.models import EmbeddingModel
 
     model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
     path = tmp_path / "m.pt"
-    save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0, precision=precision,
+    save_model(model, path, "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0}, precision=precision,
                block_starts=starts)
     loaded = load_model(path)
     nnz = model.embedding.kept_count()

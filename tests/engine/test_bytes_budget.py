@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autosrh_ray.artifact.format import compact_embedding, tensor_bytes
 from autosrh_ray.artifact.budget import bitmap_span, embedding_bytes, kept_for_bytes
+from autosrh_ray.artifact.format import compact_embedding, tensor_bytes
 from autosrh_ray.engine.packed import pack
 from autosrh_ray.engine.prune import topk_mask
 

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from autosrh_ray.engine.features import OOV_VALUE, FeatureSpace, FieldSpec, NumericStats, block_index, block_starts, bucketize
+from autosrh_ray.engine.features import (OOV_VALUE, FeatureSpace, FieldSpec, NumericStats, block_index, block_starts,
+                                         bucketize)
 
 
 def make_space(min_count=2):

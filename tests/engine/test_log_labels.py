@@ -6,7 +6,7 @@ import re
 
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
-from autosrh_ray.methods.graph import run_all_in_process
+from autosrh_ray.methods.in_process import run_all_in_process
 
 SMALL = ["dataset.synthetic.rows=3000", "dataset.synthetic.categorical_fields=4", "dataset.synthetic.signal_fields=2",
          "dataset.synthetic.numerical_fields=1", "dataset.synthetic.vocab_size=100", "model.hidden=[8]",

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.artifact.format import load_model, save_model
 from autosrh_ray.artifact.budget import scheme_bytes
+from autosrh_ray.artifact.format import load_model, save_model
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.engine.embedding import SoftSelectionEmbedding
 from autosrh_ray.engine.features import block_index
 from autosrh_ray.engine.metrics import validation_loss
 from autosrh_ray.engine.mixed_dims import (block_popularity, block_sizes, capped_dims, first_dims_mask, mde_block_dims,
-                                    random_block_dims, scaled_dims)
+                                           random_block_dims, scaled_dims)
 from autosrh_ray.engine.packed import PackedEmbedding, pack
-from autosrh_ray.methods.graph import run_all_in_process
+from autosrh_ray.methods.in_process import run_all_in_process
 
 M, K, L = 5000, 16, 6
 
@@ -95,10 +95,11 @@ def test_mde_projection_is_the_per_block_product_and_the_artifact_keeps_it(tmp_p
     assert emb.projection.grad is not None and emb.projection.grad.abs().sum() > 0
 
     from autosrh_ray.engine.embedding import FirstOrder
-    from autosrh_ray.engine.models import EmbeddingModel, build_backbone
+    from autosrh_ray.engine.model import EmbeddingModel
+    from autosrh_ray.engine.models.backbone import build_backbone
 
-    model = EmbeddingModel(emb.float(), FirstOrder(8), build_backbone("fm", 3, 4, [], 0.0)).eval()
-    save_model(model, tmp_path / "m.pt", "fm", 3, [], 0.0)
+    model = EmbeddingModel(emb.float(), FirstOrder(8), build_backbone("fm", 3, 4, {})).eval()
+    save_model(model, tmp_path / "m.pt", "fm", 3, {})
     loaded = load_model(tmp_path / "m.pt")
     with torch.no_grad():
         assert torch.allclose(loaded(ids, values.float()), model(ids, values.float()), atol=1e-5)
@@ -164,9 +165,10 @@ def test_a_fixed_schemes_bytes_are_its_artifacts(precision, projection):
                           None if projection is None else dense.projection.detach().clone(), projection)
     from autosrh_ray.artifact.format import embedding_bytes_of
     from autosrh_ray.engine.embedding import FirstOrder
-    from autosrh_ray.engine.models import EmbeddingModel, build_backbone
+    from autosrh_ray.engine.model import EmbeddingModel
+    from autosrh_ray.engine.models.backbone import build_backbone
 
-    model = EmbeddingModel(emb, FirstOrder(8), build_backbone("fm", 3, 16, [], 0.0))
+    model = EmbeddingModel(emb, FirstOrder(8), build_backbone("fm", 3, 16, {}))
     stored = embedding_bytes_of(model, precision, starts if isinstance(precision, tuple) else (0,))
     assert scheme_bytes(dims, 16, precision, starts if isinstance(precision, tuple) else (0,),
                         3 if projection else 0) == stored
@@ -177,9 +179,10 @@ def test_a_fixed_schemes_bytes_are_its_artifacts(precision, projection):
     (np.tile([0, 1, 2, 1], 100), False),  # groups that change at every id: one byte per feature is cheaper
 ])
 def test_the_groups_of_the_projections_are_stored_as_runs_when_cheaper_and_read_back(tmp_path, block_of, runs):
-    from autosrh_ray.engine.embedding import FirstOrder
-    from autosrh_ray.engine.models import EmbeddingModel, build_backbone
     from autosrh_ray.artifact.format import tensor_bytes
+    from autosrh_ray.engine.embedding import FirstOrder
+    from autosrh_ray.engine.model import EmbeddingModel
+    from autosrh_ray.engine.models.backbone import build_backbone
 
     torch.manual_seed(0)
     block_of = torch.from_numpy(block_of)
@@ -188,8 +191,8 @@ def test_the_groups_of_the_projections_are_stored_as_runs_when_cheaper_and_read_
     dims = np.where(np.arange(m) < 60, 8, 2)
     emb = PackedEmbedding(*pack(dense.weight.detach(), first_dims_mask(dims, 8).bool()), 8, block_of, None,
                           dense.projection.detach().clone() + 0.1 * torch.randn(3, 8, 8), "block")
-    model = EmbeddingModel(emb, FirstOrder(m), build_backbone("fm", 2, 8, [], 0.0)).eval()
-    save_model(model, tmp_path / "m.pt", "fm", 2, [], 0.0)
+    model = EmbeddingModel(emb, FirstOrder(m), build_backbone("fm", 2, 8, {})).eval()
+    save_model(model, tmp_path / "m.pt", "fm", 2, {})
     section = torch.load(tmp_path / "m.pt", weights_only=True)["projection"]
     assert ("group_runs" in section) == runs and ("groups" in section) != runs
     weights = section.pop("weights")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import torch
 
+from autosrh_ray.artifact.budget import bitmap_span, embedding_bytes, kept_for_bytes
 from autosrh_ray.config import load_config
 from autosrh_ray.data.local import prepare_synthetic
-from autosrh_ray.engine.pep import ThresholdEmbedding
 from autosrh_ray.engine.packed import kept_of
-from autosrh_ray.methods.graph import EMBEDDING, InProcessExecutor, initial_state, run_graph
-from autosrh_ray.artifact.budget import bitmap_span, embedding_bytes, kept_for_bytes
+from autosrh_ray.engine.pep import ThresholdEmbedding
 from autosrh_ray.engine.prune import kept_count, topk_mask
+from autosrh_ray.methods.graph import EMBEDDING, initial_state, run_graph
+from autosrh_ray.methods.in_process import InProcessExecutor
 
 
 def test_soft_threshold_reparameterisation():

@@ -7,8 +7,8 @@ from autosrh_ray.data.prepared import EncodedSplit
 from autosrh_ray.data.split import in_alpha_slice
 from autosrh_ray.data.streaming import AlphaSlice, AssembleRows
 from autosrh_ray.engine.model_state import cpu_state
-from autosrh_ray.methods.graph import cap_warning, rewound
 from autosrh_ray.engine.training import FitResult
+from autosrh_ray.methods.graph import cap_warning, rewound
 
 from .helpers import pruned_model, tiny_model
 
@@ -60,7 +60,7 @@ def test_ray_data_assembly_keeps_the_same_alpha_slice_as_the_engine():
 
 def test_in_process_search_takes_theta_and_alpha_batches_from_disjoint_parts_of_train():
     from autosrh_ray.config import load_config
-    from autosrh_ray.methods.graph import InProcessExecutor
+    from autosrh_ray.methods.in_process import InProcessExecutor
 
     rng = np.random.default_rng(2)
     train = EncodedSplit(rng.integers(0, 300, size=(4000, 3)), np.ones((4000, 3), np.float32),
@@ -88,7 +88,7 @@ def test_in_process_runs_repeat_exactly_for_one_seed_and_differ_for_another(tmp_
     """Every batch order of the in-process loops (Θ's, α's, the retrain's shuffles) comes from ``train.seed``."""
     from autosrh_ray.config import load_config, with_overrides
     from autosrh_ray.data.local import prepare_synthetic
-    from autosrh_ray.methods.graph import run_in_process
+    from autosrh_ray.methods.in_process import run_in_process
 
     config = load_config(overrides=["dataset.synthetic.rows=3000", "model.name=fm", "search.K=8", "search.L=3",
                                     "train.batch_size=128", "search.max_epochs=2", "train.max_epochs=2"])

@@ -75,7 +75,7 @@ def test_compact_artifact_round_trip_predicts_identically(tmp_path):
     for step in range(15):
         trainer.step(random_batch(seed=step, dtype=torch.float32))
     path = tmp_path / "model.pt"
-    size = save_model(model, path, "deepfm", num_fields=3, hidden=[8, 8], dropout=0.0)
+    size = save_model(model, path, "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0})
     loaded = load_model(path)
     batch = random_batch(n=64, seed=99, dtype=torch.float32)
     model.eval()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.engine.quantize import (LEVELS, dequantize, pack_int4, quantize, unpack_int4, values_at, entry_rows)
+from autosrh_ray.engine.quantize import LEVELS, dequantize, entry_rows, pack_int4, quantize, unpack_int4, values_at
 
 
 def rows_of(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from autosrh_ray.engine.autodim import AutoDimEmbedding, candidate_dims
 from autosrh_ray.config import ConfigError, load_config, with_overrides
 from autosrh_ray.data.local import prepare_synthetic
-from autosrh_ray.engine.models import build_model
-from autosrh_ray.methods.graph import run_all_in_process
+from autosrh_ray.engine.autodim import AutoDimEmbedding, candidate_dims
 from autosrh_ray.engine.search import BiLevelSearch
+from autosrh_ray.methods.in_process import run_all_in_process
+from autosrh_ray.methods.model import build_model
 
 from .helpers import random_batch
 
@@ -122,7 +122,7 @@ def test_autoemb_choice_follows_popularity_and_the_artifact_reproduces_the_model
     for f in np.unique(freq)[:50]:  # a function of popularity: equal frequencies, equal dimensions
         assert len(set(kept[torch.from_numpy(freq == f)].tolist())) == 1
     assert result.budget.kept == int(kept.sum())
-    save_model(result.model, tmp_path / "m.pt", "fm", prepared.features.num_fields, [], 0.0)
+    save_model(result.model, tmp_path / "m.pt", "fm", prepared.features.num_fields, {})
     loaded = load_model(tmp_path / "m.pt")
     batch = next(iter(iterate_batches(valid, 512)))
     with torch.no_grad():

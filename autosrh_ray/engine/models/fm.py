@@ -35,5 +35,8 @@ def fm_pairwise(emb: torch.Tensor) -> torch.Tensor:
 class FM(nn.Module):
     """emb (B, F, K), first_order (B,) → logits (B,)."""
 
+    def __init__(self, num_fields: int, dim: int):
+        super().__init__()
+
     def forward(self, emb: torch.Tensor, first_order: torch.Tensor) -> torch.Tensor:
         return first_order + fm_pairwise(emb)

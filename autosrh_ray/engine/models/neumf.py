@@ -15,8 +15,10 @@ from .mlp import mlp_block
 class NeuMF(nn.Module):
     """emb (B, 2, K), first_order (B,) → predicted rating (B,)."""
 
-    def __init__(self, dim: int, hidden: Sequence[int], dropout: float = 0.0):
+    def __init__(self, num_fields: int, dim: int, hidden: Sequence[int], dropout: float = 0.0):
         super().__init__()
+        if num_fields != 2:
+            raise ValueError(f"neumf needs exactly 2 fields (user, item); the data has {num_fields}")
         mlp = mlp_block(2 * dim, hidden, dropout)
         self.mlp = mlp[:-1]  # keep the hidden stack; the fusion layer replaces its output layer
         last = hidden[-1] if hidden else 2 * dim
