@@ -59,10 +59,10 @@ def _finished(directory: Path, config: Config) -> Optional[Report]:
         return None
     if config_from_dict(yaml.safe_load(saved.read_text())).to_dict() != config.to_dict():
         return None
-    finished = json.loads(report.read_text())
-    if not all("bytes" in e for e in finished["models"]):  # older runs: no bytes, run again
+    try:
+        return Report.from_json(json.loads(report.read_text()))
+    except (KeyError, TypeError):  # a report of an older version that lacks keys this one reads: run again
         return None
-    return Report.from_json(finished)
 
 
 def _rows(method: str, seed: int, report: Report) -> list[dict]:

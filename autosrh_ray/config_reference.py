@@ -36,7 +36,7 @@ MEANING = {
     "dataset.synthetic.zipf_exponent": "synthetic: skew of value frequencies (Zipf)",
     "dataset.synthetic.latent_dim": "synthetic: rank of the planted interactions",
     "dataset.synthetic.seed": "synthetic: generator seed",
-    "model.name": "backbone: fm, widedeep, deepfm (CTR); mf, mlp, neumf (rating)",
+    "model.name": "backbone: fm, widedeep, deepfm, dcnv2, dlrm (CTR); mf, mlp, neumf (rating); or your own class",
     "model.hidden": "MLP layer widths (widedeep, deepfm, mlp, neumf)",
     "model.options": "keyword arguments of the backbone's constructor: ClassName(num_fields, dim, **options) (a "
                      "built-in's hidden and dropout come from model.hidden and model.dropout)",

@@ -142,7 +142,7 @@ def run_directory(model: Path) -> tuple[Path, Path]:
     raise ConfigError("--model", f"no {CONFIG_FILE} beside {file} or above it: not a run's output directory")
 
 
-def _chunks(layout, files):
+def chunks_of(layout, files):
     return plan_parquet_chunks(files) if layout.kind == "parquet" else placed_text_chunks(files, layout.header)
 
 
@@ -345,7 +345,7 @@ def load_scorer(model: str | Path, input_path: str, batch_size: int) -> tuple[Sc
 
     run, model_file = run_directory(Path(model))
     config = load_config(run / CONFIG_FILE, [f"dataset.path={input_path}"])  # a synthetic run ignores the path
-    space = PreparedData.load(_prepared_dir(run)).features
+    space = PreparedData.load(prepared_directory(run)).features
     files = list_files(input_path, "--input")
     layout, labelled = input_layout(config, files)
     return Scorer(config, layout, space, load_model(model_file), batch_size, labelled), files
@@ -362,7 +362,7 @@ def predict(model: str | Path, input_path: str, output: str | Path, batch_size: 
     tmp = output.with_name(f".{output.name}.tmp")
     writer = _writer(tmp, output.suffix.lower() == ".csv", scorer.schema)
     try:
-        for chunk in _chunks(scorer.layout, files):
+        for chunk in chunks_of(scorer.layout, files):
             for table in scorer.score_chunk(chunk, summary):
                 writer.write_table(table)
     except BaseException:
@@ -430,7 +430,7 @@ def predict_on_ray(model: str | Path, input_path: str, output: str, batch_size: 
     return summary
 
 
-def _prepared_dir(run: Path) -> str:
+def prepared_directory(run: Path) -> str:
     """The run's prepared data (its vocabulary): where report.json says (relative to the run, an absolute path or
     a URI), else ``<run>/data``."""
     report = run / "report.json"

@@ -47,7 +47,7 @@ from autosrh_ray.data.prepared import EncodedSplit, PreparedData
 from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.metrics import validation_loss
 from autosrh_ray.engine.training import evaluate
-from autosrh_ray.methods.in_process import run_in_process
+from autosrh_ray.methods.in_process import run_all_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "workflows" / "quickstart.yaml"
@@ -144,7 +144,7 @@ def run_one(bench: Bench, prepared: PreparedData, overrides: tuple, seed: int, d
     config = load_config(bench.config, [*bench.overrides, f"model.name={bench.model}", *_path(bench, data_root),
                                         *overrides, f"train.seed={seed}"])
     train, valid, judge = splits["train"], splits["valid"], splits["judge"]
-    result = run_in_process(config, prepared, train, valid, log=lambda _: None, evaluate_pruned=True)
+    result = run_all_in_process(config, prepared, train, valid, log=lambda _: None, evaluate_pruned=True)[0]
     key = "auc" if config.task == "classification" else "mse"
     metrics = evaluate(result.model, iterate_batches(judge, 8192), config.task)
     search = result.search

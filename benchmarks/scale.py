@@ -16,6 +16,7 @@ same rows (an independent pyarrow pass, :func:`single_process_ids`).
     python benchmarks/scale.py --rows 10000000 --json scale-10m.json  # end to end, no cap
     python benchmarks/scale.py --rows 45000000 --max-passes 1         # every stage capped at one pass
     python benchmarks/scale.py --quick --bytes-cr 40,100              # byte budgets: every precision's test AUC
+    python benchmarks/scale.py --quick --set model.name=dcnv2 --set search.K=16   # another backbone, its K
 
 Generated data is cached by its arguments under ``--cache`` (default ``~/.cache/autosrh_ray/scale``); each run
 writes its output under ``--output`` (default: a temporary directory, removed at the end).
@@ -251,6 +252,8 @@ def main() -> None:
                     help="byte budgets instead of CR 10 and 20 (e.g. 40,100; prune.bytes_cr, precision chosen by "
                          "validation among the candidates: each candidate's test metrics are reported)")
     ap.add_argument("--skip-vocab-check", action="store_true", help="no single-process count (saves its time)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a workflow override, as autosrh-ray run --set (repeatable): e.g. model.name=dcnv2")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rows = QUICK_ROWS if args.quick else args.rows
@@ -265,7 +268,8 @@ def main() -> None:
     generate_s = time.perf_counter() - t_gen
     output = args.output or Path(tempfile.mkdtemp(prefix="autosrh-scale-"))
     budgets = (["prune.cr=[]", f"prune.bytes_cr=[{args.bytes_cr}]"] if args.bytes_cr else ["prune.cr=[10, 20]"])
-    overrides = [f"dataset.path={data}", *budgets, "report.plots=false", f"ray.object_store_mb={args.object_store_mb}"]
+    overrides = [f"dataset.path={data}", *budgets, "report.plots=false", f"ray.object_store_mb={args.object_store_mb}",
+                 *args.sets]
     base = load_config(REPO / "workflows" / "criteo.yaml", overrides)
     overrides.append(f"ray.worker_cache_mb={validation_cache_mb(rows, base)}")
     steps_per_pass = -(-int(rows * base.dataset.split[0]) // base.train.batch_size)
@@ -286,7 +290,7 @@ def main() -> None:
     meta = json.loads((prepared_dir / "meta.json").read_text())
     shard_bytes = sum(p.stat().st_size for p in prepared_dir.rglob("*.parquet"))
 
-    figures = {"rows": rows, "shards": shards, "wall_s": round(wall, 1), "generate_s": round(generate_s, 1),
+    figures = {"rows": rows, "shards": shards, "model": config.model.name, "K": config.search.K, "wall_s": round(wall, 1), "generate_s": round(generate_s, 1),
                "prepare_s": round(report["timings_s"]["prepare"], 1), "cores": cores,
                "object_store_mb": args.object_store_mb,
                "peak_rss_total_mib": round(memory.total), "peak_pss_total_mib": round(memory.total_pss),

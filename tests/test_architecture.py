@@ -40,7 +40,10 @@ def _import_graph() -> dict[str, set[str]]:
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                     base = ".".join(anchor + ([node.module] if node.module else []))
-                targets = [f"{base}.{a.name}" for a in node.names] + [base]
+                # ``from pkg import module`` imports the module (its package runs first, as for every import);
+                # ``from module import name`` imports the module
+                submodules = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in modules]
+                targets = submodules or [base]
             elif isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:

@@ -13,7 +13,7 @@ from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.data.synthetic import SyntheticGenerator
 from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.training import evaluate
-from autosrh_ray.methods.in_process import run_in_process
+from autosrh_ray.methods.in_process import run_all_in_process
 
 SEEDS = (1, 2, 3)
 METHODS = ("uniform", "magnitude", "autosrh")
@@ -48,7 +48,7 @@ def planted_results(tmp_path_factory):
         truth = SyntheticGenerator(base.dataset.synthetic).truth
         for method in METHODS:
             cfg = load_config(overrides=seeded + [f"search.method={method}"])
-            stages = run_in_process(cfg, prepared, train, valid, log=lambda _: None)
+            stages = run_all_in_process(cfg, prepared, train, valid, log=lambda _: None)[0]
             aucs[method].append(evaluate(stages.model, iterate_batches(test, 4096), "classification")["auc"])
             if method == "autosrh":
                 dims_gap.append(noise_minus_signal_dims(prepared, stages.model, truth))

@@ -7,7 +7,7 @@ from autosrh_ray.config import load_config
 from autosrh_ray.data.prepare import prepare
 from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.training import evaluate
-from autosrh_ray.methods.in_process import run_in_process
+from autosrh_ray.methods.in_process import run_all_in_process
 
 from .conftest import shared_sample
 
@@ -28,7 +28,7 @@ def test_rating_model_beats_the_mean_rating(movielens, model):
     config = load_config(overrides=[*overrides, f"model.name={model}"])
     assert config.task == "regression"
     train, valid, test = (prepared.load_split(s) for s in ("train", "valid", "test"))
-    stages = run_in_process(config, prepared, train, valid, log=lambda _: None)
+    stages = run_all_in_process(config, prepared, train, valid, log=lambda _: None)[0]
     mse = evaluate(stages.model, iterate_batches(test, 4096), "regression")["mse"]
     baseline = float(np.mean((test.labels - train.labels.mean()) ** 2))
     assert mse < 0.9 * baseline, (mse, baseline)

@@ -14,7 +14,7 @@ from autosrh_ray.config import load_config
 from autosrh_ray.data.prepare import prepare
 from autosrh_ray.engine.batch import iterate_batches
 from autosrh_ray.engine.training import evaluate
-from autosrh_ray.methods.in_process import run_in_process
+from autosrh_ray.methods.in_process import run_all_in_process
 
 from .conftest import shared_sample
 
@@ -67,7 +67,7 @@ def test_workflow_runs_on_data_of_its_format(name, ray_cluster, tmp_path):
     r = prepared.rows
     assert r.read == r.train + r.valid + r.test + r.skipped and r.train > 0 and r.test > 0
     train, valid, test = (prepared.load_split(s) for s in ("train", "valid", "test"))
-    stages = run_in_process(config, prepared, train, valid, log=lambda _: None)
+    stages = run_all_in_process(config, prepared, train, valid, log=lambda _: None)[0]
     metrics = evaluate(stages.model, iterate_batches(test, 4096), config.task)
     kept = stages.model.embedding.kept_count()
     assert kept == int(prepared.num_features * config.search.K / config.prune.crs[0] + 0.5)

@@ -1,4 +1,5 @@
-"""In-process prepare for tables that fit in memory (the synthetic quickstart, tests).
+"""In-process prepare for tables that fit in memory: the reference the Ray Data path (:mod:`.prepare`) is tested
+against, and the quick data of tests and benchmarks (the workflow itself always prepares on Ray Data).
 
 Same output layout as the Ray Data path (see :mod:`.prepared`): counts on the training split only,
 frequency-ordered ids, encoded Parquet shards.

@@ -287,9 +287,8 @@ class RayTrainExecutor:
 
 
 # Ray Train's controller takes one report per worker per poll, every 2 s by default: with sub-second epochs that
-# bounded every run at 2 s per epoch (quickstart retrain 35 s -> 22 s at 0.5 s); it also waits a poll to see the
-# worker group start and finish (quickstart 70 s -> 64 s from 0.5 s to 0.1 s). Ray propagates this variable from
-# the driver to the controller; a value the user set is kept.
+# bounds every run at 2 s per epoch, and it also waits a poll to see the worker group start and finish. Ray
+# propagates this variable from the driver to the controller; a value the user set is kept.
 POLL_ENV, POLL_SECONDS = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"
 PRUNE_HERE_ENTRIES = 1 << 24  # M·K up to which the driver prunes itself (64 MiB of float32 scores)
 

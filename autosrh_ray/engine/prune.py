@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 
-from .embedding import SoftSelectionEmbedding
 from .packed import packed_state
 
 
@@ -30,11 +29,6 @@ def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     ties = torch.nonzero(flat == threshold).flatten()  # ascending flat index
     mask[ties[: keep - int(above.sum())]] = True
     return mask.view_as(scores)
-
-
-def prune_mask(embedding: SoftSelectionEmbedding, cr: float) -> torch.Tensor:
-    """The (M, K) boolean mask of the entries ``cr`` keeps."""
-    return topk_mask(embedding.pruning_scores(), kept_count(embedding.num_features, embedding.dim, cr))
 
 
 def pruned_state(model: torch.nn.Module, keep: int) -> dict:

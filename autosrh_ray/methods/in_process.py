@@ -87,13 +87,6 @@ class InProcessExecutor:
         return False
 
 
-def run_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
-                   log: Log = print, evaluate_pruned: bool = False) -> StageResult:
-    """The stage graph in this process on in-memory splits (the engine's reference for the Ray path); the first
-    budget's model."""
-    return run_all_in_process(config, prepared, train, valid, log, evaluate_pruned)[0]
-
-
 def run_all_in_process(config: Config, prepared: PreparedData, train: EncodedSplit, valid: EncodedSplit,
                        log: Log = print, evaluate_pruned: bool = False,
                        searched: Optional[tuple[FitResult, dict]] = None) -> list[StageResult]:

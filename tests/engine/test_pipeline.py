@@ -88,7 +88,7 @@ def test_in_process_runs_repeat_exactly_for_one_seed_and_differ_for_another(tmp_
     """Every batch order of the in-process loops (Θ's, α's, the retrain's shuffles) comes from ``train.seed``."""
     from autosrh_ray.config import load_config, with_overrides
     from autosrh_ray.data.local import prepare_synthetic
-    from autosrh_ray.methods.in_process import run_in_process
+    from autosrh_ray.methods.in_process import run_all_in_process
 
     config = load_config(overrides=["dataset.synthetic.rows=3000", "model.name=fm", "search.K=8", "search.L=3",
                                     "train.batch_size=128", "search.max_epochs=2", "train.max_epochs=2"])
@@ -96,8 +96,8 @@ def test_in_process_runs_repeat_exactly_for_one_seed_and_differ_for_another(tmp_
     train, valid = prepared.load_split("train"), prepared.load_split("valid")
 
     def histories(seed: int) -> dict:
-        result = run_in_process(with_overrides(config, {"train.seed": seed}), prepared, train, valid,
-                                log=lambda _: None)
+        result = run_all_in_process(with_overrides(config, {"train.seed": seed}), prepared, train, valid,
+                                log=lambda _: None)[0]
         return {stage: [{k: v for k, v in h.items() if not k.endswith("_seconds")} for h in fit.history]
                 for stage, fit in result.stages.items()}
 

@@ -6,7 +6,7 @@ import torch
 
 from autosrh_ray.artifact.format import load_model, save_model
 from autosrh_ray.engine.packed import MaskedEmbedding, PackedEmbedding
-from autosrh_ray.engine.prune import kept_count, prune_mask, topk_mask
+from autosrh_ray.engine.prune import kept_count, topk_mask
 from autosrh_ray.engine.training import Trainer
 
 from .helpers import pruned_model, random_batch, tiny_model
@@ -36,7 +36,7 @@ def test_pruning_ranks_by_selected_weight_not_raw_weight():
         model.alpha.copy_(torch.tensor([[0.1, 0.1], [1.0, 1.0]]))  # block 0 = ids 0,1 (large |E|, small α)
     by_raw = brute_force_topk(model.embedding.weight.detach().abs(), 4)
     assert by_raw == {0, 1, 2, 3}  # |E| alone would keep ids 0 and 1
-    mask = prune_mask(model.embedding, cr=2)  # keep 4 of 8
+    mask = topk_mask(model.embedding.pruning_scores(), kept_count(model.embedding.num_features, model.embedding.dim, 2))  # keep 4 of 8
     expected = torch.tensor([[0, 0], [0, 0], [1, 1], [1, 1]], dtype=torch.bool)  # |E⊙α|: .3,.2,.25,.15 > .1,...
     assert torch.equal(mask.bool(), expected)
 
@@ -46,7 +46,7 @@ def test_packed_retrain_equals_the_masked_dense_retrain(sparse, soft):
     """Same forward, same Adam / SparseAdam updates: the kept entries trained alone (α applied per (block, dim) in
     the forward) track the masked M×K table step by step, and the pruned entries never exist."""
     dense = tiny_model("deepfm", sparse=sparse, soft=soft)  # float64
-    mask = prune_mask(dense.embedding, cr=3)
+    mask = topk_mask(dense.embedding.pruning_scores(), kept_count(dense.embedding.num_features, dense.embedding.dim, 3))
     reference = copy.deepcopy(dense)
     reference.embedding = MaskedEmbedding(dense.embedding, mask)
     packed = pruned_model(dense, cr=3)

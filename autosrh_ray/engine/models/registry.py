@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import ConfigError
+from ...errors import ConfigError, import_object
 
 KEY = "model.name"
 
@@ -34,6 +34,8 @@ BUILT_IN: dict[str, BuiltIn] = {
     "mf": BuiltIn("autosrh_ray.engine.models.mf:MF"),
     "mlp": BuiltIn("autosrh_ray.engine.models.mlp:MLP", tower=True),
     "neumf": BuiltIn("autosrh_ray.engine.models.neumf:NeuMF", tower=True),
+    "dcnv2": BuiltIn("autosrh_ray.engine.models.dcnv2:DCNv2", tower=True),
+    "dlrm": BuiltIn("autosrh_ray.engine.models.dlrm:DLRM", tower=True),
 }
 
 
@@ -43,7 +45,13 @@ def is_import_path(name: str) -> bool:
 
 
 def check_name(name: str) -> None:
-    """Raises a one-line :class:`ConfigError` unless ``name`` is a built-in or an import path (not imported here)."""
-    if name not in BUILT_IN and not is_import_path(name):
+    """Raises a one-line :class:`ConfigError` unless ``name`` is a built-in or an import path whose module imports
+    and has the class (a user's class is imported here, at config time, before any data is read; built-ins are not:
+    their modules need torch)."""
+    if name in BUILT_IN:
+        return
+    if not is_import_path(name):
         raise ConfigError(KEY, f"unknown model {name!r}: one of {' | '.join(BUILT_IN)}, or your own backbone as "
                                f"package.module:ClassName")
+    if not isinstance(import_object(name, KEY), type):
+        raise ConfigError(KEY, f"{name} is not a class")
