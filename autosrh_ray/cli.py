@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, load_config
+from .methods.registry import BUILT_IN as METHODS
 from .report.schema import ModelEntry, Report
 from .supervise import StallError
 
@@ -24,9 +25,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autosrh-ray", description=description, epilog=epilog)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    def set_help(example: str, scope: str = "") -> str:
-        return f"override a config key{scope} (value parsed as YAML); repeatable, e.g. --set {example}"
+    for add in (_add_run_and_prepare, _add_compare, _add_predict, _add_config, _add_generate):
+        add(sub)
+    return parser
 
+
+def _set_help(example: str, scope: str = "") -> str:
+    return f"override a config key{scope} (value parsed as YAML); repeatable, e.g. --set {example}"
+
+
+def _add_run_and_prepare(sub) -> None:
     commands = (
         ("run", "prepare → search → prune → retrain → evaluate; writes DIR/report.json",
          "Run the whole workflow of a YAML config: prepare the data, search (or a Ray Tune study), prune to every "
@@ -40,11 +48,14 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=description)
         p.add_argument("config", help="workflow YAML")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
-                       help=set_help("prune.cr=20"))
+                       help=_set_help("prune.cr=20"))
         p.add_argument("--output", help="output directory or URI, e.g. s3://bucket/runs/x (default runs/<config stem>)")
     sub.choices["run"].add_argument("--fresh", action="store_true",
                                     help="start over instead of resuming the finished stages and trials of an "
                                          "earlier run into the same output")
+
+
+def _add_compare(sub) -> None:
     comp = sub.add_parser("compare", help="run several dimension methods × seeds on the same data; writes "
                                           "DIR/comparison.json, comparison.md and comparison.png",
                           description="Run every method of --methods with --seeds seeds on the same prepared data, "
@@ -53,11 +64,15 @@ def _parser() -> argparse.ArgumentParser:
                                       "comparison.json, comparison.md and comparison.png.")
     comp.add_argument("config", help="workflow YAML (its search.method is replaced by each of --methods)")
     comp.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
-                      help=set_help("ray.num_workers=0 (small data: train in process)", " for every run"))
-    comp.add_argument("--methods", default="autosrh,uniform,magnitude,grid,random,mde,autodim,autoemb,pep",
-                      help="comma-separated search.method values (default: all)")
+                      help=_set_help("ray.num_workers=0 (small data: train in process)", " for every run"))
+    comp.add_argument("--methods", default=",".join(METHODS),
+                      help="comma-separated search.method values, built-in or package.module:NAME (default: every "
+                           "built-in)")
     comp.add_argument("--seeds", type=int, default=3, help="runs per method, train.seed + 0, 1, … (default 3)")
     comp.add_argument("--output", required=True, help="directory for the comparison and every run")
+
+
+def _add_predict(sub) -> None:
     pred = sub.add_parser("predict", help="score raw rows (the dataset's own format) with a finished run's model",
                           description="Score rows with a finished run's compact model: rows in the run's dataset "
                                       "format (a synthetic run: the Criteo dac rows autosrh-ray generate writes), "
@@ -75,11 +90,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="score input chunks as Ray Data tasks side by side (big inputs); --output is then a "
                            "directory or URI of Parquet parts")
     pred.add_argument("--address", default="local", help="with --ray: the Ray to use (local, auto or an address)")
+
+
+def _add_config(sub) -> None:
     conf = sub.add_parser("config", help="the configuration reference: every key, its default and meaning",
                           description="Print every config key with its default, allowed values and meaning "
                                       "(Markdown, as docs/config.md).")
     conf.add_argument("--list", action="store_true",
                       help="the same as no option: print the whole reference (kept for scripts that pass it)")
+
+
+def _add_generate(sub) -> None:
     gen = sub.add_parser("generate", help="write the synthetic dataset as Criteo dac text shards",
                          description="Write the synthetic dataset of a YAML config, in Criteo's shape (13 "
                                      "numerical, 26 categorical fields; the config's vocabulary, signal fields "
@@ -92,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("config", help="workflow YAML (its dataset.synthetic section shapes the data), or criteo: "
                                     "the Criteo-profile data (autosrh_ray/data/criteo_profile.py)")
     gen.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
-                     help=set_help("dataset.synthetic.vocab_size=100000", " of the synthetic dataset"))
+                     help=_set_help("dataset.synthetic.vocab_size=100000", " of the synthetic dataset"))
     gen.add_argument("--rows", type=int, required=True, help="rows in all")
     gen.add_argument("--shards", type=int, default=1,
                      help="files to split the rows into, part-00000.txt … (default 1; concatenated, they hold "
@@ -106,7 +127,6 @@ def _parser() -> argparse.ArgumentParser:
                      help="rows to score with a synthetic run's model: the config's own fields (not Criteo's "
                           "shape) and the generator's rows after the dataset's — the distribution the run "
                           "learned, rows it never read")
-    return parser
 
 
 def _version() -> str:

@@ -5,7 +5,7 @@ Each trial is a driver function (Train V2's pattern) that runs one Ray Train run
 1. the search, reporting the soft model's validation metric after every evaluation (``valid_<metric>``);
 2. in the same run (one worker-group start-up per trial), pruning of the search's best state to the study
    budget — the same number of kept entries for every trial, whatever its K
-   (:func:`~autosrh_ray.engine.prune.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
+   (:func:`~autosrh_ray.artifact.budget.study_budget`) — and a brief retrain (``tune.retrain_epochs``, ``train.patience``),
    reporting the pruned model's validation metric; its best is the trial's score.
 
 With ``ray.num_workers: 0`` (small data) a trial instead runs the engine's loops in its own Tune actor on the

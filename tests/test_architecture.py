@@ -14,8 +14,11 @@ import pytest
 import torch
 
 from autosrh_ray.artifact.format import load_model
+from autosrh_ray.config import load_config, with_overrides
+from autosrh_ray.data.local import prepare_synthetic
 from autosrh_ray.engine.models.backbone import build_backbone, probe_backbone
 from autosrh_ray.errors import ConfigError
+from autosrh_ray.methods.in_process import run_all_in_process
 from autosrh_ray.methods.registry import BUILT_IN, method_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,3 +205,31 @@ def test_a_method_and_a_backbone_of_ones_own_run_a_workflow_on_ray_train(tmp_pat
     # the artifact records the backbone's import path and options, and loads back into it
     model = load_model(out / "model.pt")
     assert type(model.backbone).__name__ == "Bilinear" and model.backbone.project.out_features == 3
+
+
+TINY = ["dataset.synthetic.rows=3000", "dataset.synthetic.categorical_fields=4", "dataset.synthetic.signal_fields=2",
+        "dataset.synthetic.numerical_fields=1", "dataset.synthetic.vocab_size=100", "search.K=4", "search.L=2",
+        "train.batch_size=256", "search.max_epochs=2", "train.max_epochs=2", "train.patience=1", "prune.cr=[4]",
+        "search.grid_K=[1, 2]", "search.random_trials=1", "search.autodim_candidates=[2, 4]",
+        "search.autoemb_candidates=[2, 4]", "ray.num_workers=0", "model.name=tests.toys.backbone:Bilinear",
+        "model.options={rank: 2}"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    config = load_config(None, TINY)
+    prepared = prepare_synthetic(config, tmp_path_factory.mktemp("tiny"))
+    return config, prepared, prepared.load_split("train"), prepared.load_split("valid")
+
+
+@pytest.mark.parametrize("method", sorted(BUILT_IN))
+def test_every_method_searches_a_backbone_of_ones_own(tiny, method):
+    """Every built-in method's stage graph trains, prunes (or sizes) and retrains a user's backbone, its options
+    applied."""
+    config, prepared, train, valid = tiny
+    config = with_overrides(config, {"search.method": method})
+    (result,) = run_all_in_process(config, prepared, train, valid, log=lambda _: None)
+    assert type(result.model.backbone).__name__ == "Bilinear" and result.model.backbone.project.out_features == 2
+    assert result.retrain.epochs >= 1
+    kept = result.model.embedding.kept_count()
+    assert kept == prepared.num_features * 4 if method == "uniform" else kept < prepared.num_features * 4

@@ -52,7 +52,7 @@ from .sync import TorchDistributedSync, all_gather_objects, all_min, broadcast_o
 
 @dataclass(frozen=True)
 class ModelShape:
-    """What :func:`~autosrh_ray.engine.models.build_model` reads from the feature space."""
+    """What :func:`~autosrh_ray.methods.model.build_model` reads from the feature space."""
 
     num_features: int
     num_fields: int

@@ -178,7 +178,7 @@ def evaluation_periods(train: EpochBatches, eval_every_steps: int = 0) -> Iterat
 
 
 def _beating(batches: Iterable[Batch]) -> Iterator[Batch]:
-    """Each training batch is progress for the workflow's stall watchdog (:mod:`.supervise`)."""
+    """Each training batch is progress for the workflow's stall watchdog (:mod:`autosrh_ray.supervise`)."""
     for b in batches:
         beat()
         yield b

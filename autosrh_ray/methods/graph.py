@@ -8,16 +8,18 @@
     autodim, autoemb:  search (weights over candidate dims per field / from a popularity controller, bi-level)
                 ──► argmax per field / per feature ──► retrain the selected dims from the initial embedding
                 (one model, at the size the search chose)
-    grid, random, mde:  dimensions fixed before training (:mod:`~autosrh_ray.engine.mixed_dims`) ──► train each candidate from the
-                        initial state with its mask (side by side) ──► per budget, the best by validation
+    grid, random, mde:  dimensions fixed before training (engine/mixed_dims.py) ──► train each candidate from
+                        the initial state with its mask (side by side) ──► per budget, the best by validation
 
 The budgets are ``prune.cr``, ``prune.params`` and byte budgets (``prune.bytes_cr``, ``prune.bytes``: as many of
-the best entries as fit, one candidate per precision; :func:`~.prune.budgets`); a Ray Tune study
-(:mod:`.study`) may stand in for the search and hand over its best trial's searched state. Stages hand each
-other CPU state dicts (:mod:`.model_state`). An executor runs one training stage to its stop rule
-(:class:`~.training.StopRule`) and prunes: :class:`InProcessExecutor` here (the engine's loops on in-memory
-splits: tests, benchmarks, small data), :class:`~.distributed.stages.RayTrainExecutor` on Ray Train. Every stage
-stops when the validation loss stops improving and ends at its best evaluation's state.
+the best entries as fit, one candidate per precision; :func:`~autosrh_ray.artifact.budget.budgets`); a Ray Tune study
+(:mod:`autosrh_ray.study`) may stand in for the search and hand over its best trial's searched state. Stages hand each
+other CPU state dicts (:mod:`autosrh_ray.engine.model_state`). An executor (:class:`StageExecutor`) runs one
+training stage to its stop rule (:class:`~autosrh_ray.engine.training.StopRule`) and prunes:
+:class:`~.in_process.InProcessExecutor` (the engine's loops on in-memory splits: tests, benchmarks, small data) or
+:class:`~autosrh_ray.distributed.stages.RayTrainExecutor` on Ray Train. Each method's fragment of the graph is its
+:class:`~.registry.Method`'s ``run``. Every stage stops when the validation loss stops improving and ends at its
+best evaluation's state.
 
 ``prune.retrain_from: rewound`` (an option past the paper; Alg. 4 retrains the searched values): the kept
 embedding entries restart from their initial values and α is set to ones, so the mask alone selects (lottery-ticket

@@ -70,12 +70,12 @@ BUILT_IN: dict[str, str] = {
     "autosrh": "autosrh_ray.methods.autosrh:AUTOSRH",
     "uniform": "autosrh_ray.methods.uniform:UNIFORM",
     "magnitude": "autosrh_ray.methods.magnitude:MAGNITUDE",
-    "pep": "autosrh_ray.methods.pep:PEP",
     "grid": "autosrh_ray.methods.fixed_dims:GRID",
     "random": "autosrh_ray.methods.fixed_dims:RANDOM",
     "mde": "autosrh_ray.methods.fixed_dims:MDE",
     "autodim": "autosrh_ray.methods.searched_dims:AUTODIM",
     "autoemb": "autosrh_ray.methods.searched_dims:AUTOEMB",
+    "pep": "autosrh_ray.methods.pep:PEP",
 }
 
 

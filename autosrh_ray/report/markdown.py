@@ -103,7 +103,7 @@ def byte_budget_tables(report: Report) -> list[str]:
 
 
 def planted_truth(output: Path, report: Report):
-    """What the synthetic generator planted (:class:`~.synthetic.SyntheticTruth`) when the run's data is the
+    """What the synthetic generator planted (:class:`~autosrh_ray.data.synthetic.SyntheticTruth`) when the run's data is the
     embedded synthetic dataset (its ``config.yaml`` beside the report says how it was generated), else None."""
     if report.top.dataset != "synthetic" or not (output / "config.yaml").is_file():
         return None
