@@ -81,7 +81,7 @@ def test_byte_budgets_come_first_one_candidate_per_precision_unless_one_is_set()
                                                                            ("cr10", "int4")]
     for method in ("autodim", "autoemb"):
         with pytest.raises(ConfigError, match=f"^prune.bytes_cr: byte budgets are for search.method autosrh, "
-                                              f"magnitude, pep, grid, random, mde \\({method} chooses its own size"):
+                                              f"magnitude, grid, random, mde, pep \\({method} chooses its own size"):
             load_config(overrides=["prune.bytes_cr=40", f"search.method={method}"])
     for method in ("pep", "grid", "random", "mde"):
         load_config(overrides=["prune.bytes_cr=40", f"search.method={method}"])
