@@ -150,8 +150,7 @@ def _serve(root: Path, head_cpus: float) -> None:
     from ray_head import free_ports
 
     logging.disable(logging.WARNING)
-    names = ("gcs_server_port", "dashboard_port", "ray_client_server_port", "dashboard_agent_listen_port",
-             "runtime_env_agent_port", "metrics_export_port", "metrics_agent_port", "node_manager_port", "object_manager_port")
+    names = ("gcs_server_port", "dashboard_port", "ray_client_server_port", *NODE_PORTS)
     ports = dict(zip(names, free_ports(len(names))))
     # a lost node is noticed in ~3 s rather than Ray's default ~15-30 s (health checks every second, 3 misses)
     fast = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
@@ -165,7 +164,12 @@ def _serve(root: Path, head_cpus: float) -> None:
             command = json.loads(line)
             try:
                 if "add" in command:
-                    node = cluster.add_node(num_cpus=command["add"])
+                    # every port of its own too: a worker node on Ray's defaults (the agent's 52365, the metrics
+                    # ports) clashes with another Ray on the machine
+                    node_ports = dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
+                    low = 20_000 + secrets.randbelow(40) * 250
+                    node = cluster.add_node(num_cpus=command["add"], min_worker_port=low, max_worker_port=low + 200,
+                                            **node_ports)
                     nodes[node.node_id] = node
                     answer = {"node": node.node_id}
                 elif "remove" in command:
@@ -185,6 +189,11 @@ def _serve(root: Path, head_cpus: float) -> None:
             print(json.dumps(answer), flush=True)
     finally:
         cluster.shutdown()
+
+
+# the ports every node binds (the head also binds the GCS, dashboard and client server ports)
+NODE_PORTS = ("dashboard_agent_listen_port", "runtime_env_agent_port", "metrics_export_port", "metrics_agent_port",
+              "node_manager_port", "object_manager_port")
 
 
 if __name__ == "__main__":
