@@ -30,10 +30,6 @@ class StoredBytes:
     bytes_cr: float
 
 
-# keys a ModelEntry writes only when they are set
-_OPTIONAL = ("budget_bytes", "budget_params", "block_dims", "candidates", "chosen_on", "notes")
-
-
 @dataclass
 class ModelEntry:
     """One final model (one per budget; the UE reference too): what it is, its budget, its metrics on validation
@@ -72,11 +68,10 @@ class ModelEntry:
     extras: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extras"}
+        # the optional keys (default None) are written only when set
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "extras" and not (f.default is None and getattr(self, f.name) is None)}
         out["params"], out["bytes"] = dataclasses.asdict(self.params), dataclasses.asdict(self.bytes)
-        for key in _OPTIONAL:
-            if out[key] is None:
-                del out[key]
         return {**out, **self.extras}
 
     @classmethod
