@@ -22,7 +22,7 @@ from autosrh_ray.predict import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"dataset.synthetic.rows": 8000, "search.max_epochs": 2, "train.max_epochs": 2, "search.K": 4, "search.L": 2,
-        "train.batch_size": 512, "report.plots": False}
+        "train.batch_size": 512, "report.plots": False, "report.reference": "none"}
 
 SCRIPT = """
 import json, sys
@@ -55,10 +55,12 @@ def new_rows(tmp_path_factory):
     return base / "part-00000.txt"
 
 
-@pytest.mark.parametrize("prior, workers", [("none", 0), ("prior", 1)])
-def test_run_load_and_score_from_python_with_and_without_a_ray_of_ones_own(new_rows, tmp_path, prior, workers):
+@pytest.mark.parametrize("prior", ["none", "prior"])
+def test_run_load_and_score_from_python_with_and_without_a_ray_of_ones_own(new_rows, tmp_path, prior):
+    """Training in the driver (``ray.num_workers: 0``; Ray Train on the caller's Ray is what ``test_study`` runs):
+    what is checked here is the API around the run."""
     out = tmp_path / "run"
-    overrides = {**TINY, "prune.cr": [10, 20], "ray.num_workers": workers}
+    overrides = {**TINY, "prune.cr": [10, 20], "ray.num_workers": 0}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(new_rows), prior, json.dumps(overrides)],
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -80,8 +82,8 @@ def test_run_load_and_score_from_python_with_and_without_a_ray_of_ones_own(new_r
 
 def test_a_row_missing_a_field_column_is_one_line_naming_it(new_rows, tmp_path, ray_cluster):
     out = tmp_path / "run"
-    autosrh_ray.run(ROOT / "workflows" / "quickstart.yaml", out, {**TINY, "ray.num_workers": 0, "prune.cr": 10,
-                                                                   "report.reference": "none"}, log=lambda _: None)
+    autosrh_ray.run(ROOT / "workflows" / "quickstart.yaml", out, {**TINY, "ray.num_workers": 0, "prune.cr": 10},
+                    log=lambda _: None)
     model = autosrh_ray.load_model(out)
     rows = pd.DataFrame({"I1": [1.0], "C1": ["a"]})
     with pytest.raises(ConfigError) as err:

@@ -193,7 +193,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_a_method_and_a_backbone_of_ones_own_run_a_workflow_on_ray_train(tmp_path):
     out = tmp_path / "toy"
     sets = [*SMALL, "model.name=tests.toys.backbone:Bilinear", "model.options={rank: 3}",
-            "search.method=tests.toys.method:FIRST_DIMS"]
+            "search.method=tests.toys.method:FIRST_DIMS", "report.reference=none"]
     done = _cli("run", str(ROOT / "workflows" / "quickstart.yaml"), "--output", str(out),
                 *[a for s in sets for a in ("--set", s)], cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -201,7 +201,7 @@ def test_a_method_and_a_backbone_of_ones_own_run_a_workflow_on_ray_train(tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "tests.toys.method:FIRST_DIMS" and report["model"] == "tests.toys.backbone:Bilinear"
     assert report["params"]["kept"] == 2 * report["num_features"]  # the toy's own choice, not a pruning's
-    assert report["test"]["auc"] > 0.6 and report["reference"]["test"]["auc"] > 0.6
+    assert report["test"]["auc"] > 0.6
     # the artifact records the backbone's import path and options, and loads back into it
     model = load_model(out / "model.pt")
     assert type(model.backbone).__name__ == "Bilinear" and model.backbone.project.out_features == 3

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = ("autosrh", "uniform", "magnitude", "grid", "random", "mde", "autodim", "autoemb", "pep")
-SMALL = ["ray.num_workers=0", "dataset.synthetic.rows=20000", "search.K=8", "search.L=4", "train.batch_size=512",
+SMALL = ["ray.num_workers=0", "dataset.synthetic.rows=10000", "search.K=8", "search.L=4", "train.batch_size=512",
          "search.random_trials=2", "search.grid_K=[1,2,8]", "search.autodim_candidates=[2,8]",
          "search.autoemb_candidates=[2,8]", "search.pep_l2=0.01"]
 

@@ -78,7 +78,7 @@ def test_ctrl_c_during_the_search_stops_the_run_and_rerunning_resumes_it(tmp_pat
 
 
 def test_a_stage_that_cannot_start_fails_within_the_stall_timeout_with_one_line(tmp_path):
-    timeout_s = 20
+    timeout_s = 12
     proc = _start(tmp_path / "run", "ray.gpus_per_worker=1", f"ray.stall_timeout_s={timeout_s}")
     try:
         seen = _wait_for_line(proc, "ray train:", 300)  # the search's Train run is about to be asked for
