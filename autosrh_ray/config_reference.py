@@ -38,9 +38,10 @@ MEANING = {
     "dataset.synthetic.seed": "synthetic: generator seed",
     "model.name": "backbone: fm, widedeep, deepfm, dcnv2, dlrm (CTR); mf, mlp, neumf (rating); or your own class",
     "model.hidden": "MLP layer widths (widedeep, deepfm, mlp, neumf)",
-    "model.options": "keyword arguments of the backbone's constructor: ClassName(num_fields, dim, **options) (a "
-                     "built-in's hidden and dropout come from model.hidden and model.dropout)",
-    "model.dropout": "dropout in the MLP layers",
+    "model.options": "keyword arguments of the backbone's constructor: ClassName(num_fields, dim, **options) "
+                     "(widedeep, deepfm, mlp and neumf take hidden and dropout from model.hidden and model.dropout; "
+                     "dcnv2: cross_layers, rank, hidden, dropout, structure; dlrm: hidden, dropout)",
+    "model.dropout": "dropout in the MLP layers (widedeep, deepfm, mlp, neumf)",
     "search.method": "autosrh (search, prune, retrain), uniform (UE: every feature K dims), magnitude (UE, then "
                      "prune |E| to the budget and retrain); baselines with dimensions fixed before training: grid "
                      "(UE at each of search.grid_K), random (random per-block dims at the budget), mde "

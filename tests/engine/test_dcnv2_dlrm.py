@@ -42,7 +42,9 @@ def _dcn_reference(net, emb: np.ndarray, first: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("rank, structure", [(0, "stacked"), (2, "parallel"), (2, "stacked"), (0, "parallel")])
 def test_dcnv2_is_the_cross_network_and_tower_written_out(rank, structure):
     torch.manual_seed(0)
-    options = constructor_options("dcnv2", [5, 4], 0.0, {"cross_layers": 2, "rank": rank, "structure": structure})
+    options = constructor_options("dcnv2", [8], 0.0, {"cross_layers": 2, "rank": rank, "structure": structure,
+                                                      "hidden": [5, 4]})
+    assert "dropout" not in options  # model.hidden and model.dropout are DeepFM's: DCN-V2 takes model.options
     net = build_backbone("dcnv2", F, K, options).double().eval()
     assert len(net.cross) == 2 and (net.cross[0].down is not None) == bool(rank)
     emb, first = torch.randn(B, F, K, dtype=torch.float64), torch.randn(B, dtype=torch.float64)
@@ -53,7 +55,7 @@ def test_dcnv2_is_the_cross_network_and_tower_written_out(rank, structure):
 
 def test_dlrm_is_every_pair_of_fields_through_the_top_mlp():
     torch.manual_seed(1)
-    net = build_backbone("dlrm", F, K, constructor_options("dlrm", [5], 0.0, {})).double().eval()
+    net = build_backbone("dlrm", F, K, constructor_options("dlrm", [8], 0.0, {"hidden": [5]})).double().eval()
     emb, first = torch.randn(B, F, K, dtype=torch.float64), torch.randn(B, dtype=torch.float64)
     e, want = emb.numpy(), np.zeros(B)
     for r in range(B):
