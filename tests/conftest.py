@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
+from autosrh_ray import storage
+
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+BUCKET = "autosrh-test"  # the one bucket of the tests' S3 server (s3_env)
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +51,33 @@ def shared_sample(relative: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    """A moto S3 server with one bucket; the environment variables a user would export for their own S3."""
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    port = _free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    storage._remote.cache_clear()
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield env
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    storage._remote.cache_clear()

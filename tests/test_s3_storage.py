@@ -6,54 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import pytest
 
 from autosrh_ray import storage
 
-from .conftest import shared_sample
+from .conftest import BUCKET, shared_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-BUCKET = "autosrh-test"
 SAMPLE_RATINGS = 30_000
 SMALL = ["search.K=8", "search.L=4", "search.max_epochs=3", "train.max_epochs=3", "train.batch_size=512",
          "report.reference=none", "report.plots=false", "train.shuffle_window=4096"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    """A moto S3 server with one bucket; the environment variables a user would export for their own S3."""
-    moto_server = pytest.importorskip("moto.server")
-    boto3 = pytest.importorskip("boto3")
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    storage._remote.cache_clear()
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    yield env
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    storage._remote.cache_clear()
 
 
 def test_storage_helpers_read_write_list_and_copy_on_s3(s3_env, tmp_path):

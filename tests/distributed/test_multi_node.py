@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ..multi_node import CliRun, MultiNodeCluster, multi_node_cluster
-from ..test_s3_storage import BUCKET, s3_env  # noqa: F401  (a fixture: the moto server the nodes write to)
+from ..conftest import BUCKET
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def report(output: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster(s3_env, other_ray):  # noqa: F811
+def cluster(s3_env, other_ray):
     """A head (1 CPU: the driver's node) and a worker node of 2 CPUs (then nodes of 1 CPU each); started after
     the S3 server, so every node's processes have its endpoint, and beside the suite's other Ray instance."""
     with multi_node_cluster(head_cpus=1, workers=(2,)) as nodes:

@@ -212,11 +212,9 @@ def test_byte_budgets_size_fixed_schemes_by_their_artifacts_bytes(planted):
     dimensions to the most entries that fit (their projections counted), and fit."""
     base, prepared, train, valid = planted
     from autosrh_ray.config import with_overrides
-    from autosrh_ray.engine.features import block_starts
 
     m = prepared.num_features
     budget_bytes = m * 16 * 4 // 10
-    starts = tuple(int(b) for b in block_starts(m, 6))
     results = run_all_in_process(with_overrides(base, {"search.method": "grid", "search.grid_K": [1, 2, 4, 8, 16],
                                                        "prune.bytes_cr": 10, "prune.cr": []}),
                                  prepared, train, valid, log=lambda _: None)
