@@ -95,17 +95,21 @@ class _Restored:
         return nullcontext(str(self.directory))
 
 
-def _assert_identical(a, b, where: str) -> None:
+def _assert_same(a, b, where: str) -> None:
     if isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for key in a:
-            _assert_identical(a[key], b[key], f"{where}.{key}")
+            _assert_same(a[key], b[key], f"{where}.{key}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
-            _assert_identical(x, y, f"{where}[{i}]")
+            _assert_same(x, y, f"{where}[{i}]")
     elif isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
+        # float64 to 1e-10 (bit-equal when run alone; once in a full suite run, 2026-12-07, the fit case's
+        # embedding differed in its last bits): one step lost or repeated, or a moment not restored, moves the
+        # weights by about the learning rate, many orders of magnitude more
+        assert a.dtype == b.dtype, where
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=lambda m: f"{where}: {m}")
     else:
         assert a == b, where
 
@@ -117,8 +121,8 @@ def _assert_identical(a, b, where: str) -> None:
 def test_a_resumed_loop_restores_the_optimiser_and_ends_as_the_uninterrupted_one(tmp_path, monkeypatch, stage,
                                                                                  shuffle, valid_rows):
     """The Train loop's resume code on one worker in this process (float64): killed at step 2 of evaluation
-    period 1 and restarted from period 0's checkpoint, it ends with exactly the uninterrupted run's weights,
-    optimiser moments and best state."""
+    period 1 and restarted from period 0's checkpoint, it ends with the uninterrupted run's weights, optimiser
+    moments and best state (to 1e-10)."""
     import ray.train
 
     from autosrh_ray.distributed import loops
@@ -161,6 +165,6 @@ def test_a_resumed_loop_restores_the_optimiser_and_ends_as_the_uninterrupted_one
     assert resumed.resumes == [steps] and resumed.step == uninterrupted.step == 3 * steps
     theta = uninterrupted.optimizer["theta"] if stage == "search" else uninterrupted.optimizer
     assert theta[0]["state"][0]["exp_avg_sq"].dtype == torch.float64  # Adam's moments, in float64
-    _assert_identical(resumed.model, uninterrupted.model, "model")
-    _assert_identical(resumed.optimizer, uninterrupted.optimizer, "optimizer")
-    _assert_identical(resumed.best.state, uninterrupted.best.state, "best")
+    _assert_same(resumed.model, uninterrupted.model, "model")
+    _assert_same(resumed.optimizer, uninterrupted.optimizer, "optimizer")
+    _assert_same(resumed.best.state, uninterrupted.best.state, "best")
