@@ -9,7 +9,7 @@ Example::
     model = autosrh_ray.load_model("runs/quickstart")          # or result.model("cr20")
     scores = model.score(rows)      # a pandas DataFrame or a pyarrow Table in the dataset's raw columns
 
-Both work with a Ray the caller started (``ray.init()`` in a notebook; the run attaches to it, its
+Both work with a Ray the caller started (``ray.init(address="local")`` in a notebook; the run attaches to it, its
 ``ray.address`` permitting) and without one (a private local Ray of the run's own).
 """
 from __future__ import annotations

@@ -147,7 +147,7 @@ def _serve(root: Path, head_cpus: float) -> None:
 
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
-    from ray_head import free_ports
+    from ray_head import free_ports, worker_port_range
 
     logging.disable(logging.WARNING)
     names = ("gcs_server_port", "dashboard_port", "ray_client_server_port", *NODE_PORTS)
@@ -156,7 +156,7 @@ def _serve(root: Path, head_cpus: float) -> None:
     fast = {"health_check_period_ms": 1000, "health_check_timeout_ms": 1000, "health_check_failure_threshold": 3}
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head_cpus, "temp_dir": str(root / "ray"),
                                                             "include_dashboard": True, "_system_config": fast,
-                                                            **ports})
+                                                            **ports, **worker_port_range()})
     nodes = {cluster.head_node.node_id: cluster.head_node}
     print(json.dumps({"address": cluster.address, "head": cluster.head_node.node_id}), flush=True)
     try:
@@ -167,9 +167,7 @@ def _serve(root: Path, head_cpus: float) -> None:
                     # every port of its own too: a worker node on Ray's defaults (the agent's 52365, the metrics
                     # ports) clashes with another Ray on the machine
                     node_ports = dict(zip(NODE_PORTS, free_ports(len(NODE_PORTS))))
-                    low = 20_000 + secrets.randbelow(40) * 250
-                    node = cluster.add_node(num_cpus=command["add"], min_worker_port=low, max_worker_port=low + 200,
-                                            **node_ports)
+                    node = cluster.add_node(num_cpus=command["add"], **node_ports, **worker_port_range())
                     nodes[node.node_id] = node
                     answer = {"node": node.node_id}
                 elif "remove" in command:

@@ -31,6 +31,13 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def worker_port_range() -> dict[str, int]:
+    """A node's worker ports: 200 of them below the ephemeral range ``free_ports`` draws from (so the two never
+    overlap) and away from Ray's default range, which another Ray on the machine uses."""
+    low = 20_000 + secrets.randbelow(40) * 250
+    return {"min_worker_port": low, "max_worker_port": low + 200}
+
+
 def session_pids(sid: int) -> list[int]:
     """Live processes of the session the head was started in (Ray's workers get process groups of their own,
     but stay in the session)."""
@@ -65,12 +72,11 @@ def ray_head(num_cpus: int = 2, jobs: bool = True) -> Iterator[dict]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(root)}
     env.pop("RAY_ADDRESS", None)
     ports = dict(zip(PORTS, free_ports(len(PORTS))))
-    # workers' ports: a range below the ephemeral ports the others came from, so the two never overlap
-    low = 20_000 + secrets.randbelow(40) * 250
-    assert not any(low <= p <= low + 200 for p in ports.values())
+    workers = worker_port_range()
+    assert not any(workers["min_worker_port"] <= p <= workers["max_worker_port"] for p in ports.values())
     command = [RAY, "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
-               "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--min-worker-port={low}",
-               f"--max-worker-port={low + 200}", *[f"--{name}={port}" for name, port in ports.items()]]
+               "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+               *[f"--{name.replace('_', '-')}={port}" for name, port in {**ports, **workers}.items()]]
     head = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     address = f"http://127.0.0.1:{ports['dashboard-port']}"

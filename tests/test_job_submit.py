@@ -90,8 +90,9 @@ def _gcs_port_of(code: str, head: dict) -> int:
 
 
 def test_a_local_run_does_not_join_a_head_started_on_the_machine(ray_head):
-    # the trap is real: a plain ray.init() on this machine joins a head left running (ray_head.py sets every port)
-    assert _gcs_port_of("import ray; ray.init()", ray_head) == ray_head["gcs_port"]
+    # the trap is real: a Ray found on this machine is joined (what a plain ray.init() does; "auto" fails instead of
+    # starting one when none is found, so this control cannot pass by accident)
+    assert _gcs_port_of("import ray; ray.init(address='auto')", ray_head) == ray_head["gcs_port"]
     # ray.address: local (the default) starts a Ray of its own instead
     ours = _gcs_port_of("from autosrh_ray.config import RayConfig\nfrom autosrh_ray.runtime import connect\n"
                         "assert connect(RayConfig())", ray_head)
