@@ -1,15 +1,17 @@
 """Shared fixtures. ``ray_cluster`` starts Ray once per test session (each start costs seconds); every test
-module that needs Ray (data, distributed, workflow tests) reuses it instead of calling ``ray.init`` itself."""
+module that needs Ray (data, distributed, workflow tests) reuses it instead of calling ``ray.init`` itself.
+``other_ray`` is a second Ray instance beside it; ``s3_env`` a local S3 server (moto) for a test module."""
 from __future__ import annotations
 
 import logging
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 from autosrh_ray import storage
+
+from .ray_head import free_ports, ray_head
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 BUCKET = "autosrh-test"  # the one bucket of the tests' S3 server (s3_env)
@@ -20,8 +22,6 @@ def other_ray():
     """A Ray head of the suite's own beside the private one (its own temp dir, ports and session; ended by its
     PIDs): from the first test that asks for it to the end of the session, everything after runs beside another
     Ray instance, as on a shared machine."""
-    from .ray_head import ray_head
-
     with ray_head(num_cpus=1, jobs=False) as head:
         yield head
 
@@ -53,18 +53,12 @@ def shared_sample(relative: str) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env():
     """A moto S3 server with one bucket; the environment variables a user would export for their own S3."""
     moto_server = pytest.importorskip("moto.server")
     boto3 = pytest.importorskip("boto3")
-    port = _free_port()
+    (port,) = free_ports(1)
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",

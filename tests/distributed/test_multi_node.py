@@ -32,7 +32,7 @@ TINY = ["dataset.synthetic.rows=16000", "train.batch_size=256", "report.referenc
         "ray.num_workers=2", "ray.cpus_per_worker=1", "ray.max_failures=2", "ray.stall_timeout_s=120"]
 SEARCH_LINE = "[search] epoch 1:"  # killed after the search's second evaluation (its checkpoint is written)
 RETRAIN_LINE = "[retrain cr10] epoch 1:"
-NONE_JOINING_STALL_S = 25  # how long the run waits for the lost CPU before it stops 
+NONE_JOINING_STALL_S = 25  # how long the run waits for the lost CPU before it stops
 RESUME_TOLERANCE = 0.01  # test AUC against the undisturbed run (a resumed run replays the same batches; α's and
 # the optimisers' state come back from the checkpoint, the few steps after it are retrained)
 
@@ -127,7 +127,8 @@ def test_a_worker_node_lost_with_none_joining_stops_with_one_line_saying_what_it
         assert_quiet(run)
         assert any(x.startswith("[ray] lost node") for x in run.lines)
         error = run.lines[-1]
-        assert error.startswith("autosrh-ray: error: [search]") and f"reported nothing for {NONE_JOINING_STALL_S} s" in error
+        assert error.startswith("autosrh-ray: error: [search]"), error
+        assert f"reported nothing for {NONE_JOINING_STALL_S} s" in error, error
         assert "cluster free" in error, error
     finally:
         cluster.add(1)  # the cluster as the other tests found it

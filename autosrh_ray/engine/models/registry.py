@@ -35,8 +35,8 @@ BUILT_IN: dict[str, BuiltIn] = {
     "mf": BuiltIn("autosrh_ray.engine.models.mf:MF"),
     "mlp": BuiltIn("autosrh_ray.engine.models.mlp:MLP", tower=True),
     "neumf": BuiltIn("autosrh_ray.engine.models.neumf:NeuMF", tower=True),
-    # sized by model.options alone (their class defaults: a run of 2M Criteo-profile rows in under 30 minutes on
-    # 2 cores), so that a workflow's model.hidden for DeepFM does not resize them
+    # sized by model.options alone (their class defaults are sized for CPUs), so that a workflow's model.hidden
+    # for DeepFM does not resize them
     "dcnv2": BuiltIn("autosrh_ray.engine.models.dcnv2:DCNv2"),
     "dlrm": BuiltIn("autosrh_ray.engine.models.dlrm:DLRM"),
 }
