@@ -34,6 +34,7 @@ def comparison(tmp_path_factory):
     return out, json.loads((out / "comparison.json").read_text()), done.stdout
 
 
+@pytest.mark.slow
 def test_every_method_and_seed_is_a_run_with_metrics_params_and_times(comparison):
     out, result, _ = comparison
     runs = result["runs"]

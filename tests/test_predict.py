@@ -45,6 +45,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_on_raw_test_rows_reproduces_the_runs_test_metric(criteo_run):
     base, report, test_lines = criteo_run
     (base / "test.txt").write_text("\n".join(test_lines) + "\n")

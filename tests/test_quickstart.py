@@ -10,6 +10,8 @@ import torch
 
 from autosrh_ray.artifact.format import load_model
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -22,6 +22,7 @@ def movielens(ray_cluster, tmp_path_factory):
     return overrides, prepared
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["mf", "neumf"])
 def test_rating_model_beats_the_mean_rating(movielens, model):
     overrides, prepared = movielens

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import pytest
 
 from autosrh_ray import storage
 
@@ -55,6 +56,7 @@ def _metrics(report: dict) -> dict:
     return {k: report[k] for k in ("test", "valid", "params", "num_features", "rows", "epochs")}
 
 
+@pytest.mark.slow
 def test_a_run_from_and_into_a_bucket_reports_what_the_local_run_does(s3_env, tmp_path):
     lines = shared_sample("movielens/ratings.csv").read_bytes().splitlines(keepends=True)
     sample = tmp_path / "ratings.csv"

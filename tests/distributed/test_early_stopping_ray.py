@@ -41,6 +41,7 @@ def runs(ray_cluster, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_patience_stops_the_search_and_its_best_state_is_handed_back(runs):
     result, state = runs["stopped"]
     assert (result.epochs, result.stop_reason, result.best_epoch) == (5, "patience", 2)

@@ -44,6 +44,7 @@ def _run(tmp_path: Path, name: str, search_epochs: int) -> dict:
     return json.loads((tmp_path / name / "out" / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_quickstart_two_workers_on_two_cpus_finishes_and_reproduces(ray_cluster, tmp_path):
     assert cluster_cpus() == 2
     report = _run(tmp_path, "first", 2)

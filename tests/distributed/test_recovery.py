@@ -60,6 +60,7 @@ def killed_run(ray_cluster, tmp_path_factory):
                 rerun_seconds=rerun_seconds, second=_latest_search(base / "ray"))
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_the_checkpoint_and_the_report_is_written(killed_run):
     assert killed_run["marker"].exists()  # the fault fired: rank 1 was SIGKILLed at epoch 1, step 2
     s, state = killed_run["steps"], killed_run["first"]

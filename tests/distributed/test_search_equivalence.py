@@ -30,6 +30,8 @@ from autosrh_ray.engine.training import StopRule, predict
 
 from .helpers import class_per_rank, initial_state, model_from_state, prepared_small, small_config
 
+pytestmark = pytest.mark.slow
+
 TOL = 1e-12
 MAX_STEPS = 20
 

@@ -147,6 +147,7 @@ def test_a_batch_that_does_not_divide_across_workers_fails_at_config_load():
                            "tune.search_space={train.batch_size: [1024, 1025]}"])
 
 
+@pytest.mark.slow
 def test_a_search_on_two_workers_with_a_batch_larger_than_the_validation_split(ray_cluster, tmp_path):
     """On Ray Data with two workers: the ~300-row validation split (α's stream) and a 512-row batch."""
     from autosrh_ray.distributed.stages import make_runner

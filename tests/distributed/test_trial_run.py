@@ -3,6 +3,7 @@ the workflow's separate stages compute — search run, pruning task, retrain run
 during its retrain phase and Ray Train restarts it from the phase's checkpoint."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from autosrh_ray.distributed.loops import FaultSpec, InMemoryData
@@ -20,6 +21,7 @@ def _same_states(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-12, msg=lambda m: f"{key}: {m}")
 
 
+@pytest.mark.slow
 def test_one_run_trial_equals_separate_stages_and_resumes_in_its_retrain_phase(ray_cluster, tmp_path):
     _, prepared = prepared_small(tmp_path / "data", *OVERRIDES)
     config = small_config(*OVERRIDES)
