@@ -13,6 +13,7 @@ optimistic: read quality from test.
     python benchmarks/quality.py --quick --variants --holdout       # options past the paper, judged on held-out
                                                                     # train rows (data α never saw), not on test
     python benchmarks/quality.py --bytes --json quality-bytes.json  # the bytes table (below)
+    python benchmarks/quality.py --benches criteo-dcnv2,avazu-dcnv2   # DCN-V2 (K 16) on the real CTR samples
 
 ``--bytes``: per dataset and seed one workflow run (in-process, ``ray.num_workers: 0``) with the UE reference,
 AutoSrh at CR 10 (fp32) and byte budgets ``bytes_cr`` 40 and 100 under ``prune.precision: auto`` — each budget's
@@ -78,6 +79,11 @@ BENCHES = {
                        "criteo/dac_sample.txt", None),
     "avazu-fm": Bench("avazu", "fm", ("dataset.name=avazu", "search.K=64", "search.L=6"),
                       "avazu/train_sample.csv", None),
+    # DCN-V2 at K 16, as the BARS benchmarks run it (its built-in defaults: 2 low-rank cross layers, tower 200x200)
+    "criteo-dcnv2": Bench("criteo-dcnv2", "dcnv2", ("dataset.name=criteo", "search.K=16", "search.L=6"),
+                          "criteo/dac_sample.txt", None),
+    "avazu-dcnv2": Bench("avazu-dcnv2", "dcnv2", ("dataset.name=avazu", "search.K=16", "search.L=6"),
+                         "avazu/train_sample.csv", None),
 }
 QUICK = ("movielens-mf", "synthetic-fm")
 BYTES_BENCHES = ("synthetic-fm", "movielens-mf", "amazon-mf", "criteo-fm", "avazu-fm")
