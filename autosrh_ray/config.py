@@ -102,6 +102,9 @@ class PruneConfig:
     # whose model (as many entries as fit at it) validation prefers
     precision: Union[Literal["auto", "fp32", "fp16", "int8", "int4"], list[Literal["fp32", "fp16", "int8", "int4"]]] \
         = "auto"
+    # what shares an int8/int4 scale and bias: each kept row (4 B a row), or each frequency block's dimension (dim:
+    # L·K·4 B a table); auto: a byte budget's candidates (precision auto) in both, else row
+    int_scales: Literal["auto", "row", "dim"] = "auto"
     quant_aware: bool = False  # the retrain's forward reads the kept values as stored (straight-through gradients)
     # precision auto with a byte budget: the hashed share of the validation split the choice is made on, held from
     # α's stream (search.alpha_data: validation) so the candidates are not compared on rows α was fitted to

@@ -76,14 +76,18 @@ MEANING = {
     "search.alpha_fraction": "alpha_data: train — the share of train rows held for α",
     "prune.cr": "compression ratio(s): keep round(M x K / cr) entries of |E ⊙ α|; a list gives one model each",
     "prune.params": "absolute budget(s): kept embedding entries (with cr, both lists are used)",
-    "prune.precision": "how the artifact stores the kept values: fp32, fp16, or int8 / int4 codes with an fp16 "
-                       "scale and bias per feature (post-training; the reported metrics are the stored model's); a "
+    "prune.precision": "how the artifact stores the kept values: fp32, fp16, or int8 / int4 codes with fp16 "
+                       "scales and biases (prune.int_scales) (post-training; the reported metrics are the stored model's); a "
                        "list: one per frequency block (search.L, most frequent first); auto: fp32 for cr/params "
                        "budgets, and for a byte budget the candidate validation prefers (each uniform precision, "
                        "and two per-block ones guided by the dims each block keeps; a tighter byte budget's "
                        "candidates compete for every looser budget they fit)",
+    "prune.int_scales": "what shares an int8 / int4 scale and bias (fp16 each): row — each kept row (4 bytes a "
+                        "row, as FBGEMM stores tables); dim — each frequency block's dimension (search.L·K·4 bytes a "
+                        "table, however many rows: cheaper at tight byte budgets, where a kept row holds few entries); "
+                        "auto: a byte budget's candidates (precision auto) in both layouts, row elsewhere",
     "prune.quant_aware": "quantisation-aware retrain: below fp32 the packed retrain's forward reads every kept value "
-                         "as the artifact will store it (row-wise codes, fp16), gradients passed straight through; "
+                         "as the artifact will store it (int codes, fp16), gradients passed straight through; "
                          "the retrain's validation is then the stored model's",
     "prune.choice_fraction": "byte budgets (precision auto, or more than one budget): the hashed share of "
                              "the validation split a budget's model is chosen on, held from α's stream "

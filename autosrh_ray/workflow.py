@@ -43,7 +43,7 @@ import torch
 import yaml
 
 from . import atomic, storage
-from .artifact.budget import Budget, check_byte_budgets
+from .artifact.budget import Budget, check_byte_budgets, stored_as_integers
 from .artifact.format import ArtifactBytes, embedding_bytes_of, load_model, save_model
 from .config import (CONFIG_FILE, Config, ConfigError, budget_choice_rows, sized_for_data, validate_against_data,
                      with_overrides)
@@ -126,6 +126,7 @@ def model_entry(config: Config, prepared: PreparedData, stages: StageResult, tes
         artifact_bytes={"compact_model": stored.file, "dense_embedding": m * k * 4},
         # as the artifact stores it, counted from its tensors; bytes_cr: UE's dense fp32 table over this model's
         precision=reported(budget.precision) if budget else "fp32",
+        int_scales=budget.int_scales if budget and stored_as_integers(budget.precision) else None,
         bytes=StoredBytes(stored.embedding, m * k * 4, stored.other, m * k * 4 / max(stored.embedding, 1)),
         stages={name: result.summary() for name, result in stages.stages.items()},
         epochs={"search": first.epochs if first else 0, "retrain": stages.retrain.epochs},
@@ -254,6 +255,8 @@ def byte_budget_choices(results: list[StageResult], saved: list[SavedModel], pre
         best[group] = min(pool, key=lambda i: validation_loss(task, valid[i]))
         groups[group] = [{"name": results[i].budget.name, "budget": results[i].budget.group,
                           "precision": reported(results[i].budget.precision),
+                          **({"int_scales": results[i].budget.int_scales}
+                             if stored_as_integers(results[i].budget.precision) else {}),
                           "kept": results[i].budget.kept, "bytes": saved[i].stored.embedding,
                           "within_budget": saved[i].stored.embedding <= limit,
                           "valid": valid[i], "model": saved[i].artifacts["model"], "chosen": i == best[group], "index": i}
@@ -268,12 +271,13 @@ def _built(config: Config, prepared: PreparedData, state: dict) -> EmbeddingMode
 def _save_model(config: Config, prepared: PreparedData, result: StageResult, output: Path,
                 folder: str) -> SavedModel:
     """The model's artifact (its kept values at its budget's precision, fp32 without one) and its dims table."""
-    precision, starts = (result.budget.precision, result.budget.block_starts) if result.budget else ("fp32", (0,))
+    b = result.budget
+    precision, starts, scales = (b.precision, b.block_starts, b.int_scales) if b else ("fp32", (0,), "row")
     artifacts = {"model": f"{folder}model.pt", "dims": f"{folder}dims.parquet"}
     with atomic.atomic_path(output / artifacts["model"]) as tmp:
         m = config.model
         stored = save_model(result.model, tmp, m.name, prepared.features.num_fields,
-                            constructor_options(m.name, m.hidden, m.dropout, m.options), precision, starts)
+                            constructor_options(m.name, m.hidden, m.dropout, m.options), precision, starts, scales)
     _write_dims(result.model, prepared, output / artifacts["dims"])
     return SavedModel(artifacts, stored,
                       load_model(output / artifacts["model"]) if precision != "fp32" else result.model)
@@ -347,7 +351,7 @@ def run(config: Config, output: str | Path, prepared: Optional[PreparedData] = N
     Train loops.
     """
     destination = storage.absolute(output)
-    check_byte_budgets(config.prune, config.search.K)
+    check_byte_budgets(config.prune, config.search.K, blocks=config.search.L)
     note = caller_ray_note()
     if note:
         log(note)
@@ -467,7 +471,7 @@ def _run(config: Config, destination: str, prepared: Optional[PreparedData], log
     t_prepare = time.perf_counter() - t0
     validate_against_data(config, prepared.num_features)
     check_backbone(config, prepared.features.num_fields)
-    check_byte_budgets(config.prune, config.search.K, prepared.num_features)
+    check_byte_budgets(config.prune, config.search.K, prepared.num_features, config.search.L)
     config, notes = sized_for_data(config, prepared.rows.train, prepared.num_features)
     for note in notes:
         log(f"note: {note}")

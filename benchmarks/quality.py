@@ -17,8 +17,9 @@ optimistic: read quality from test.
 
 ``--bytes``: per dataset and seed one workflow run (in-process, ``ray.num_workers: 0``) with the UE reference,
 AutoSrh at CR 10 (fp32) and byte budgets ``bytes_cr`` 40 and 100 under ``prune.precision: auto`` — each budget's
-candidates (fp32, fp16, int8, int4 and the per-block ones, as many entries as fit each) retrained and the one
-validation prefers kept. The table gives test metrics beside the embedding bytes the artifacts hold, and AutoSrh
+candidates (fp32, fp16, int8, int4 with scales per row and again per block and dimension, and the per-block ones,
+as many entries as fit each) retrained and the one validation prefers kept; each integer candidate has a row of
+its own. The table gives test metrics beside the embedding bytes the artifacts hold, and AutoSrh
 fp32 at the same bytes (the budget's fp32 candidate) against two choices by validation: among the budget's own
 candidates (the precision alone), and among every candidate that fits (a tighter budget's too — the workflow's
 choice: a budget is a ceiling); beside them magnitude pruning at the same byte budgets, chosen the same way (a
@@ -31,6 +32,7 @@ stage graph as the Ray path); real-data samples are read from ``--data`` (defaul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -38,6 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -179,6 +182,9 @@ def main() -> int:
     parser.add_argument("--holdout", action="store_true", help="judge on 10%% held-out train rows, not on test")
     parser.add_argument("--bytes", action="store_true", help="the bytes table: UE, AutoSrh CR 10, bytes_cr 40/100")
     parser.add_argument("--seeds", type=int, default=len(SEEDS))
+    parser.add_argument("--keep", type=Path, help="--bytes: keep the runs (prepared data, reports, artifacts) here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="--bytes: a config override for every run (e.g. prune.quant_aware=true)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -255,34 +261,37 @@ def _print_table(bench_name: str, key: str, judged_on: str, results: dict, figur
     print(f"\nbest: {best}")
 
 
-def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, out: Path) -> dict:
+def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, out: Path,
+              extra: tuple[str, ...] = ()) -> dict:
     """One workflow run of ``bench``: UE, AutoSrh CR 10 and the byte budgets; per row its test metric, embedding
-    bytes, bytes CR and precision."""
+    bytes, bytes CR and precision. ``extra``: config overrides for both runs (``--set``)."""
     from autosrh_ray import workflow
 
     config = load_config(bench.config, [*bench.overrides, f"model.name={bench.model}", *_path(bench, data_root),
                                         "search.method=autosrh", "prune.cr=10",
                                         f"prune.bytes_cr=[{', '.join(str(c) for c in BYTE_CRS)}]",
                                         f"train.seed={seed}", "ray.num_workers=0", "report.plots=false",
-                                        "report.reference=uniform"])
+                                        "report.reference=uniform", *extra])
     report = workflow.run(config, out, prepared=prepared, log=lambda _: None)
     key = "auc" if config.task == "classification" else "mse"
 
-    def text(precision) -> str:  # one precision, or one per block
-        return precision if isinstance(precision, str) else "/".join(precision)
+    def text(precision, int_scales=None) -> str:  # one precision, or one per block; "(dim)": dim scales
+        return (precision if isinstance(precision, str) else "/".join(precision)) + \
+            (" (dim)" if int_scales == "dim" else "")
 
     def row(entry: dict) -> dict:
         chosen = next((r for r in entry.get("candidates", ()) if r["chosen"]), None)
-        precision = text(entry["precision"])
+        precision = text(entry["precision"], entry.get("int_scales"))
         if chosen is not None and chosen["budget"] != entry["budget"]:  # a tighter budget's candidate
             precision += f" of {chosen['budget']}"
         return {"metric": entry["test"][key], "bytes": entry["bytes"]["embedding"],
-                "bytes_cr": entry["bytes"]["bytes_cr"], "precision": precision}
+                "bytes_cr": entry["bytes"]["bytes_cr"], "precision": precision,
+                "valid": (chosen or entry)["valid"][key]}
 
     def candidate_row(entry: dict, candidate: dict) -> dict:
-        return {"metric": candidate["test"][key], "bytes": candidate["bytes"],
+        return {"metric": candidate["test"][key], "bytes": candidate["bytes"], "valid": candidate["valid"][key],
                 "bytes_cr": entry["bytes"]["dense_fp32"] / candidate["bytes"],
-                "precision": text(candidate["precision"])}
+                "precision": text(candidate["precision"], candidate.get("int_scales"))}
 
     rows = {"UE fp32": row(report["reference"])}
     by_budget = {m["budget"]: m for m in report["models"]}
@@ -292,6 +301,10 @@ def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, 
         own = [r for r in chosen["candidates"] if r["budget"] == f"bytes_cr{c}"]
         fp32 = next(r for r in own if r["precision"] == "fp32")
         rows[f"AutoSrh fp32 @ bytes_cr {c}"] = candidate_row(chosen, fp32)
+        for r in own:  # each integer candidate, its scales per row and per block and dimension
+            if r["precision"] in ("int8", "int4"):
+                rows[f"AutoSrh {r['precision']} {r.get('int_scales', 'row')} scales @ bytes_cr {c}"] = \
+                    candidate_row(chosen, r)
         # the precision validation prefers among the budget's own candidates (its bytes filled)
         own_choice = min(own, key=lambda r: validation_loss(config.task, r["valid"]))
         rows[f"AutoSrh + precision, own budget @ bytes_cr {c}"] = candidate_row(chosen, own_choice)
@@ -306,6 +319,17 @@ def bytes_run(bench: Bench, prepared: PreparedData, seed: int, data_root: Path, 
     return {"key": key, "rows": rows}
 
 
+@contextlib.contextmanager
+def _work_dir(keep: Optional[Path], prefix: str):
+    """``keep`` (created; left for later study), else a temporary directory removed afterwards."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield str(keep)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as work:
+        yield work
+
+
 def bytes_table(args) -> int:
     """``--bytes``: the table of test metric against embedding bytes (module docstring)."""
     benches = args.benches.split(",") if args.benches else (QUICK if args.quick else BYTES_BENCHES)
@@ -313,11 +337,12 @@ def bytes_table(args) -> int:
     figures: dict = {"seeds": len(seeds)}
     start = time.perf_counter()
     wins = []
-    with tempfile.TemporaryDirectory(prefix="autosrh-quality-bytes-") as work:
+    with _work_dir(args.keep, "autosrh-quality-bytes-") as work:
         for bench_name in benches:
             bench = BENCHES[bench_name]
             prepared = prepared_data(bench, args.data, Path(work))
-            runs = [bytes_run(bench, prepared, seed, args.data, Path(work) / f"{bench_name}-{seed}") for seed in seeds]
+            runs = [bytes_run(bench, prepared, seed, args.data, Path(work) / f"{bench_name}-{seed}", tuple(args.set))
+                    for seed in seeds]
             key = runs[0]["key"]
             ue = statistics.mean(r["rows"]["UE fp32"]["metric"] for r in runs)
             print(f"\n### {bench_name} — test {key.upper()} against embedding bytes ({len(seeds)} seeds)\n")
@@ -336,6 +361,8 @@ def bytes_table(args) -> int:
                 tag = name.lower().replace(" + ", "_").replace(" @ ", "_").replace(" ", "_")
                 figures[f"{bench_name}_{tag}_{key}_mean"] = mean
                 figures[f"{bench_name}_{tag}_bytes_cr"] = bcr
+                # validation (a candidate's: on the rows it was chosen on): what options are decided on, not test
+                figures[f"{bench_name}_{tag}_valid_{key}_mean"] = statistics.mean(c["valid"] for c in cells)
                 figures[f"{bench_name}_{tag}_delta_vs_ue"] = mean - ue if key == "auc" else mean / ue - 1
             for c in BYTE_CRS:
                 fp32 = means[f"AutoSrh fp32 @ bytes_cr {c}"]
@@ -345,6 +372,16 @@ def bytes_table(args) -> int:
                     figures[f"{bench_name}_{label}_beats_fp32_at_bytes_cr{c}"] = better
                     print(f"at bytes_cr {c}: {name.split(' @')[0]} {'beats' if better else 'does not beat'} AutoSrh "
                           f"fp32 at the same budget", flush=True)
+            for c in BYTE_CRS:  # the acceptance: within 0.005 AUC / 1% MSE of UE, ahead of magnitude pruning
+                ours, theirs = means[f"AutoSrh + precision @ bytes_cr {c}"], means[f"Magnitude + precision @ bytes_cr {c}"]
+                loss = ue - ours if key == "auc" else ours / ue - 1
+                figures[f"{bench_name}_loss_vs_ue_at_bytes_cr{c}"] = loss
+                figures[f"{bench_name}_within_ue_at_bytes_cr{c}"] = loss <= (0.005 if key == "auc" else 0.01)
+                figures[f"{bench_name}_ahead_of_magnitude_at_bytes_cr{c}"] = \
+                    ours > theirs if key == "auc" else ours < theirs
+                print(f"at bytes_cr {c}: loss against UE {loss:+.4f}{'' if key == 'auc' else ' (relative MSE)'}, "
+                      f"{'ahead of' if figures[f'{bench_name}_ahead_of_magnitude_at_bytes_cr{c}'] else 'behind'} "
+                      f"magnitude pruning at the same bytes", flush=True)
             wins.append((figures[f"{bench_name}_precision_beats_fp32_at_bytes_cr{BYTE_CRS[0]}"],
                          figures[f"{bench_name}_precision_own_budget_beats_fp32_at_bytes_cr{BYTE_CRS[0]}"]))
     figures["sets_where_precision_beats_fp32_at_bytes_cr40"] = sum(w for w, _ in wins)

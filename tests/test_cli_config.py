@@ -72,13 +72,22 @@ def test_byte_budgets_come_first_one_candidate_per_precision_unless_one_is_set()
     from autosrh_ray.artifact.budget import budgets
 
     c = load_config(overrides=["prune.bytes_cr=40", "prune.bytes=5000", "prune.cr=10"])
-    got = [(b.name, b.group, b.precision, b.bytes) for b in budgets(c.prune, 1000, 16)]
-    assert got[:4] == [(f"bytes_cr40-{p}", "bytes_cr40", p, 1000 * 16 * 4 // 40) for p in ("fp32", "fp16", "int8", "int4")]
-    assert got[4:8] == [(f"bytes5000-{p}", "bytes5000", p, 5000) for p in ("fp32", "fp16", "int8", "int4")]
-    assert got[8] == ("cr10", "", "fp32", None)
+    got = [(b.name, b.group, b.precision, b.bytes, b.int_scales) for b in budgets(c.prune, 1000, 16)]
+    # each precision (int scales per row), then int8 and int4 with scales per block and dimension (int_scales: auto)
+    candidates = [(p, "row") for p in ("fp32", "fp16", "int8", "int4")] + [("int8", "dim"), ("int4", "dim")]
+    size = 1000 * 16 * 4 // 40
+    assert got[:6] == [(f"bytes_cr40-{p}" + ("-dim" if s == "dim" else ""), "bytes_cr40", p, size, s)
+                       for p, s in candidates]
+    assert got[6:12] == [(f"bytes5000-{p}" + ("-dim" if s == "dim" else ""), "bytes5000", p, 5000, s)
+                         for p, s in candidates]
+    assert got[12] == ("cr10", "", "fp32", None, "row")
     c = load_config(overrides=["prune.bytes_cr=40", "prune.precision=int4"])
-    assert [(b.name, b.precision) for b in budgets(c.prune, 1000, 16)] == [("bytes_cr40-int4", "int4"),
-                                                                           ("cr10", "int4")]
+    assert [(b.name, b.precision, b.int_scales) for b in budgets(c.prune, 1000, 16)] == [
+        ("bytes_cr40-int4", "int4", "row"), ("cr10", "int4", "row")]
+    c = load_config(overrides=["prune.bytes_cr=40", "prune.int_scales=dim"])  # one layout for every candidate
+    assert [(b.name, b.int_scales) for b in budgets(c.prune, 1000, 16)] == [
+        ("bytes_cr40-fp32", "row"), ("bytes_cr40-fp16", "row"), ("bytes_cr40-int8-dim", "dim"),
+        ("bytes_cr40-int4-dim", "dim"), ("cr10", "row")]
     for method in ("autodim", "autoemb"):
         with pytest.raises(ConfigError, match=f"^prune.bytes_cr: byte budgets are for search.method autosrh, "
                                               f"magnitude, grid, random, mde, pep \\({method} chooses its own size"):

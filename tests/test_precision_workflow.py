@@ -42,6 +42,24 @@ def test_an_int8_run_reports_its_artifacts_bytes_and_the_stored_models_metrics(t
         assert abs(value - expected[key]) < 1e-6, key
 
 
+def test_int8_with_dim_scales_stores_one_scale_per_block_and_dimension_and_reports_the_stored_model(tmp_path):
+    """``prune.int_scales: dim`` with a CR budget: the artifact's codes share a scale per search block and
+    dimension (search.L·K of them), the report says so, and its metrics are the stored model's."""
+    config, prepared = prepared_small(tmp_path / "data", "ray.num_workers=0", "report.plots=false",
+                                      "report.reference=none", "prune.precision=int8", "prune.int_scales=dim")
+    report = workflow.run(config, tmp_path / "out", prepared=prepared, log=lambda _: None)
+    path = tmp_path / "out" / report["artifacts"]["model"]
+    section = torch.load(path, weights_only=True)["embedding"]
+    (segment,) = section["segments"]
+    assert report["precision"] == "int8" and report["int_scales"] == "dim" and segment["scales"] == "dim"
+    assert segment["scale"].numel() == config.search.L * config.search.K == section["block_starts"].numel() * \
+        config.search.K
+    assert report["bytes"]["embedding"] == tensor_bytes(section)
+    expected = stored_model_metrics(path, prepared, "test", config.task)
+    for key, value in report["test"].items():
+        assert abs(value - expected[key]) < 1e-6, key
+
+
 def stored_model_metrics(path, prepared, split: str, task: str, held=None) -> dict:
     """The metrics of the artifact at ``path`` on ``split`` (``held``: on the rows of that hashed slice only),
     loaded and scored here (independently of the run)."""
@@ -64,15 +82,26 @@ def test_a_byte_budget_fits_its_bytes_at_every_precision_and_keeps_the_one_valid
     budget = first["bytes"]["dense_fp32"] // 3
     rows = first["candidates"]
     assert [r["precision"] for r in rows[:4]] == ["fp32", "fp16", "int8", "int4"]
+    assert [r.get("int_scales") for r in rows[:4]] == [None, None, "row", "row"]
+    # the integer precisions again with a scale per block and dimension (prune.int_scales: auto), last
+    by_dim = [r for r in rows if r.get("int_scales") == "dim"]
+    assert [(r["name"], r["precision"]) for r in by_dim] == [("bytes_cr3-int8-dim", "int8"), ("bytes_cr3-int4-dim", "int4")]
+    assert rows[-2:] == by_dim
     # a precision per block (search.L = 3) guided by the dims the blocks keep, unless it repeats another candidate
-    assert rows[4:] and {r["name"] for r in rows[4:]} <= {"bytes_cr3-mixed", "bytes_cr3-mixed-int4"}
-    for row in rows[4:]:
+    mixed = rows[4:-2]
+    assert mixed and {r["name"] for r in mixed} <= {"bytes_cr3-mixed", "bytes_cr3-mixed-int4"}
+    for row in mixed:
         assert len(row["precision"]) == 3 and len(set(row["precision"])) > 1
-    assert len({str(r["precision"]) for r in rows}) == len(rows)
+    assert len({(str(r["precision"]), r.get("int_scales")) for r in rows}) == len(rows)
     for row in rows:
         section = torch.load(out / row["model"], weights_only=True)["embedding"]
         assert section["precision"] == row["precision"] and tensor_bytes(section) == row["bytes"] <= budget
+        assert ("block_starts" in section) == (row in by_dim)  # L int32 first ids: the blocks the scales are of
+        assert {s.get("scales") for s in section["segments"]} == ({"dim"} if row in by_dim else {None})
         assert "auc" in row["test"]
+    # per block and dimension, the scales cost L·K·4 bytes instead of 4 per kept row: more entries fit
+    own = {r["name"]: r for r in rows}
+    assert own["bytes_cr3-int8-dim"]["kept"] > own["bytes_cr3-int8"]["kept"]
     assert [r["kept"] for r in rows[:2]] == sorted(r["kept"] for r in rows[:2])  # fp16 fits more than fp32
     best = min(rows, key=lambda r: r["valid"]["logloss"])
     assert best["chosen"] and sum(r["chosen"] for r in rows) == 1

@@ -17,29 +17,42 @@ import torch
 from ..config import ConfigError, PruneConfig
 from ..engine.precision_plan import Precision, precision_name, segments
 from ..engine.prune import kept_count, topk_mask
-from .layout import (ROW_BYTES, bitmap_span, group_value_bytes, groups_bytes, index_bytes, projection_bytes, rows_bytes,
-                     values_bytes)
+from .layout import (ROW_BYTES, bitmap_span, block_starts_bytes, group_value_bytes, groups_bytes, index_bytes,
+                     projection_bytes, rows_bytes, values_bytes)
 
 LOSSLESS_INT8_DIMS = 4  # int8 (d + 4 B per row) takes fewer bytes than fp16 (2d) once a row keeps more dims
 
 
 def embedding_bytes(kept: int | Sequence[int], rows: int | Sequence[int], bitmap_features: int, dim: int,
-                    precision: str | Sequence[str]) -> int:
+                    precision: str | Sequence[str], int_scales: str = "row",
+                    blocks: int | Sequence[int] = 1) -> int:
     """Bytes of an artifact's embedding with ``kept`` entries in ``rows`` kept rows (features keeping anything) —
-    or, per stored segment, ``kept``, ``rows`` and ``precision`` listed segment by segment; ``bitmap_features``:
-    the features the bitmap covers, up to the last that keeps anything (:func:`bitmap_span`)."""
+    or, per stored segment, ``kept``, ``rows``, ``precision`` and its frequency ``blocks`` listed segment by
+    segment; ``bitmap_features``: the features the bitmap covers, up to the last that keeps anything
+    (:func:`bitmap_span`); ``int_scales``: int8/int4 scales per row or per block and dimension."""
     if isinstance(precision, str):
         kept, rows, precision = [kept], [rows], [precision]
-    values = sum(values_bytes(n, r, p) for n, r, p in zip(kept, rows, precision))
+    if isinstance(blocks, int):  # the row layout never reads it
+        blocks = [blocks] * len(precision)
+    values = sum(values_bytes(n, r, p, int_scales, b, dim) for n, r, p, b in zip(kept, rows, precision, blocks))
     n, r = sum(kept), sum(rows)
-    return rows_bytes(r, bitmap_features) + index_bytes(r, n, dim) + values
+    return (rows_bytes(r, bitmap_features) + index_bytes(r, n, dim) + values
+            + block_starts_bytes(int_scales, precision, sum(blocks)))
 
 
-def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]]) -> int:
+def span_blocks(spans: list[tuple[int, int, str]], block_starts: Sequence[int]) -> list[int]:
+    """The frequency blocks in each stored segment (spans begin at block starts)."""
+    starts = np.asarray(block_starts)
+    return [int(((starts >= a) & (starts < b)).sum()) or 1 for a, b, _ in spans]
+
+
+def _size(scores: torch.Tensor, keep: int, spans: list[tuple[int, int, str]], int_scales: str,
+          blocks: list[int]) -> int:
     counts = topk_mask(scores, keep).sum(dim=1)
     kept = [int(counts[a:b].sum()) for a, b, _ in spans]
     rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
-    return embedding_bytes(kept, rows, bitmap_span(counts), scores.shape[1], [p for _, _, p in spans])
+    return embedding_bytes(kept, rows, bitmap_span(counts), scores.shape[1], [p for _, _, p in spans], int_scales,
+                           blocks)
 
 
 def largest_within(size: Callable[[int], int], budget: int, most: int) -> int:
@@ -58,15 +71,17 @@ def largest_within(size: Callable[[int], int], budget: int, most: int) -> int:
 
 
 def kept_for_bytes(scores: torch.Tensor, budget: int, precision: Precision,
-                   block_starts: Sequence[int] = (0,)) -> int:
+                   block_starts: Sequence[int] = (0,), int_scales: str = "row") -> int:
     """The most entries whose artifact embedding at ``precision`` (one, or one per block starting at
-    ``block_starts``) takes at most ``budget`` bytes (0 if not even the empty table fits)."""
+    ``block_starts``; ``int_scales`` per row or per block and dimension) takes at most ``budget`` bytes (0 if not
+    even the empty table fits)."""
     spans = segments(precision, block_starts, scores.shape[0])
-    return largest_within(lambda n: _size(scores, n, spans), budget, scores.numel())
+    blocks = span_blocks(spans, block_starts)
+    return largest_within(lambda n: _size(scores, n, spans, int_scales, blocks), budget, scores.numel())
 
 
 def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block_starts: Sequence[int] = (0,),
-                 projection_groups: int = 0) -> int:
+                 projection_groups: int = 0, int_scales: str = "row") -> int:
     """Bytes of the artifact's embedding for a fixed scheme (feature i keeps its first ``feature_dims[i]`` dims) at
     ``precision`` — with ``projection_groups`` K×K fp32 projections (MDE: one per block) and the group of every
     feature when it has them: per feature (uint8 while the groups fit, else int32) or, as MDE's blocks are id
@@ -76,7 +91,8 @@ def scheme_bytes(feature_dims: np.ndarray, dim: int, precision: Precision, block
     spans = segments(precision, block_starts, m)
     kept = [int(counts[a:b].sum()) for a, b, _ in spans]
     rows = [int((counts[a:b] > 0).sum()) for a, b, _ in spans]
-    out = embedding_bytes(kept, rows, bitmap_span(counts), dim, [p for _, _, p in spans])
+    out = embedding_bytes(kept, rows, bitmap_span(counts), dim, [p for _, _, p in spans], int_scales,
+                          span_blocks(spans, block_starts))
     if projection_groups:  # one run per group: MDE's groups are frequency blocks, id ranges
         out += projection_bytes(projection_groups, dim) + groups_bytes(projection_groups, m,
                                                                         group_value_bytes(projection_groups))
@@ -103,23 +119,27 @@ def mixed_precision(scores: torch.Tensor, budget: int, block_starts: Sequence[in
     return tuple(plan)
 
 
-def smallest_embedding_bytes(dim: int, precisions: Sequence[str]) -> int:
-    """The fewest bytes any artifact embedding with an entry kept can take at one of ``precisions``: one entry of
-    the first feature (a 1-byte bitmap, its row's index, its value with a quantised row's scale and bias)."""
-    return min(embedding_bytes(1, 1, 1, dim, p) for p in precisions)
+def smallest_embedding_bytes(dim: int, precisions: Sequence[str], layouts: Sequence[str] = ("row",),
+                             blocks: int = 1) -> int:
+    """The fewest bytes any artifact embedding with an entry kept can take at one of ``precisions`` and int scale
+    ``layouts``: one entry of the first feature (a 1-byte bitmap, its row's index, its value with a quantised
+    row's scale and bias — or, ``dim`` scales, every block's and dimension's)."""
+    return min(embedding_bytes(1, 1, 1, dim, p, layout, blocks) for p in precisions for layout in layouts)
 
 
-def check_byte_budgets(prune_config: PruneConfig, dim: int, num_features: Optional[int] = None) -> None:
+def check_byte_budgets(prune_config: PruneConfig, dim: int, num_features: Optional[int] = None,
+                       blocks: int = 1) -> None:
     """Refuse, before any training, a byte budget that no artifact can meet: fewer bytes than one kept entry takes
     at the cheapest precision the budget's candidates may use (:func:`smallest_embedding_bytes`). ``prune.bytes``
-    is checked from the config alone; ``prune.bytes_cr`` once the feature count M is known.
+    is checked from the config alone; ``prune.bytes_cr`` once the feature count M is known; ``blocks``: the
+    search's frequency blocks (what ``dim`` scales pay for).
 
     Raises:
         ConfigError: naming ``prune.bytes`` or ``prune.bytes_cr``, the budget's bytes and the smallest size.
     """
     chosen = prune_config.precision
     precisions = BYTE_PRECISIONS if chosen == "auto" else tuple(chosen) if isinstance(chosen, list) else (chosen,)
-    smallest = smallest_embedding_bytes(dim, precisions)
+    smallest = smallest_embedding_bytes(dim, precisions, candidate_layouts(prune_config), blocks)
     asked = [("prune.bytes", b, f"{b:,} bytes") for b in prune_config.byte_budgets]
     if num_features is not None:
         dense = num_features * dim * 4
@@ -133,9 +153,10 @@ def check_byte_budgets(prune_config: PruneConfig, dim: int, num_features: Option
 
 @dataclass(frozen=True)
 class Budget:
-    """One pruning budget: a name (``cr10``, ``params50000``, ``bytes_cr40-int8``), the kept entries and the CR it
-    asks for, and how its artifact stores the values (one precision, or one per frequency block starting at
-    ``block_starts``). A byte budget (``bytes``: embedding bytes) is one candidate per precision, grouped under
+    """One pruning budget: a name (``cr10``, ``params50000``, ``bytes_cr40-int8``, ``bytes_cr40-int8-dim``), the kept
+    entries and the CR it asks for, and how its artifact stores the values (one precision, or one per frequency
+    block starting at ``block_starts``; int scales per row or per block and dimension). A byte budget (``bytes``:
+    embedding bytes) is one candidate per precision (and int scale layout), grouped under
     ``group``; its kept entries (and a mixed candidate's precision per block) are known once the scores are
     (:meth:`resolved`)."""
 
@@ -146,6 +167,7 @@ class Budget:
     bytes: Optional[int] = None
     group: str = ""
     block_starts: tuple[int, ...] = (0,)
+    int_scales: str = "row"  # int8/int4 scales per kept row, or per block and dimension ("dim")
 
     @property
     def tag(self) -> str:
@@ -161,38 +183,72 @@ class Budget:
         if precision in MIXED_CANDIDATES:
             precision = mixed_precision(scores, self.bytes, self.block_starts, MIXED_CANDIDATES[precision])
             precision = precision[0] if len(set(precision)) == 1 else precision  # one precision after all
-        kept = max(1, kept_for_bytes(scores, self.bytes, precision, self.block_starts))
+        kept = max(1, kept_for_bytes(scores, self.bytes, precision, self.block_starts, self.int_scales))
         return replace(self, kept=kept, cr=scores.numel() / kept, precision=precision)
 
 
 BYTE_PRECISIONS = ("fp32", "fp16", "int8", "int4")  # the candidates of a byte budget under precision: auto
 # ... and, with more than one block, a precision per block guided by the kept dims (the rarer half's floor)
 MIXED_CANDIDATES = {"mixed": "fp16", "mixed-int4": "int4"}
+INTEGER = ("int8", "int4")
+
+
+def candidate_layouts(prune_config: PruneConfig) -> tuple[str, ...]:
+    """The int scale layouts a run's models may use: ``prune.int_scales``, or under ``auto`` both for a byte
+    budget's candidates (precision auto) and ``row`` elsewhere."""
+    chosen = prune_config.int_scales
+    if chosen != "auto":
+        return (chosen,)
+    return ("row", "dim") if prune_config.precision == "auto" else ("row",)
+
+
+def _candidates(precisions: tuple, layouts: tuple[str, ...]) -> list[tuple[Precision, str]]:
+    """(precision, int scales) of a byte budget's candidates: every precision row-wise (or as ``layouts[0]``),
+    and the uniform integer ones again in each other layout."""
+    out = [(p, layouts[0] if stored_as_integers(p) else "row") for p in precisions]
+    out += [(p, layout) for layout in layouts[1:] for p in precisions if isinstance(p, str) and p in INTEGER]
+    return out
+
+
+def stored_as_integers(precision: Precision) -> bool:
+    """Whether ``precision`` stores any integer codes (one precision, one per block, or a mixed candidate)."""
+    if isinstance(precision, str):
+        return precision in INTEGER or precision in MIXED_CANDIDATES
+    return any(p in INTEGER for p in precision)
+
+
+def _name(group: str, precision: Precision, int_scales: str) -> str:
+    """A byte budget candidate's name: ``bytes_cr40-int8``, ``bytes_cr40-int8-dim`` (``dim`` scales)."""
+    return f"{group}-{precision_name(precision)}" + ("-dim" if int_scales == "dim" else "")
 
 
 def budgets(prune_config: PruneConfig, num_features: int, dim: int,
             block_starts: Sequence[int] = (0,)) -> list[Budget]:
     """Byte budgets first (``prune.bytes_cr``: UE's dense fp32 table M·K·4 ÷ it, then ``prune.bytes``; under
-    ``prune.precision: auto`` one candidate per precision, and two per-block ones with more than one block), then
+    ``prune.precision: auto`` one candidate per precision, two per-block ones with more than one block, and int8 and
+    int4 again in each further layout of :func:`candidate_layouts`), then
     ``prune.cr`` entries (relative to M·K of this model), then ``prune.params`` entries (absolute, capped at M·K: a
     table smaller than the budget keeps everything). ``block_starts``: the first id of each frequency block."""
     uniform = num_features * dim
     starts = tuple(int(b) for b in block_starts)
     chosen = prune_config.precision
     stored: Precision = tuple(chosen) if isinstance(chosen, list) else "fp32" if chosen == "auto" else chosen
+    layouts = candidate_layouts(prune_config)
     if chosen != "auto":
         candidates: tuple = (stored,)
     else:
         candidates = BYTE_PRECISIONS + (tuple(MIXED_CANDIDATES) if len(starts) > 1 else ())
+    scales = layouts[0] if stored_as_integers(stored) else "row"  # a cr/params budget's models: one layout
     out = []
     for group, size in ([(f"bytes_cr{c:g}", int(uniform * 4 / c)) for c in prune_config.bytes_crs]
                         + [(f"bytes{b}", b) for b in prune_config.byte_budgets]):
-        out += [Budget(f"{group}-{precision_name(p)}", 0, 0.0, p, size, group, starts) for p in candidates]
-    out += [Budget(f"cr{cr:g}", kept_count(num_features, dim, cr), cr, stored, block_starts=starts)
-            for cr in prune_config.crs]
+        out += [Budget(_name(group, p, layout), 0, 0.0, p, size, group, starts, layout)
+                for p, layout in _candidates(candidates, layouts)]
+    out += [Budget(f"cr{cr:g}", kept_count(num_features, dim, cr), cr, stored, block_starts=starts,
+                   int_scales=scales) for cr in prune_config.crs]
     for params in prune_config.param_budgets:
         kept = min(params, uniform)
-        out.append(Budget(f"params{params}", kept, uniform / kept, stored, block_starts=starts))
+        out.append(Budget(f"params{params}", kept, uniform / kept, stored, block_starts=starts, int_scales=scales))
     return out
 
 

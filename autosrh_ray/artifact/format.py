@@ -11,8 +11,9 @@ needs no α), with
   kept row and a uint8 dimension per entry) or ``mask`` (a K-bit mask per kept row; at K = 64 cheaper once rows
   keep more than 7 dimensions on average);
 * the values at ``precision`` (:mod:`autosrh_ray.engine.quantize`: fp32, fp16, or int8/int4 codes with an fp16 scale
-  and bias per kept row) — one precision, or one per frequency block (:mod:`autosrh_ray.engine.precision_plan`): a
-  segment per run of blocks at one precision, from its first feature id;
+  and bias per kept row — or, ``int_scales="dim"``, per frequency block and dimension, with the blocks' first
+  feature ids) — one precision, or one per frequency block (:mod:`autosrh_ray.engine.precision_plan`): a segment per
+  run of blocks at one precision, from its first feature id;
 
 then the never-pruned first-order weights, the projections (if any) and the backbone's weights.
 :func:`save_model` returns the bytes of each part, counted from the tensors it writes; :func:`load_model` rebuilds a
@@ -24,7 +25,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,12 +36,14 @@ from ..engine.model import EmbeddingModel
 from ..engine.models.backbone import build_backbone, constructor_options
 from ..engine.packed import PackedEmbedding
 from ..engine.precision_plan import Precision, reported, segments
-from ..engine.quantize import QuantizedValues, quantize
+from ..engine.quantize import INT_SCALES, LEVELS, QuantizedValues, column_groups, quantize
 from ..engine.stored_values import StoredValues
 from .layout import bitmap_span, group_value_bytes, groups_by_runs, index_by_mask, mask_bytes, rows_by_ids
 
-FORMAT_VERSION = 5
-READS_VERSIONS = (4, 5)  # 4: a bitmap over all M features (5: stops after the last kept one, or the kept ids)
+FORMAT_VERSION = 6
+# 4: a bitmap over all M features (5: stops after the last kept one, or the kept ids); 6: int scales per row or
+# per (block, dimension) — a 4 or 5 artifact is row-wise
+READS_VERSIONS = (4, 5, 6)
 MASK_ROWS = 1 << 18  # kept rows per chunk when a mask index is built or read (bounds the (rows, K) transients)
 
 
@@ -67,11 +70,14 @@ def tensor_bytes(tree) -> int:
 
 
 def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Tensor, dim: int,
-                      precision: Precision = "fp32", block_starts: Sequence[int] = (0,)) -> dict:
+                      precision: Precision = "fp32", block_starts: Sequence[int] = (0,),
+                      int_scales: str = "row") -> dict:
     """The artifact's embedding section for kept entries given per feature: ``counts`` (M,) kept dims of every
     feature, ``dims`` (nnz,) uint8 and ``values`` (nnz,) feature by feature, ascending dimension; the values at
     ``precision`` (one, or one per frequency block starting at ``block_starts``), one stored segment per run of
-    equal precisions."""
+    equal precisions; int8/int4 scales per kept row or (``int_scales="dim"``) per block and dimension."""
+    if int_scales not in INT_SCALES:
+        raise ValueError(f"int_scales must be one of {', '.join(INT_SCALES)} (got {int_scales!r})")
     counts = counts.long()
     rows = counts > 0
     kept_counts = counts[rows]
@@ -83,10 +89,15 @@ def compact_embedding(counts: torch.Tensor, dims: torch.Tensor, values: torch.Te
         which = {"row_ids": torch.nonzero(rows).flatten().to(torch.int32)}
     else:
         which = {"rows": torch.from_numpy(np.packbits(rows[:span].numpy(), bitorder="little"))}
+    spans = segments(precision, block_starts, int(counts.numel()))
+    by_dim = int_scales == "dim" and any(p in LEVELS for *_, p in spans)
+    starts = torch.tensor(list(block_starts), dtype=torch.int32)
+    groups = _column_groups(rows, kept_counts, dims, starts, dim) if by_dim else None
     section = {"num_features": int(counts.numel()), "dim": int(dim), **which,
                "precision": reported(precision),
-               "segments": _segments(values, indptr, _row_ranks(rows),
-                                     segments(precision, block_starts, int(counts.numel())))}
+               "segments": _segments(values, indptr, _row_ranks(rows), spans, groups, starts, dim)}
+    if by_dim:
+        section["block_starts"] = starts
     if index_by_mask(n_rows, nnz, dim):
         section.update(index="mask", masks=_masks(indptr, dims, dim))
     else:
@@ -101,17 +112,34 @@ def _row_ranks(rows: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def _segments(values: torch.Tensor, indptr: torch.Tensor, ranks: torch.Tensor,
-              spans: list[tuple[int, int, str]]) -> list[dict]:
-    """Each span of feature ids (first, end, precision) quantised on its own: its kept rows' values."""
+def _column_groups(rows: torch.Tensor, kept_counts: torch.Tensor, dims: torch.Tensor, starts: torch.Tensor,
+                   dim: int) -> torch.Tensor:
+    """(nnz,) the ``dim`` scale group of every kept entry over the whole table: block · K + dimension."""
+    row_blocks = torch.searchsorted(starts.long(), torch.nonzero(rows).flatten(), right=True) - 1
+    return column_groups(dims, torch.repeat_interleave(row_blocks, kept_counts, output_size=int(dims.numel())), dim)
+
+
+def _segments(values: torch.Tensor, indptr: torch.Tensor, ranks: torch.Tensor, spans: list[tuple[int, int, str]],
+              groups: Optional[torch.Tensor] = None, starts: Optional[torch.Tensor] = None,
+              dim: int = 0) -> list[dict]:
+    """Each span of feature ids (first, end, precision) quantised on its own: its kept rows' values; integer
+    codes with scales per row, or per block and dimension where ``groups`` (every entry's, over the table) are
+    given — a segment's groups are its own blocks' (spans begin and end at block starts)."""
     out = []
     for first, end, p in spans:
         r0, r1 = int(ranks[first]), int(ranks[end])
         local = indptr[r0:r1 + 1] - indptr[r0]
-        stored = quantize(values[int(indptr[r0]):int(indptr[r1])], local, p)
+        by_dim = groups is not None and p in LEVELS
+        own = None
+        if by_dim:
+            b0, b1 = (int(torch.searchsorted(starts.long(), torch.tensor(x), right=True)) - 1 for x in (first, end - 1))
+            own = (groups[int(indptr[r0]):int(indptr[r1])] - b0 * dim, (b1 - b0 + 1) * dim)
+        stored = quantize(values[int(indptr[r0]):int(indptr[r1])], local, p, own)
         segment = {"first": first, "precision": p, "values": stored.data}
         if stored.scale is not None:
             segment.update(scale=stored.scale, bias=stored.bias)
+        if by_dim:
+            segment["scales"] = "dim"
         out.append(segment)
     return out
 
@@ -163,7 +191,8 @@ def stored_values(section: dict, counts: torch.Tensor, indptr: torch.Tensor) -> 
     + 1) from :func:`_kept_layout`."""
     ranks = _row_ranks(counts > 0)
     m = int(section["num_features"])
-    parts, entry_starts, row_starts = [], [], []
+    block_starts = section.get("block_starts", torch.zeros(0, dtype=torch.int32)).long()
+    parts, entry_starts, row_starts, block_entries = [], [], [], []
     firsts = [int(s["first"]) for s in section["segments"]]
     for segment, first, end in zip(section["segments"], firsts, [*firsts[1:], m]):
         r0, r1 = int(ranks[first]), int(ranks[end])
@@ -171,18 +200,21 @@ def stored_values(section: dict, counts: torch.Tensor, indptr: torch.Tensor) -> 
         parts.append(QuantizedValues(segment["precision"], segment["values"], int(local[-1]), segment.get("scale"),
                                      segment.get("bias")))
         entry_starts.append(int(indptr[r0]))
-        row_starts.append(local[:-1])
-    return StoredValues(parts, entry_starts, row_starts)
+        by_dim = segment.get("scales") == "dim"  # else row-wise (every artifact before format 6)
+        row_starts.append(local[:-1] if not by_dim else torch.zeros(0, dtype=torch.int64))
+        own = block_starts[(block_starts >= first) & (block_starts < end)]
+        block_entries.append(indptr[ranks[own]] - indptr[r0] if by_dim else None)
+    return StoredValues(parts, entry_starts, row_starts, block_entries, int(section["dim"]))
 
 
 def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, num_fields: int,
                options: Mapping[str, Any], precision: Precision = "fp32",
-               block_starts: Sequence[int] = (0,)) -> ArtifactBytes:
+               block_starts: Sequence[int] = (0,), int_scales: str = "row") -> ArtifactBytes:
     """Write the compact artifact with its kept values at ``precision`` (one, or one per frequency block starting
-    at ``block_starts``); its bytes per part. The backbone is recorded as ``model_name`` (a built-in's short name
+    at ``block_starts``; int8/int4 scales per row or per block and dimension, ``int_scales``); its bytes per part. The backbone is recorded as ``model_name`` (a built-in's short name
     or ``package.module:ClassName``) with the keyword ``options`` it was built with, so :func:`load_model` rebuilds
     it."""
-    section, projection = _embedding_parts(model.embedding, precision, block_starts)
+    section, projection = _embedding_parts(model.embedding, precision, block_starts, int_scales)
     rest = {"first_order": {k: v.cpu() for k, v in model.first_order.state_dict().items()},
             "backbone": {k: v.cpu() for k, v in model.backbone.state_dict().items()}}
     payload = {"format_version": FORMAT_VERSION,
@@ -193,16 +225,17 @@ def save_model(model: EmbeddingModel, path: str | os.PathLike, model_name: str, 
 
 
 def embedding_bytes_of(model: EmbeddingModel, precision: Precision = "fp32",
-                       block_starts: Sequence[int] = (0,)) -> int:
+                       block_starts: Sequence[int] = (0,), int_scales: str = "row") -> int:
     """The embedding bytes :func:`save_model` would write for ``model`` (projections included)."""
-    return tensor_bytes(_embedding_parts(model.embedding, precision, block_starts))
+    return tensor_bytes(_embedding_parts(model.embedding, precision, block_starts, int_scales))
 
 
-def _embedding_parts(emb: nn.Module, precision: Precision, block_starts: Sequence[int]) -> tuple[dict, dict]:
+def _embedding_parts(emb: nn.Module, precision: Precision, block_starts: Sequence[int],
+                     int_scales: str = "row") -> tuple[dict, dict]:
     """The embedding section and the projections (if any) of an embedding (packed once pruned; a uniform model's
     keeps every entry)."""
     section = compact_embedding(emb.kept_per_feature().cpu(), emb.kept_dims().cpu(),
-                                emb.folded_values().float().cpu(), emb.dim, precision, block_starts)
+                                emb.folded_values().float().cpu(), emb.dim, precision, block_starts, int_scales)
     return section, _projection(emb)
 
 

@@ -8,8 +8,10 @@ An embedding section stores:
   ordered ids: the rare tail a tight budget drops costs nothing), or the kept ids (int32), whichever is smaller;
 * **which dimensions each kept row keeps** — a uint8 count per kept row and a uint8 dimension per entry, or a K-bit
   mask per kept row, whichever is smaller;
-* **the values** at their precision (fp32 4 B, fp16 2 B, int8 1 B, int4 ½ B a value; int8 and int4 add an fp16
-  scale and bias per kept row), one segment per run of equal precisions;
+* **the values** at their precision (fp32 4 B, fp16 2 B, int8 1 B, int4 ½ B a value), one segment per run of equal
+  precisions; int8 and int4 add an fp16 scale and bias (4 B) per kept row (``row`` scales), or per frequency block
+  and dimension of the segment (``dim`` scales: 4·K B per block, whatever the rows) with the first feature id of
+  every block (int32) once per table;
 * **projections** (AutoDim, AutoEmb, MDE): the K×K fp32 matrices and the group of every feature — per feature
   (uint8 while the groups fit, else int32) or as runs of equal groups (a run's first id, int32, and its group),
   whichever is smaller.
@@ -23,7 +25,8 @@ import torch
 
 VALUE_BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 ROW_BYTES = {"fp32": 0, "fp16": 0, "int8": 4, "int4": 4}  # fp16 scale and bias per kept row
-ID_BYTES = 4  # a kept id, a run's first id (int32)
+SCALE_BYTES = 4  # an fp16 scale and bias (a row's, or a block's dimension's)
+ID_BYTES = 4  # a kept id, a run's first id, a block's first id (int32)
 
 
 def bitmap_span(counts: torch.Tensor | np.ndarray) -> int:
@@ -58,9 +61,19 @@ def index_bytes(rows: int, kept: int, dim: int) -> int:
     return min(rows + kept, rows * mask_bytes(dim))
 
 
-def values_bytes(kept: int, rows: int, precision: str) -> int:
-    """Bytes of one stored segment's values: ``kept`` entries in ``rows`` kept rows at ``precision``."""
-    return math.ceil(kept * VALUE_BITS[precision] / 8) + ROW_BYTES[precision] * rows
+def values_bytes(kept: int, rows: int, precision: str, int_scales: str = "row", blocks: int = 1, dim: int = 0) -> int:
+    """Bytes of one stored segment's values: ``kept`` entries in ``rows`` kept rows at ``precision``, with an
+    integer precision's scales per row or (``int_scales="dim"``) per dimension of each of its ``blocks``."""
+    scales = 0
+    if ROW_BYTES[precision]:
+        scales = SCALE_BYTES * (rows if int_scales == "row" else blocks * dim)
+    return math.ceil(kept * VALUE_BITS[precision] / 8) + scales
+
+
+def block_starts_bytes(int_scales: str, precisions, blocks: int) -> int:
+    """Bytes of the blocks' first feature ids: stored once (``blocks`` int32) where ``dim`` scales are, i.e. where
+    ``int_scales`` is ``dim`` and one of the segments' ``precisions`` is an integer one."""
+    return ID_BYTES * blocks if int_scales == "dim" and any(ROW_BYTES[p] for p in precisions) else 0
 
 
 def group_value_bytes(num_groups: int) -> int:

@@ -20,12 +20,13 @@ from torch import nn
 
 from .embedding import SoftSelectionEmbedding, project_by_block
 from .precision_plan import Precision, segments
-from .quantize import PRECISIONS, fake_quantized
+from .quantize import PRECISIONS, column_groups, fake_quantized
 from .stored_values import StoredValues
 
 PREFIX = "embedding."
 VALUES, INDPTR, DIMS = "kept.weight", "indptr", "dims"
-QUANT_BUFFERS = ("quant_starts", "quant_precisions")  # present once the retrain is quantisation-aware
+# present once the retrain is quantisation-aware (quant_dim_scales: 1 where int codes share a (block, dim) scale)
+QUANT_BUFFERS = ("quant_starts", "quant_precisions", "quant_dim_scales")
 DENSE_WEIGHT = "embedding.weight"  # the dense table's key inside the embedding module
 PACK_ROWS = 1 << 18  # rows per chunk when packing (bounds the transient index tensors)
 
@@ -59,6 +60,7 @@ class PackedEmbedding(nn.Module):
         # PRECISIONS its values are stored at; the forward reads the values as the artifact will store them
         self.register_buffer("quant_starts", None, persistent=True)
         self.register_buffer("quant_precisions", None, persistent=True)
+        self.register_buffer("quant_dim_scales", None, persistent=True)
         # a loaded artifact: the values as stored (codes, fp16), read where looked up; ``values`` is then empty
         self.stored = stored
 
@@ -79,7 +81,7 @@ class PackedEmbedding(nn.Module):
         """The kept values (nnz,): a view of the trained parameter, or (a loaded artifact) read back from the
         stored values."""
         if self.stored is not None:
-            return self.stored.read(torch.arange(self.stored.count, device=self.indptr.device))
+            return self.stored.read(torch.arange(self.stored.count, device=self.indptr.device), self.dims)
         return self.kept.weight.view(-1)
 
     def kept_count(self) -> int:
@@ -123,25 +125,37 @@ class PackedEmbedding(nn.Module):
         # sparse: an (nnz, 1) embedding lookup gives SparseAdam its sparse gradient; dense: index_select's backward
         # is an index_add, much cheaper on the CPU than the embedding's sort-based dense backward
         if self.stored is not None:
-            kept = self.stored.read(slot)
+            kept = self.stored.read(slot, dim)
         else:
             kept = self.kept(slot).squeeze(1) if self.kept.sparse else self.values.index_select(0, slot)
         if self.alpha is not None:
             kept = kept * self.alpha.reshape(-1)[self.block_of[ids].long()[row] * k + dim]
         if self.quant_starts is not None:
-            kept = self._as_stored(kept, ids, row, n)
+            kept = self._as_stored(kept, ids, row, n, dim)
         return torch.zeros(n * k, dtype=kept.dtype, device=ids.device).index_put((row * k + dim,), kept).reshape(n, k)
 
-    def _as_stored(self, kept: torch.Tensor, ids: torch.Tensor, row: torch.Tensor, n: int) -> torch.Tensor:
+    def _as_stored(self, kept: torch.Tensor, ids: torch.Tensor, row: torch.Tensor, n: int,
+                   dim: torch.Tensor) -> torch.Tensor:
         """The looked-up rows' folded values (every entry of each row) read back at their segment's precision,
-        the gradient straight through."""
+        the gradient straight through. With ``dim`` scales an integer group's range is taken over every kept
+        value of its block and dimension (the artifact's scale), not only the batch's."""
         segment = torch.searchsorted(self.quant_starts, ids, right=True) - 1
         precision_of_entry = self.quant_precisions[segment][row]
+        by_dim = self.quant_dim_scales is not None and bool(self.quant_dim_scales.any())
+        groups, every, n_groups = row, None, n
+        if by_dim:
+            groups = column_groups(dim, self.block_of[ids].long()[row], self.dim)
+            n_groups = int(self.block_of.max()) * self.dim + self.dim if self.num_features else self.dim
+            every = (self.folded_values(), column_groups(self.dims, self.block_of.long()[self.feature_of_entry()],
+                                                         self.dim))
         out = kept
         for code in torch.unique(precision_of_entry).tolist():
             if PRECISIONS[code] != "fp32":
                 chosen = precision_of_entry == code
-                out = out.masked_scatter(chosen, fake_quantized(kept[chosen], row[chosen], n, PRECISIONS[code]))
+                integer = by_dim and PRECISIONS[code] != "fp16"
+                out = out.masked_scatter(chosen, fake_quantized(
+                    kept[chosen], groups[chosen] if integer else row[chosen], n_groups if integer else n,
+                    PRECISIONS[code], every if integer else None))
         return out
 
     @torch.no_grad()
@@ -251,18 +265,22 @@ def packed_state(state: dict, keep: torch.Tensor) -> dict:
     return out
 
 
-def quantisation_buffers(precision: Precision, block_starts: Sequence[int], num_features: int) -> dict:
-    """The buffers (:data:`QUANT_BUFFERS`) that make a packed embedding read its values at ``precision``."""
+def quantisation_buffers(precision: Precision, block_starts: Sequence[int], num_features: int,
+                         int_scales: str = "row") -> dict:
+    """The buffers (:data:`QUANT_BUFFERS`) that make a packed embedding read its values at ``precision`` (int
+    scales per row or per block and dimension)."""
     spans = segments(precision, block_starts, num_features)
     return {"quant_starts": torch.tensor([a for a, _, _ in spans], dtype=torch.long),
-            "quant_precisions": torch.tensor([PRECISIONS.index(p) for *_, p in spans], dtype=torch.long)}
+            "quant_precisions": torch.tensor([PRECISIONS.index(p) for *_, p in spans], dtype=torch.long),
+            "quant_dim_scales": torch.tensor([int_scales == "dim"], dtype=torch.bool)}
 
 
-def quantisation_aware(state: dict, precision: Precision, block_starts: Sequence[int]) -> dict:
+def quantisation_aware(state: dict, precision: Precision, block_starts: Sequence[int], int_scales: str = "row") -> dict:
     """A packed state whose retrain reads the kept values as the artifact will store them (straight-through
     gradients: quantisation-aware training)."""
     m = int(state[PREFIX + INDPTR].shape[0]) - 1
-    return {**state, **{PREFIX + k: v for k, v in quantisation_buffers(precision, block_starts, m).items()}}
+    buffers = quantisation_buffers(precision, block_starts, m, int_scales)
+    return {**state, **{PREFIX + k: v for k, v in buffers.items()}}
 
 
 def kept_of(state: dict) -> int:

@@ -1,14 +1,17 @@
-"""Row-wise quantisation of kept embedding values, as FBGEMM stores serving tables: per feature (row) an fp16
-scale and bias, the row's values as 8- or 4-bit codes (int4: two codes per byte, the lower nibble first), or the
-values themselves in fp16 or fp32.
+"""Quantisation of kept embedding values: 8- or 4-bit codes (int4: two codes per byte, the lower nibble first)
+with an fp16 scale and bias per *group* of values, or the values themselves in fp16 or fp32. The groups are
 
-A value ``x`` of row ``r`` is stored as ``code = round((x - bias[r]) / scale[r])`` and read back as
-``bias[r] + code · scale[r]``. The fp16 bias is rounded *down* from the row's minimum and the fp16 scale *up* from
-``(max - bias) / (levels - 1)``, so the codes cover the row and every value reads back within ``scale[r] / 2``.
+* ``row`` (:data:`INT_SCALES`): per feature, as FBGEMM stores serving tables — 4 bytes per kept row;
+* ``dim``: per (frequency block, dimension) — every value of dimension ``d`` of the features of block ``b`` shares
+  one scale and bias (AutoSrh's α is per block and dimension too): L·K·4 bytes per table, however many rows.
 
-Rows are given by row pointers over the entries (``indptr``, as :mod:`autosrh_ray.engine.packed` lays them out); a row
-with no entries gets a scale and bias all the same (callers that drop empty rows pass the pointers of the others).
-Pure PyTorch.
+A value ``x`` of group ``g`` is stored as ``code = round((x - bias[g]) / scale[g])`` and read back as
+``bias[g] + code · scale[g]``. The fp16 bias is rounded *down* from the group's minimum and the fp16 scale *up* from
+``(max - bias) / (levels - 1)``, so the codes cover the group and every value reads back within ``scale[g] / 2``.
+
+Row-wise groups are given by row pointers over the entries (``indptr``, as :mod:`autosrh_ray.engine.packed` lays them
+out); a group with no entries gets a scale and bias all the same (callers that drop empty rows pass the pointers of
+the others). Pure PyTorch.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Optional
 import torch
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
+INT_SCALES = ("row", "dim")  # what shares an int8/int4 scale and bias: a feature's row, or a (block, dimension)
 LEVELS = {"int8": 256, "int4": 16}
 FP16_MAX = 65504.0
 
@@ -25,7 +29,7 @@ FP16_MAX = 65504.0
 @dataclass
 class QuantizedValues:
     """Kept values at one precision: ``data`` (fp32/fp16 values, or uint8 codes; int4 packs two per byte) and,
-    for the integer precisions, the per-row fp16 ``scale`` and ``bias``."""
+    for the integer precisions, the fp16 ``scale`` and ``bias`` of every group (row, or block and dimension)."""
 
     precision: str
     data: torch.Tensor
@@ -61,10 +65,16 @@ def _row_range(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[t
     return lo, hi
 
 
+def column_groups(dims: torch.Tensor, blocks: torch.Tensor, dim: int) -> torch.Tensor:
+    """The ``dim`` scale group of every entry: ``block · K + dimension`` (``dims``, ``blocks``: per entry)."""
+    return blocks.long() * dim + dims.long()
+
+
 def row_scale_bias(values: torch.Tensor, rows: torch.Tensor, n_rows: int,
                    levels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp16 (scale, bias) per row for ``levels`` codes: bias rounded down from the row's minimum, scale up from
-    ``(max - bias) / (levels - 1)`` (a constant row: scale 1)."""
+    """fp16 (scale, bias) per group (``rows``: the group of every value, ``n_rows`` groups) for ``levels`` codes:
+    bias rounded down from the group's minimum, scale up from ``(max - bias) / (levels - 1)`` (a constant group:
+    scale 1)."""
     lo, hi = _row_range(values, rows, n_rows)
     bias = lo.half()
     bias = torch.where(bias.float() > lo, fp16_toward(bias, torch.ones_like(lo, dtype=torch.bool)), bias)
@@ -80,8 +90,11 @@ def _codes(values: torch.Tensor, rows: torch.Tensor, scale: torch.Tensor, bias: 
     return torch.round((values - bias.float()[rows]) / scale.float()[rows]).clamp_(0, levels - 1)
 
 
-def quantize(values: torch.Tensor, indptr: torch.Tensor, precision: str) -> QuantizedValues:
-    """``values`` (nnz,) in rows given by ``indptr`` (R+1,), stored at ``precision`` (one of :data:`PRECISIONS`)."""
+def quantize(values: torch.Tensor, indptr: torch.Tensor, precision: str,
+             groups: Optional[tuple[torch.Tensor, int]] = None) -> QuantizedValues:
+    """``values`` (nnz,) in rows given by ``indptr`` (R+1,), stored at ``precision`` (one of :data:`PRECISIONS`);
+    an integer precision's scale and bias per row, or per ``groups`` (the group of every value, the number of
+    groups: :func:`column_groups` for ``dim`` scales)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     values = values.detach().float().reshape(-1)
@@ -93,17 +106,19 @@ def quantize(values: torch.Tensor, indptr: torch.Tensor, precision: str) -> Quan
     if precision == "fp16":
         return QuantizedValues(precision, values.half(), n)
     levels = LEVELS[precision]
-    rows = entry_rows(indptr, n)
-    scale, bias = row_scale_bias(values, rows, indptr.shape[0] - 1, levels)
+    rows, n_rows = groups if groups is not None else (entry_rows(indptr, n), indptr.shape[0] - 1)
+    scale, bias = row_scale_bias(values, rows, n_rows, levels)
     codes = _codes(values, rows, scale, bias, levels).to(torch.uint8)
     data = pack_int4(codes) if precision == "int4" else codes
     return QuantizedValues(precision, data, n, scale, bias)
 
 
-def fake_quantized(values: torch.Tensor, rows: torch.Tensor, n_rows: int, precision: str) -> torch.Tensor:
-    """``values`` (n,) of rows ``rows`` (each row's entries all present) as :func:`quantize` then
-    :func:`dequantize` read them back — in the forward only: the gradient passes straight through (the
-    straight-through estimator of quantisation-aware training). Same dtype as ``values``."""
+def fake_quantized(values: torch.Tensor, rows: torch.Tensor, n_rows: int, precision: str,
+                   ranges: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """``values`` (n,) of groups ``rows`` as :func:`quantize` then :func:`dequantize` read them back — in the
+    forward only: the gradient passes straight through (the straight-through estimator of quantisation-aware
+    training). Same dtype as ``values``. Each group's range comes from ``values`` themselves (a row's entries all
+    present), or from ``ranges``: (every stored value, its group) — ``dim`` groups span rows a batch never sees."""
     if precision == "fp32" or values.numel() == 0:
         return values
     v = values.detach().float()
@@ -111,7 +126,8 @@ def fake_quantized(values: torch.Tensor, rows: torch.Tensor, n_rows: int, precis
         read = v.half().float()
     else:
         levels = LEVELS[precision]
-        scale, bias = row_scale_bias(v, rows, n_rows, levels)
+        every, of = (v, rows) if ranges is None else (ranges[0].detach().float(), ranges[1])
+        scale, bias = row_scale_bias(every, of, n_rows, levels)
         read = bias.float()[rows] + _codes(v, rows, scale, bias, levels) * scale.float()[rows]
     return _StraightThrough.apply(values, read.to(values.dtype))
 
@@ -137,16 +153,20 @@ def codes_at(q: QuantizedValues, entries: torch.Tensor) -> torch.Tensor:
 
 
 def values_at(q: QuantizedValues, entries: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Float32 values of ``entries`` whose rows are ``rows``, read back from ``q`` (only those entries)."""
+    """Float32 values of ``entries`` whose scale groups (rows, or blocks and dimensions) are ``rows``, read back
+    from ``q`` (only those entries)."""
     if q.precision in ("fp32", "fp16"):
         return q.data[entries].float()
     return q.bias[rows].float() + codes_at(q, entries).float() * q.scale[rows].float()
 
 
-def dequantize(q: QuantizedValues, indptr: torch.Tensor) -> torch.Tensor:
-    """Every stored value read back (float32, (nnz,))."""
+def dequantize(q: QuantizedValues, indptr: torch.Tensor, groups: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Every stored value read back (float32, (nnz,)); ``groups``: every value's scale group where it is not its
+    row (``dim`` scales)."""
     entries = torch.arange(q.count)
-    return values_at(q, entries, entry_rows(indptr, q.count) if q.scale is not None else entries)
+    if q.scale is None:
+        return values_at(q, entries, entries)
+    return values_at(q, entries, groups if groups is not None else entry_rows(indptr, q.count))
 
 
 def pack_int4(codes: torch.Tensor) -> torch.Tensor:

@@ -88,7 +88,7 @@ def scheme_size(config: Config, projected: bool, budget: Budget) -> Callable[[np
     projections included where the family has them."""
     s = config.search
     return lambda feature_dims: scheme_bytes(feature_dims, s.K, budget.precision, budget.block_starts,
-                                             s.L if projected else 0)
+                                             s.L if projected else 0, budget.int_scales)
 
 
 def scheme_fits(config: Config, family: Schemes, cand: DimsCandidate, budget: Budget) -> bool:

@@ -247,7 +247,7 @@ def resolved_budgets(config: Config, executor: StageExecutor, searched_state: di
 def quantised_for(config: Config, state: dict, budget: Budget) -> dict:
     """``prune.quant_aware``: the retrain's forward reads the kept values at the budget's precision."""
     if config.prune.quant_aware and budget.precision != "fp32":
-        return quantisation_aware(state, budget.precision, budget.block_starts)
+        return quantisation_aware(state, budget.precision, budget.block_starts, budget.int_scales)
     return state
 
 
@@ -256,7 +256,7 @@ def distinct_candidates(todo: list[Budget]) -> list[Budget]:
     (or the same plan as another) would retrain the same model again."""
     seen, out = set(), []
     for b in todo:
-        key = (b.group, b.precision) if b.group else (b.name,)
+        key = (b.group, b.precision, b.int_scales) if b.group else (b.name,)
         if key not in seen:
             seen.add(key)
             out.append(b)

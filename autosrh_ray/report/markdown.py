@@ -44,13 +44,15 @@ def _bytes(entry: ModelEntry) -> str:
     return size(entry.artifact_bytes["compact_model"])
 
 
-def _label(precision) -> str:
-    return precision_name(precision if isinstance(precision, str) else tuple(precision))
+def _label(precision, int_scales: Optional[str] = None) -> str:
+    """``int8``, ``int8x2-fp16x4``; ``int8 (dim scales)`` where the codes share a scale per block and dimension."""
+    name = precision_name(precision if isinstance(precision, str) else tuple(precision))
+    return f"{name} (dim scales)" if int_scales == "dim" else name
 
 
 def _embedding_bytes(entry: ModelEntry) -> str:
     b = entry.bytes
-    return f"{size(b.embedding)} {_label(entry.precision)} ({b.bytes_cr:.1f}×)"
+    return f"{size(b.embedding)} {_label(entry.precision, entry.int_scales)} ({b.bytes_cr:.1f}×)"
 
 
 def _budget(entry: ModelEntry) -> str:
@@ -91,7 +93,7 @@ def byte_budget_tables(report: Report) -> list[str]:
                   f"| candidate | precision | kept params | embedding bytes | within | valid {valid_key} | test {key} "
                   f"| chosen |", "|---|---|---|---|---|---|---|---|"]
         for row in entry.candidates:
-            lines.append(f"| {row['name']} | {_label(row['precision'])} | {row['kept']:,} | {size(row['bytes'])} | "
+            lines.append(f"| {row['name']} | {_label(row['precision'], row.get('int_scales'))} | {row['kept']:,} | {size(row['bytes'])} | "
                          f"{'yes' if row['within_budget'] else '**no**'} | {row['valid'][valid_key]:.5f} | "
                          f"{row['test'][key]:.4f} | {'✓' if row['chosen'] else ''} |")
         lines.append("")

@@ -59,6 +59,7 @@ class ModelEntry:
     epochs: dict[str, int]
     history: dict[str, list]
     within_budget: bool = True
+    int_scales: Optional[str] = None  # int8/int4 values: their scales per "row" or per block and dimension ("dim")
     budget_bytes: Optional[int] = None  # a byte budget's limit
     budget_params: Optional[int] = None  # a CR or params budget's kept entries
     block_dims: Optional[list[int]] = None  # grid / random / mde: the chosen dimension of every block

@@ -135,9 +135,10 @@ def test_a_precision_per_block_stores_each_run_of_blocks_on_its_own_and_reads_ba
     assert tensor_bytes(section["segments"]) == sum(alone)
 
 
-@pytest.mark.parametrize("precision, starts", [("int4", (0,)), (("int8", "fp32", "int4", "fp16", "int8"),
-                                                                (0, 100, 200, 300, 400))])
-def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_path, precision, starts):
+@pytest.mark.parametrize("precision, starts, int_scales", [
+    ("int4", (0,), "row"), (("int8", "fp32", "int4", "fp16", "int8"), (0, 100, 200, 300, 400), "row"),
+    ("int4", (0, 100, 200, 300, 400), "dim"), (("int8", "fp32", "int4", "fp16", "int8"), (0, 100, 200, 300, 400), "dim")])
+def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_path, precision, starts, int_scales):
     """The retrain's forward under ``prune.quant_aware`` reads every kept value as the artifact stores it: its
     outputs equal those of the saved and reloaded model; the state carries the setting through a reload."""
     from autosrh_ray.engine.model_state import load_model_state
@@ -145,10 +146,11 @@ def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_p
 
     model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
     plain = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3).eval()
-    load_model_state(model, quantisation_aware(model.state_dict(), precision, starts))
-    assert model.embedding.quant_starts.tolist() == list(starts)  # no two neighbouring blocks alike here
+    load_model_state(model, quantisation_aware(model.state_dict(), precision, starts, int_scales))
+    segments = 1 if isinstance(precision, str) else len(starts)  # no two neighbouring blocks alike here
+    assert model.embedding.quant_starts.tolist() == list(starts)[:segments]
     save_model(model, tmp_path / "m.pt", "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0}, precision=precision,
-               block_starts=starts)
+               block_starts=starts, int_scales=int_scales)
     batch = random_batch(n=64, m=500, seed=5, dtype=torch.float32)
     with torch.no_grad():
         aware, stored = model(batch.ids, batch.values), load_model(tmp_path / "m.pt")(batch.ids, batch.values)
@@ -157,11 +159,13 @@ def test_a_quantisation_aware_packed_model_predicts_as_its_stored_artifact(tmp_p
     assert not torch.allclose(unaware, stored, atol=1e-6, rtol=0)  # without it, the stored model differs
 
 
-@pytest.mark.parametrize("precision, starts, value_bytes", [
-    ("int8", (0,), 1), ("int4", (0,), 0.5), ("fp16", (0,), 2),
-    (("int8", "fp32", "int4", "fp16", "int8"), (0, 100, 200, 300, 400), None)])
+@pytest.mark.parametrize("precision, starts, value_bytes, int_scales", [
+    ("int8", (0,), 1, "row"), ("int4", (0,), 0.5, "row"), ("fp16", (0,), 2, "row"),
+    (("int8", "fp32", "int4", "fp16", "int8"), (0, 100, 200, 300, 400), None, "row"),
+    ("int4", (0, 100, 200, 300, 400), 0.5, "dim"),
+    (("int8", "fp32", "int4", "fp16", "int8"), (0, 100, 200, 300, 400), None, "dim")])
 def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_would(tmp_path, precision, starts,
-                                                                                    value_bytes):
+                                                                                    value_bytes, int_scales):
     """A loaded artifact keeps its values as stored (int8: a byte each, int4: half, fp16: two — never a float32
     copy of the kept values) and scores as a model over those values read back in float32 (an independent
     reference: a packed embedding built from the dequantised values)."""
@@ -173,7 +177,7 @@ def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_w
     model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
     path = tmp_path / "m.pt"
     save_model(model, path, "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0}, precision=precision,
-               block_starts=starts)
+               block_starts=starts, int_scales=int_scales)
     loaded = load_model(path)
     nnz = model.embedding.kept_count()
     held = {name: t for name, t in loaded.embedding.stored.named_buffers() if name.startswith("data")}
@@ -187,10 +191,16 @@ def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_w
     ranks = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum((counts > 0).long(), 0)])
     firsts = [s["first"] for s in section["segments"]]
     parts = []
+    feature = torch.repeat_interleave(torch.arange(500), counts)  # of every kept entry
     for seg, first, end in zip(section["segments"], firsts, [*firsts[1:], 500]):
-        local = indptr[int(ranks[first]):int(ranks[end]) + 1] - indptr[int(ranks[first])]
+        lo, hi = int(indptr[int(ranks[first])]), int(indptr[int(ranks[end])])
+        local = indptr[int(ranks[first]):int(ranks[end]) + 1] - lo
+        groups = None
+        if seg.get("scales") == "dim":  # the segment's own blocks (of 100 ids each), then the dimension
+            groups = (feature[lo:hi] // 100 - first // 100) * 16 + dims[lo:hi].long()
         parts.append(dequantize(QuantizedValues(seg["precision"], seg["values"], int(local[-1]), seg.get("scale"),
-                                                seg.get("bias")), local))
+                                                seg.get("bias")), local, groups))
+    assert ({s.get("scales") for s in section["segments"] if "scale" in s} == {"dim"}) == (int_scales == "dim")
     full = torch.zeros(501, dtype=torch.long)
     full[1:] = torch.cumsum(counts, 0)
     reference = EmbeddingModel(PackedEmbedding(full, dims, torch.cat(parts), 16, torch.zeros(500, dtype=torch.long)),
@@ -198,3 +208,58 @@ def test_the_loaded_model_scores_from_the_stored_codes_as_the_read_back_values_w
     batch = random_batch(n=64, m=500, seed=7, dtype=torch.float32)
     with torch.no_grad():
         assert torch.equal(loaded(batch.ids, batch.values), reference(batch.ids, batch.values))
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_dim_scales_store_one_scale_per_block_and_dimension_and_read_back_within_half_of_it(tmp_path, precision):
+    """``int_scales="dim"``: L·K fp16 scales and biases (and the L blocks' first ids) instead of one per kept row;
+    the bytes counted from the file are the formula's, fewer than row-wise here, and every value reads back within
+    half its block's and dimension's scale of the float64 folded value."""
+    from autosrh_ray.artifact.budget import bitmap_span
+
+    model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
+    starts, path = (0, 100, 200, 300, 400), tmp_path / "model.pt"
+    stored = save_model(model, path, "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0},
+                        precision=precision, block_starts=starts, int_scales="dim")
+    section = torch.load(path, weights_only=True)["embedding"]
+    (segment,) = section["segments"]
+    assert segment["scales"] == "dim" and segment["scale"].numel() == segment["bias"].numel() == 5 * 16
+    assert section["block_starts"].tolist() == list(starts) and section["block_starts"].dtype == torch.int32
+    emb = model.embedding
+    counts, nnz = emb.kept_per_feature(), emb.kept_count()
+    rows = int((counts > 0).sum())
+    formula = embedding_bytes(nnz, rows, bitmap_span(counts), 16, precision, "dim", 5)
+    assert stored.embedding == tensor_bytes(section) == formula == embedding_bytes_of(model, precision, starts, "dim")
+    row_wise = embedding_bytes(nnz, rows, bitmap_span(counts), 16, precision)
+    assert formula == row_wise - 4 * rows + 4 * 5 * 16 + 4 * 5 < row_wise
+    folded = (emb.dense() * emb.alpha[emb.block_of]).double()
+    read = load_model(path).embedding.dense().double()
+    kept = emb.dense() != 0
+    scale = segment["scale"].double().reshape(5, 16)
+    bias = segment["bias"].double().reshape(5, 16)
+    levels = 256 if precision == "int8" else 16
+    for b in range(5):
+        block = slice(100 * b, 100 * (b + 1))
+        for d in range(16):
+            here = kept[block, d]
+            if not here.any():
+                continue
+            x = folded[block, d][here]
+            assert bias[b, d] <= x.min() and bias[b, d] + (levels - 1) * scale[b, d] >= x.max()
+            assert (read[block, d][here] - x).abs().max() <= scale[b, d] / 2 + 1e-6
+    assert (read[~kept] == 0).all()
+
+
+def test_an_artifact_of_the_format_before_int_scales_still_loads(tmp_path):
+    """Format 5 stored int8/int4 scales per kept row, as ``row`` does now, without a layout key: such a file loads
+    and scores as the same model saved today."""
+    model = pruned_model(tiny_model("deepfm", m=500, k=16, blocks=5, dtype=torch.float32), cr=3)
+    save_model(model, tmp_path / "now.pt", "deepfm", num_fields=3, options={"hidden": [8, 8], "dropout": 0.0},
+               precision="int8")
+    payload = torch.load(tmp_path / "now.pt", weights_only=True)
+    assert all("scales" not in s for s in payload["embedding"]["segments"])
+    torch.save(dict(payload, format_version=5), tmp_path / "v5.pt")
+    batch = random_batch(n=64, m=500, seed=9, dtype=torch.float32)
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "v5.pt")(batch.ids, batch.values),
+                           load_model(tmp_path / "now.pt")(batch.ids, batch.values))

@@ -82,3 +82,29 @@ def test_the_mixed_precision_follows_the_dims_each_block_keeps():
     assert mixed_precision(s, budget, (0, 20), "int4") == ("int8", "int4")
     s[20:, 2] = 0.0  # 2 dims a row: int4 (5 B) no longer beats fp16 (4 B)
     assert mixed_precision(s, budget, (0, 20), "int4") == ("int8", "fp16")
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4", PLAN])
+def test_with_dim_scales_the_formula_and_the_count_match_the_artifact(precision):
+    """Scales per block and dimension: each segment pays 4·K bytes per block it spans (whatever its rows), the
+    table the blocks' first ids once; the count for a budget is the largest whose artifact fits (brute force)."""
+    s = scores_with_ties(m=60, k=8, seed=3)
+
+    def artifact(keep: int) -> int:
+        mask = topk_mask(s, keep)
+        _, dims, values = pack(s, mask)
+        return tensor_bytes(compact_embedding(mask.sum(1), dims, values, 8, precision, STARTS, "dim"))
+
+    sizes = [artifact(n) for n in range(s.numel() + 1)]
+    spans = (((0, 10, "fp16"), (10, 40, "int8"), (40, 60, "int4")) if isinstance(precision, tuple)
+             else ((0, 60, precision),))
+    blocks = [sum(a <= x < b for x in STARTS) for a, b, _ in spans]
+    for keep in (0, 1, 7, 100, 300, s.numel()):
+        counts = topk_mask(s, keep).sum(1)
+        formula = embedding_bytes([int(counts[a:b].sum()) for a, b, _ in spans],
+                                  [int((counts[a:b] > 0).sum()) for a, b, _ in spans], bitmap_span(counts), 8,
+                                  [p for *_, p in spans], "dim", blocks)
+        assert formula == sizes[keep], keep
+    for budget in (sizes[0] - 1, sizes[0], sizes[50], sizes[50] + 1, sizes[-1]):
+        expected = max((n for n, b in enumerate(sizes) if b <= budget), default=0)
+        assert kept_for_bytes(s, budget, precision, STARTS, "dim") == expected, budget

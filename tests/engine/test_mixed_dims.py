@@ -218,14 +218,17 @@ def test_byte_budgets_size_fixed_schemes_by_their_artifacts_bytes(planted):
     results = run_all_in_process(with_overrides(base, {"search.method": "grid", "search.grid_K": [1, 2, 4, 8, 16],
                                                        "prune.bytes_cr": 10, "prune.cr": []}),
                                  prepared, train, valid, log=lambda _: None)
-    assert sorted(r.budget.precision for r in results) == ["fp16", "fp32", "int4", "int8"]  # no per-block ones
+    # no per-block ones; int8 and int4 with scales per row and per block and dimension (prune.int_scales: auto)
+    assert sorted((r.budget.precision, r.budget.int_scales) for r in results) == [
+        ("fp16", "row"), ("fp32", "row"), ("int4", "dim"), ("int4", "row"), ("int8", "dim"), ("int8", "row")]
     for r in results:
-        sizes = {c["name"]: scheme_bytes(np.full(m, int(c["name"][1:])), 16, r.budget.precision)
+        sizes = {c["name"]: scheme_bytes(np.full(m, int(c["name"][1:])), 16, r.budget.precision,
+                                         r.budget.block_starts, 0, r.budget.int_scales)
                  for c in r.candidates}
         fitting = [c for c in r.candidates if sizes[c["name"]] <= budget_bytes]
         (chosen,) = [c for c in r.candidates if c["chosen"]]
-        if r.budget.precision in ("int8", "int4"):  # 4 B of scale and bias a row: not even K' 1 fits
-            assert not fitting and chosen["name"] == "K1"
+        if r.budget.precision in ("int8", "int4") and r.budget.int_scales == "row":
+            assert not fitting and chosen["name"] == "K1"  # 4 B of scale and bias a row: not even K' 1 fits
         else:
             assert chosen == min(fitting, key=lambda c: c["valid_loss"])
         assert r.budget.kept == r.model.embedding.kept_count() == chosen["kept"] and r.budget.bytes == budget_bytes
@@ -235,6 +238,11 @@ def test_byte_budgets_size_fixed_schemes_by_their_artifacts_bytes(planted):
                                       if scheme_bytes(np.full(m, int(c["name"][1:])), 16, r.budget.precision)
                                       <= budget_bytes) for r in results if r.budget.precision in ("fp32", "fp16")}
     assert widest == {"fp32": 1, "fp16": 2}
+    # with L·K scales instead of 4 B a row, int8 fits K' 4 (bitmap ⅛ + mask 2 + values 4 B = 6.125 B a feature),
+    # int4 K' 8 (⅛ + 2 + 4)
+    assert {r.budget.precision: max(int(c["name"][1:]) for c in r.candidates if scheme_bytes(
+        np.full(m, int(c["name"][1:])), 16, r.budget.precision, r.budget.block_starts, 0, "dim") <= budget_bytes)
+        for r in results if r.budget.int_scales == "dim"} == {"int8": 4, "int4": 8}
 
     budget_bytes = m * 16 * 4 // 4  # 16 B a feature: MDE's int8 rows pay 4 B of scale and bias and 1 B of group
     for method, precision, projections in (("mde", "int8", 6), ("random", "fp16", 0)):

@@ -1,6 +1,7 @@
-"""Row-wise quantisation of kept values (``autosrh_ray/quantize.py``) against a float64 per-row reference: the
-fp16 scale and bias cover each row, every value reads back within half its row's scale, int4 packs two codes per
-byte and unpacks to the same codes, the byte count is what the tensors hold."""
+"""Quantisation of kept values (``autosrh_ray/engine/quantize.py``) against a float64 reference per row (and per
+block and dimension, ``dim`` scales): the fp16 scale and bias cover each group, every value reads back within half
+its group's scale, int4 packs two codes per byte and unpacks to the same codes, the byte count is what the tensors
+hold."""
 from __future__ import annotations
 
 import math
@@ -174,3 +175,38 @@ def test_fake_quantisation_reads_what_the_stored_codes_read_and_passes_the_gradi
     weights = torch.randn(values.numel(), dtype=torch.float64)
     (read * weights).sum().backward()
     assert torch.equal(x.grad, weights)  # d read / d x = identity (straight through)
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_dim_scales_cover_each_block_and_dimension_and_read_back_within_half_a_step(precision):
+    """``dim`` scales: one fp16 scale and bias per (block, dimension), shared by every row of the block — checked
+    group by group against float64, as the row-wise ones are row by row."""
+    from autosrh_ray.engine.quantize import column_groups
+
+    k, blocks, g = 8, 3, torch.Generator().manual_seed(4)
+    counts = torch.randint(0, k + 1, (90,), generator=g)
+    dims = torch.cat([torch.sort(torch.randperm(k, generator=g)[:int(c)]).values for c in counts])
+    indptr = torch.zeros(91, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(counts, 0)
+    # each dimension of its own spread and offset, as α's columns make them
+    values = torch.randn(dims.numel(), generator=g) * (1 + dims) + dims * 0.5
+    block_of_row = torch.arange(90) * blocks // 90
+    groups = column_groups(dims, torch.repeat_interleave(block_of_row, counts), k)
+    q = quantize(values, indptr, precision, (groups, blocks * k))
+    assert q.scale.numel() == q.bias.numel() == blocks * k
+    assert q.nbytes == math.ceil(values.numel() * (8 if precision == "int8" else 4) / 8) + 4 * blocks * k
+    back = dequantize(q, indptr, groups)
+    levels = LEVELS[precision]
+    seen = 0
+    for group in range(blocks * k):
+        chosen = groups == group
+        if not chosen.any():
+            continue
+        seen += 1
+        x = values[chosen].double()
+        scale, bias = float(q.scale[group]), float(q.bias[group])
+        assert scale > 0 and bias <= x.min() and bias + (levels - 1) * scale >= x.max()
+        codes = torch.clamp(torch.round((x - bias) / scale), 0, levels - 1)
+        assert torch.allclose(back[chosen].double(), bias + codes * scale, rtol=0, atol=1e-6 * max(1.0, abs(bias)))
+        assert (back[chosen].double() - x).abs().max() <= scale / 2 + 1e-6 * max(1.0, x.abs().max().item())
+    assert seen == blocks * k
