@@ -94,15 +94,18 @@ def test_a_byte_budget_prunes_once_then_each_precision_keeps_what_fits_by_margin
     for final, result in results:
         b = result.budget
         assert b.group == "bytes_cr12" and b.bytes == budget_bytes
-        assert b.kept == kept_for_bytes(margin, budget_bytes, b.precision) == kept_of(final)
+        assert b.kept == kept_for_bytes(margin, budget_bytes, b.precision, b.block_starts, b.int_scales) == \
+            kept_of(final)
         counts = topk_mask(margin, b.kept).sum(dim=1)
-        assert embedding_bytes(b.kept, int((counts > 0).sum()), bitmap_span(counts), 16, b.precision) <= budget_bytes
-        kept[b.precision] = b.kept
+        assert embedding_bytes(b.kept, int((counts > 0).sum()), bitmap_span(counts), 16, b.precision, b.int_scales,
+                               len(b.block_starts)) <= budget_bytes
+        kept[b.precision + ("-dim" if b.int_scales == "dim" else "")] = b.kept
     retrain_starts = [start for stage, start in executor.starts if stage == "retrain"]
-    assert len(retrain_starts) == len(results) == 4
+    assert len(retrain_starts) == len(results) == 6  # 4 precisions, int8 and int4 again with dim scales
     # fewer bits a value, more entries in the same bytes (int8's 4 B of scale and bias a row can cost more than
     # fp16's values where rows keep few dims; int4 never more than int8)
     assert min(kept["fp16"], kept["int8"]) > kept["fp32"] and kept["int4"] > kept["int8"]
+    assert kept["int8-dim"] > kept["int8"] and kept["int4-dim"] > kept["int4"]  # K·4 B of scales, not 4 B a row
     for start, (_, result) in zip(retrain_starts, results):  # each keeps its best entries by PEP's margin
         rows = torch.repeat_interleave(torch.arange(start["embedding.indptr"].numel() - 1),
                                        start["embedding.indptr"].diff())
