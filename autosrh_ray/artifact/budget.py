@@ -17,6 +17,7 @@ import torch
 from ..config import ConfigError, PruneConfig
 from ..engine.precision_plan import Precision, precision_name, segments
 from ..engine.prune import kept_count, topk_mask
+from ..engine.quantize import LEVELS
 from .layout import (ROW_BYTES, bitmap_span, block_starts_bytes, group_value_bytes, groups_bytes, index_bytes,
                      projection_bytes, rows_bytes, values_bytes)
 
@@ -190,7 +191,6 @@ class Budget:
 BYTE_PRECISIONS = ("fp32", "fp16", "int8", "int4")  # the candidates of a byte budget under precision: auto
 # ... and, with more than one block, a precision per block guided by the kept dims (the rarer half's floor)
 MIXED_CANDIDATES = {"mixed": "fp16", "mixed-int4": "int4"}
-INTEGER = ("int8", "int4")
 
 
 def candidate_layouts(prune_config: PruneConfig) -> tuple[str, ...]:
@@ -206,15 +206,15 @@ def _candidates(precisions: tuple, layouts: tuple[str, ...]) -> list[tuple[Preci
     """(precision, int scales) of a byte budget's candidates: every precision row-wise (or as ``layouts[0]``),
     and the uniform integer ones again in each other layout."""
     out = [(p, layouts[0] if stored_as_integers(p) else "row") for p in precisions]
-    out += [(p, layout) for layout in layouts[1:] for p in precisions if isinstance(p, str) and p in INTEGER]
+    out += [(p, layout) for layout in layouts[1:] for p in precisions if isinstance(p, str) and p in LEVELS]
     return out
 
 
 def stored_as_integers(precision: Precision) -> bool:
     """Whether ``precision`` stores any integer codes (one precision, one per block, or a mixed candidate)."""
     if isinstance(precision, str):
-        return precision in INTEGER or precision in MIXED_CANDIDATES
-    return any(p in INTEGER for p in precision)
+        return precision in LEVELS or precision in MIXED_CANDIDATES
+    return any(p in LEVELS for p in precision)
 
 
 def _name(group: str, precision: Precision, int_scales: str) -> str:
